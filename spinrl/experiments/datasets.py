@@ -1,0 +1,192 @@
+"""``spinrl data make``: offline datasets from scripted or learned behaviour policies, batched."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from spinrl import envs
+from spinrl.data import OfflineDataset, from_episodes
+from spinrl.data.cache import data_dir, dataset_name
+from spinrl.errors import ConfigError
+from spinrl.evaluation.rollout import Episodes, run_episodes
+from spinrl.utils.progress import progress_bar
+
+LEVELS = ("random", "medium", "expert", "medium-expert", "random-medium-expert")
+SOURCES = {
+    "random": ("random",),
+    "medium": ("medium",),
+    "expert": ("expert",),
+    "medium-expert": ("medium", "expert"),
+    "random-medium-expert": ("random", "medium", "expert"),
+}
+
+
+@dataclass
+class DataMakeConfig:
+    """Generate an offline dataset in an environment with behaviour policies of a given level."""
+
+    env: str = "maze"
+    """environment id: maze, cone, sepsis or dmc:<domain>-<task> (see `spinrl envs`)"""
+    level: str = "medium-expert"
+    """random | medium | expert | medium-expert (half each) | random-medium-expert (whole episodes, thirds)"""
+    episodes: int | None = None
+    """number of episodes (give this or --transitions)"""
+    transitions: int | None = None
+    """exact number of transitions (the last episode of each source is cut short and marked truncated)"""
+    seed: int = 0
+    """seed of the behaviour policies' randomness and of every episode reset"""
+    out: str | None = None
+    """output dataset directory (default: a named directory under $SPINRL_DATA)"""
+    env_kwargs: dict = field(default_factory=dict)
+    """environment keyword arguments, e.g. actuators=12 (given on the CLI as --actuators 12)"""
+    num_envs: int = 64
+    """episodes stepped together (one batched policy call per step)"""
+    rme_fractions: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
+    """random-medium-expert: share of episodes/transitions from random, medium and expert"""
+
+    def validate(self) -> None:
+        if self.level not in LEVELS:
+            raise ConfigError(f"--level {self.level!r} is unknown; choose one of {', '.join(LEVELS)}")
+        if (self.episodes is None) == (self.transitions is None):
+            raise ConfigError("give exactly one of --episodes N or --transitions N")
+        n = self.episodes if self.episodes is not None else self.transitions
+        name = "--episodes" if self.episodes is not None else "--transitions"
+        if n is None or n <= 0:
+            raise ConfigError(f"{name} must be a positive integer, got {n}")
+        if self.num_envs <= 0:
+            raise ConfigError(f"--num-envs must be positive, got {self.num_envs}")
+        fr = np.asarray(self.rme_fractions, dtype=float)
+        if fr.shape != (3,) or np.any(fr < 0) or fr.sum() <= 0:
+            raise ConfigError("--rme-fractions must be three non-negative numbers (random, medium, expert)")
+
+    def default_out(self) -> Path:
+        size = f"{self.transitions}t" if self.transitions is not None else f"{self.episodes}ep"
+        return data_dir() / dataset_name(self.env, self.env_kwargs, self.level, size, self.seed)
+
+
+def _split(total: int, fractions: np.ndarray) -> list[int]:
+    """Integer shares of ``total`` proportional to ``fractions`` that sum exactly to ``total``."""
+    raw = fractions / fractions.sum() * total
+    base = np.floor(raw).astype(int)
+    base[np.argsort(-(raw - base))[: total - base.sum()]] += 1
+    return base.tolist()
+
+
+def _trim(eps: Episodes, n_transitions: int) -> Episodes:
+    """Keep whole episodes up to ``n_transitions``; cut the last one short and mark it truncated."""
+    out = Episodes(returns=np.zeros(0), lengths=np.zeros(0, dtype=np.int64))
+    left = n_transitions
+    for o, a, r, t in zip(eps.observations, eps.actions, eps.rewards, eps.terminated):
+        if left <= 0:
+            break
+        L = min(len(a), left)
+        out.observations.append(o[: L + 1])
+        out.actions.append(a[:L])
+        out.rewards.append(r[:L])
+        out.terminated.append(t and L == len(a))
+        left -= L
+    return out
+
+
+def generate(cfg: DataMakeConfig, progress: bool | None = None) -> OfflineDataset:
+    """Roll out the level's behaviour policies and return the dataset (not yet saved)."""
+    cfg.validate()
+    vec = envs.make_vector(cfg.env, cfg.num_envs, **cfg.env_kwargs)
+    sources = SOURCES[cfg.level]
+    if cfg.level == "random-medium-expert":
+        fractions = np.asarray(cfg.rme_fractions, dtype=float)
+    else:
+        fractions = np.ones(len(sources))
+    total = cfg.episodes if cfg.episodes is not None else cfg.transitions
+    shares = _split(int(total), fractions)
+    unit = "ep" if cfg.episodes is not None else "transitions"
+    bar = progress_bar(total=int(total), desc=f"data make {cfg.env} {cfg.level}", unit=unit, disable=None if progress is None else not progress)
+    parts: list[Episodes] = []
+    descriptions = {}
+    t0 = time.time()
+    for j, (src, share) in enumerate(zip(sources, shares)):
+        if share == 0:
+            continue
+        policy = envs.behaviour_policy(cfg.env, src, **cfg.env_kwargs)
+        descriptions[src] = policy.description
+        rng = np.random.default_rng([cfg.seed, j])
+        seed_base = (cfg.seed * 7919 + j) * 1_000_003
+
+        def act(obs, _p=policy, _r=rng):
+            return _p.act(obs, _r)
+
+        collected = Episodes(returns=np.zeros(0), lengths=np.zeros(0, dtype=np.int64))
+        done_units = 0
+        k = 0
+        while done_units < share:
+            n_ep = (share - done_units) if cfg.episodes is not None else cfg.num_envs
+            n_ep = min(n_ep, cfg.num_envs) if cfg.episodes is None else n_ep
+            seeds = [seed_base + k + i for i in range(n_ep)]
+            k += n_ep
+            eps = run_episodes(
+                vec, act, seeds, record=True,
+                on_episode=(lambda L: bar.update(1)) if cfg.episodes is not None else None,
+            )
+            for name in ("observations", "actions", "rewards", "terminated"):
+                getattr(collected, name).extend(getattr(eps, name))
+            if cfg.episodes is not None:
+                done_units += n_ep
+            else:
+                got = int(eps.lengths.sum())
+                bar.update(min(got, share - done_units))
+                done_units += got
+        if cfg.transitions is not None:
+            collected = _trim(collected, share)
+        parts.append(collected)
+    bar.close()
+    obs = [o for p in parts for o in p.observations]
+    acts = [a for p in parts for a in p.actions]
+    rews = [r for p in parts for r in p.rewards]
+    terms = [t for p in parts for t in p.terminated]
+    lengths = np.array([len(a) for a in acts], dtype=np.int64)
+    term_arr = np.zeros(int(lengths.sum()), dtype=bool)
+    trunc_arr = np.zeros(int(lengths.sum()), dtype=bool)
+    ends = np.cumsum(lengths) - 1
+    term_arr[ends] = np.asarray(terms, dtype=bool)
+    trunc_arr[ends] = ~np.asarray(terms, dtype=bool)
+    ref = envs.reference_scores(cfg.env, **cfg.env_kwargs)
+    gen = asdict(cfg)
+    gen["out"] = None
+    gen["wall_seconds"] = round(time.time() - t0, 3)
+    meta = {
+        "env_id": cfg.env,
+        "env_kwargs": dict(cfg.env_kwargs),
+        "nvec": [int(m) for m in vec.nvec],
+        "level": cfg.level,
+        "behaviour": descriptions,
+        "generator": gen,
+        "reference": None if ref is None else {"random": ref.random, "expert": ref.expert, "source": ref.source},
+    }
+    return from_episodes(
+        np.concatenate(obs).astype(np.float32),
+        np.concatenate(acts).astype(np.int64),
+        np.concatenate(rews),
+        term_arr,
+        trunc_arr,
+        lengths,
+        meta,
+    )
+
+
+def make_dataset(cfg: DataMakeConfig, progress: bool | None = None) -> Path:
+    """Generate and save atomically; returns the dataset path."""
+    ds = generate(cfg, progress=progress)
+    out = Path(cfg.out) if cfg.out else cfg.default_out()
+    return ds.save(out)
+
+
+def cached_dataset(cfg: DataMakeConfig, progress: bool | None = None) -> Path:
+    """The dataset for ``cfg`` from the cache, generated on first use."""
+    out = Path(cfg.out) if cfg.out else cfg.default_out()
+    if (out / "meta.json").exists():
+        return out
+    return make_dataset(cfg, progress=progress)

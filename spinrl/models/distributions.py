@@ -1,0 +1,25 @@
+"""Products of categoricals over padded logits [B, N, max_m]; sampling honours a torch.Generator."""
+
+from __future__ import annotations
+
+import torch
+
+
+def log_prob(logits_BNM: torch.Tensor, act_BN: torch.Tensor) -> torch.Tensor:
+    """log pi(a|s) = sum_i log softmax(logits_i)[a_i], shape [B] (one gather, no loop over N)."""
+    logp = torch.log_softmax(logits_BNM, dim=-1)
+    return logp.gather(-1, act_BN.unsqueeze(-1)).squeeze(-1).sum(-1)
+
+
+def gumbel_argmax(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One categorical draw per row of the last dim via Gumbel-max, using ``generator`` when given."""
+    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float32)
+    u = u.clamp_(min=torch.finfo(torch.float32).tiny, max=1.0 - torch.finfo(torch.float32).eps)
+    gumbel = -torch.log(-torch.log(u))
+    return (logits.float() + gumbel).argmax(-1)
+
+
+def sample_k(logits_BNM: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """k independent joint draws from the product distribution, shape [B, k, N]."""
+    B, N, M = logits_BNM.shape
+    return gumbel_argmax(logits_BNM.unsqueeze(1).expand(B, k, N, M), generator)
