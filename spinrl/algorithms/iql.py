@@ -1,0 +1,73 @@
+"""Implicit Q-Learning (Kostrikov et al. 2022) with a factored twin critic."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from spinrl.algorithms.common import Batch, Nets, ensemble_mse, expectile_loss, td_target
+
+UPDATES = ("value", "critic", "actor")
+TARGETS = ("critic",)
+
+
+@dataclass
+class IQLConfig:
+    """IQL objective (method.md).
+
+    V: expectile(tau) regression of V(s) to min_k Q_target,k(s, a) over dataset actions.
+    Q_k: MSE to r + gamma (1 - terminated) V(s').
+    actor: maximise E_D[w log pi(a|s)], w = min(exp(beta (min_k Q_target,k(s,a) - V(s))), clip).
+    """
+
+    gamma: float = 0.99
+    """Discount factor."""
+    polyak: float = 0.005
+    """Target-network averaging rate tau."""
+    expectile: float = 0.8
+    """Expectile tau of the value regression (0.5 = mean, -> 1 = max over dataset actions)."""
+    beta: float = 3.0
+    """Inverse temperature of the advantage weights."""
+    clip: float = 100.0
+    """Upper bound on the advantage weights."""
+
+
+def actor_weights(adv_B: torch.Tensor, cfg: IQLConfig) -> torch.Tensor:
+    """min(exp(beta * adv), clip), computed without overflow."""
+    return torch.exp((cfg.beta * adv_B).clamp(max=math.log(cfg.clip)))
+
+
+def value_loss(nets: Nets, batch: Batch, cfg: IQLConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Expectile regression of V(s) on min_k Q_target,k(s, a)."""
+    with torch.no_grad():
+        q_B = nets.critic_target(batch.obs, batch.actions).min(0).values
+    v_B = nets.value(batch.obs)
+    loss = expectile_loss(q_B - v_B, cfg.expectile)
+    return loss, {"value_loss": loss.detach(), "v": v_B.detach().mean()}
+
+
+def critic_loss(nets: Nets, batch: Batch, cfg: IQLConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """MSE of each Q_k(s, a) to r + gamma (1 - terminated) V(s')."""
+    with torch.no_grad():
+        target_B = td_target(batch, nets.value(batch.next_obs), cfg.gamma)
+    q_KB = nets.critic(batch.obs, batch.actions)
+    loss = ensemble_mse(q_KB, target_B)
+    return loss, {"critic_loss": loss.detach(), "q": q_KB.detach().mean()}
+
+
+def actor_loss(nets: Nets, batch: Batch, cfg: IQLConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Advantage-weighted likelihood: -E[w log pi(a|s)] with detached weights."""
+    with torch.no_grad():
+        adv_B = nets.critic_target(batch.obs, batch.actions).min(0).values - nets.value(batch.obs)
+        w_B = actor_weights(adv_B, cfg)
+    logp_B = nets.actor.log_prob(batch.obs, batch.actions)
+    loss = -(w_B * logp_B).mean()
+    return loss, {"actor_loss": loss.detach(), "adv": adv_B.mean(), "weight": w_B.mean(), "log_prob": logp_B.detach().mean()}
+
+
+@torch.no_grad()
+def act(nets: Nets, obs: torch.Tensor, cfg: IQLConfig, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The actor's sample (or mode when ``deterministic``), long [B, N]."""
+    return nets.actor.mode(obs) if deterministic else nets.actor.sample(obs, generator)

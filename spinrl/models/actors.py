@@ -1,0 +1,270 @@
+"""Actors: one protocol, four implementations (factored MLP, autoregressive LSTM, SAINT, SPIN)."""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence, runtime_checkable
+
+import torch
+from torch import nn
+
+from spinrl.errors import CheckpointError, ConfigError
+from spinrl.models import distributions as dist
+from spinrl.models.asm import ActionStructureModel
+from spinrl.models.config import ModelConfig
+from spinrl.models.layers import NEG, StateEncoder, SubActionHeads, TransformerBlock, padding_index
+
+ACTOR_KINDS = ("factored", "autoregressive", "saint", "spin")
+
+
+@runtime_checkable
+class Actor(Protocol):
+    """What algorithms need from a policy pi(a|s) over factored actions.
+
+    Factored actors (``factored = True``) also provide ``logits(obs) -> [B, N, max_m]`` (padding
+    masked) so algorithms can take exact per-sub-action expectations.
+    """
+
+    factored: bool
+    nvec: tuple[int, ...]
+
+    def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """log pi(a|s), shape [B]."""
+        ...
+
+    def sample(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One action per state, long [B, N]."""
+        ...
+
+    def mode(self, obs: torch.Tensor) -> torch.Tensor:
+        """Greedy action, long [B, N]."""
+        ...
+
+    def sample_k(self, obs: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """k actions per state, long [B, k, N]."""
+        ...
+
+
+class FactoredActor(nn.Module):
+    """Shared sampling/likelihood for actors whose pi(a|s) is a product of categoricals.
+
+    Subclasses implement ``logits(obs) -> [B, N, max_m]``.
+    """
+
+    factored = True
+    nvec: tuple[int, ...]
+
+    def logits(self, obs_BO: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def log_prob(self, obs_BO: torch.Tensor, act_BN: torch.Tensor) -> torch.Tensor:
+        """log pi(a|s) = sum_i log pi_i(a_i|s), shape [B]."""
+        return dist.log_prob(self.logits(obs_BO), act_BN)
+
+    def sample(self, obs_BO: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """All sub-actions in one pass (Gumbel-max), long [B, N]."""
+        return dist.gumbel_argmax(self.logits(obs_BO), generator)
+
+    def sample_k(self, obs_BO: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """k joint draws per state from one forward pass, long [B, k, N]."""
+        return dist.sample_k(self.logits(obs_BO), k, generator)
+
+    def mode(self, obs_BO: torch.Tensor) -> torch.Tensor:
+        """Per-sub-action argmax, which is the joint argmax of a product distribution."""
+        return self.logits(obs_BO).argmax(-1)
+
+
+class FactoredMLPActor(FactoredActor):
+    """Baseline: obs -> h -> h (ReLU) -> one Linear to sum(m_i) -> N independent categoricals."""
+
+    def __init__(self, obs_dim: int, nvec: Sequence[int], cfg: ModelConfig | None = None):
+        super().__init__()
+        cfg = cfg or ModelConfig()
+        self.nvec = tuple(int(m) for m in nvec)
+        h = cfg.mlp_hidden
+        self.net = nn.Sequential(
+            nn.Linear(obs_dim, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, sum(self.nvec))
+        )
+        index, valid = padding_index(self.nvec)
+        self.register_buffer("pad_index_NM", index, persistent=False)
+        self.register_buffer("valid_NM", valid, persistent=False)
+
+    def logits(self, obs_BO: torch.Tensor) -> torch.Tensor:
+        """Padded logits [B, N, max_m] (one gather from the concatenated outputs)."""
+        flat = self.net(obs_BO)[:, self.pad_index_NM]
+        return flat.masked_fill(~self.valid_NM, NEG)
+
+
+class TransformerActor(FactoredActor):
+    """SAINT actor: [M state tokens ; N learned queries] -> blocks -> per-sub-action heads.
+
+    Queries carry no sampled sub-actions, so pi(a|s) is a product of categoricals; attention gives
+    coordinated per-state modes. ``from_asm`` builds the SPIN actor (frozen pretrained trunk).
+    """
+
+    def __init__(self, obs_dim: int, nvec: Sequence[int], cfg: ModelConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or ModelConfig()
+        self.obs_dim = int(obs_dim)
+        self.nvec = tuple(int(m) for m in nvec)
+        d = cfg.d_model
+        self.state_encoder = StateEncoder(obs_dim, d, cfg.n_state_tokens)
+        self.queries = nn.Parameter(torch.randn(len(self.nvec), d))  # N(0, 1) as in the paper's code
+        self.blocks = nn.ModuleList(TransformerBlock(d, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_blocks))
+        self.heads = SubActionHeads(d, self.nvec, cfg.head_hidden, cfg.dropout)
+        self.frozen = False
+
+    def logits(self, obs_BO: torch.Tensor) -> torch.Tensor:
+        """Padded logits [B, N, max_m]."""
+        B = obs_BO.shape[0]
+        x = torch.cat([self.state_encoder(obs_BO), self.queries.expand(B, -1, -1)], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        return self.heads(x[:, self.cfg.n_state_tokens :])
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters with requires_grad (queries and heads for SPIN; everything for SAINT)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    @classmethod
+    def from_asm(
+        cls,
+        asm: ActionStructureModel,
+        cfg: ModelConfig | None = None,
+        freeze: bool = True,
+        *,
+        obs_dim: int | None = None,
+        nvec: Sequence[int] | None = None,
+    ) -> "TransformerActor":
+        """SPIN actor: the ASM's state encoder and blocks (copied, frozen) + fresh queries and heads.
+
+        Loading is strict (method.md): any mismatch raises instead of training from scratch.
+        Frozen blocks keep their dropout active in train mode, as in the paper's code.
+
+        Args:
+            asm: Pretrained action structure model.
+            cfg: Actor sizes; defaults to the ASM's. Its d_model, n_heads, n_blocks and
+                n_state_tokens must equal the ASM's; head_hidden and dropout may differ.
+            freeze: Set requires_grad False on the copied encoder and blocks.
+            obs_dim: Expected state dimension of the task, checked against the ASM when given.
+            nvec: Expected cardinalities of the task, checked against the ASM when given.
+
+        Raises:
+            CheckpointError: The ASM does not fit the task or the configuration.
+        """
+        cfg = cfg or asm.cfg
+        for field in ("d_model", "n_heads", "n_blocks", "n_state_tokens"):
+            got, want = getattr(asm.cfg, field), getattr(cfg, field)
+            if got != want:
+                raise CheckpointError(f"ASM has {field}={got} but the actor config asks for {field}={want}; use the ASM's sizes")
+        if obs_dim is not None and int(obs_dim) != asm.obs_dim:
+            raise CheckpointError(f"ASM was trained with obs_dim={asm.obs_dim} but the task has obs_dim={obs_dim}; pretrain an ASM on this task")
+        if nvec is not None and tuple(int(m) for m in nvec) != asm.nvec:
+            raise CheckpointError(f"ASM was trained with nvec={list(asm.nvec)} but the task has nvec={list(nvec)}; pretrain an ASM on this task")
+        actor = cls(asm.obs_dim, asm.nvec, cfg)
+        try:
+            actor.state_encoder.load_state_dict(asm.state_encoder.state_dict(), strict=True)
+            actor.blocks.load_state_dict(asm.blocks.state_dict(), strict=True)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise CheckpointError(f"ASM weights do not fit the actor ({first}); the ASM checkpoint is from another configuration") from e
+        actor.to(next(asm.parameters()).device)
+        if freeze:
+            actor.state_encoder.requires_grad_(False)
+            actor.blocks.requires_grad_(False)
+            actor.frozen = True
+        return actor
+
+
+class AutoregressiveActor(nn.Module):
+    """pi(a|s) = prod_i pi_i(a_i | s, a_<i): LSTM over sub-actions (baseline, method.md).
+
+    Step i reads [state embedding ; embedding of a_{i-1}] (a start token at i = 0) from one table
+    with offsets, and head i maps the LSTM output to logits over m_i. Teacher forcing runs the
+    whole sequence in one LSTM call; sampling is sequential (the only loop over sub-actions).
+    """
+
+    factored = False
+
+    def __init__(self, obs_dim: int, nvec: Sequence[int], cfg: ModelConfig | None = None):
+        super().__init__()
+        cfg = cfg or ModelConfig()
+        self.nvec = tuple(int(m) for m in nvec)
+        h, e = cfg.lstm_hidden, cfg.sub_action_embed
+        self.state_embed = nn.Sequential(nn.Linear(obs_dim, h), nn.ReLU())
+        # Row 0 = start token; a_j (j < N-1, the only ones ever fed) -> row feed_offsets[j] + a_j.
+        fed = torch.as_tensor(self.nvec[:-1], dtype=torch.long)
+        self.register_buffer("feed_offsets", 1 + torch.cumsum(fed, 0) - fed, persistent=False)
+        self.embed = nn.Embedding(1 + int(fed.sum()), e)
+        self.lstm = nn.LSTM(h + e, h, num_layers=cfg.lstm_layers, batch_first=True)
+        # Deterministic heads: dropout here would make teacher forcing and sampling disagree.
+        self.heads = SubActionHeads(h, self.nvec, cfg.head_hidden, dropout=0.0)
+
+    def _inputs(self, state_BH: torch.Tensor, prev_tokens_BT: torch.Tensor) -> torch.Tensor:
+        T = prev_tokens_BT.shape[1]
+        return torch.cat([state_BH.unsqueeze(1).expand(-1, T, -1), self.embed(prev_tokens_BT)], dim=-1)
+
+    def conditional_logits(self, obs_BO: torch.Tensor, act_BN: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits of pi_i(. | s, a_<i), padded [B, N, max_m]."""
+        B = obs_BO.shape[0]
+        # prev tokens: start, then a_0 .. a_{N-2} shifted into their table blocks.
+        prev = torch.cat([act_BN.new_zeros(B, 1), act_BN[:, :-1] + self.feed_offsets], dim=1)
+        out, _ = self.lstm(self._inputs(self.state_embed(obs_BO), prev))
+        return self.heads(out)
+
+    def log_prob(self, obs_BO: torch.Tensor, act_BN: torch.Tensor) -> torch.Tensor:
+        """log pi(a|s) by teacher forcing, shape [B]."""
+        return dist.log_prob(self.conditional_logits(obs_BO, act_BN), act_BN)
+
+    def _decode(self, obs_BO: torch.Tensor, generator: torch.Generator | None, greedy: bool) -> torch.Tensor:
+        state = self.state_embed(obs_BO)
+        tok = torch.zeros(obs_BO.shape[0], 1, dtype=torch.long, device=obs_BO.device)
+        hc = None
+        acts = []
+        for i in range(len(self.nvec)):  # sequential by definition of the autoregressive model
+            out, hc = self.lstm(self._inputs(state, tok), hc)
+            logits = self.heads.one(out[:, 0], i)
+            a = logits.argmax(-1) if greedy else dist.gumbel_argmax(logits, generator)
+            acts.append(a)
+            if i + 1 < len(self.nvec):
+                tok = (a + self.feed_offsets[i]).unsqueeze(1)
+        return torch.stack(acts, dim=1)
+
+    def sample(self, obs_BO: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Ancestral sample, long [B, N]."""
+        return self._decode(obs_BO, generator, greedy=False)
+
+    def mode(self, obs_BO: torch.Tensor) -> torch.Tensor:
+        """Greedy sequential decoding (an approximation of the joint argmax), long [B, N]."""
+        return self._decode(obs_BO, None, greedy=True)
+
+    def sample_k(self, obs_BO: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """k ancestral samples per state (one batched decode of B*k rows), long [B, k, N]."""
+        B = obs_BO.shape[0]
+        return self.sample(obs_BO.repeat_interleave(k, dim=0), generator).view(B, k, len(self.nvec))
+
+
+def build_actor(
+    kind: str,
+    obs_dim: int,
+    nvec: Sequence[int],
+    cfg: ModelConfig | None = None,
+    asm: ActionStructureModel | None = None,
+) -> nn.Module:
+    """Make an actor by name: "factored", "autoregressive", "saint" or "spin" (needs ``asm``).
+
+    Raises:
+        ConfigError: Unknown kind, or "spin" without a pretrained ASM.
+        CheckpointError: The ASM does not fit the task or config.
+    """
+    cfg = cfg or ModelConfig()
+    if kind == "factored":
+        return FactoredMLPActor(obs_dim, nvec, cfg)
+    if kind == "autoregressive":
+        return AutoregressiveActor(obs_dim, nvec, cfg)
+    if kind == "saint":
+        return TransformerActor(obs_dim, nvec, cfg)
+    if kind == "spin":
+        if asm is None:
+            raise ConfigError("actor 'spin' needs a pretrained ASM: --asm PATH is required (run pretraining first)")
+        return TransformerActor.from_asm(asm, cfg, freeze=True, obs_dim=obs_dim, nvec=nvec)
+    raise ConfigError(f"actor kind '{kind}' is unknown; choose one of {', '.join(ACTOR_KINDS)}")

@@ -1,0 +1,245 @@
+"""Closed-form checks of the networks: shapes, masking, equivalence to per-sub-action loops."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spinrl.errors import CheckpointError, ConfigError
+from spinrl.models import (
+    NEG,
+    ActionStructureModel,
+    AutoregressiveActor,
+    FactoredMLPActor,
+    FactoredTwinCritic,
+    ModelConfig,
+    StateEncoder,
+    SubActionHeads,
+    TransformerActor,
+    TransformerBlock,
+    ValueNet,
+    build_actor,
+)
+from spinrl.models.actors import Actor
+
+NVEC = (2, 5, 3)
+OBS = 6
+CFG = ModelConfig(
+    d_model=16, n_heads=2, n_blocks=2, head_hidden=8, mlp_hidden=16, critic_hidden=16,
+    lstm_hidden=16, lstm_layers=2, sub_action_embed=4,
+)
+
+
+def _obs(b=5, seed=0):
+    return torch.randn(b, OBS, generator=torch.Generator().manual_seed(seed))
+
+
+def _acts(b=5, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randint(m, (b,), generator=g) for m in NVEC], dim=1)
+
+
+def _actors():
+    torch.manual_seed(0)
+    asm = ActionStructureModel(OBS, NVEC, CFG)
+    return {k: build_actor(k, OBS, NVEC, CFG, asm=asm) for k in ("factored", "autoregressive", "saint", "spin")}
+
+
+def test_block_shape_and_permutation_equivariance():
+    torch.manual_seed(0)
+    block = TransformerBlock(16, 2, 0.1).eval()
+    x = torch.randn(3, 7, 16)
+    perm = torch.tensor([3, 0, 6, 1, 5, 2, 4])
+    y = block(x)
+    assert y.shape == x.shape
+    torch.testing.assert_close(block(x[:, perm]), y[:, perm], rtol=1e-5, atol=1e-5)
+
+
+def test_block_matches_reference_prenorm_with_torch_mha():
+    torch.manual_seed(0)
+    block = TransformerBlock(16, 2, 0.0).eval()
+    mha = nn.MultiheadAttention(16, 2, batch_first=True)
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(block.qkv.weight)
+        mha.in_proj_bias.copy_(block.qkv.bias)
+        mha.out_proj.weight.copy_(block.out_proj.weight)
+        mha.out_proj.bias.copy_(block.out_proj.bias)
+    x = torch.randn(2, 4, 16)
+    h = block.ln1(x)
+    ref = x + mha(h, h, h, need_weights=False)[0]
+    ref = ref + block.ffn(block.ln2(ref))
+    torch.testing.assert_close(block(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_state_encoder_tokens():
+    enc = StateEncoder(OBS, 16, n_tokens=3)
+    assert enc(_obs()).shape == (5, 3, 16)
+
+
+def test_sub_action_heads_equal_separate_modules():
+    torch.manual_seed(0)
+    heads = SubActionHeads(8, NVEC, hidden=4, dropout=0.0)
+    x = torch.randn(5, 3, 8)
+    out = heads(x)
+    assert out.shape == (5, 3, 5)
+    for i, m in enumerate(NVEC):
+        l1, l2 = nn.Linear(8, 4), nn.Linear(4, m)
+        with torch.no_grad():
+            l1.weight.copy_(heads.w1[i].T)
+            l1.bias.copy_(heads.b1[i])
+            l2.weight.copy_(heads.w2[i, :, :m].T)
+            l2.bias.copy_(heads.b2[i, :m])
+        torch.testing.assert_close(out[:, i, :m], l2(F.gelu(l1(x[:, i]))))
+        assert (out[:, i, m:] == NEG).all()
+        torch.testing.assert_close(heads.one(x[:, i], i), out[:, i])
+
+
+def test_sub_action_heads_init_like_linear():
+    heads = SubActionHeads(64, (4, 9), hidden=32)
+    assert heads.w1.abs().max() <= 1 / 64**0.5 and heads.w2.abs().max() <= 1 / 32**0.5
+    assert heads.w1.std() > 0.5 / (3 * 64) ** 0.5  # not all zero: uniform(+-1/sqrt(fan_in))
+    assert (heads.w2[0, :, 4:] == 0).all()
+
+
+def test_asm_forward_and_mask_tokens():
+    asm = ActionStructureModel(OBS, NVEC, CFG).eval()
+    assert asm.mask_tokens().tolist() == list(NVEC)
+    assert asm.embed.num_embeddings == sum(m + 1 for m in NVEC)
+    tokens = asm.mask_tokens().expand(5, -1)
+    logits = asm(_obs(), tokens)
+    assert logits.shape == (5, 3, 5)
+    assert (logits[:, 0, 2:] == NEG).all() and (logits[:, 2, 3:] == NEG).all()
+    # Distinct [MASK] rows: sub-action i's mask uses row offset_i + m_i.
+    assert asm.token_offsets_N.tolist() == [0, 3, 9]
+
+
+@pytest.mark.parametrize("kind", ["factored", "autoregressive", "saint", "spin"])
+def test_actor_log_prob_sample_mode(kind):
+    actor = _actors()[kind].eval()
+    assert isinstance(actor, Actor)
+    obs, act = _obs(), _acts()
+    logp = actor.log_prob(obs, act)
+    assert logp.shape == (5,)
+    if actor.factored:
+        logits = actor.logits(obs)
+        assert (logits.masked_select(~torch.tensor([[j < m for j in range(5)] for m in NVEC])) == NEG).all()
+        ref = sum(F.log_softmax(logits[:, i, :m], -1).gather(1, act[:, i : i + 1]).squeeze(1) for i, m in enumerate(NVEC))
+    else:
+        ref = _ar_loop_log_prob(actor, obs, act)
+    torch.testing.assert_close(logp, ref, rtol=1e-5, atol=1e-5)
+    nv = torch.tensor(NVEC)
+    s = actor.sample(obs)
+    assert s.shape == (5, 3) and s.dtype == torch.long and ((s >= 0) & (s < nv)).all()
+    k = actor.sample_k(obs, 4)
+    assert k.shape == (5, 4, 3) and ((k >= 0) & (k < nv)).all()
+    md = actor.mode(obs)
+    assert md.shape == (5, 3) and ((md >= 0) & (md < nv)).all()
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    assert torch.equal(actor.sample_k(obs, 3, g1), actor.sample_k(obs, 3, g2))
+    assert torch.equal(actor.sample(obs, g1), actor.sample(obs, g2))
+
+
+def _ar_loop_log_prob(actor: AutoregressiveActor, obs, act):
+    """Reference: step the LSTM one sub-action at a time, feeding the true previous sub-action."""
+    state = actor.state_embed(obs)
+    tok = torch.zeros(obs.shape[0], dtype=torch.long)
+    hc, total = None, torch.zeros(obs.shape[0])
+    for i, m in enumerate(NVEC):
+        x = torch.cat([state, actor.embed(tok)], -1)[:, None]
+        out, hc = actor.lstm(x, hc)
+        h = F.gelu(out[:, 0] @ actor.heads.w1[i] + actor.heads.b1[i])
+        logits = h @ actor.heads.w2[i, :, :m] + actor.heads.b2[i, :m]
+        total = total + F.log_softmax(logits, -1).gather(1, act[:, i : i + 1]).squeeze(1)
+        tok = 1 + sum(NVEC[:i]) + act[:, i]
+    return total
+
+
+def test_ar_sampling_is_consistent_with_log_prob():
+    """With one state and a peaked conditional chain, empirical frequencies follow exp(log_prob)."""
+    torch.manual_seed(0)
+    actor = AutoregressiveActor(OBS, (2, 2), CFG).eval()
+    obs = _obs(1).expand(4000, -1)
+    with torch.no_grad():
+        s = actor.sample(obs, torch.Generator().manual_seed(0))
+        flat = s[:, 0] * 2 + s[:, 1]
+        freq = torch.bincount(flat, minlength=4).float() / 4000
+        all_a = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]])
+        p = actor.log_prob(obs[:4], all_a).exp()
+    torch.testing.assert_close(p.sum(), torch.tensor(1.0))
+    assert (freq - p).abs().max() < 0.04
+
+
+def test_factored_sampling_frequencies():
+    actor = FactoredMLPActor(OBS, NVEC, CFG)
+    obs = _obs(1)
+    with torch.no_grad():
+        probs = actor.logits(obs).softmax(-1)[0]
+        s = actor.sample_k(obs, 20000, torch.Generator().manual_seed(0))[0]
+    for i, m in enumerate(NVEC):
+        freq = torch.bincount(s[:, i], minlength=5).float() / 20000
+        assert (freq - probs[i]).abs().max() < 0.02
+
+
+def test_critic_equals_member_subaction_loop():
+    torch.manual_seed(0)
+    critic = FactoredTwinCritic(OBS, NVEC, hidden=16, members=2)
+    obs, act = _obs(), _acts()
+    q = critic(obs, act)
+    q_all = critic.q_all(obs)
+    assert q.shape == (2, 5) and q_all.shape == (2, 5, 3, 5)
+    offs = [0, 2, 7]
+    for k in range(2):
+        x = obs
+        for layer in range(3):
+            x = x @ critic.weights[layer][k] + critic.biases[layer][k]
+            if layer < 2:
+                x = torch.relu(x)
+        ref = torch.zeros(5)
+        for i, m in enumerate(NVEC):
+            qi = x[:, offs[i] : offs[i] + m]
+            torch.testing.assert_close(q_all[k, :, i, :m], qi)
+            assert (q_all[k, :, i, m:] == 0).all()
+            ref = ref + qi.gather(1, act[:, i : i + 1]).squeeze(1)
+        torch.testing.assert_close(q[k], ref)
+
+
+def test_value_net_shape():
+    assert ValueNet(OBS, 16)(_obs()).shape == (5,)
+
+
+def test_from_asm_copies_and_freezes():
+    torch.manual_seed(0)
+    asm = ActionStructureModel(OBS, NVEC, CFG)
+    actor = TransformerActor.from_asm(asm)
+    for name, p in asm.state_encoder.state_dict().items():
+        assert torch.equal(actor.state_encoder.state_dict()[name], p)
+    for name, p in asm.blocks.state_dict().items():
+        assert torch.equal(actor.blocks.state_dict()[name], p)
+    assert all(not p.requires_grad for p in actor.state_encoder.parameters())
+    assert all(not p.requires_grad for p in actor.blocks.parameters())
+    trainable = {id(p) for p in actor.trainable_parameters()}
+    assert trainable == {id(actor.queries)} | {id(p) for p in actor.heads.parameters()}
+    # A copy, not shared storage: changing the actor leaves the ASM alone.
+    with torch.no_grad():
+        next(actor.blocks.parameters()).add_(1.0)
+    assert not torch.equal(next(actor.blocks.parameters()), next(asm.blocks.parameters()))
+    # Dropout stays active in the frozen blocks in train mode (paper's code).
+    actor.train()
+    obs = _obs()
+    assert not torch.equal(actor.logits(obs), actor.logits(obs))
+
+
+def test_from_asm_mismatch_raises():
+    asm = ActionStructureModel(OBS, NVEC, CFG)
+    with pytest.raises(CheckpointError, match="d_model"):
+        TransformerActor.from_asm(asm, ModelConfig(d_model=32, n_heads=2, n_blocks=2))
+    with pytest.raises(CheckpointError, match="n_blocks"):
+        TransformerActor.from_asm(asm, ModelConfig(d_model=16, n_heads=2, n_blocks=3))
+    with pytest.raises(CheckpointError, match="nvec"):
+        build_actor("spin", OBS, (2, 5, 4), CFG, asm=asm)
+    with pytest.raises(CheckpointError, match="obs_dim"):
+        build_actor("spin", OBS + 1, NVEC, CFG, asm=asm)
+    with pytest.raises(ConfigError, match="--asm"):
+        build_actor("spin", OBS, NVEC, CFG)
+    with pytest.raises(ConfigError, match="unknown"):
+        build_actor("mlp", OBS, NVEC, CFG)
