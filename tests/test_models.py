@@ -243,3 +243,12 @@ def test_from_asm_mismatch_raises():
         build_actor("spin", OBS, NVEC, CFG)
     with pytest.raises(ConfigError, match="unknown"):
         build_actor("mlp", OBS, NVEC, CFG)
+
+
+def test_model_config_validation():
+    with pytest.raises(ConfigError, match="n_heads"):
+        ModelConfig(d_model=10, n_heads=4)
+    with pytest.raises(ConfigError, match="dropout"):
+        ModelConfig(dropout=1.5)
+    with pytest.raises(ConfigError, match="n_blocks"):
+        ModelConfig(n_blocks=0)

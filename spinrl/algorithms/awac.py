@@ -40,7 +40,9 @@ def actor_weights(adv_B: torch.Tensor, cfg: AWACConfig) -> torch.Tensor:
     return torch.exp((adv_B / cfg.lam).clamp(max=math.log(cfg.clip)))
 
 
-def policy_value(nets: Nets, obs: torch.Tensor, cfg: AWACConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+def policy_value(
+    nets: Nets, obs: torch.Tensor, cfg: AWACConfig, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """min_k E_{a~pi(.|s)} Q_target,k(s, a), shape [B]; exact for factored actors.
 
     Because Q_k is a sum over sub-actions and pi is a product, E_pi Q_k = sum_i E_{pi_i} q_k,i.
@@ -83,10 +85,13 @@ def actor_loss(nets: Nets, batch: Batch, cfg: AWACConfig) -> tuple[torch.Tensor,
         w_B = actor_weights(adv_B, cfg)
     logp_B = nets.actor.log_prob(batch.obs, batch.actions)
     loss = -(w_B * logp_B).mean()
-    return loss, {"actor_loss": loss.detach(), "adv": adv_B.mean(), "weight": w_B.mean(), "log_prob": logp_B.detach().mean()}
+    info = {"actor_loss": loss.detach(), "adv": adv_B.mean(), "weight": w_B.mean(), "log_prob": logp_B.detach().mean()}
+    return loss, info
 
 
 @torch.no_grad()
-def act(nets: Nets, obs: torch.Tensor, cfg: AWACConfig, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+def act(
+    nets: Nets, obs: torch.Tensor, cfg: AWACConfig, deterministic: bool, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """The actor's sample (or mode when ``deterministic``), long [B, N]."""
     return nets.actor.mode(obs) if deterministic else nets.actor.sample(obs, generator)

@@ -89,7 +89,9 @@ def actor_loss(nets: Nets, batch: Batch, cfg: BCQConfig) -> tuple[torch.Tensor, 
 
 
 @torch.no_grad()
-def act(nets: Nets, obs: torch.Tensor, cfg: BCQConfig, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+def act(
+    nets: Nets, obs: torch.Tensor, cfg: BCQConfig, deterministic: bool, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Greedy constrained action, long [B, N].
 
     Factored pi_b: per sub-action argmax of mean_k q_k,i over the allowed set (``deterministic`` is

@@ -64,10 +64,13 @@ def actor_loss(nets: Nets, batch: Batch, cfg: IQLConfig) -> tuple[torch.Tensor, 
         w_B = actor_weights(adv_B, cfg)
     logp_B = nets.actor.log_prob(batch.obs, batch.actions)
     loss = -(w_B * logp_B).mean()
-    return loss, {"actor_loss": loss.detach(), "adv": adv_B.mean(), "weight": w_B.mean(), "log_prob": logp_B.detach().mean()}
+    info = {"actor_loss": loss.detach(), "adv": adv_B.mean(), "weight": w_B.mean(), "log_prob": logp_B.detach().mean()}
+    return loss, info
 
 
 @torch.no_grad()
-def act(nets: Nets, obs: torch.Tensor, cfg: IQLConfig, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+def act(
+    nets: Nets, obs: torch.Tensor, cfg: IQLConfig, deterministic: bool, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """The actor's sample (or mode when ``deterministic``), long [B, N]."""
     return nets.actor.mode(obs) if deterministic else nets.actor.sample(obs, generator)

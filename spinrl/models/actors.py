@@ -155,18 +155,28 @@ class TransformerActor(FactoredActor):
         for field in ("d_model", "n_heads", "n_blocks", "n_state_tokens"):
             got, want = getattr(asm.cfg, field), getattr(cfg, field)
             if got != want:
-                raise CheckpointError(f"ASM has {field}={got} but the actor config asks for {field}={want}; use the ASM's sizes")
+                raise CheckpointError(
+                    f"ASM has {field}={got} but the actor config asks for {field}={want}; use the ASM's sizes"
+                )
         if obs_dim is not None and int(obs_dim) != asm.obs_dim:
-            raise CheckpointError(f"ASM was trained with obs_dim={asm.obs_dim} but the task has obs_dim={obs_dim}; pretrain an ASM on this task")
+            raise CheckpointError(
+                f"ASM was trained with obs_dim={asm.obs_dim} but the task has obs_dim={obs_dim}; "
+                "pretrain an ASM on this task"
+            )
         if nvec is not None and tuple(int(m) for m in nvec) != asm.nvec:
-            raise CheckpointError(f"ASM was trained with nvec={list(asm.nvec)} but the task has nvec={list(nvec)}; pretrain an ASM on this task")
+            raise CheckpointError(
+                f"ASM was trained with nvec={list(asm.nvec)} but the task has nvec={list(nvec)}; "
+                "pretrain an ASM on this task"
+            )
         actor = cls(asm.obs_dim, asm.nvec, cfg)
         try:
             actor.state_encoder.load_state_dict(asm.state_encoder.state_dict(), strict=True)
             actor.blocks.load_state_dict(asm.blocks.state_dict(), strict=True)
         except RuntimeError as e:
             first = str(e).strip().splitlines()[0]
-            raise CheckpointError(f"ASM weights do not fit the actor ({first}); the ASM checkpoint is from another configuration") from e
+            raise CheckpointError(
+                f"ASM weights do not fit the actor ({first}); the ASM checkpoint is from another configuration"
+            ) from e
         actor.to(next(asm.parameters()).device)
         if freeze:
             actor.state_encoder.requires_grad_(False)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+
+from spinrl.errors import ConfigError
 
 
 @dataclass
@@ -31,3 +33,13 @@ class ModelConfig:
     """LSTM layers of the autoregressive actor."""
     sub_action_embed: int = 64
     """Embedding width of the previous sub-action fed to the autoregressive actor."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "dropout" and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"model.{f.name} = {value!r} must be a positive integer")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout = {self.dropout} must be in [0, 1)")
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"model.d_model = {self.d_model} must be divisible by model.n_heads = {self.n_heads}")

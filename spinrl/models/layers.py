@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spinrl.errors import ConfigError
+
 NEG = -1e9
 """Logit of padded entries j >= m_i: finite so that 0 * NEG = 0 and log_softmax stays finite."""
 
@@ -50,7 +52,7 @@ class TransformerBlock(nn.Module):
     def __init__(self, d: int, heads: int, dropout: float = 0.1):
         super().__init__()
         if d % heads:
-            raise ValueError(f"d_model {d} must be divisible by n_heads {heads}")
+            raise ConfigError(f"d_model {d} must be divisible by n_heads {heads}")
         self.heads = heads
         self.dropout = dropout
         self.ln1 = nn.LayerNorm(d)
