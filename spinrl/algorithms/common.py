@@ -83,7 +83,7 @@ def expectile_loss(diff: torch.Tensor, tau: float) -> torch.Tensor:
 
 def td_target(batch: Batch, next_v_B: torch.Tensor, gamma: float) -> torch.Tensor:
     """r + gamma (1 - terminated) V(s'); truncation is not termination, so it bootstraps."""
-    return batch.rewards + gamma * (1.0 - batch.terminated) * next_v_B
+    return batch.rewards + gamma * (1.0 - batch.terminated.to(next_v_B.dtype)) * next_v_B
 
 
 def ensemble_mse(q_KB: torch.Tensor, target_B: torch.Tensor) -> torch.Tensor:
