@@ -1,0 +1,158 @@
+"""Dataclass configs -> argparse flags: the config class is the single source of truth.
+
+Each field's help text is the string literal written under it in the class body (as tyro does),
+so ``--help``, the Python API and the ``config.json`` of a run directory cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import textwrap
+import types
+import typing
+from functools import lru_cache
+from typing import Any, get_args, get_origin
+
+from spinrl.errors import ConfigError
+
+
+@lru_cache(maxsize=None)
+def field_docs(cls: type) -> dict[str, str]:
+    """Map field name -> the docstring literal that follows it in the class body."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for node, nxt in zip(body, body[1:]):
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                if isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):
+                    if isinstance(nxt.value.value, str):
+                        docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_args(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    positional: tuple[str, ...] = (),
+    skip: tuple[str, ...] = (),
+    defaults: dict | None = None,
+) -> None:
+    """Add one flag per dataclass field (``positional`` ones as positionals)."""
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip or not f.init:
+            continue
+        tp, optional = _unwrap_optional(hints[f.name])
+        default = (defaults or {}).get(f.name, f.default if f.default is not dataclasses.MISSING else None)
+        if f.default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        help_ = docs.get(f.name, "")
+        if default is not None and not isinstance(default, (dict, list)) and default != ():
+            help_ += f" (default: {default})"
+        kw: dict[str, Any] = {"help": help_}
+        origin = get_origin(tp)
+        if tp is dict or origin is dict:
+            continue  # free-form kwargs are parsed by the caller
+        if origin is typing.Literal:
+            kw["choices"] = list(get_args(tp))
+            kw["type"] = type(get_args(tp)[0])
+        elif tp is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif origin in (tuple, list):
+            args = [a for a in get_args(tp) if a is not Ellipsis]
+            kw["type"] = args[0] if args else str
+            kw["nargs"] = len(get_args(tp)) if origin is tuple and Ellipsis not in get_args(tp) else "+"
+        elif tp in (int, float, str):
+            kw["type"] = tp
+        else:
+            kw["type"] = str
+        if f.name in positional:
+            if default is not None and f.default is not dataclasses.MISSING:
+                kw["nargs"] = "?"
+            parser.add_argument(f.name, default=default, **kw)
+        else:
+            parser.add_argument(flag(f.name), dest=f.name, default=default, **kw)
+
+
+def config_from_args(cls: type, ns: argparse.Namespace, **overrides: Any):
+    """Build ``cls`` from parsed flags (fields absent from the namespace keep their defaults)."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        if hasattr(ns, f.name):
+            v = getattr(ns, f.name)
+            if isinstance(v, list) and get_origin(typing.get_type_hints(cls)[f.name]) is tuple:
+                v = tuple(v)
+            values[f.name] = v
+    values.update(overrides)
+    return cls(**values)
+
+
+def parse_literal(text: str) -> Any:
+    """Parse a CLI value: int, float, bool, list (``1,2,3`` or ``[1,2]``) or string."""
+    t = text.strip()
+    if t.lower() in ("true", "false"):
+        return t.lower() == "true"
+    try:
+        return ast.literal_eval(t)
+    except (ValueError, SyntaxError):
+        pass
+    if "," in t:
+        return [parse_literal(p) for p in t.split(",")]
+    return t
+
+
+def parse_kwargs(tokens: list[str], what: str = "environment") -> dict:
+    """Turn leftover ``--key value`` tokens into keyword arguments (dashes become underscores)."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if not tok.startswith("--"):
+            raise ConfigError(f"unexpected argument {tok!r}; {what} options are given as --name value")
+        key = tok[2:]
+        if "=" in key:
+            key, val = key.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(tokens) or tokens[i + 1].startswith("--"):
+                raise ConfigError(f"{tok} needs a value; {what} options are given as --name value")
+            val = tokens[i + 1]
+            i += 2
+        out[key.replace("-", "_")] = parse_literal(val)
+    return out
+
+
+def to_jsonable(cfg: Any) -> dict:
+    """A config as a JSON-ready dict (tuples become lists)."""
+    return json_ready(dataclasses.asdict(cfg))
+
+
+def json_ready(o: Any) -> Any:
+    if isinstance(o, dict):
+        return {k: json_ready(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [json_ready(v) for v in o]
+    return o

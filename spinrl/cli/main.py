@@ -1,0 +1,215 @@
+"""The ``spinrl`` command. It only parses flags and calls the public Python API.
+
+Every :class:`spinrl.errors.SpinError` becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from spinrl.cli.args import add_config_args, config_from_args, parse_kwargs
+from spinrl.errors import SpinError
+
+COMMANDS = {}
+
+
+def command(name: str):
+    def deco(fn):
+        COMMANDS[name] = fn
+        return fn
+
+    return deco
+
+
+# ---------------------------------------------------------------------- envs
+def cmd_envs(args: argparse.Namespace, extra: list[str]) -> int:
+    from spinrl import envs
+
+    rows = envs.list_envs()
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    print(f"{'id':<22} {'obs':>5} {'N':>4} {'joint size':>12}  nvec / kwargs")
+    for r in rows:
+        nvec = r.get("nvec") or []
+        short = str(list(nvec)) if len(nvec) <= 8 else f"[{nvec[0]}]*{len(nvec)}" if len(set(nvec)) == 1 else f"{len(nvec)} sub-actions"
+        js = r.get("joint_size")
+        js_s = f"{js:.3g}" if isinstance(js, (int, float)) and js > 1e6 else str(js)
+        print(f"{r['id']:<22} {str(r.get('obs_dim', '?')):>5} {len(nvec):>4} {js_s:>12}  {short} {r.get('kwargs', '')}")
+        if r.get("note"):
+            print(f"{'':<22} {r['note']}")
+    return 0
+
+
+# ---------------------------------------------------------------------- data
+def cmd_data_make(args: argparse.Namespace, extra: list[str]) -> int:
+    from spinrl.experiments.datasets import DataMakeConfig, make_dataset
+
+    cfg = config_from_args(DataMakeConfig, args, env_kwargs=parse_kwargs(extra))
+    path = make_dataset(cfg)
+    from spinrl.data import load
+
+    s = load(path).summary()
+    print(s.format())
+    print(f"saved {path}")
+    return 0
+
+
+def cmd_data_info(args: argparse.Namespace, extra: list[str]) -> int:
+    from spinrl.data import load
+
+    ds = load(args.path, verify=not args.no_verify)
+    s = ds.summary()
+    if args.json:
+        d = s.as_dict()
+        d["path"] = str(args.path)
+        print(json.dumps(d, indent=2))
+    else:
+        print(s.format())
+    return 0
+
+
+def cmd_data_validate(args: argparse.Namespace, extra: list[str]) -> int:
+    from spinrl.data import load
+
+    ds = load(args.path, verify=True)
+    if args.env:
+        from spinrl import envs
+
+        env = envs.make(ds.env_id, **ds.env_kwargs)
+        obs_dim = int(env.observation_space.shape[0])
+        if obs_dim != ds.observation_dim:
+            raise SpinError(
+                f"observations have {ds.observation_dim} features but {ds.env_id} produces {obs_dim}; "
+                "the dataset belongs to another environment or kwargs"
+            )
+        nvec = [int(m) for m in env.action_space.nvec]
+        if nvec != list(ds.nvec):
+            raise SpinError(f"nvec {list(ds.nvec)} does not match {ds.env_id}'s action space {nvec}")
+    print(f"ok: {args.path} ({ds.num_transitions} transitions, {ds.num_episodes} episodes, checksum {ds.meta['checksum'][:12]})")
+    return 0
+
+
+def cmd_data_import_dmc(args: argparse.Namespace, extra: list[str]) -> int:
+    from spinrl.data.interop import import_public_dmc
+
+    ds, report = import_public_dmc(args.path, env_id=args.env, bins=args.bins, level=args.level)
+    print(report)
+    out = ds.save(args.out)
+    print(f"saved {out}")
+    return 0
+
+
+def cmd_data_export_dmc(args: argparse.Namespace, extra: list[str]) -> int:
+    from spinrl.data import load
+    from spinrl.data.interop import export_public_dmc
+
+    path = export_public_dmc(load(args.path), args.root)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_data_export_minari(args: argparse.Namespace, extra: list[str]) -> int:
+    from spinrl.data import load
+    from spinrl.data.minari_io import export_minari
+
+    out = export_minari(load(args.path), args.dataset_id)
+    print(f"exported to Minari dataset {args.dataset_id} ({out})")
+    return 0
+
+
+def cmd_data_import_minari(args: argparse.Namespace, extra: list[str]) -> int:
+    from spinrl.data.minari_io import import_minari
+
+    ds = import_minari(args.dataset_id)
+    out = ds.save(args.out)
+    print(ds.summary().format())
+    print(f"saved {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    from spinrl import __version__
+    from spinrl.experiments.datasets import DataMakeConfig
+
+    p = argparse.ArgumentParser(
+        prog="spinrl",
+        description="Offline RL in factored discrete action spaces: SPIN and baselines.",
+    )
+    p.add_argument("--version", action="version", version=f"spinrl {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    e = sub.add_parser("envs", help="list environments: ids, observation dims, nvec, joint-space size")
+    e.add_argument("--json", action="store_true", help="machine-readable output")
+    e.set_defaults(fn=cmd_envs)
+
+    d = sub.add_parser("data", help="make, inspect, validate, import and export datasets")
+    dsub = d.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    dsub.required = True
+    mk = dsub.add_parser(
+        "make",
+        help="generate a dataset; environment options follow as --name value (e.g. --actuators 12)",
+        description=DataMakeConfig.__doc__,
+    )
+    add_config_args(mk, DataMakeConfig, positional=("env",))
+    mk.set_defaults(fn=cmd_data_make, allow_extra=True)
+    info = dsub.add_parser("info", help="summary of a dataset (episodes, returns, normalized score, action histograms)")
+    info.add_argument("path")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.add_argument("--no-verify", action="store_true", help="skip the checksum check (faster on huge datasets)")
+    info.set_defaults(fn=cmd_data_info)
+    val = dsub.add_parser("validate", help="verify checksums and contents; exit 2 on any problem")
+    val.add_argument("path")
+    val.add_argument("--env", action=argparse.BooleanOptionalAction, default=False, help="also check against the environment")
+    val.set_defaults(fn=cmd_data_validate)
+    imp = dsub.add_parser("import-dmc", help="import the public factorised-DMC pickle format (restricted unpickler)")
+    imp.add_argument("path", help="file <root>/<bins>_bins/<domain>-<task>-<level>")
+    imp.add_argument("--out", required=True, help="output dataset directory")
+    imp.add_argument("--env", default=None, help="env id (default: inferred from the file name)")
+    imp.add_argument("--bins", type=int, default=None, help="bins per dimension (default: from the <bins>_bins folder)")
+    imp.add_argument("--level", default=None, help="dataset level (default: inferred from the file name)")
+    imp.set_defaults(fn=cmd_data_import_dmc)
+    exp = dsub.add_parser("export-dmc", help="export a dataset to the public pickle layout <root>/<bins>_bins/<domain>-<task>-<level>")
+    exp.add_argument("path")
+    exp.add_argument("--root", required=True)
+    exp.set_defaults(fn=cmd_data_export_dmc)
+    em = dsub.add_parser("export-minari", help="export to a local Minari dataset (extra: minari)")
+    em.add_argument("path")
+    em.add_argument("--dataset-id", required=True, help="Minari id, e.g. spinrl/maze12/medium-expert-v0")
+    em.set_defaults(fn=cmd_data_export_minari)
+    im = dsub.add_parser("import-minari", help="import a local Minari dataset with a MultiDiscrete action space (extra: minari)")
+    im.add_argument("dataset_id")
+    im.add_argument("--out", required=True)
+    im.set_defaults(fn=cmd_data_import_minari)
+
+    for hook in _EXTRA_PARSERS:
+        hook(sub)
+    return p
+
+
+_EXTRA_PARSERS: list = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "allow_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return int(args.fn(args, extra) or 0)
+    except SpinError as e:
+        print(f"spinrl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("spinrl: interrupted; rerun with --resume where the command supports it", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""A trained policy as a self-contained file: load it and act, no training machinery needed."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spinrl.algorithms import ALGORITHMS, CONFIGS
+from spinrl.algorithms.common import Nets
+from spinrl.errors import CheckpointError, SpinError
+from spinrl.models import FactoredTwinCritic, ModelConfig, build_actor
+
+POLICY_SCHEMA = 1
+
+
+class Policy:
+    """Acts with a trained actor (and, for BCQ, its critic) on batches of observations.
+
+    Example:
+        >>> policy = Policy.load("runs/spin/policy.pt")
+        >>> actions = policy.act(observations)           # [B, obs_dim] -> [B, N] int64
+    """
+
+    def __init__(self, nets: Nets, algo: str, algo_cfg: Any, meta: dict, device: torch.device | str = "cpu"):
+        self.nets = nets
+        self.algo = algo
+        self.algo_cfg = algo_cfg
+        self.meta = meta
+        self.device = torch.device(device)
+        self._module = ALGORITHMS[algo]
+
+    @property
+    def nvec(self) -> tuple[int, ...]:
+        return tuple(self.meta["nvec"])
+
+    @property
+    def observation_dim(self) -> int:
+        return int(self.meta["obs_dim"])
+
+    def act_tensor(self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Batched actions as a long tensor [B, N] (networks in eval mode: no dropout)."""
+        was = self.nets.actor.training
+        self.nets.actor.eval()
+        try:
+            with torch.no_grad():
+                return self._module.act(self.nets, obs, self.algo_cfg, deterministic, generator)
+        finally:
+            self.nets.actor.train(was)
+
+    def act(self, observations: np.ndarray, deterministic: bool = False, generator: torch.Generator | None = None) -> np.ndarray:
+        """Actions for a batch of observations ``[B, obs_dim]`` (or one ``[obs_dim]``), int64."""
+        obs = np.asarray(observations, dtype=np.float32)
+        single = obs.ndim == 1
+        if single:
+            obs = obs[None]
+        if obs.ndim != 2 or obs.shape[1] != self.observation_dim:
+            raise SpinError(f"observations must have shape [B, {self.observation_dim}], got {np.asarray(observations).shape}")
+        a = self.act_tensor(torch.from_numpy(obs).to(self.device), deterministic, generator).cpu().numpy()
+        return a[0] if single else a
+
+    __call__ = act
+
+    def save(self, path: str | Path) -> Path:
+        from spinrl.training.checkpoint import save_atomic  # noqa: PLC0415 - leaf helper, no cycle
+
+        path = Path(path)
+        save_atomic(
+            {
+                "schema": POLICY_SCHEMA,
+                "kind": "policy",
+                "meta": self.meta,
+                "algo_cfg": dataclasses.asdict(self.algo_cfg),
+                "actor": self.nets.actor.state_dict(),
+                "critic": self.nets.critic.state_dict(),
+            },
+            path,
+        )
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> "Policy":
+        """Load a ``policy.pt`` written by training (``weights_only``: no code runs on load)."""
+        from spinrl.training.checkpoint import load_checkpoint  # noqa: PLC0415
+
+        ck = load_checkpoint(path, "policy file")
+        if ck.get("kind") != "policy":
+            raise CheckpointError(f"{path} is a {ck.get('kind')!r} file, not a policy; pass a run's policy.pt")
+        meta = ck["meta"]
+        try:
+            algo = meta["algo"]
+            model_cfg = ModelConfig(**meta["model"])
+            kind = "saint" if meta["actor"] == "spin" else meta["actor"]  # same architecture, weights in file
+            actor = build_actor(kind, meta["obs_dim"], meta["nvec"], model_cfg)
+            actor.load_state_dict(ck["actor"])
+            critic = FactoredTwinCritic(meta["obs_dim"], meta["nvec"], model_cfg.critic_hidden)
+            critic.load_state_dict(ck["critic"])
+            algo_cfg = CONFIGS[algo](**ck["algo_cfg"])
+        except (KeyError, TypeError, RuntimeError) as e:
+            raise CheckpointError(f"policy file {path} is incomplete or from another version ({str(e).splitlines()[0][:120]})") from None
+        dev = torch.device(device)
+        nets = Nets(actor=actor.to(dev).eval(), critic=critic.to(dev).eval(), critic_target=critic)
+        return cls(nets, algo, algo_cfg, meta, dev)

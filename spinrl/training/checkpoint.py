@@ -1,0 +1,116 @@
+"""Checkpoints: atomic writes, ``weights_only`` loads (no code runs on load), full RNG state."""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spinrl.errors import CheckpointError
+
+CHECKPOINT_SCHEMA = 1
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save to a temporary sibling, fsync, then rename: a crash never leaves a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> dict:
+    """Load with ``weights_only=True``; any problem becomes a one-line CheckpointError."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{what} {path} does not exist; check the path")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for corrupt or hostile files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{what} {path} cannot be loaded safely ({first[:160]}); it is corrupted or not a spinrl file") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{what} {path} is not a spinrl checkpoint (expected a dict)")
+    schema = obj.get("schema", None)
+    if not isinstance(schema, int):
+        raise CheckpointError(f"{what} {path} has no schema version; it is not a spinrl file")
+    if schema > CHECKPOINT_SCHEMA:
+        raise CheckpointError(f"{what} {path} has schema {schema}, newer than this spinrl supports ({CHECKPOINT_SCHEMA}); upgrade spinrl")
+    return obj
+
+
+def capture_rng(np_rng: np.random.Generator, torch_gen: torch.Generator | None = None) -> dict:
+    """Every random stream a run draws from, so a resume continues them exactly."""
+    state = {
+        "python": random.getstate(),
+        "numpy_global": np.random.get_state(legacy=False),
+        "sampler": np_rng.bit_generator.state,
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch_gen is not None:
+        state["torch_gen"] = torch_gen.get_state()
+    return state
+
+
+def restore_rng(state: dict, np_rng: np.random.Generator, torch_gen: torch.Generator | None = None) -> None:
+    random.setstate(_tuplify(state["python"]))
+    np.random.set_state(state["numpy_global"])
+    np_rng.bit_generator.state = state["sampler"]
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if torch_gen is not None and "torch_gen" in state:
+        torch_gen.set_state(state["torch_gen"])
+
+
+def _tuplify(o: Any) -> Any:
+    if isinstance(o, list):
+        return tuple(_tuplify(v) for v in o)
+    if isinstance(o, tuple):
+        return tuple(_tuplify(v) for v in o)
+    return o
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise CheckpointError(f"--device {name!r} is not a torch device; use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        from spinrl.errors import ConfigError
+
+        raise ConfigError(f"--device {name} requested but CUDA is not available; use --device cpu")
+    return dev

@@ -1,0 +1,224 @@
+"""Training and pretraining configs: the single source of truth for the CLI, the API and run dirs."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+from spinrl.errors import ConfigError
+from spinrl.models.config import ModelConfig
+
+ALGOS = ("iql", "awac", "bcq")
+ACTORS = ("factored", "autoregressive", "saint", "spin")
+
+# Presets. `paper` is method.md exactly. `cpu` is what 2 CPU cores can afford: the transformer is
+# 3-5x cheaper at d_model 128 / 2 blocks (method.md, measured costs); everything else as the paper.
+PRESETS: dict[str, dict] = {
+    "paper": {
+        "model": ModelConfig(),
+        "batch_size": 256,
+        "lr": 3e-4,
+        "asm_batch_size": 1024,
+        "asm_lr": 4e-4,
+        "asm_max_epochs": 100,
+    },
+    "cpu": {
+        "model": ModelConfig(d_model=128, n_heads=4, n_blocks=2, head_hidden=128),
+        "batch_size": 256,
+        "lr": 3e-4,
+        "asm_batch_size": 512,
+        "asm_lr": 4e-4,
+        "asm_max_epochs": 40,
+    },
+}
+
+
+def preset(name: str) -> dict:
+    if name not in PRESETS:
+        raise ConfigError(f"--preset {name!r} is unknown; choose one of {', '.join(PRESETS)}")
+    p = dict(PRESETS[name])
+    p["model"] = dataclasses.replace(p["model"])
+    return p
+
+
+@dataclass
+class TrainConfig:
+    """Train a policy on an offline dataset with IQL, AWAC or BCQ and one of four actors."""
+
+    dataset: str = ""
+    """path of the dataset directory (made by `spinrl data make` or imported)"""
+    out: str = ""
+    """run directory: config.json, metrics.csv, checkpoints/, policy.pt"""
+    algo: Literal["iql", "awac", "bcq"] = "iql"
+    """offline RL algorithm"""
+    actor: Literal["factored", "autoregressive", "saint", "spin"] = "factored"
+    """policy architecture; spin = saint with the ASM's frozen state encoder and blocks (needs --asm)"""
+    asm: str | None = None
+    """ASM directory from `spinrl pretrain` (required for --actor spin)"""
+    preset: Literal["cpu", "paper"] = "cpu"
+    """model sizes and batch: paper = method.md exactly (slow on CPU); cpu = d_model 128, 2 blocks"""
+    steps: int = 20000
+    """gradient steps"""
+    eval_every: int = 2000
+    """evaluate (and checkpoint) every this many gradient steps; 0 disables evaluation"""
+    eval_episodes: int = 10
+    """episodes per evaluation, reset with seeds seed+100+k"""
+    greedy: bool = False
+    """evaluate with the most likely action instead of sampled actions (the paper samples)"""
+    seed: int = 0
+    """seed of everything: initialization, minibatches, dropout, action sampling"""
+    resume: bool = False
+    """continue from the run directory's last checkpoint (bit-identical to an uninterrupted run)"""
+    checkpoint_every: int | None = None
+    """gradient steps between checkpoints (default: eval_every, or 5000 without evaluation)"""
+    log_every: int = 500
+    """gradient steps between loss rows in metrics.csv"""
+    batch_size: int | None = None
+    """minibatch size (default: the preset's)"""
+    lr: float | None = None
+    """Adam learning rate of actor, critics and value net (default: the preset's)"""
+    gamma: float = 0.99
+    """discount"""
+    device: str = "cpu"
+    """torch device: cpu, cuda, cuda:1 or auto"""
+    threads: int | None = None
+    """torch CPU threads (default: torch's choice); use 1 when two jobs share 2 cores"""
+    tensorboard: bool = False
+    """also write TensorBoard scalars (extra: tensorboard)"""
+    progress: bool = True
+    """show a progress bar on a terminal"""
+    eval_num_envs: int = 16
+    """evaluation episodes stepped together"""
+    algo_kwargs: dict = field(default_factory=dict)
+    """algorithm hyper-parameters overriding its config (e.g. beta=3.0), API only"""
+    model_kwargs: dict = field(default_factory=dict)
+    """model sizes overriding the preset (e.g. d_model=64), API only"""
+
+    def validate(self) -> None:
+        if not self.dataset:
+            raise ConfigError("dataset path is required: spinrl train DATASET --out RUNDIR ...")
+        if not self.out:
+            raise ConfigError("--out RUNDIR is required (the run directory to write)")
+        if self.algo not in ALGOS:
+            raise ConfigError(f"--algo {self.algo!r} is unknown; choose one of {', '.join(ALGOS)}")
+        if self.actor not in ACTORS:
+            raise ConfigError(f"--actor {self.actor!r} is unknown; choose one of {', '.join(ACTORS)}")
+        if self.actor == "spin" and not self.asm:
+            raise ConfigError("--actor spin needs --asm DIR (pretrain one with `spinrl pretrain DATASET --out DIR`)")
+        preset(self.preset)
+        for name in ("steps", "eval_episodes", "log_every", "eval_num_envs"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
+        if self.eval_every < 0:
+            raise ConfigError(f"--eval-every must be >= 0 (0 disables evaluation), got {self.eval_every}")
+        for name in ("checkpoint_every", "batch_size"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v <= 0):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if not 0.0 < self.gamma <= 1.0:
+            raise ConfigError(f"--gamma must be in (0, 1], got {self.gamma}")
+        fields = {f.name for f in dataclasses.fields(ModelConfig)}
+        for k in self.model_kwargs:
+            if k not in fields:
+                raise ConfigError(f"model_kwargs has unknown key {k!r}; valid keys: {', '.join(sorted(fields))}")
+
+    @property
+    def ckpt_every(self) -> int:
+        return self.checkpoint_every or (self.eval_every if self.eval_every > 0 else 5000)
+
+    def resolved(self) -> dict:
+        """Preset values filled in: what the run actually used."""
+        p = preset(self.preset)
+        model = dataclasses.replace(p["model"], **self.model_kwargs)
+        return {
+            "batch_size": self.batch_size or p["batch_size"],
+            "lr": self.lr or p["lr"],
+            "model": dataclasses.asdict(model),
+        }
+
+
+@dataclass
+class PretrainConfig:
+    """Pretrain an Action Structure Model by masked action modelling, stopping on validation loss."""
+
+    dataset: str = ""
+    """path of the dataset directory"""
+    out: str = ""
+    """ASM directory: asm.pt, asm.json (signature, chosen epoch, wall time), metrics.csv, curve PNG"""
+    preset: Literal["cpu", "paper"] = "cpu"
+    """model sizes: paper = d_model 256, 3 blocks, batch 1024 (method.md); cpu = d_model 128, 2 blocks"""
+    max_epochs: int | None = None
+    """upper bound on epochs (default: the preset's; the paper trains 100)"""
+    patience: int = 5
+    """stop after this many epochs without a validation-loss improvement larger than min_delta"""
+    min_delta: float = 1e-3
+    """smallest decrease of the validation masked loss that counts as an improvement"""
+    min_epochs: int = 3
+    """never stop before this many epochs"""
+    steps_per_epoch: int | None = None
+    """minibatches per epoch (default: training transitions / batch size, sampled with replacement)"""
+    batch_size: int | None = None
+    """minibatch size (default: the preset's)"""
+    lr: float | None = None
+    """Adam learning rate (default: the preset's; paper 4e-4)"""
+    grad_clip: float = 1.0
+    """gradient-norm clip"""
+    mask_prob: float = 0.15
+    """probability that a sub-action is chosen for corruption (80% [MASK], 10% random, 10% kept)"""
+    val_fraction: float = 0.1
+    """fraction of episodes held out for validation"""
+    val_batches: int = 8
+    """validation minibatches per epoch (fixed corruption seed, so epochs are comparable)"""
+    seed: int = 0
+    """seed of initialization, minibatches and masking"""
+    resume: bool = False
+    """continue from the last epoch checkpoint"""
+    device: str = "cpu"
+    """torch device: cpu, cuda or auto"""
+    threads: int | None = None
+    """torch CPU threads"""
+    progress: bool = True
+    """show a progress bar on a terminal"""
+    model_kwargs: dict = field(default_factory=dict)
+    """model sizes overriding the preset, API only"""
+
+    def validate(self) -> None:
+        if not self.dataset:
+            raise ConfigError("dataset path is required: spinrl pretrain DATASET --out DIR")
+        if not self.out:
+            raise ConfigError("--out DIR is required (the ASM directory to write)")
+        preset(self.preset)
+        for name in ("max_epochs", "steps_per_epoch", "batch_size"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v <= 0):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
+        for name in ("patience", "val_batches", "min_epochs"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
+        if self.min_delta < 0:
+            raise ConfigError(f"--min-delta must be >= 0, got {self.min_delta}")
+        if not 0.0 < self.mask_prob <= 1.0:
+            raise ConfigError(f"--mask-prob must be in (0, 1], got {self.mask_prob}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        fields = {f.name for f in dataclasses.fields(ModelConfig)}
+        for k in self.model_kwargs:
+            if k not in fields:
+                raise ConfigError(f"model_kwargs has unknown key {k!r}; valid keys: {', '.join(sorted(fields))}")
+
+    def resolved(self) -> dict:
+        p = preset(self.preset)
+        model = dataclasses.replace(p["model"], **self.model_kwargs)
+        return {
+            "batch_size": self.batch_size or p["asm_batch_size"],
+            "lr": self.lr or p["asm_lr"],
+            "max_epochs": self.max_epochs or p["asm_max_epochs"],
+            "model": dataclasses.asdict(model),
+        }

@@ -1,0 +1,27 @@
+"""What a run records about where it ran, so differences across machines can be explained."""
+
+from __future__ import annotations
+
+import platform
+import sys
+
+import numpy as np
+import torch
+
+
+def environment_info(device: torch.device | str = "cpu") -> dict:
+    from spinrl import __version__
+
+    dev = torch.device(device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
+    versions = {"spinrl": __version__, "python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__}
+    try:
+        import gymnasium
+
+        versions["gymnasium"] = gymnasium.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return {
+        "versions": versions,
+        "device": {"type": dev.type, "name": name, "torch_threads": torch.get_num_threads(), "platform": platform.platform()},
+    }

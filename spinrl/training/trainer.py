@@ -1,0 +1,322 @@
+"""The one training loop: any algorithm x any actor, evaluation, metrics, checkpoints, exact resume.
+
+``train(cfg)`` is a generator of metric rows (d3rlpy's fitter): progress bars, callbacks, early
+stopping, notebooks and sweeps all consume the same loop. A checkpoint holds everything a resumed run
+needs to continue bit-identically: networks, targets, optimizers, step, loss accumulators and every
+random stream (torch, numpy, python, the minibatch sampler, the evaluation generator is re-seeded per
+evaluation). Only the timing columns (wall_seconds, grad_steps_per_s) can differ between a resumed and
+an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from spinrl.algorithms import ALGORITHMS, CONFIGS
+from spinrl.algorithms.common import Batch, build_nets, polyak
+from spinrl.cli.args import to_jsonable
+from spinrl.data import OfflineDataset, load
+from spinrl.errors import ConfigError, MissingExtraError
+from spinrl.evaluation.evaluate import evaluate_act
+from spinrl.evaluation.policy import Policy
+from spinrl.models import ModelConfig, build_actor
+from spinrl.training.asm_dir import load_asm
+from spinrl.training.checkpoint import (
+    CHECKPOINT_SCHEMA,
+    capture_rng,
+    load_checkpoint,
+    resolve_device,
+    restore_rng,
+    save_atomic,
+    seed_everything,
+    write_text_atomic,
+)
+from spinrl.training.config import TrainConfig
+from spinrl.training.runinfo import environment_info
+from spinrl.utils.progress import progress_bar
+
+EVAL_COLUMNS = ("eval_return_mean", "eval_return_std", "normalized_score", "normalized_std")
+# Settings a resumed run must share with the original: anything that changes what is computed.
+_FIXED = ("dataset", "algo", "actor", "asm", "preset", "eval_every", "eval_episodes", "greedy", "seed",
+          "checkpoint_every", "log_every", "batch_size", "lr", "gamma", "algo_kwargs", "model_kwargs")
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything the loop needs, built from a config (also used by benchmarks and tests)."""
+
+    cfg: TrainConfig
+    dataset: OfflineDataset
+    nets: object
+    algo: object
+    algo_cfg: object
+    optimizers: dict
+    model_cfg: ModelConfig
+    device: torch.device
+    asm_info: dict | None
+
+
+def build(cfg: TrainConfig, dataset: OfflineDataset | None = None) -> Setup:
+    """Load the dataset (and ASM), seed, and build networks and optimizers for ``cfg``."""
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    ds = dataset if dataset is not None else load(cfg.dataset)
+    res = cfg.resolved()
+    model_cfg = ModelConfig(**res["model"])
+    algo = ALGORITHMS[cfg.algo]
+    try:
+        algo_cfg = CONFIGS[cfg.algo](gamma=cfg.gamma, **cfg.algo_kwargs)
+    except TypeError as e:
+        raise ConfigError(f"algo_kwargs: {e}; see spinrl.algorithms.{cfg.algo} for valid fields") from None
+    seed_everything(cfg.seed)
+    asm, asm_info = None, None
+    if cfg.actor == "spin":
+        asm, asm_info = load_asm(cfg.asm, ds.signature)
+        # The frozen part's sizes are the ASM's; the rest (heads, critics) follow the preset.
+        am = asm_info["model"]
+        model_cfg = dataclasses.replace(model_cfg, d_model=am["d_model"], n_heads=am["n_heads"],
+                                        n_blocks=am["n_blocks"], n_state_tokens=am["n_state_tokens"])
+    elif cfg.asm:
+        raise ConfigError(f"--asm is only used by --actor spin, not --actor {cfg.actor}; drop --asm")
+    actor = build_actor(cfg.actor, ds.observation_dim, ds.nvec, model_cfg, asm=asm).to(device)
+    nets = build_nets(actor, ds.observation_dim, ds.nvec, model_cfg, algo.UPDATES, algo.TARGETS)
+    lr = res["lr"]
+    optimizers = {}
+    for name in algo.UPDATES:
+        net = getattr(nets, name)
+        params = [p for p in net.parameters() if p.requires_grad]
+        optimizers[name] = torch.optim.Adam(params, lr=lr)
+    return Setup(cfg, ds, nets, algo, algo_cfg, optimizers, model_cfg, device, asm_info)
+
+
+def gradient_step(s: Setup, batch: Batch) -> dict[str, torch.Tensor]:
+    """One update of every network the algorithm trains, in its order, then the Polyak targets."""
+    info: dict[str, torch.Tensor] = {}
+    for name in s.algo.UPDATES:
+        loss, i = getattr(s.algo, f"{name}_loss")(s.nets, batch, s.algo_cfg)
+        opt = s.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        info.update(i)
+    for name in s.algo.TARGETS:
+        polyak(getattr(s.nets, f"{name}_target"), getattr(s.nets, name), s.algo_cfg.polyak)
+    return info
+
+
+def _state_dicts(s: Setup) -> dict:
+    nets = {f.name: getattr(s.nets, f.name).state_dict() for f in dataclasses.fields(s.nets) if getattr(s.nets, f.name) is not None}
+    return {"nets": nets, "optimizers": {k: o.state_dict() for k, o in s.optimizers.items()}}
+
+
+def _load_state_dicts(s: Setup, ck: dict) -> None:
+    for name, sd in ck["nets"].items():
+        getattr(s.nets, name).load_state_dict(sd)
+    for name, sd in ck["optimizers"].items():
+        s.optimizers[name].load_state_dict(sd)
+
+
+def make_policy(s: Setup) -> Policy:
+    meta = {
+        "algo": s.cfg.algo,
+        "actor": s.cfg.actor,
+        "obs_dim": s.dataset.observation_dim,
+        "nvec": list(s.dataset.nvec),
+        "model": dataclasses.asdict(s.model_cfg),
+        "signature": s.dataset.signature,
+        "reference": s.dataset.meta.get("reference"),
+        "preset": s.cfg.preset,
+    }
+    return Policy(s.nets, s.cfg.algo, s.algo_cfg, meta, s.device)
+
+
+def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+    write_text_atomic(path, buf.getvalue())
+
+
+def train(cfg: TrainConfig) -> Iterator[dict]:
+    """Train, yielding one metrics row every ``log_every`` steps and at every evaluation.
+
+    The run directory is complete (config.json, metrics.csv, checkpoints/last.pt, policy.pt) when the
+    generator is exhausted; stopping early leaves a resumable run.
+    """
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    s = build(cfg)
+    out = Path(cfg.out)
+    ckpt_path = out / "checkpoints" / "last.pt"
+    if not cfg.resume and ckpt_path.exists():
+        raise ConfigError(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
+    if cfg.resume and (out / "policy.pt").exists() and not ckpt_path.exists():
+        raise ConfigError(f"--out {out} holds a finished run without checkpoints; choose another --out")
+    ds = s.dataset
+    reference = ds.meta.get("reference")
+    env_id = ds.env_id
+    do_eval = cfg.eval_every > 0 and env_id is not None
+    rng = np.random.default_rng(cfg.seed)
+    step, elapsed, rows = 0, 0.0, []
+    columns: list[str] | None = None
+    acc: dict[str, torch.Tensor] = {}
+    acc_n = 0
+    asm_seconds = float(s.asm_info["wall_seconds"]) if s.asm_info else 0.0
+    config_json = {
+        "config": to_jsonable(cfg),
+        "resolved": {**cfg.resolved(), "model": dataclasses.asdict(s.model_cfg), "algo": dataclasses.asdict(s.algo_cfg)},
+        "dataset": {"path": cfg.dataset, "checksum": ds.meta.get("checksum"), **ds.signature, "level": ds.meta.get("level")},
+        "asm_wall_seconds": asm_seconds,
+        "asm_chosen_epoch": s.asm_info.get("chosen_epoch") if s.asm_info else None,
+        **environment_info(s.device),
+    }
+    if cfg.resume and ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path, "training checkpoint")
+        saved = ck["config"]
+        now = to_jsonable(cfg)
+        for k in _FIXED:
+            if saved.get(k) != now.get(k):
+                raise ConfigError(f"--resume with {k}={now.get(k)!r} but the run used {saved.get(k)!r}; use the same value")
+        _load_state_dicts(s, ck)
+        restore_rng(ck["rng"], rng)
+        step, elapsed, rows, columns = ck["step"], ck["elapsed"], list(ck["rows"]), ck["columns"]
+        acc = {k: v.to(s.device) for k, v in ck["acc"].items()}
+        acc_n = ck["acc_n"]
+        if columns:
+            _write_csv(out / "metrics.csv", rows, columns)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "config.json", json.dumps(config_json, indent=2))
+    tb = None
+    if cfg.tensorboard:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise MissingExtraError("tensorboard", "tensorboard") from None
+        tb = SummaryWriter(str(out / "tensorboard"))
+
+    print(
+        f"spinrl train: {cfg.algo}/{cfg.actor} preset={cfg.preset} d_model={s.model_cfg.d_model} "
+        f"blocks={s.model_cfg.n_blocks} heads={s.model_cfg.n_heads} batch={cfg.resolved()['batch_size']} "
+        f"lr={cfg.resolved()['lr']} steps={cfg.steps} device={s.device}"
+        + (f" (resuming at step {step})" if step else ""),
+        flush=True,
+    )
+    bar = progress_bar(total=cfg.steps, desc=f"{cfg.algo}/{cfg.actor}", unit="step", disable=None if cfg.progress else True)
+    bar.update(step)
+    last_eval = next((r for r in reversed(rows) if r.get("eval_return_mean") is not None), None)
+    for n in s.nets.__dict__.values():
+        if isinstance(n, torch.nn.Module):
+            n.train()
+    interval_t = 0.0
+    interval_steps = 0
+    batch_size = cfg.resolved()["batch_size"]
+    while step < cfg.steps:
+        t0 = time.perf_counter()
+        batch = Batch(*ds.sample(batch_size, rng, device=s.device))
+        info = gradient_step(s, batch)
+        step += 1
+        for k, v in info.items():
+            if v.dim() == 0:
+                acc[k] = acc.get(k, torch.zeros((), device=s.device)) + v
+        acc_n += 1
+        dt = time.perf_counter() - t0
+        elapsed += dt
+        interval_t += dt
+        interval_steps += 1
+        bar.update(1)
+        is_eval = do_eval and (step % cfg.eval_every == 0 or step == cfg.steps)
+        is_log = step % cfg.log_every == 0 or is_eval or step == cfg.steps
+        if not is_log:
+            if step % cfg.ckpt_every == 0:
+                _checkpoint(s, ckpt_path, step, elapsed, rows, columns, acc, acc_n, rng)
+            continue
+        row = {"step": step, "wall_seconds": None, "grad_steps_per_s": round(interval_steps / max(interval_t, 1e-9), 2)}
+        row.update({k: float(v) / acc_n for k, v in sorted(acc.items())})
+        acc, acc_n, interval_t, interval_steps = {}, 0, 0.0, 0
+        if is_eval:
+            t1 = time.perf_counter()
+            res = _evaluate(s, step, reference)
+            elapsed += time.perf_counter() - t1
+            row.update({"eval_return_mean": res.mean, "eval_return_std": res.std,
+                        "normalized_score": res.normalized_mean,
+                        "normalized_std": None if res.normalized is None else float(res.normalized.std())})
+            last_eval = row
+        row["wall_seconds"] = round(elapsed, 3)
+        if columns is None:
+            columns = ["step", "wall_seconds", "grad_steps_per_s"] + sorted(k for k in row if k not in ("step", "wall_seconds", "grad_steps_per_s") and k not in EVAL_COLUMNS) + list(EVAL_COLUMNS)
+        rows.append(row)
+        _write_csv(out / "metrics.csv", rows, columns)
+        if tb is not None:
+            for k, v in row.items():
+                if v is not None and k != "step":
+                    tb.add_scalar(k, v, step)
+        post = {k: f"{row[k]:.3g}" for k in ("critic_loss", "actor_loss") if k in row}
+        if last_eval is not None:
+            post["eval"] = f"{last_eval['eval_return_mean']:.1f}"
+            if last_eval.get("normalized_score") is not None:
+                post["norm"] = f"{last_eval['normalized_score']:.1f}"
+        bar.set_postfix(post)
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            _checkpoint(s, ckpt_path, step, elapsed, rows, columns, acc, acc_n, rng)
+        yield row
+    bar.close()
+    if tb is not None:
+        tb.close()
+    make_policy(s).save(out / "policy.pt")
+
+
+def _evaluate(s: Setup, step: int, reference: dict | None):
+    """Evaluation with its own generator seeded from (seed, step): it never touches training RNG."""
+    policy = make_policy(s)
+    gen = torch.Generator(device=s.device)
+    gen.manual_seed(s.cfg.seed * 1_000_003 + step)
+    torch_state = torch.get_rng_state()
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        return policy.act(obs, deterministic=s.cfg.greedy, generator=gen)
+
+    try:
+        return evaluate_act(act, s.dataset.env_id, s.dataset.env_kwargs, s.cfg.eval_episodes, s.cfg.seed,
+                            s.cfg.eval_num_envs, reference)
+    finally:
+        torch.set_rng_state(torch_state)
+
+
+def _checkpoint(s: Setup, path: Path, step: int, elapsed: float, rows: list, columns: list, acc: dict, acc_n: int,
+                rng: np.random.Generator) -> None:
+    save_atomic(
+        {
+            "schema": CHECKPOINT_SCHEMA,
+            "kind": "train",
+            "config": to_jsonable(s.cfg),
+            "step": step,
+            "elapsed": elapsed,
+            "rows": rows,
+            "columns": columns,
+            "acc": {k: v.detach().cpu() for k, v in acc.items()},
+            "acc_n": acc_n,
+            "rng": capture_rng(rng),
+            **_state_dicts(s),
+        },
+        path,
+    )
+
+
+def run(cfg: TrainConfig) -> Path:
+    """Train to completion; returns the run directory."""
+    for _ in train(cfg):
+        pass
+    return Path(cfg.out)
