@@ -1,0 +1,78 @@
+"""Discretized DeepMind Control tasks (benchmarks.md section 1). Imported lazily: loading MuJoCo is slow."""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import gymnasium as gym
+import numpy as np
+
+from spinrl.errors import SpinError
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # no rendering; avoids GLFW's missing-DISPLAY warning
+
+from dm_control import suite  # noqa: E402
+
+EPISODE_STEPS = 1000
+
+
+def parse_task(env_id: str) -> tuple[str, str]:
+    """'dmc:cheetah-run' -> ('cheetah', 'run'); validated against the suite."""
+    name = env_id.split(":", 1)[1]
+    domain, _, task = name.partition("-")
+    task = task.replace("-", "_")
+    if (domain, task) not in suite.ALL_TASKS:
+        valid = ", ".join(f"dmc:{d}-{t}" for d, t in suite.BENCHMARKING)
+        raise SpinError(f"env_id '{env_id}' is not a DM Control suite task; use one of {valid}")
+    return domain, task
+
+
+def bin_values(bins: int | Sequence[int], low: np.ndarray, high: np.ndarray) -> list[np.ndarray]:
+    """Per-dimension action values: sub-action i with m_i choices -> linspace(low_i, high_i, m_i)."""
+    n = low.size
+    b = [int(bins)] * n if np.isscalar(bins) else [int(x) for x in bins]
+    if len(b) != n:
+        raise SpinError(f"bins has {len(b)} entries but the task has {n} action dimensions; pass one int or {n} ints")
+    if min(b) < 2:
+        raise SpinError(f"bins = {min(b)}: every action dimension needs bins >= 2")
+    return [np.linspace(lo, hi, m) for lo, hi, m in zip(low, high, b)]
+
+
+class DMCEnv(gym.Env):
+    """A DM Control task with a MultiDiscrete action space and a flat float32 observation."""
+
+    metadata: dict = {"render_modes": []}
+
+    def __init__(self, env_id: str, bins: int | Sequence[int] = 3):
+        self.env_id = env_id
+        self.domain, self.task = parse_task(env_id)
+        self._env = suite.load(self.domain, self.task)
+        spec = self._env.action_spec()
+        self._values = bin_values(bins, np.asarray(spec.minimum, float), np.asarray(spec.maximum, float))
+        self.action_space = gym.spaces.MultiDiscrete([v.size for v in self._values])
+        dim = sum(int(np.prod(s.shape)) for s in self._env.observation_spec().values())
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
+        self._t = 0
+
+    @staticmethod
+    def _flat(obs: dict) -> np.ndarray:
+        return np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in obs.values()]).astype(np.float32)
+
+    def continuous_action(self, action: np.ndarray) -> np.ndarray:
+        """Map sub-action indices [N] to the continuous action [N]."""
+        return np.array([v[int(i)] for v, i in zip(self._values, np.asarray(action))])
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        if seed is not None:  # reseed the task's RandomState so initial states are reproducible
+            self._env.task._random = np.random.RandomState(seed)
+        self._t = 0
+        return self._flat(self._env.reset().observation), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        ts = self._env.step(self.continuous_action(action))
+        self._t += 1
+        terminated = bool(ts.last() and ts.discount == 0)
+        truncated = not terminated and (ts.last() or self._t >= EPISODE_STEPS)
+        return self._flat(ts.observation), float(ts.reward or 0.0), terminated, truncated, {}
