@@ -66,7 +66,7 @@ def capture_rng(np_rng: np.random.Generator, torch_gen: torch.Generator | None =
     """Every random stream a run draws from, so a resume continues them exactly."""
     state = {
         "python": random.getstate(),
-        "numpy_global": np.random.get_state(legacy=False),
+        "numpy_global": _np_global_state(),
         "sampler": np_rng.bit_generator.state,
         "torch": torch.get_rng_state(),
     }
@@ -79,13 +79,21 @@ def capture_rng(np_rng: np.random.Generator, torch_gen: torch.Generator | None =
 
 def restore_rng(state: dict, np_rng: np.random.Generator, torch_gen: torch.Generator | None = None) -> None:
     random.setstate(_tuplify(state["python"]))
-    np.random.set_state(state["numpy_global"])
+    g = state["numpy_global"]
+    np.random.set_state((g["bit_generator"], g["key"].numpy().astype(np.uint32), g["pos"], g["has_gauss"], g["cached_gaussian"]))
     np_rng.bit_generator.state = state["sampler"]
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     if torch_gen is not None and "torch_gen" in state:
         torch_gen.set_state(state["torch_gen"])
+
+
+def _np_global_state() -> dict:
+    """The legacy global numpy stream, with its key as a tensor so ``weights_only`` loading accepts it."""
+    name, key, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    return {"bit_generator": name, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
 
 
 def _tuplify(o: Any) -> Any:
