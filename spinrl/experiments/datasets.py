@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -31,7 +32,7 @@ class DataMakeConfig:
 
     env: str = "maze"
     """environment id: maze, cone, sepsis or dmc:<domain>-<task> (see `spinrl envs`)"""
-    level: str = "medium-expert"
+    level: Literal["random", "medium", "expert", "medium-expert", "random-medium-expert"] = "medium-expert"
     """random | medium | expert | medium-expert (half each) | random-medium-expert (whole episodes, thirds)"""
     episodes: int | None = None
     """number of episodes (give this or --transitions)"""
@@ -47,6 +48,8 @@ class DataMakeConfig:
     """episodes stepped together (one batched policy call per step)"""
     rme_fractions: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
     """random-medium-expert: share of episodes/transitions from random, medium and expert"""
+    progress: bool = True
+    """show a progress bar on a terminal"""
 
     def validate(self) -> None:
         if self.level not in LEVELS:
@@ -104,7 +107,8 @@ def generate(cfg: DataMakeConfig, progress: bool | None = None) -> OfflineDatase
     total = cfg.episodes if cfg.episodes is not None else cfg.transitions
     shares = _split(int(total), fractions)
     unit = "ep" if cfg.episodes is not None else "transitions"
-    bar = progress_bar(total=int(total), desc=f"data make {cfg.env} {cfg.level}", unit=unit, disable=None if progress is None else not progress)
+    show = cfg.progress if progress is None else progress
+    bar = progress_bar(total=int(total), desc=f"data make {cfg.env} {cfg.level}", unit=unit, disable=None if show else True)
     parts: list[Episodes] = []
     descriptions = {}
     t0 = time.time()
@@ -156,6 +160,7 @@ def generate(cfg: DataMakeConfig, progress: bool | None = None) -> OfflineDatase
     ref = envs.reference_scores(cfg.env, **cfg.env_kwargs)
     gen = asdict(cfg)
     gen["out"] = None
+    gen.pop("progress", None)
     gen["wall_seconds"] = round(time.time() - t0, 3)
     meta = {
         "env_id": cfg.env,

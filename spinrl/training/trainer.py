@@ -78,6 +78,8 @@ def build(cfg: TrainConfig, dataset: OfflineDataset | None = None) -> Setup:
         algo_cfg = CONFIGS[cfg.algo](gamma=cfg.gamma, **cfg.algo_kwargs)
     except TypeError as e:
         raise ConfigError(f"algo_kwargs: {e}; see spinrl.algorithms.{cfg.algo} for valid fields") from None
+    if cfg.eval_every > 0 and ds.env_id is not None:
+        _check_env_matches(ds)
     seed_everything(cfg.seed)
     asm, asm_info = None, None
     if cfg.actor == "spin":
@@ -97,6 +99,23 @@ def build(cfg: TrainConfig, dataset: OfflineDataset | None = None) -> Setup:
         params = [p for p in net.parameters() if p.requires_grad]
         optimizers[name] = torch.optim.Adam(params, lr=lr)
     return Setup(cfg, ds, nets, algo, algo_cfg, optimizers, model_cfg, device, asm_info)
+
+
+def _check_env_matches(ds: OfflineDataset) -> None:
+    """Fail before training, not at the first evaluation, if the data does not fit its environment."""
+    from spinrl import envs
+
+    vec = envs.make_vector(ds.env_id, 1, **ds.env_kwargs)
+    if int(vec.observation_dim) != ds.observation_dim:
+        raise ConfigError(
+            f"dataset observations have {ds.observation_dim} features but {ds.env_id} {ds.env_kwargs} produces "
+            f"{vec.observation_dim}; fix the dataset's env_id/env_kwargs or train with --eval-every 0"
+        )
+    if [int(m) for m in vec.nvec] != list(ds.nvec):
+        raise ConfigError(
+            f"dataset nvec {list(ds.nvec)} differs from {ds.env_id}'s action space {[int(m) for m in vec.nvec]}; "
+            "fix the dataset's env_id/env_kwargs or train with --eval-every 0"
+        )
 
 
 def gradient_step(s: Setup, batch: Batch) -> dict[str, torch.Tensor]:
