@@ -96,7 +96,8 @@ def cmd_data_validate(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_data_import_dmc(args: argparse.Namespace, extra: list[str]) -> int:
     from spinrl.data.interop import import_public_dmc
 
-    ds, report = import_public_dmc(args.path, env_id=args.env, bins=args.bins, level=args.level)
+    ds, report = import_public_dmc(args.path, env_id=args.env, bins=args.bins, level=args.level,
+                                   done_means=args.done_means, time_limit=args.time_limit)
     print(report)
     out = ds.save(args.out)
     print(f"saved {out}")
@@ -227,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--env", default=None, help="env id (default: inferred from the file name)")
     imp.add_argument("--bins", type=int, default=None, help="bins per dimension (default: from the <bins>_bins folder)")
     imp.add_argument("--level", default=None, help="dataset level (default: inferred from the file name)")
+    imp.add_argument("--done-means", choices=("auto", "truncation", "termination"), default="auto",
+                     help="how to read the done flag: auto = truncation when the episode ran to the time limit, "
+                          "else termination (DMC never terminates: pass truncation for DMC files with short episodes)")
+    imp.add_argument("--time-limit", type=int, default=None, help="episode time limit for --done-means auto (dmc: 1000)")
     imp.set_defaults(fn=cmd_data_import_dmc)
     exp = dsub.add_parser("export-dmc", help="export a dataset to the public pickle layout <root>/<bins>_bins/<domain>-<task>-<level>")
     exp.add_argument("path")
