@@ -89,3 +89,19 @@ def td_target(batch: Batch, next_v_B: torch.Tensor, gamma: float) -> torch.Tenso
 def ensemble_mse(q_KB: torch.Tensor, target_B: torch.Tensor) -> torch.Tensor:
     """Sum over critic members of each member's mean squared error to a shared target."""
     return (q_KB - target_B.unsqueeze(0)).pow(2).mean(1).sum(0)
+
+
+def weighted_likelihood_loss(
+    nets: Nets, batch: Batch, adv_B: torch.Tensor, w_B: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """-E[w log pi(a|s)] with detached weights: the actor objective IQL and AWAC share."""
+    logp_B = nets.actor.log_prob(batch.obs, batch.actions)
+    loss = -(w_B * logp_B).mean()
+    info = {"actor_loss": loss.detach(), "adv": adv_B.mean(), "weight": w_B.mean(), "log_prob": logp_B.detach().mean()}
+    return loss, info
+
+
+@torch.no_grad()
+def actor_act(nets: Nets, obs: torch.Tensor, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The actor's sample (or mode when ``deterministic``), long [B, N]."""
+    return nets.actor.mode(obs) if deterministic else nets.actor.sample(obs, generator)

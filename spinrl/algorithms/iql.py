@@ -7,7 +7,15 @@ from dataclasses import dataclass
 
 import torch
 
-from spinrl.algorithms.common import Batch, Nets, ensemble_mse, expectile_loss, td_target
+from spinrl.algorithms.common import (
+    Batch,
+    Nets,
+    actor_act,
+    ensemble_mse,
+    expectile_loss,
+    td_target,
+    weighted_likelihood_loss,
+)
 
 UPDATES = ("value", "critic", "actor")
 TARGETS = ("critic",)
@@ -62,15 +70,11 @@ def actor_loss(nets: Nets, batch: Batch, cfg: IQLConfig) -> tuple[torch.Tensor, 
     with torch.no_grad():
         adv_B = nets.critic_target(batch.obs, batch.actions).min(0).values - nets.value(batch.obs)
         w_B = actor_weights(adv_B, cfg)
-    logp_B = nets.actor.log_prob(batch.obs, batch.actions)
-    loss = -(w_B * logp_B).mean()
-    info = {"actor_loss": loss.detach(), "adv": adv_B.mean(), "weight": w_B.mean(), "log_prob": logp_B.detach().mean()}
-    return loss, info
+    return weighted_likelihood_loss(nets, batch, adv_B, w_B)
 
 
-@torch.no_grad()
 def act(
     nets: Nets, obs: torch.Tensor, cfg: IQLConfig, deterministic: bool, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """The actor's sample (or mode when ``deterministic``), long [B, N]."""
-    return nets.actor.mode(obs) if deterministic else nets.actor.sample(obs, generator)
+    return actor_act(nets, obs, deterministic, generator)
