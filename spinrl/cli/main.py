@@ -186,11 +186,18 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 # ---------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block), like every other spinrl error; exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from spinrl import __version__
     from spinrl.experiments.datasets import DataMakeConfig
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="spinrl",
         description="Offline RL in factored discrete action spaces: SPIN and baselines.",
     )
