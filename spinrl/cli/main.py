@@ -185,6 +185,17 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_behaviour_train(args: argparse.Namespace, extra: list[str]) -> int:
+    from spinrl.training.behaviour import BehaviourConfig, train_behaviour
+
+    cfg = config_from_args(BehaviourConfig, args)
+    for row in train_behaviour(cfg):
+        print(f"step {row['env_step']}: eval return {row['eval_return_mean']:.1f} +/- {row['eval_return_std']:.1f}, "
+              f"epsilon {row['epsilon']:.3f}, loss {row['loss']}, wall {row['wall_seconds']:.0f}s", flush=True)
+    print(f"run saved to {cfg.out}")
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage block), like every other spinrl error; exit code 2."""
@@ -276,6 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
                         description=DemoConfig.__doc__)
     add_config_args(dm, DemoConfig)
     dm.set_defaults(fn=cmd_demo)
+
+    from spinrl.training.behaviour import BehaviourConfig
+
+    bh = sub.add_parser("behaviour", help="train DecQN behaviour agents for the DM Control datasets")
+    bsub = bh.add_subparsers(dest="behaviour_command", metavar="BEHAVIOUR_COMMAND")
+    bsub.required = True
+    bt = bsub.add_parser("train", help="online DecQN on dmc:<domain>-<task> with checkpoints and exact --resume",
+                         description=BehaviourConfig.__doc__)
+    add_config_args(bt, BehaviourConfig, positional=("env",))
+    bt.set_defaults(fn=cmd_behaviour_train)
 
     for hook in _EXTRA_PARSERS:
         hook(sub)

@@ -1,0 +1,433 @@
+"""``spinrl behaviour train``: online DecQN behaviour agents for the discretized DM Control datasets.
+
+Settings follow benchmarks.md section 1. The loop runs in *rounds*: all ``num_envs`` envs are reset
+together with seeds derived from (seed, round) and stepped until every episode has ended (DMC episodes
+all last 1000 steps). Evaluation and checkpoints happen only between rounds, at episode boundaries, so
+a checkpoint holds no environment state and no pending n-step transitions. ``checkpoints/last.pt``
+holds the networks, optimizer, every RNG stream, epsilon, counters and the metrics history; the replay
+buffer is written as ``.npy`` files in ``checkpoints/replay-<step>/`` *before* ``last.pt`` names it
+(then older replay folders are removed), so a kill at any moment leaves a consistent pair and resume
+continues bit-for-bit (same thread count assumed: ``--threads``, default 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from spinrl.algorithms.common import polyak
+from spinrl.algorithms.decqn import DecQNConfig, NStepBatch, q_loss
+from spinrl.errors import CheckpointError, ConfigError
+from spinrl.models.decqn import DecQNNet
+from spinrl.training.checkpoint import (
+    CHECKPOINT_SCHEMA,
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+    save_atomic,
+    write_text_atomic,
+)
+
+EVAL_SEED = 2_000_000_000
+"""Evaluation episode k is reset with seed EVAL_SEED + k (the same episodes at every evaluation)."""
+METRIC_FIELDS = ("env_step", "wall_seconds", "eval_return_mean", "eval_return_std", "epsilon", "loss",
+                 "updates", "episodes", "train_return_mean")
+TIMING_FIELDS = ("wall_seconds",)
+POLICY_KIND = "decqn-policy"
+
+
+@dataclass
+class BehaviourConfig:
+    """Train an online DecQN behaviour agent (benchmarks.md s.1) on a discretized DM Control task."""
+
+    env: str = "dmc:cheetah-run"
+    """DM Control task id dmc:<domain>-<task>"""
+    out: str = ""
+    """run directory (config.json, metrics.csv, policies/, checkpoints/)"""
+    bins: int = 3
+    """bins per action dimension"""
+    env_steps: int = 1_000_000
+    """training env steps; the run stops at the first episode boundary at or after this"""
+    resume: bool = False
+    """continue the run in --out from checkpoints/last.pt (a larger --env-steps extends it)"""
+    hidden: int = 256
+    """torso width (the benchmark used 512; 256 is 2-4x faster on CPU)"""
+    seed: int = 0
+    """seed of network init, exploration, replay sampling and episode resets"""
+    lr: float = 1e-4
+    """Adam learning rate"""
+    grad_clip: float = 40.0
+    """gradient-norm clip"""
+    batch_size: int = 256
+    """replay minibatch size"""
+    n_step: int = 3
+    """n-step return length"""
+    gamma: float = 0.99
+    """discount"""
+    tau: float = 0.005
+    """Polyak rate of the target network"""
+    replay_capacity: int = 1_000_000
+    """replay capacity in transitions (lowered to fit a quarter of the available RAM)"""
+    warmup: int = 10_000
+    """uniform-random env steps before learning starts"""
+    update_every: int = 5
+    """env steps per gradient update"""
+    eps_start: float = 1.0
+    """initial epsilon of epsilon-greedy exploration (after warm-up)"""
+    eps_min: float = 0.05
+    """epsilon floor"""
+    eps_decay: float = 0.999
+    """epsilon is multiplied by this after every exploratory (random) action"""
+    num_envs: int = 5
+    """episodes stepped together through one batched policy call"""
+    eval_every: int = 25_000
+    """env steps between greedy evaluations (each also saves policies/step_XXXXXXX.pt)"""
+    checkpoint_every: int = 25_000
+    """env steps between resumable checkpoints (checkpoints/last.pt)"""
+    eval_episodes: int = 10
+    """greedy evaluation episodes"""
+    threads: int = 1
+    """torch CPU threads (keep it fixed across a resume for bit-exact continuation)"""
+    progress: bool = True
+    """progress bar on a terminal"""
+
+    def validate(self) -> None:
+        if not isinstance(self.env, str) or not self.env.startswith("dmc:"):
+            raise ConfigError(f"env {self.env!r}: behaviour training is for DM Control tasks; use dmc:<domain>-<task> (e.g. dmc:cheetah-run)")
+        from spinrl.envs.dmc import parse_task
+
+        parse_task(self.env)  # raises naming the valid tasks
+        if int(self.bins) < 2:
+            raise ConfigError(f"--bins {self.bins}: need at least 2 bins per action dimension")
+        if not self.out:
+            raise ConfigError("--out is required: the run directory")
+        for name in ("env_steps", "hidden", "batch_size", "n_step", "replay_capacity", "update_every",
+                     "num_envs", "eval_every", "checkpoint_every", "eval_episodes", "threads"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} {v!r}: must be a positive integer")
+        if self.warmup < 0:
+            raise ConfigError(f"--warmup {self.warmup}: must be >= 0")
+        if not (0 < self.eps_decay <= 1 and 0 <= self.eps_min <= self.eps_start <= 1):
+            raise ConfigError("--eps-start/--eps-min/--eps-decay: need 0 <= eps-min <= eps-start <= 1 and 0 < eps-decay <= 1")
+
+
+# Fields that define the run: a resume with different values would not continue the same experiment.
+_IDENTITY = ("env", "bins", "hidden", "seed", "lr", "grad_clip", "batch_size", "n_step", "gamma", "tau", "warmup",
+             "update_every", "eps_start", "eps_min", "eps_decay", "num_envs", "eval_episodes")
+
+
+class Replay:
+    """Uniform replay of n-step transitions in preallocated numpy rings (no Python objects per row)."""
+
+    ARRAYS = ("obs", "actions", "returns", "next_obs", "discount")
+
+    def __init__(self, capacity: int, obs_dim: int, n_sub: int):
+        self.capacity, self.size, self.ptr = int(capacity), 0, 0
+        self.obs = np.zeros((capacity, obs_dim), np.float32)
+        self.next_obs = np.zeros((capacity, obs_dim), np.float32)
+        self.actions = np.zeros((capacity, n_sub), np.int16)
+        self.returns = np.zeros(capacity, np.float32)
+        self.discount = np.zeros(capacity, np.float32)
+
+    def add(self, obs, actions, returns, next_obs, discount) -> None:
+        n = len(returns)
+        idx = (self.ptr + np.arange(n)) % self.capacity
+        self.obs[idx], self.actions[idx], self.returns[idx] = obs, actions, returns
+        self.next_obs[idx], self.discount[idx] = next_obs, discount
+        self.ptr = int((self.ptr + n) % self.capacity)
+        self.size = int(min(self.size + n, self.capacity))
+
+    def sample(self, rng: np.random.Generator, batch: int) -> NStepBatch:
+        i = rng.integers(0, self.size, batch)
+        t = torch.from_numpy
+        return NStepBatch(t(self.obs[i]), t(self.actions[i].astype(np.int64)), t(self.returns[i]),
+                          t(self.next_obs[i]), t(self.discount[i]))
+
+    def save(self, folder: Path) -> dict:
+        """Write each array's filled part as .npy (fsynced); returns the metadata ``last.pt`` keeps."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in self.ARRAYS:
+            arr = getattr(self, name)[: self.size]
+            tmp = folder / f".{name}.npy.tmp-{uuid.uuid4().hex[:8]}"
+            with open(tmp, "wb") as f:
+                np.save(f, arr, allow_pickle=False)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, folder / f"{name}.npy")
+        return {"folder": folder.name, "size": self.size, "ptr": self.ptr, "capacity": self.capacity}
+
+    def load(self, folder: Path, meta: dict) -> None:
+        if int(meta["capacity"]) != self.capacity:
+            raise CheckpointError(f"replay capacity {meta['capacity']} in the checkpoint differs from {self.capacity}")
+        n = int(meta["size"])
+        for name in self.ARRAYS:
+            path = folder / f"{name}.npy"
+            if not path.exists():
+                raise CheckpointError(f"replay file {path} is missing; the checkpoint folder is incomplete")
+            arr = np.load(path, allow_pickle=False)
+            if arr.shape[0] != n or arr.shape[1:] != getattr(self, name).shape[1:]:
+                raise CheckpointError(f"replay file {path} has shape {arr.shape}, expected ({n}, ...); it is corrupted")
+            getattr(self, name)[:n] = arr
+        self.size, self.ptr = n, int(meta["ptr"])
+
+
+def replay_capacity(requested: int, obs_dim: int, n_sub: int) -> int:
+    """The requested capacity, lowered so the buffer uses at most a quarter of the available RAM."""
+    per = 2 * 4 * obs_dim + 2 * n_sub + 8
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable"))
+    except (OSError, StopIteration):
+        return int(requested)
+    return int(max(10_000, min(requested, avail // 4 // per)))
+
+
+class _Run:
+    """Mutable state of one run (what ``last.pt`` stores)."""
+
+    def __init__(self, cfg: BehaviourConfig, obs_dim: int, nvec: np.ndarray, capacity: int):
+        torch.manual_seed(cfg.seed)
+        self.online = DecQNNet(obs_dim, nvec, cfg.hidden)
+        self.target = DecQNNet(obs_dim, nvec, cfg.hidden)
+        self.target.load_state_dict(self.online.state_dict())
+        for p in self.target.parameters():
+            p.requires_grad_(False)
+        self.opt = torch.optim.Adam(self.online.parameters(), lr=cfg.lr, foreach=True)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.replay = Replay(capacity, obs_dim, len(nvec))
+        self.step = 0
+        self.rounds = 0
+        self.updates = 0
+        self.epsilon = float(cfg.eps_start)
+        self.wall = 0.0
+        self.rows: list[dict] = []
+        self.losses: list[float] = []  # since the last metrics row
+        self.train_returns: list[float] = []
+        self.next_eval = cfg.eval_every
+        self.next_ckpt = cfg.checkpoint_every
+
+
+def _policy_payload(cfg: BehaviourConfig, run: _Run, obs_dim: int, nvec, returns: np.ndarray) -> dict:
+    return {
+        "schema": CHECKPOINT_SCHEMA, "kind": POLICY_KIND, "env": cfg.env, "bins": int(cfg.bins),
+        "obs_dim": int(obs_dim), "nvec": [int(m) for m in nvec], "hidden": int(cfg.hidden),
+        "env_step": int(run.step), "eval_returns": [float(r) for r in returns],
+        "eval_return_mean": float(np.mean(returns)), "eval_return_std": float(np.std(returns)),
+        "state_dict": run.online.state_dict(),
+    }
+
+
+def load_policy(path: str | os.PathLike) -> tuple[DecQNNet, dict]:
+    """A saved DecQN policy file -> (network in eval mode, its metadata without the weights)."""
+    obj = load_checkpoint(path, what="DecQN policy")
+    if obj.get("kind") != POLICY_KIND:
+        raise CheckpointError(f"{path} is not a DecQN policy file (kind {obj.get('kind')!r}); pass a policies/step_*.pt file")
+    net = DecQNNet(obj["obs_dim"], obj["nvec"], obj["hidden"])
+    try:
+        net.load_state_dict(obj["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not match the recorded shapes ({str(e).splitlines()[0][:120]})") from None
+    net.eval()
+    return net, {k: v for k, v in obj.items() if k != "state_dict"}
+
+
+def greedy_returns(net: DecQNNet, vec, episodes: int, seed0: int = EVAL_SEED) -> np.ndarray:
+    """Greedy returns of ``episodes`` episodes batched through ``vec`` (resets EVAL_SEED + k)."""
+    from spinrl.evaluation.rollout import run_episodes
+
+    def act(obs):
+        return net.greedy(torch.from_numpy(obs)).numpy()
+
+    return run_episodes(vec, act, [seed0 + k for k in range(episodes)]).returns
+
+
+def _write_metrics(out: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k) for k in METRIC_FIELDS})
+    write_text_atomic(out / "metrics.csv", buf.getvalue())
+
+
+def _save_full(out: Path, cfg: BehaviourConfig, run: _Run) -> None:
+    """Replay .npy files first, then last.pt naming them, then drop older replay folders."""
+    ck = out / "checkpoints"
+    meta = run.replay.save(ck / f"replay-{run.step:09d}")
+    state = {
+        "schema": CHECKPOINT_SCHEMA, "kind": "decqn-behaviour-run", "config": asdict(cfg),
+        "online": run.online.state_dict(), "target": run.target.state_dict(), "optimizer": run.opt.state_dict(),
+        "rng": capture_rng(run.rng), "replay": meta, "step": run.step, "rounds": run.rounds, "updates": run.updates,
+        "epsilon": run.epsilon, "wall": run.wall, "rows": json.dumps(run.rows), "losses": list(run.losses),
+        "train_returns": list(run.train_returns), "next_eval": run.next_eval, "next_ckpt": run.next_ckpt,
+    }
+    save_atomic(state, ck / "last.pt")
+    for old in ck.glob("replay-*"):
+        if old.name != meta["folder"]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _restore(out: Path, cfg: BehaviourConfig, run: _Run) -> None:
+    path = out / "checkpoints" / "last.pt"
+    st = load_checkpoint(path, what="behaviour checkpoint")
+    if st.get("kind") != "decqn-behaviour-run":
+        raise CheckpointError(f"{path} is not a behaviour-run checkpoint")
+    saved = st["config"]
+    for name in _IDENTITY:
+        if saved.get(name) != getattr(cfg, name):
+            raise ConfigError(f"--{name.replace('_', '-')} {getattr(cfg, name)!r} differs from the run in {out} "
+                              f"({saved.get(name)!r}); resume with the same value or choose another --out")
+    run.online.load_state_dict(st["online"])
+    run.target.load_state_dict(st["target"])
+    run.opt.load_state_dict(st["optimizer"])
+    run.replay.load(out / "checkpoints" / st["replay"]["folder"], st["replay"])
+    restore_rng(st["rng"], run.rng)
+    run.step, run.rounds, run.updates = int(st["step"]), int(st["rounds"]), int(st["updates"])
+    run.epsilon, run.wall = float(st["epsilon"]), float(st["wall"])
+    run.rows = json.loads(st["rows"])
+    run.losses, run.train_returns = list(st["losses"]), list(st["train_returns"])
+    run.next_eval, run.next_ckpt = int(st["next_eval"]), int(st["next_ckpt"])
+
+
+def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
+    """Run (or resume) DecQN training; yields one metrics row per evaluation.
+
+    Raises:
+        ConfigError: invalid flags, an existing run without --resume, or a resume with other settings.
+        CheckpointError: a missing or corrupted checkpoint.
+    """
+    cfg.validate()
+    from spinrl import envs
+
+    torch.set_num_threads(int(cfg.threads))
+    out = Path(cfg.out)
+    last = out / "checkpoints" / "last.pt"
+    if cfg.resume and not last.exists():
+        raise ConfigError(f"--resume: {last} does not exist; start without --resume")
+    if not cfg.resume and (last.exists() or (out / "metrics.csv").exists()):
+        raise ConfigError(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
+    vec = envs.make_vector(cfg.env, cfg.num_envs, bins=cfg.bins)
+    eval_vec = envs.make_vector(cfg.env, cfg.eval_episodes, bins=cfg.bins)
+    nvec, obs_dim = vec.nvec, vec.observation_dim
+    if cfg.resume:
+        capacity = int(load_checkpoint(last, what="behaviour checkpoint")["replay"]["capacity"])
+    else:
+        capacity = replay_capacity(cfg.replay_capacity, obs_dim, len(nvec))
+    run = _Run(cfg, obs_dim, nvec, capacity)
+    if cfg.resume:
+        _restore(out, cfg, run)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "policies").mkdir(exist_ok=True)
+    resolved = {**asdict(cfg), "replay_capacity_resolved": capacity, "nvec": [int(m) for m in nvec], "obs_dim": obs_dim}
+    resolved.pop("resume"); resolved.pop("progress")
+    write_text_atomic(out / "config.json", json.dumps(resolved, indent=2) + "\n")
+    algo = DecQNConfig(gamma=cfg.gamma, n_step=cfg.n_step)
+    from spinrl.utils.progress import progress_bar
+
+    bar = progress_bar(total=cfg.env_steps, desc=f"DecQN {cfg.env} bins {cfg.bins}", unit="step",
+                       disable=None if cfg.progress else True, initial=run.step)
+    last_eval = run.rows[-1]["eval_return_mean"] if run.rows else None
+    t_start = time.time() - run.wall
+    K = cfg.num_envs
+    while run.step < cfg.env_steps:
+        # ---- one round: K whole episodes, acting through one batched policy call per step
+        obs = vec.reset([cfg.seed * 1_000_003 + run.rounds * K + i for i in range(K)])
+        O, A, R = [obs], [], []
+        active = np.ones(K, bool)
+        ret = np.zeros(K)
+        while active.any():
+            before = run.step
+            explore = np.ones(K, bool) if run.step < cfg.warmup else run.rng.random(K) < run.epsilon
+            a = run.rng.integers(0, nvec, size=(K, len(nvec)))
+            if not explore.all():
+                with torch.no_grad():
+                    g = run.online.greedy(torch.from_numpy(obs)).numpy()
+                a = np.where(explore[:, None], a, g)
+            if run.step >= cfg.warmup:  # epsilon x decay per exploratory action (benchmarks.md s.1)
+                run.epsilon = max(cfg.eps_min, run.epsilon * cfg.eps_decay ** int((explore & active).sum()))
+            obs, r, te, tr = vec.step(a)
+            r = np.where(active, r, 0.0)
+            O.append(obs); A.append(a); R.append(r)
+            ret += r
+            run.step += int(active.sum())
+            ended = active & (te | tr)
+            _add_complete(run.replay, O, A, R, active & ~ended, ended, te, cfg.n_step, cfg.gamma)
+            active &= ~ended
+            bar.update(run.step - before)
+            # one gradient update per `update_every` env steps after warm-up
+            due = (run.step - cfg.warmup) // cfg.update_every if run.step >= cfg.warmup else 0
+            while run.updates < due and run.replay.size >= cfg.batch_size:
+                batch = run.replay.sample(run.rng, cfg.batch_size)
+                loss, info = q_loss(run.online, run.target, batch, algo)
+                run.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(run.online.parameters(), cfg.grad_clip, foreach=True)
+                run.opt.step()
+                polyak(run.target, run.online, cfg.tau)
+                run.losses.append(info["loss"])
+                run.updates += 1
+        run.rounds += 1
+        run.train_returns.extend(ret.tolist())
+        run.wall = time.time() - t_start
+        # ---- episode boundary: evaluate, save policy, checkpoint
+        finished = run.step >= cfg.env_steps
+        if run.step >= run.next_eval or finished:
+            returns = greedy_returns(run.online, eval_vec, cfg.eval_episodes)
+            save_atomic(_policy_payload(cfg, run, obs_dim, nvec, returns), out / "policies" / f"step_{run.step:07d}.pt")
+            row = {
+                "env_step": run.step, "wall_seconds": round(time.time() - t_start, 2),
+                "eval_return_mean": round(float(returns.mean()), 4), "eval_return_std": round(float(returns.std()), 4),
+                "epsilon": round(run.epsilon, 6), "loss": round(float(np.mean(run.losses)), 6) if run.losses else None,
+                "updates": run.updates, "episodes": run.rounds * K,
+                "train_return_mean": round(float(np.mean(run.train_returns)), 4) if run.train_returns else None,
+            }
+            run.rows.append(row)
+            run.losses, run.train_returns = [], []
+            while run.next_eval <= run.step:
+                run.next_eval += cfg.eval_every
+            _write_metrics(out, run.rows)
+            last_eval = row["eval_return_mean"]
+            bar.set_postfix(eval=f"{last_eval:.1f}", eps=f"{run.epsilon:.3f}")
+            yield row
+        if run.step >= run.next_ckpt or finished:
+            run.wall = time.time() - t_start
+            _save_full(out, cfg, run)
+            while run.next_ckpt <= run.step:
+                run.next_ckpt += cfg.checkpoint_every
+    bar.close()
+
+
+def _add_complete(replay: Replay, O: list, A: list, R: list, running: np.ndarray, ended: np.ndarray,
+                  terminated: np.ndarray, n: int, gamma: float) -> None:
+    """Write the n-step transitions completed by the latest step (each transition exactly once).
+
+    After T steps, a running row completes t = T - n: R = sum_j<n gamma^j r_{t+j}, next state s_T,
+    discount gamma^n. A row whose episode ended at L = T completes t = max(0, L - n) .. L - 1 with
+    k = L - t rewards and discount gamma^k, or 0 if it terminated (a time-limit truncation bootstraps).
+    """
+    T = len(A)
+    if T >= n and running.any():
+        rows = np.flatnonzero(running)
+        t0 = T - n
+        ret = sum(gamma**j * R[t0 + j][rows] for j in range(n))
+        replay.add(O[t0][rows], A[t0][rows], ret, O[T][rows], np.full(rows.size, gamma**n))
+    if ended.any():
+        rows = np.flatnonzero(ended)
+        for t in range(max(0, T - n), T):  # at most n (3) start times: a loop over the horizon only
+            k = T - t
+            ret = sum(gamma**j * R[t + j][rows] for j in range(k))
+            disc = np.where(terminated[rows], 0.0, gamma**k)
+            replay.add(O[t][rows], A[t][rows], ret, O[T][rows], disc)
