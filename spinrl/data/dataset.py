@@ -238,7 +238,9 @@ class OfflineDataset:
             raise DatasetError(f"actions have {a.shape[1]} columns but nvec has {space.n} sub-actions; fix nvec or the actions")
         space.validate(a, "actions")
         obs = np.asarray(self.observations)
-        if obs.ndim < 2 or obs.shape[0] != T + E:
+        if obs.ndim < 2 or 0 in obs.shape[1:]:
+            raise DatasetError(f"observations must have shape [rows, obs_dim] with obs_dim >= 1, got {obs.shape}")
+        if obs.shape[0] != T + E:
             raise DatasetError(
                 f"observations must have {T + E} rows (transitions + one final observation per episode), got shape {obs.shape}"
             )
@@ -436,6 +438,7 @@ def save(ds: OfflineDataset, path: str | os.PathLike) -> Path:
         meta["num_episodes"] = ds.num_episodes
         meta["checksums"] = checksums
         meta["checksum"] = hashlib.sha256("".join(checksums[n] for n in ARRAYS).encode()).hexdigest()
+        meta["meta_sha256"] = meta_digest(meta)
         with open(tmp / "meta.json", "w") as f:
             json.dump(meta, f, indent=2, sort_keys=True, default=_json_default)
             f.flush()
@@ -478,18 +481,32 @@ def read_meta(path: str | os.PathLike) -> dict:
         raise DatasetError(f"{path} is not a spinrl dataset directory (no meta.json); import foreign formats with 'spinrl data import-dmc'")
     try:
         meta = json.loads((path / "meta.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, OSError) as e:
         raise DatasetError(f"{path}/meta.json is corrupted ({e.__class__.__name__}); regenerate the dataset") from None
     if not isinstance(meta, dict):
         raise DatasetError(f"{path}/meta.json must hold a JSON object; regenerate the dataset")
     version = meta.get("schema_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise DatasetError(f"{path}/meta.json has no integer schema_version; regenerate the dataset")
     if version > SCHEMA_VERSION:
         raise DatasetError(
             f"dataset schema_version {version} is newer than this spinrl supports ({SCHEMA_VERSION}); upgrade spinrl"
         )
+    # Fields the loader indexes into must have the right JSON types, or a corrupt file fails with a TypeError.
+    for key, kind, what in (("checksums", dict, "an object"), ("observation_shape", list, "a list"),
+                            ("env_kwargs", (dict, type(None)), "an object")):
+        if key in meta and not isinstance(meta[key], kind):
+            raise DatasetError(f"{path}/meta.json field '{key}' must be {what}, got {type(meta[key]).__name__}; regenerate the dataset")
+    shape = meta.get("observation_shape", [])
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise DatasetError(f"{path}/meta.json field 'observation_shape' must list non-negative integers, got {shape}; regenerate the dataset")
     return meta
+
+
+def meta_digest(meta: dict) -> str:
+    """SHA-256 of the metadata itself (canonical JSON, without this digest): catches edits of meta.json."""
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=_json_default).encode()).hexdigest()
 
 
 def load(path: str | os.PathLike, mmap: bool = True, verify: bool = True) -> OfflineDataset:
@@ -500,6 +517,11 @@ def load(path: str | os.PathLike, mmap: bool = True, verify: bool = True) -> Off
     """
     path = Path(path)
     meta = read_meta(path)
+    if verify and "meta_sha256" in meta and meta_digest(meta) != meta["meta_sha256"]:
+        raise DatasetError(
+            f"checksum mismatch for meta.json in {path}: the file was corrupted or edited; regenerate or re-copy the "
+            "dataset (after a deliberate edit, delete its meta_sha256 field)"
+        )
     checksums = meta.get("checksums") or {}
     arrays = {}
     for name in ARRAYS:
@@ -552,14 +574,16 @@ def from_arrays(
     term = np.asarray(terminations)
     trunc = np.asarray(truncations)
     space = FactoredSpace(as_nvec(nvec))
-    if obs.ndim < 2:
-        raise DatasetError(f"observations must have shape [T, obs_dim], got {obs.shape}")
+    if obs.ndim < 2 or 0 in obs.shape[1:]:
+        raise DatasetError(f"observations must have shape [T, obs_dim] with obs_dim >= 1, got {obs.shape}")
     T = obs.shape[0]
     if T == 0:
         raise DatasetError("observations are empty; a dataset needs at least one transition")
     if act.ndim == 1 and space.n == 1:
         act = act[:, None]
     for name, arr in (("actions", act), ("rewards", rew), ("terminations", term), ("truncations", trunc)):
+        if arr.ndim == 0:
+            raise DatasetError(f"{name} must be an array with one row per step, got a scalar")
         if arr.shape[0] != T:
             raise DatasetError(f"{name} has {arr.shape[0]} rows but observations has {T}; arrays must be step-aligned")
     for name, arr in (("terminations", term), ("truncations", trunc)):

@@ -80,15 +80,24 @@ def evaluate(
 
     Actions are sampled as in the paper unless ``greedy``; action sampling is seeded by ``seed``.
     """
+    from spinrl.errors import ConfigError
+
+    if not isinstance(episodes, int) or episodes <= 0:
+        raise ConfigError(f"--episodes must be a positive integer, got {episodes!r}")
     if not isinstance(policy, Policy):
         policy = Policy.load(policy)
     sig = policy.meta.get("signature", {})
     env_id = env or sig.get("env_id")
     if env_id is None:
-        from spinrl.errors import ConfigError
-
         raise ConfigError("the policy's dataset names no environment; pass env='maze' (or another id) to evaluate it")
     kwargs = env_kwargs if env else (env_kwargs or sig.get("env_kwargs") or {})
+    probe = envs.make_vector(env_id, 1, **kwargs)
+    if (int(probe.observation_dim), [int(m) for m in probe.nvec]) != (policy.observation_dim, list(policy.nvec)):
+        raise ConfigError(
+            f"the policy was trained for {policy.observation_dim}-dim observations and nvec {list(policy.nvec)}, but "
+            f"{env_id} {kwargs or ''} has {int(probe.observation_dim)} and {[int(m) for m in probe.nvec]}; "
+            "evaluate it in its own environment (drop --env and env options)"
+        )
     if reference is None and env is None:
         reference = policy.meta.get("reference")
     if reference is None:

@@ -19,9 +19,12 @@ def read_asm_info(path: str | Path) -> dict:
             f"--asm {path} is not a finished ASM directory (needs asm.json and asm.pt); run `spinrl pretrain DATASET --out {path}`"
         )
     try:
-        return json.loads((path / "asm.json").read_text())
-    except json.JSONDecodeError:
+        info = json.loads((path / "asm.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise CheckpointError(f"--asm {path}/asm.json is corrupted; pretrain again") from None
+    if not isinstance(info, dict) or not isinstance(info.get("signature"), dict):
+        raise CheckpointError(f"--asm {path}/asm.json has no signature object; pretrain again")
+    return info
 
 
 def check_signature(asm_sig: dict, data_sig: dict, where: str) -> None:
@@ -41,13 +44,16 @@ def load_asm(path: str | Path, data_signature: dict | None = None) -> tuple[Acti
     info = read_asm_info(path)
     if data_signature is not None:
         check_signature(info.get("signature", {}), data_signature, f"--asm {path}")
-    ck = load_checkpoint(Path(path) / "asm.pt", "ASM weights")
-    sig = info["signature"]
-    cfg = ModelConfig(**info["model"])
-    obs_dim = 1
-    for s in sig["observation_shape"]:
-        obs_dim *= int(s)
-    asm = ActionStructureModel(obs_dim, sig["nvec"], cfg)
+    ck = load_checkpoint(Path(path) / "asm.pt", "ASM weights", kind="asm")
+    try:
+        sig = info["signature"]
+        cfg = ModelConfig(**info["model"])
+        obs_dim = 1
+        for s in sig["observation_shape"]:
+            obs_dim *= int(s)
+        asm = ActionStructureModel(obs_dim, sig["nvec"], cfg)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"--asm {path}/asm.json is incomplete or from another version ({e.__class__.__name__}: {e}); pretrain again") from None
     try:
         asm.load_state_dict(ck["model"], strict=True)
     except (RuntimeError, KeyError) as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -42,15 +43,27 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> dict:
-    """Load with ``weights_only=True``; any problem becomes a one-line CheckpointError."""
+def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint", kind: str | None = None) -> dict:
+    """Load with ``weights_only=True``; any problem becomes a one-line CheckpointError.
+
+    Args:
+        kind: when given, the file's ``kind`` field must equal it (a policy is not a training checkpoint).
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{what} {path} does not exist; check the path")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt or hostile files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = str(e).strip()
+        if "Weights only load failed" in text:
+            glob = re.search(r"GLOBAL (\S+)", text)
+            detail = f"it references {glob.group(1)}" if glob else "it holds objects other than tensors and containers"
+            raise CheckpointError(
+                f"{what} {path} was refused for safety: {detail} (weights-only loading runs no code; nothing was "
+                "executed); use files from a source you trust"
+            ) from None
+        first = text.splitlines()[0] if text else type(e).__name__
         raise CheckpointError(f"{what} {path} cannot be loaded safely ({first[:160]}); it is corrupted or not a spinrl file") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{what} {path} is not a spinrl checkpoint (expected a dict)")
@@ -59,6 +72,8 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> dict:
         raise CheckpointError(f"{what} {path} has no schema version; it is not a spinrl file")
     if schema > CHECKPOINT_SCHEMA:
         raise CheckpointError(f"{what} {path} has schema {schema}, newer than this spinrl supports ({CHECKPOINT_SCHEMA}); upgrade spinrl")
+    if kind is not None and obj.get("kind") != kind:
+        raise CheckpointError(f"{what} {path} holds a {obj.get('kind')!r} file, not a {kind!r} one; pass the right file")
     return obj
 
 

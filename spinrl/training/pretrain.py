@@ -87,7 +87,7 @@ def pretrain_iter(cfg: PretrainConfig) -> Iterator[dict]:
     state = {"epoch": 0, "best": float("inf"), "best_epoch": 0, "bad": 0, "elapsed": 0.0}
     config_json = {"config": to_jsonable(cfg), "resolved": res, **environment_info(device)}
     if cfg.resume and ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path, "pretraining checkpoint")
+        ck = load_checkpoint(ckpt_path, "pretraining checkpoint", kind="asm_pretrain")
         saved = ck["config"]
         for k in _FIXED:
             if saved.get(k) != to_jsonable(cfg).get(k):

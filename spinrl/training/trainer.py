@@ -176,6 +176,11 @@ def train(cfg: TrainConfig) -> Iterator[dict]:
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.tensorboard:  # before anything is written: a missing extra must not leave a half-made run dir
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise MissingExtraError("tensorboard", "tensorboard") from None
     s = build(cfg)
     out = Path(cfg.out)
     ckpt_path = out / "checkpoints" / "last.pt"
@@ -202,7 +207,7 @@ def train(cfg: TrainConfig) -> Iterator[dict]:
         **environment_info(s.device),
     }
     if cfg.resume and ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path, "training checkpoint")
+        ck = load_checkpoint(ckpt_path, "training checkpoint", kind="train")
         saved = ck["config"]
         now = to_jsonable(cfg)
         for k in _FIXED:
@@ -220,10 +225,6 @@ def train(cfg: TrainConfig) -> Iterator[dict]:
     write_text_atomic(out / "config.json", json.dumps(config_json, indent=2))
     tb = None
     if cfg.tensorboard:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise MissingExtraError("tensorboard", "tensorboard") from None
         tb = SummaryWriter(str(out / "tensorboard"))
 
     print(
