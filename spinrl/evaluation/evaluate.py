@@ -95,7 +95,7 @@ def evaluate(
     if (int(probe.observation_dim), [int(m) for m in probe.nvec]) != (policy.observation_dim, list(policy.nvec)):
         raise ConfigError(
             f"the policy was trained for {policy.observation_dim}-dim observations and nvec {list(policy.nvec)}, but "
-            f"{env_id} {kwargs or ''} has {int(probe.observation_dim)} and {[int(m) for m in probe.nvec]}; "
+            f"{env_id}{f' {kwargs}' if kwargs else ''} has {int(probe.observation_dim)} and {[int(m) for m in probe.nvec]}; "
             "evaluate it in its own environment (drop --env and env options)"
         )
     if reference is None and env is None:

@@ -1,0 +1,61 @@
+"""The bad-input matrix (rows live in spinrl/reliability.py; docs/RELIABILITY.md is generated from them).
+
+Every row: the CLI exits 2 (a Python API call raises a SpinError subclass), stderr is exactly one line
+starting with `spinrl ...: error:` and naming the field, no file under the workspace is created or changed,
+and a hostile pickle's marker file never appears.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from spinrl.reliability import CASES, Fixtures, applies, problems, run_case
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "RELIABILITY.md"
+
+
+@pytest.fixture(scope="module")
+def fx(tmp_path_factory) -> Fixtures:
+    return Fixtures.build(tmp_path_factory.mktemp("matrix"))
+
+
+def test_matrix_covers_every_entry_point():
+    entries = {c.entry.split(" --")[0] for c in CASES}
+    for e in ("load / data validate", "spinrl.data.from_arrays", "spinrl data import-dmc", "spinrl data import-minari",
+              "spinrl data make", "spinrl pretrain", "spinrl train", "spinrl eval", "Policy.load", "spinrl"):
+        assert e in entries, e
+    assert len({c.id for c in CASES}) == len(CASES), "case ids must be unique"
+    assert sum(c.subprocess for c in CASES) >= 2 and any(c.block for c in CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case, fx):
+    if not applies(case):
+        pytest.skip(f"{case.needs} is not installed")
+    out = run_case(case, fx)
+    assert problems(case, out) == []
+
+
+def test_problems_detects_a_bad_outcome(fx):
+    """The checker itself can fail: a multi-line message, a wrong code, a written file are all reported."""
+    from spinrl.reliability import Outcome
+
+    case = CASES[0]
+    assert problems(case, Outcome(1, None, "Traceback\n  boom\n", ["x/y"], True)) != []
+    assert len(problems(case, Outcome(1, None, "Traceback\n  boom\n", ["x/y"], True))) == 6
+    assert problems(case, Outcome(None, "uncaught TypeError", "boom\n", [], False)) != []
+
+
+def test_doc_lists_every_row():
+    """docs/RELIABILITY.md is regenerated with `python -m spinrl.reliability`; a new case without it fails here."""
+    text = DOC.read_text()
+    rows = [ln for ln in text.splitlines() if ln.startswith("| `")]
+    cells = {tuple(c.strip() for c in re.split(r"(?<!\\)\|", ln)[1:3]) for ln in rows}
+    for c in CASES:
+        if applies(c):
+            key = (f"`{c.entry}`", c.bad_input.replace("|", "\\|"))
+            assert key in cells, f"{c.id} missing from {DOC.name}: run python -m spinrl.reliability"
+    assert all(re.search(r"\| (2|raises \w+Error) \|$", ln) for ln in rows)
