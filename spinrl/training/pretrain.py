@@ -12,6 +12,7 @@ import csv
 import dataclasses
 import io
 import json
+import os
 import time
 from pathlib import Path
 from typing import Iterator
@@ -222,5 +223,7 @@ def plot_pretrain_curve(rows: list[dict], chosen: int, path: Path) -> None:
     ax[1].set_ylabel("validation masked accuracy")
     fig.suptitle("ASM pretraining (masked action modelling)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    tmp = path.parent / f".{path.name}.tmp.png"  # rename into place: a crash never leaves a partial PNG
+    fig.savefig(tmp, dpi=110)
     plt.close(fig)
+    os.replace(tmp, path)
