@@ -196,6 +196,19 @@ def cmd_behaviour_train(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_behaviour_export(args: argparse.Namespace, extra: list[str]) -> int:
+    from spinrl.experiments.behaviour_sets import BehaviourSet
+
+    bset = BehaviourSet(args.run)
+    out = bset.export(args.out)
+    for level in ("expert", "medium"):
+        c = bset.index.get(level)
+        print(f"{level}: " + ("none in range" if c is None else f"{c['file']} (env step {c['env_step']}, greedy return {c['eval_return_mean']:.1f})"))
+    ref = bset.index["reference"]
+    print(f"reference: random {ref['random']:.1f}, expert {ref['expert']:.1f}; exported to {out}")
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage block), like every other spinrl error; exit code 2."""
@@ -297,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
                          description=BehaviourConfig.__doc__)
     add_config_args(bt, BehaviourConfig, positional=("env",))
     bt.set_defaults(fn=cmd_behaviour_train)
+    bx = bsub.add_parser("export", help="choose expert/medium checkpoints of a run, compute references, copy them to --out")
+    bx.add_argument("run", help="run directory of `spinrl behaviour train`")
+    bx.add_argument("--out", required=True, help="output folder, e.g. behaviour_checkpoints/cheetah-run-3")
+    bx.set_defaults(fn=cmd_behaviour_export)
 
     for hook in _EXTRA_PARSERS:
         hook(sub)

@@ -50,6 +50,9 @@ class DataMakeConfig:
     """random-medium-expert: share of episodes/transitions from random, medium and expert"""
     progress: bool = True
     """show a progress bar on a terminal"""
+    behaviour: str | None = None
+    """dmc only: behaviour directory (a `spinrl behaviour train` run or an exported set such as
+    behaviour_checkpoints/cheetah-run-3) supplying the medium and expert DecQN policies"""
 
     def validate(self) -> None:
         if self.level not in LEVELS:
@@ -62,12 +65,18 @@ class DataMakeConfig:
             raise ConfigError(f"{name} must be a positive integer, got {n}")
         if self.num_envs <= 0:
             raise ConfigError(f"--num-envs must be positive, got {self.num_envs}")
+        if self.behaviour is not None and not str(self.env).startswith("dmc:"):
+            raise ConfigError(f"--behaviour is for dmc tasks; {self.env} has scripted medium/expert policies, drop --behaviour")
+        if str(self.env).startswith("dmc:") and self.behaviour is None and self.level != "random":
+            raise ConfigError(f"--level {self.level} on {self.env} needs --behaviour DIR (DecQN policies, e.g. behaviour_checkpoints/<task>-<bins>)")
         fr = np.asarray(self.rme_fractions, dtype=float)
         if fr.shape != (3,) or np.any(fr < 0) or fr.sum() <= 0:
             raise ConfigError("--rme-fractions must be three non-negative numbers (random, medium, expert)")
 
     def default_out(self) -> Path:
         size = f"{self.transitions}t" if self.transitions is not None else f"{self.episodes}ep"
+        if self.behaviour:
+            size += f"-{Path(self.behaviour).resolve().name}"
         return data_dir() / dataset_name(self.env, self.env_kwargs, self.level, size, self.seed)
 
 
@@ -110,12 +119,24 @@ def generate(cfg: DataMakeConfig, progress: bool | None = None) -> OfflineDatase
     show = cfg.progress if progress is None else progress
     bar = progress_bar(total=int(total), desc=f"data make {cfg.env} {cfg.level}", unit=unit, disable=None if show else True)
     parts: list[Episodes] = []
+    counts: list[list] = []  # [source, episodes] in dataset order, so levels can be summarised per source
     descriptions = {}
     t0 = time.time()
+    bset = None
+    if cfg.behaviour is not None:
+        from spinrl.experiments.behaviour_sets import BehaviourSet
+
+        bset = BehaviourSet(cfg.behaviour, env=cfg.env, bins=cfg.env_kwargs.get("bins", 3))
+        for src in sources:  # fail before any rollout if a level has no checkpoint
+            if src != "random":
+                bset.checkpoint(src)
     for j, (src, share) in enumerate(zip(sources, shares)):
         if share == 0:
             continue
-        policy = envs.behaviour_policy(cfg.env, src, **cfg.env_kwargs)
+        if bset is not None and src != "random":
+            policy = bset.policy(src)
+        else:
+            policy = envs.behaviour_policy(cfg.env, src, **cfg.env_kwargs)
         descriptions[src] = policy.description
         rng = np.random.default_rng([cfg.seed, j])
         seed_base = (cfg.seed * 7919 + j) * 1_000_003
@@ -130,6 +151,8 @@ def generate(cfg: DataMakeConfig, progress: bool | None = None) -> OfflineDatase
             n_ep = (share - done_units) if cfg.episodes is not None else cfg.num_envs
             n_ep = min(n_ep, cfg.num_envs) if cfg.episodes is None else n_ep
             seeds = [seed_base + k + i for i in range(n_ep)]
+            if cfg.env.startswith("dmc:"):  # MuJoCo tasks seed a legacy RandomState: 32-bit seeds only
+                seeds = [x % 2**32 for x in seeds]
             k += n_ep
             eps = run_episodes(
                 vec, act, seeds, record=True,
@@ -146,6 +169,7 @@ def generate(cfg: DataMakeConfig, progress: bool | None = None) -> OfflineDatase
         if cfg.transitions is not None:
             collected = _trim(collected, share)
         parts.append(collected)
+        counts.append([src, len(collected.actions)])
     bar.close()
     obs = [o for p in parts for o in p.observations]
     acts = [a for p in parts for a in p.actions]
@@ -157,7 +181,11 @@ def generate(cfg: DataMakeConfig, progress: bool | None = None) -> OfflineDatase
     ends = np.cumsum(lengths) - 1
     term_arr[ends] = np.asarray(terms, dtype=bool)
     trunc_arr[ends] = ~np.asarray(terms, dtype=bool)
-    ref = envs.reference_scores(cfg.env, **cfg.env_kwargs)
+    if bset is not None:  # our own references for our own datasets (benchmarks.md s.1)
+        r = bset.reference()
+        ref = envs.ReferenceScores(r["random"], r["expert"], r["source"])
+    else:
+        ref = envs.reference_scores(cfg.env, **cfg.env_kwargs)
     gen = asdict(cfg)
     gen["out"] = None
     gen.pop("progress", None)
@@ -168,6 +196,8 @@ def generate(cfg: DataMakeConfig, progress: bool | None = None) -> OfflineDatase
         "nvec": [int(m) for m in vec.nvec],
         "level": cfg.level,
         "behaviour": descriptions,
+        "episode_sources": counts,
+        **({"behaviour_checkpoints": bset.provenance(), "public_reference": _public(cfg)} if bset is not None else {}),
         "generator": gen,
         "reference": None if ref is None else {"random": ref.random, "expert": ref.expert, "source": ref.source},
     }
@@ -180,6 +210,12 @@ def generate(cfg: DataMakeConfig, progress: bool | None = None) -> OfflineDatase
         lengths,
         meta,
     )
+
+
+def _public(cfg: DataMakeConfig) -> dict | None:
+    """The public benchmark's references for comparison (our scores use our own references)."""
+    ref = envs.reference_scores(cfg.env, **cfg.env_kwargs)
+    return None if ref is None else {"random": ref.random, "expert": ref.expert, "source": ref.source}
 
 
 def make_dataset(cfg: DataMakeConfig, progress: bool | None = None) -> Path:

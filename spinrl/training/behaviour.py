@@ -327,9 +327,10 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
     else:
         capacity = replay_capacity(cfg.replay_capacity, obs_dim, len(nvec))
     run = _Run(cfg, obs_dim, nvec, capacity)
+    out.mkdir(parents=True, exist_ok=True)
     if cfg.resume:
         _restore(out, cfg, run)
-    out.mkdir(parents=True, exist_ok=True)
+        _write_metrics(out, run.rows)  # drop rows written after the checkpoint (they will be redone)
     (out / "policies").mkdir(exist_ok=True)
     resolved = {**asdict(cfg), "replay_capacity_resolved": capacity, "nvec": [int(m) for m in nvec], "obs_dim": obs_dim}
     resolved.pop("resume"); resolved.pop("progress")
@@ -344,7 +345,7 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
     K = cfg.num_envs
     while run.step < cfg.env_steps:
         # ---- one round: K whole episodes, acting through one batched policy call per step
-        obs = vec.reset([cfg.seed * 1_000_003 + run.rounds * K + i for i in range(K)])
+        obs = vec.reset([(cfg.seed * 1_000_003 + run.rounds * K + i) % EVAL_SEED for i in range(K)])
         O, A, R = [obs], [], []
         active = np.ones(K, bool)
         ret = np.zeros(K)
@@ -384,6 +385,7 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
         run.wall = time.time() - t_start
         # ---- episode boundary: evaluate, save policy, checkpoint
         finished = run.step >= cfg.env_steps
+        row = None
         if run.step >= run.next_eval or finished:
             returns = greedy_returns(run.online, eval_vec, cfg.eval_episodes)
             save_atomic(_policy_payload(cfg, run, obs_dim, nvec, returns), out / "policies" / f"step_{run.step:07d}.pt")
@@ -401,12 +403,13 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
             _write_metrics(out, run.rows)
             last_eval = row["eval_return_mean"]
             bar.set_postfix(eval=f"{last_eval:.1f}", eps=f"{run.epsilon:.3f}")
-            yield row
         if run.step >= run.next_ckpt or finished:
-            run.wall = time.time() - t_start
-            _save_full(out, cfg, run)
             while run.next_ckpt <= run.step:
                 run.next_ckpt += cfg.checkpoint_every
+            run.wall = time.time() - t_start
+            _save_full(out, cfg, run)
+        if row is not None:  # after the checkpoint: a consumer that stops here loses nothing
+            yield row
     bar.close()
 
 

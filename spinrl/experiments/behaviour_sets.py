@@ -1,0 +1,178 @@
+"""Behaviour policies for the DM Control dataset levels, chosen from a DecQN run's policy checkpoints.
+
+A *behaviour directory* is either a run directory of ``spinrl behaviour train`` (``policies/step_*.pt``)
+or an exported set (``behaviour.json`` + ``expert.pt`` + ``medium.pt``, e.g. the committed
+``behaviour_checkpoints/<task>-<bins>``). Selection (benchmarks.md s.1, "ours" where unpublished):
+expert = the checkpoint with the best greedy evaluation return (earliest on ties); medium = the
+earliest checkpoint whose greedy return is 35-55% of the expert's. Data are collected epsilon-greedily
+with epsilon 0.05 (DecQN's own exploration floor, so data look like the agent's experience and are not
+deterministic); our reference returns (uniform random and the noisy expert, >= 20 episodes each) are
+computed once and cached in ``behaviour.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spinrl.envs.core import BehaviourPolicy
+from spinrl.errors import CheckpointError, ConfigError
+from spinrl.training.behaviour import load_policy
+from spinrl.training.checkpoint import load_checkpoint, write_text_atomic
+
+MEDIUM_RANGE = (0.35, 0.55)
+"""medium = earliest checkpoint with greedy return in this fraction of the expert's (aim ~0.45)."""
+DATA_EPSILON = 0.05
+"""Probability of a uniform random joint action while collecting data (ours; DecQN's epsilon floor)."""
+REFERENCE_EPISODES = 20
+"""Episodes per reference return (random and expert)."""
+REFERENCE_SEED = 3_000_000_000
+INDEX = "behaviour.json"
+
+
+@dataclass
+class Checkpoint:
+    file: str  # relative to the behaviour directory
+    env_step: int
+    eval_return_mean: float
+    eval_return_std: float
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _scan(run_dir: Path) -> list[Checkpoint]:
+    files = sorted((run_dir / "policies").glob("step_*.pt"))
+    out = []
+    for f in files:
+        meta = load_checkpoint(f, what="DecQN policy")
+        out.append(Checkpoint(f"policies/{f.name}", int(meta["env_step"]), float(meta["eval_return_mean"]),
+                              float(meta["eval_return_std"])))
+    return out
+
+
+def select(checkpoints: list[Checkpoint], lo: float = MEDIUM_RANGE[0], hi: float = MEDIUM_RANGE[1]) -> tuple[Checkpoint, Checkpoint | None]:
+    """(expert, medium or None): best greedy return; earliest with return in [lo, hi] x expert's."""
+    if not checkpoints:
+        raise CheckpointError("no policies/step_*.pt checkpoints found; run `spinrl behaviour train` first")
+    expert = max(checkpoints, key=lambda c: (c.eval_return_mean, -c.env_step))
+    target = expert.eval_return_mean
+    medium = next((c for c in sorted(checkpoints, key=lambda c: c.env_step)
+                   if lo * target <= c.eval_return_mean <= hi * target), None)
+    return expert, medium
+
+
+class BehaviourSet:
+    """The expert and medium DecQN policies of one behaviour directory, plus cached references."""
+
+    def __init__(self, root: str | Path, env: str | None = None, bins: int | None = None):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ConfigError(f"--behaviour {root}: not a directory; pass a `spinrl behaviour train` run or an exported set")
+        index_path = self.root / INDEX
+        self.index = json.loads(index_path.read_text()) if index_path.exists() else {}
+        if (self.root / "policies").is_dir():  # a run directory: (re)select from its current policies
+            cks = _scan(self.root)
+            listing = [c.file for c in cks]
+            if self.index.get("listing") != listing:
+                cfg = json.loads((self.root / "config.json").read_text())
+                expert, medium = select(cks)
+                self.index = {"env": cfg["env"], "bins": int(cfg["bins"]), "listing": listing,
+                              "expert": expert.__dict__, "medium": None if medium is None else medium.__dict__,
+                              "curve": [c.__dict__ for c in cks]}
+                write_text_atomic(index_path, json.dumps(self.index, indent=2) + "\n")
+        elif not self.index:
+            raise ConfigError(f"--behaviour {root}: neither a run directory (policies/) nor an exported set ({INDEX})")
+        self.env, self.bins = self.index["env"], int(self.index["bins"])
+        if env is not None and env != self.env:
+            raise ConfigError(f"--behaviour {root} was trained on {self.env}, not {env}; pass a behaviour directory of {env}")
+        if bins is not None and int(bins) != self.bins:
+            raise ConfigError(f"--behaviour {root} was trained with --bins {self.bins}, not {bins}; "
+                              f"use --bins {self.bins} or a behaviour run trained at {bins} bins")
+
+    def checkpoint(self, level: str) -> Checkpoint:
+        c = self.index.get(level)
+        if c is None:
+            ex = self.index["expert"]["eval_return_mean"]
+            got = ", ".join(f"{r['env_step']}: {r['eval_return_mean']:.0f}" for r in self.index.get("curve", [])[-8:])
+            raise ConfigError(
+                f"--behaviour {self.root}: no checkpoint has a greedy return in {MEDIUM_RANGE[0]:.0%}-{MEDIUM_RANGE[1]:.0%} "
+                f"of the expert's {ex:.1f} ({ex * MEDIUM_RANGE[0]:.0f}-{ex * MEDIUM_RANGE[1]:.0f}); evaluate more often "
+                f"(--eval-every) or train longer (recent: {got})")
+        return Checkpoint(c["file"], int(c["env_step"]), float(c["eval_return_mean"]), float(c["eval_return_std"]))
+
+    def policy(self, level: str, epsilon: float = DATA_EPSILON) -> BehaviourPolicy:
+        """Epsilon-greedy DecQN policy of ``level`` (medium or expert) as a batched BehaviourPolicy."""
+        ck = self.checkpoint(level)
+        net, meta = load_policy(self.root / ck.file)
+        nvec = np.asarray(meta["nvec"], dtype=np.int64)
+
+        def act(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+            with torch.no_grad():
+                a = net.greedy(torch.from_numpy(np.asarray(obs, dtype=np.float32))).numpy()
+            explore = rng.random(len(a)) < epsilon
+            rand = rng.integers(0, nvec, size=a.shape)
+            return np.where(explore[:, None], rand, a)
+
+        desc = (f"DecQN {level}: {self.root.name}/{ck.file} (env step {ck.env_step}, greedy return "
+                f"{ck.eval_return_mean:.1f}), epsilon-greedy with epsilon {epsilon}")
+        return BehaviourPolicy(act, nvec, desc)
+
+    def provenance(self) -> dict:
+        """What the metadata of a dataset records about its behaviour policies."""
+        out = {}
+        for level in ("medium", "expert"):
+            c = self.index.get(level)
+            if c is not None:
+                out[level] = {**c, "sha256": _sha(self.root / c["file"])}
+        return out
+
+    def reference(self, epsilon: float = DATA_EPSILON) -> dict:
+        """Our random and expert returns (REFERENCE_EPISODES each), computed once and cached in the index."""
+        ref = self.index.get("reference")
+        expert = self.index["expert"]
+        if ref and ref.get("epsilon") == epsilon and ref.get("expert_file") == expert["file"] and ref.get("episodes", 0) >= REFERENCE_EPISODES:
+            return ref
+        from spinrl import envs
+        from spinrl.evaluation.rollout import run_episodes
+
+        n = REFERENCE_EPISODES
+        vec = envs.make_vector(self.env, n, bins=self.bins)
+        seeds = [REFERENCE_SEED + k for k in range(n)]
+        rnd = envs.behaviour_policy(self.env, "random", bins=self.bins)
+        rng0 = np.random.default_rng(0)
+        r0 = run_episodes(vec, lambda o: rnd.act(o, rng0), seeds, record=False)
+        pol = self.policy("expert", epsilon)
+        rng1 = np.random.default_rng(1)
+        r1 = run_episodes(vec, lambda o: pol.act(o, rng1), seeds, record=False)
+        ref = {"random": float(r0.returns.mean()), "expert": float(r1.returns.mean()),
+               "random_std": float(r0.returns.std()), "expert_std": float(r1.returns.std()), "episodes": n,
+               "epsilon": epsilon, "expert_file": expert["file"],
+               "source": f"ours: uniform random / DecQN expert {self.root.name} ({expert['file']}, epsilon {epsilon}), {n} episodes each"}
+        self.index["reference"] = ref
+        write_text_atomic(self.root / INDEX, json.dumps(self.index, indent=2) + "\n")
+        return ref
+
+    def export(self, out: str | Path) -> Path:
+        """Copy the chosen medium/expert policy files and the index (with references) to ``out``."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.reference()
+        index = {k: v for k, v in self.index.items() if k != "listing"}
+        index["source_run"] = str(self.root)
+        for level in ("medium", "expert"):
+            c = self.index.get(level)
+            if c is None:
+                continue
+            shutil.copyfile(self.root / c["file"], out / f"{level}.pt")
+            index[level] = {**c, "file": f"{level}.pt", "run_file": c["file"]}
+        index["reference"] = {**index["reference"], "expert_file": "expert.pt"}
+        write_text_atomic(out / INDEX, json.dumps(index, indent=2) + "\n")
+        return out

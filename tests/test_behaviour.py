@@ -1,0 +1,181 @@
+"""DecQN behaviour learner and the dmc dataset levels: math checks, exact resume, selection, errors."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spinrl.algorithms.decqn import DecQNConfig, NStepBatch, q_loss, q_target
+from spinrl.errors import ConfigError, SpinError
+from spinrl.models.decqn import DecQNNet
+from spinrl.training import behaviour as bh
+from spinrl.training.behaviour import BehaviourConfig, Replay, train_behaviour
+
+TINY = dict(env="dmc:cheetah-run", bins=3, hidden=32, warmup=500, batch_size=32, num_envs=1,
+            eval_every=1000, checkpoint_every=1000, eval_episodes=1, progress=False)
+
+
+# ---------------------------------------------------------------------- math
+def test_mean_decomposition_and_greedy_match_brute_force():
+    torch.manual_seed(0)
+    nvec = [2, 3, 4]  # uneven cardinalities exercise the padding
+    net = DecQNNet(5, nvec, hidden=16)
+    obs = torch.randn(7, 5)
+    u = net.utilities_concat(obs)
+    off = np.cumsum([0] + nvec[:-1])
+    joint = torch.tensor(list(itertools.product(*[range(m) for m in nvec])))
+    q_all = torch.stack([net.q_value(obs, a.expand(7, -1)) for a in joint], 1)  # [B, prod m]
+    a0 = joint[5].expand(7, -1)
+    rows = torch.arange(7)
+    expected = torch.stack([u[rows, int(off[i]) + a0[:, i]] for i in range(3)], 1).mean(1)
+    torch.testing.assert_close(net.q_value(obs, a0), expected)
+    assert torch.equal(net.greedy(obs), joint[q_all.argmax(1)])
+    assert torch.isinf(net.utilities(obs)[:, 0, 2:]).all()  # padded entries can never win the argmax
+
+
+def test_double_q_target_and_huber_loss():
+    torch.manual_seed(1)
+    online, target = DecQNNet(4, [3, 3], 8), DecQNNet(4, [3, 3], 8)
+    b = NStepBatch(torch.randn(6, 4), torch.randint(0, 3, (6, 2)), torch.randn(6), torch.randn(6, 4),
+                   torch.tensor([0.0, 0.99**3, 0.99, 0.99**3, 0.0, 0.99**2]))
+    a_star = online.greedy(b.next_obs)  # chosen by the online net, scored by the target net
+    y = b.returns + b.discount * target.q_value(b.next_obs, a_star)
+    torch.testing.assert_close(q_target(online, target, b), y)
+    loss, info = q_loss(online, target, b, DecQNConfig())
+    torch.testing.assert_close(loss, torch.nn.functional.huber_loss(online.q_value(b.obs, b.actions), y))
+    assert set(info) >= {"loss", "q_mean"}
+
+
+@pytest.mark.parametrize("terminated", [False, True])
+def test_nstep_transitions_written_once_with_exact_returns(terminated):
+    gamma, n, L = 0.9, 3, 5
+    rng = np.random.default_rng(0)
+    rewards = rng.normal(size=L)
+    O = [np.full((1, 2), t, np.float32) for t in range(L + 1)]  # obs encodes its time index
+    A = [np.full((1, 1), t) for t in range(L)]
+    R = [np.array([r]) for r in rewards]
+    rep = Replay(100, 2, 1)
+    for T in range(1, L + 1):  # the training loop's call after each step
+        ended = np.array([T == L])
+        bh._add_complete(rep, O[: T + 1], A[:T], R[:T], ~ended, ended, np.array([terminated]), n, gamma)
+    assert rep.size == L and sorted(rep.actions[:L, 0]) == list(range(L))
+    for i in range(L):
+        t = int(rep.actions[i, 0])
+        k = min(n, L - t)
+        assert rep.returns[i] == pytest.approx(sum(gamma**j * rewards[t + j] for j in range(k)), rel=1e-6)
+        assert rep.next_obs[i, 0] == t + k
+        last = terminated and t + k == L  # time-limit truncation bootstraps, termination does not
+        assert rep.discount[i] == pytest.approx(0.0 if last else gamma**k)
+
+
+# ---------------------------------------------------------------------- resume
+def _rows(path: Path) -> list[dict]:
+    with open(path / "metrics.csv") as f:
+        return [{k: v for k, v in r.items() if k not in bh.TIMING_FIELDS} for r in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("full") / "run"
+    rows = list(train_behaviour(BehaviourConfig(out=str(out), env_steps=3000, **TINY)))
+    assert [r["env_step"] for r in rows] == [1000, 2000, 3000]
+    return out
+
+
+def test_stopped_and_resumed_run_equals_uninterrupted(full_run, tmp_path):
+    out = tmp_path / "run"
+    cfg = BehaviourConfig(out=str(out), env_steps=3000, **TINY)
+    for row in train_behaviour(cfg):  # stop ("kill") right after the 2000-step checkpoint
+        if row["env_step"] == 2000:
+            break
+    assert (out / "checkpoints" / "last.pt").exists()
+    assert len(list((out / "checkpoints").glob("replay-*"))) == 1  # older replay folders are removed
+    list(train_behaviour(replace(cfg, resume=True)))
+    assert _rows(out) == _rows(full_run)
+    a = torch.load(out / "policies" / "step_0003000.pt", weights_only=True)["state_dict"]
+    b = torch.load(full_run / "policies" / "step_0003000.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert sorted(p.name for p in (out / "policies").iterdir()) == ["step_0001000.pt", "step_0002000.pt", "step_0003000.pt"]
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(bins=1), "--bins"),
+        (dict(env_steps=0), "--env-steps"),
+        (dict(env="dmc:cheetah-fly"), "not a DM Control suite task"),
+        (dict(env="maze"), "dmc:<domain>-<task>"),
+    ],
+)
+def test_bad_flags_are_one_line_errors(tmp_path, change, match):
+    with pytest.raises(SpinError, match=match) as e:
+        next(train_behaviour(BehaviourConfig(out=str(tmp_path / "r"), **{**TINY, **change})))
+    assert "\n" not in str(e.value)
+
+
+def test_existing_run_needs_resume_and_same_settings(full_run):
+    with pytest.raises(ConfigError, match="--resume"):
+        next(train_behaviour(BehaviourConfig(out=str(full_run), env_steps=5000, **TINY)))
+    with pytest.raises(ConfigError, match="--hidden 64 differs"):
+        next(train_behaviour(BehaviourConfig(out=str(full_run), env_steps=5000, resume=True, **{**TINY, "hidden": 64})))
+
+
+# ---------------------------------------------------------------------- selection and datasets
+def _fake_run(root: Path, returns: list[float], env="dmc:cheetah-run", bins=3) -> Path:
+    """A run directory with random-weight policies carrying the given greedy returns (selection tests)."""
+    (root / "policies").mkdir(parents=True)
+    (root / "config.json").write_text(json.dumps({"env": env, "bins": bins}))
+    torch.manual_seed(0)
+    net = DecQNNet(17, [bins] * 6, 16)
+    for k, r in enumerate(returns):
+        step = 25_000 * (k + 1)
+        torch.save({"schema": 1, "kind": bh.POLICY_KIND, "env": env, "bins": bins, "obs_dim": 17, "nvec": [bins] * 6,
+                    "hidden": 16, "env_step": step, "eval_returns": [r], "eval_return_mean": r, "eval_return_std": 0.0,
+                    "state_dict": net.state_dict()}, root / "policies" / f"step_{step:07d}.pt")
+    return root
+
+
+def test_selection_expert_best_medium_earliest_in_range(tmp_path):
+    from spinrl.experiments.behaviour_sets import BehaviourSet
+
+    bset = BehaviourSet(_fake_run(tmp_path / "r", [10, 30, 50, 45, 100, 90]))
+    assert bset.checkpoint("expert").env_step == 125_000
+    assert bset.checkpoint("medium").env_step == 75_000  # 50 is the earliest in 35-55 (30 is too low)
+    with pytest.raises(ConfigError, match="35%-55%"):
+        BehaviourSet(_fake_run(tmp_path / "s", [10, 20, 100])).checkpoint("medium")
+    with pytest.raises(ConfigError, match="--bins 3, not 5"):
+        BehaviourSet(tmp_path / "r", env="dmc:cheetah-run", bins=5)
+    with pytest.raises(ConfigError, match="was trained on dmc:cheetah-run, not dmc:finger-spin"):
+        BehaviourSet(tmp_path / "r", env="dmc:finger-spin", bins=3)
+
+
+def test_exported_set_regenerates_same_dataset(tmp_path, monkeypatch):
+    from spinrl.data import load
+    from spinrl.experiments import behaviour_sets
+    from spinrl.experiments.behaviour_sets import BehaviourSet
+    from spinrl.experiments.datasets import DataMakeConfig, generate, make_dataset
+
+    monkeypatch.setattr(behaviour_sets, "REFERENCE_EPISODES", 2)
+    exported = BehaviourSet(_fake_run(tmp_path / "r", [10, 45, 100])).export(tmp_path / "set")
+    assert sorted(p.name for p in exported.iterdir()) == ["behaviour.json", "expert.pt", "medium.pt"]
+    cfg = DataMakeConfig(env="dmc:cheetah-run", env_kwargs={"bins": 3}, level="random-medium-expert",
+                         transitions=2400, seed=3, num_envs=2, behaviour=str(exported), progress=False)
+    p1 = make_dataset(replace(cfg, out=str(tmp_path / "d1")))
+    p2 = make_dataset(replace(cfg, out=str(tmp_path / "d2")))
+    m1, m2 = load(p1).meta, load(p2).meta
+    assert m1["checksum"] == m2["checksum"] and len(load(p1).rewards) == 2400
+    assert m1["reference"]["source"].startswith("ours: uniform random / DecQN expert")
+    assert [s for s, _ in m1["episode_sources"]] == ["random", "medium", "expert"]
+    assert set(m1["behaviour_checkpoints"]) == {"medium", "expert"}
+    assert load(make_dataset(replace(cfg, seed=4, out=str(tmp_path / "d3")))).meta["checksum"] != m1["checksum"]
+    with pytest.raises(ConfigError, match="needs --behaviour"):
+        generate(replace(cfg, behaviour=None))
+    with pytest.raises(ConfigError, match="--behaviour is for dmc"):
+        generate(replace(cfg, env="maze", env_kwargs={}))
