@@ -23,7 +23,7 @@ demo: $(STAMP)
 
 # torch tests never run in parallel workers: 2 cores, and torch stalls when cores are shared.
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -p no:cacheprovider tests
 
 clean-venv:
 	rm -rf $(VENV)

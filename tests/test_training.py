@@ -55,9 +55,9 @@ def metrics(run_dir: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("algo", ["iql", "awac", "bcq"])
-@pytest.mark.parametrize("actor", ["factored", "autoregressive", "saint", "spin"])
+@pytest.mark.parametrize("actor", ["factored", "autoregressive", "saint", "spin", "spin-cached"])
 def test_every_algorithm_and_actor_trains_and_evaluates(maze, asm_dir, tmp_path, algo, actor):
-    cfg = tiny_cfg(maze, tmp_path / "run", algo=algo, actor=actor, asm=asm_dir if actor == "spin" else None)
+    cfg = tiny_cfg(maze, tmp_path / "run", algo=algo, actor=actor, asm=asm_dir if actor.startswith("spin") else None)
     rows = list(train(cfg))
     evals = [r for r in rows if r.get("eval_return_mean") is not None]
     assert [r["step"] for r in evals] == [6, 12]
@@ -234,3 +234,46 @@ def test_cli_errors_exit_2(maze, tmp_path):
     r = subprocess.run([sys.executable, "-m", "spinrl.cli.main", "train", maze, "--steps", "0", "--out",
                         str(tmp_path / "y")], capture_output=True, text=True)
     assert r.returncode == 2 and "--steps" in r.stderr
+
+
+def test_spin_cached_features_match_the_frozen_asm(maze, asm_dir, tmp_path):
+    """The cache beside the dataset holds exactly the frozen ASM's all-[MASK] features (fp16)."""
+    from spinrl.algorithms.common import Batch
+    from spinrl.data import load
+    from spinrl.training.asm_dir import load_asm
+    from spinrl.training.feature_cache import cache_path
+    from spinrl.training.trainer import _feature_source, build, gradient_step
+
+    s = build(tiny_cfg(maze, tmp_path / "r", actor="spin-cached", asm=asm_dir))
+    provide = _feature_source(s)
+    ds = load(maze)
+    path = cache_path(maze, ds, asm_dir)
+    assert path.exists()
+    cache = np.load(path)
+    asm, _ = load_asm(asm_dir)
+    asm.eval()
+    with torch.no_grad():
+        direct = asm.masked_features(torch.from_numpy(np.asarray(ds.observations[:50], dtype=np.float32)))
+    assert torch.allclose(torch.from_numpy(cache[:50].astype(np.float32)), direct, atol=2e-2, rtol=1e-2)
+    # training steps change only the heads; the frozen trunk equals the ASM
+    before = {k: v.clone() for k, v in s.nets.actor.state_dict().items()}
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        idx = ds.sample_indices(16, rng)
+        batch = Batch(*s.dataset.batch_at(idx))
+        provide(batch, idx)
+        gradient_step(s, batch)
+    changed = {k for k, v in s.nets.actor.state_dict().items() if not torch.equal(before[k], v)}
+    assert changed and all(k.startswith("heads.") for k in changed), changed
+    # a different ASM gets a different cache file (stale features are never read)
+    other = tmp_path / "asm2"
+    pretrain(PretrainConfig(dataset=maze, out=str(other), max_epochs=1, steps_per_epoch=1, batch_size=16,
+                            model_kwargs=TINY, progress=False, seed=5))
+    assert cache_path(maze, ds, other) != path
+
+
+def test_variable_masking_pretrains_and_records_it(maze, tmp_path):
+    out = tmp_path / "asm"
+    pretrain(PretrainConfig(dataset=maze, out=str(out), max_epochs=2, steps_per_epoch=2, batch_size=32,
+                            model_kwargs=TINY, progress=False, masking="variable"))
+    assert json.loads((out / "asm.json").read_text())["masking"] == "variable"

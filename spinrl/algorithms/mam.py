@@ -23,14 +23,20 @@ class MAMConfig:
     """Fraction of chosen sub-actions replaced by [MASK]."""
     p_random: float = 0.1
     """Fraction of chosen sub-actions replaced by a uniform random value (the rest are kept)."""
+    variable: bool = False
+    """Ours: per-sample masking ratio ~ U(0, 1) instead of mask_prob, plus fully [MASK]ed rows, so the
+    all-[MASK] input of the cached-feature actor is in-distribution."""
+    full_mask_fraction: float = 0.25
+    """With ``variable``: fraction of rows whose sub-actions are all replaced by [MASK]."""
 
 
 def corrupt(
     actions_BN: torch.Tensor,
     nvec: Sequence[int] | torch.Tensor,
     generator: torch.Generator | None = None,
-    mask_prob: float = 0.15,
+    mask_prob: float | torch.Tensor = 0.15,
     mask_ratio: tuple[float, float] | None = None,
+    full_rows_B: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT-style corruption of sub-action tokens.
 
@@ -38,8 +44,9 @@ def corrupt(
         actions_BN: Long [B, N], a_i in [0, m_i).
         nvec: Cardinalities; value m_i is sub-action i's [MASK] token.
         generator: RNG for every random choice (exact reproducibility).
-        mask_prob: Probability that each sub-action is chosen.
+        mask_prob: Probability that each sub-action is chosen (a float, or [B, 1] per row).
         mask_ratio: (p_mask, p_random) among chosen; default (0.8, 0.1), the rest unchanged.
+        full_rows_B: Bool [B]; those rows are entirely [MASK] (all chosen).
 
     Returns:
         tokens_BN: Long [B, N], values in [0, m_i].
@@ -56,8 +63,13 @@ def corrupt(
     flat = chosen.view(-1)
     flat[forced] = flat[forced] | ~chosen.any()
     random_values = (u[2] * m_N).long().clamp_(max=m_N - 1)
-    tokens = torch.where(chosen & (u[1] < p_mask), m_N, actions_BN)
-    tokens = torch.where(chosen & (u[1] >= p_mask) & (u[1] < p_mask + p_random), random_values, tokens)
+    to_mask = chosen & (u[1] < p_mask)
+    to_random = chosen & (u[1] >= p_mask) & (u[1] < p_mask + p_random)
+    if full_rows_B is not None:
+        full = full_rows_B.unsqueeze(1)
+        chosen, to_mask, to_random = chosen | full, to_mask | full, to_random & ~full
+    tokens = torch.where(to_mask, m_N, actions_BN)
+    tokens = torch.where(to_random, random_values, tokens)
     return tokens, chosen
 
 
@@ -73,7 +85,13 @@ def asm_loss(
     ``info`` holds ``masked_correct`` and ``masked_count`` ([N] float) so callers can aggregate
     per-sub-action accuracy over an epoch, plus scalar ``mam_loss`` and ``masked_acc``.
     """
-    tokens_BN, chosen_BN = corrupt(actions, asm.nvec, generator, cfg.mask_prob, (cfg.p_mask, cfg.p_random))
+    mask_prob: float | torch.Tensor = cfg.mask_prob
+    full_rows = None
+    if cfg.variable:
+        u_B2 = torch.rand((actions.shape[0], 2), generator=generator, device=actions.device)
+        mask_prob = u_B2[:, :1]
+        full_rows = u_B2[:, 1] < cfg.full_mask_fraction
+    tokens_BN, chosen_BN = corrupt(actions, asm.nvec, generator, mask_prob, (cfg.p_mask, cfg.p_random), full_rows)
     logits_BNM = asm(obs, tokens_BN)
     ce_BN = F.cross_entropy(logits_BNM.flatten(0, 1), actions.flatten(), reduction="none").view_as(actions)
     chosen = chosen_BN.float()

@@ -276,10 +276,15 @@ class OfflineDataset:
 
         Truncated steps bootstrap (terminated = 0), as a time limit is not a true end.
         """
-        import torch
+        return self.batch_at(self.sample_indices(batch_size, rng), device=device)
 
-        idx = rng.integers(0, self.num_transitions, size=batch_size)
-        return self.batch_at(idx, device=device)
+    def sample_indices(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+        """Uniform transition indices (what :meth:`sample` draws)."""
+        return rng.integers(0, self.num_transitions, size=batch_size)
+
+    def observation_rows(self, idx: np.ndarray) -> np.ndarray:
+        """Rows of ``observations`` holding the states of transitions ``idx`` (next state: row + 1)."""
+        return self._obs_index[idx]
 
     def batch_at(self, idx: np.ndarray, device: Any = None):
         import torch

@@ -13,6 +13,7 @@ from spinrl.algorithms import ALGORITHMS, CONFIGS
 from spinrl.algorithms.common import Nets
 from spinrl.errors import CheckpointError, SpinError
 from spinrl.models import FactoredTwinCritic, ModelConfig, build_actor
+from spinrl.models.actors import CachedFeatureActor
 
 POLICY_SCHEMA = 1
 
@@ -93,8 +94,11 @@ class Policy:
         try:
             algo = meta["algo"]
             model_cfg = ModelConfig(**meta["model"])
-            kind = "saint" if meta["actor"] == "spin" else meta["actor"]  # same architecture, weights in file
-            actor = build_actor(kind, meta["obs_dim"], meta["nvec"], model_cfg)
+            if meta["actor"] == "spin-cached":
+                actor = CachedFeatureActor(meta["obs_dim"], meta["nvec"], model_cfg)
+            else:
+                kind = "saint" if meta["actor"] == "spin" else meta["actor"]  # same architecture, weights in file
+                actor = build_actor(kind, meta["obs_dim"], meta["nvec"], model_cfg)
             actor.load_state_dict(ck["actor"])
             critic = FactoredTwinCritic(meta["obs_dim"], meta["nvec"], model_cfg.critic_hidden)
             critic.load_state_dict(ck["critic"])

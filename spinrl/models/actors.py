@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Protocol, Sequence, runtime_checkable
 
 import torch
@@ -13,7 +15,7 @@ from spinrl.models.asm import ActionStructureModel
 from spinrl.models.config import ModelConfig
 from spinrl.models.layers import NEG, StateEncoder, SubActionHeads, TransformerBlock, padding_index
 
-ACTOR_KINDS = ("factored", "autoregressive", "saint", "spin")
+ACTOR_KINDS = ("factored", "autoregressive", "saint", "spin", "spin-cached")
 
 
 @runtime_checkable
@@ -94,6 +96,26 @@ class FactoredMLPActor(FactoredActor):
         return flat.masked_fill(~self.valid_NM, NEG)
 
 
+def check_asm_fits(asm: ActionStructureModel, cfg: ModelConfig, obs_dim: int | None, nvec: Sequence[int] | None) -> None:
+    """Strict loading (method.md): any mismatch between an ASM and the task or sizes raises."""
+    for field in ("d_model", "n_heads", "n_blocks", "n_state_tokens"):
+        got, want = getattr(asm.cfg, field), getattr(cfg, field)
+        if got != want:
+            raise CheckpointError(
+                f"ASM has {field}={got} but the actor config asks for {field}={want}; use the ASM's sizes"
+            )
+    if obs_dim is not None and int(obs_dim) != asm.obs_dim:
+        raise CheckpointError(
+            f"ASM was trained with obs_dim={asm.obs_dim} but the task has obs_dim={obs_dim}; "
+            "pretrain an ASM on this task"
+        )
+    if nvec is not None and tuple(int(m) for m in nvec) != asm.nvec:
+        raise CheckpointError(
+            f"ASM was trained with nvec={list(asm.nvec)} but the task has nvec={list(nvec)}; "
+            "pretrain an ASM on this task"
+        )
+
+
 class TransformerActor(FactoredActor):
     """SAINT actor: [M state tokens ; N learned queries] -> blocks -> per-sub-action heads.
 
@@ -152,22 +174,7 @@ class TransformerActor(FactoredActor):
             CheckpointError: The ASM does not fit the task or the configuration.
         """
         cfg = cfg or asm.cfg
-        for field in ("d_model", "n_heads", "n_blocks", "n_state_tokens"):
-            got, want = getattr(asm.cfg, field), getattr(cfg, field)
-            if got != want:
-                raise CheckpointError(
-                    f"ASM has {field}={got} but the actor config asks for {field}={want}; use the ASM's sizes"
-                )
-        if obs_dim is not None and int(obs_dim) != asm.obs_dim:
-            raise CheckpointError(
-                f"ASM was trained with obs_dim={asm.obs_dim} but the task has obs_dim={obs_dim}; "
-                "pretrain an ASM on this task"
-            )
-        if nvec is not None and tuple(int(m) for m in nvec) != asm.nvec:
-            raise CheckpointError(
-                f"ASM was trained with nvec={list(asm.nvec)} but the task has nvec={list(nvec)}; "
-                "pretrain an ASM on this task"
-            )
+        check_asm_fits(asm, cfg, obs_dim, nvec)
         actor = cls(asm.obs_dim, asm.nvec, cfg)
         try:
             actor.state_encoder.load_state_dict(asm.state_encoder.state_dict(), strict=True)
@@ -253,6 +260,64 @@ class AutoregressiveActor(nn.Module):
         return self.sample(obs_BO.repeat_interleave(k, dim=0), generator).view(B, k, len(self.nvec))
 
 
+class CachedFeatureActor(FactoredActor):
+    """``spin-cached`` (ours, beyond the paper): heads on the frozen ASM's all-[MASK] features.
+
+    With the ASM frozen and its own [MASK] embeddings as frozen queries, the transformer output depends
+    on the state alone, so it can be computed once per dataset state and cached; training then updates
+    only the heads, at MLP speed. The trunk runs in eval mode (no dropout) so features are
+    deterministic and cacheable. The trainer hands precomputed features for a batch's observation
+    tensors to :meth:`provide_features`; any other observation is encoded on the fly.
+    """
+
+    def __init__(self, obs_dim: int, nvec: Sequence[int], cfg: ModelConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or ModelConfig()
+        self.obs_dim = int(obs_dim)
+        self.nvec = tuple(int(m) for m in nvec)
+        self.asm = ActionStructureModel(obs_dim, nvec, cfg)
+        self.asm.heads = None  # the ASM's prediction heads are not used (method.md discards them)
+        self.asm.requires_grad_(False)
+        self.heads = SubActionHeads(cfg.d_model, self.nvec, cfg.head_hidden, cfg.dropout)
+        self.frozen = True
+        self._provided: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def train(self, mode: bool = True) -> "CachedFeatureActor":
+        super().train(mode)
+        self.asm.eval()  # the frozen trunk never uses dropout: its features are cached
+        return self
+
+    @torch.no_grad()
+    def features(self, obs_BO: torch.Tensor) -> torch.Tensor:
+        """Frozen all-[MASK] contextual features [B, N, d]."""
+        return self.asm.masked_features(obs_BO)
+
+    def provide_features(self, pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Precomputed features for specific observation tensors (matched by identity)."""
+        self._provided = list(pairs)
+
+    def logits(self, obs_BO: torch.Tensor) -> torch.Tensor:
+        for obs, feats in self._provided:
+            if obs is obs_BO:
+                return self.heads(feats)
+        return self.heads(self.features(obs_BO))
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    @classmethod
+    def from_asm(cls, asm: ActionStructureModel, cfg: ModelConfig | None = None, *, obs_dim: int | None = None,
+                 nvec: Sequence[int] | None = None) -> "CachedFeatureActor":
+        """Copy the whole ASM (frozen); fresh heads. Same strict checks as the SPIN actor."""
+        check_asm_fits(asm, cfg or asm.cfg, obs_dim, nvec)
+        cfg = dataclasses.replace(asm.cfg, head_hidden=(cfg or asm.cfg).head_hidden, dropout=(cfg or asm.cfg).dropout)
+        actor = cls(asm.obs_dim, asm.nvec, cfg)
+        trunk = {k: v for k, v in asm.state_dict().items() if not k.startswith("heads.")}
+        actor.asm.load_state_dict(trunk, strict=True)
+        actor.asm.requires_grad_(False)
+        return actor.to(next(asm.parameters()).device)
+
+
 def build_actor(
     kind: str,
     obs_dim: int,
@@ -273,8 +338,10 @@ def build_actor(
         return AutoregressiveActor(obs_dim, nvec, cfg)
     if kind == "saint":
         return TransformerActor(obs_dim, nvec, cfg)
-    if kind == "spin":
+    if kind in ("spin", "spin-cached"):
         if asm is None:
-            raise ConfigError("actor 'spin' needs a pretrained ASM: --asm PATH is required (run pretraining first)")
+            raise ConfigError(f"actor '{kind}' needs a pretrained ASM: --asm PATH is required (run pretraining first)")
+        if kind == "spin-cached":
+            return CachedFeatureActor.from_asm(asm, cfg, obs_dim=obs_dim, nvec=nvec)
         return TransformerActor.from_asm(asm, cfg, freeze=True, obs_dim=obs_dim, nvec=nvec)
     raise ConfigError(f"actor kind '{kind}' is unknown; choose one of {', '.join(ACTOR_KINDS)}")

@@ -42,6 +42,13 @@ class ActionStructureModel(nn.Module):
         """Token value of [MASK] per sub-action, shape [N] (equals nvec)."""
         return self.mask_N
 
+    def contextual(self, obs_BO: torch.Tensor, tokens_BN: torch.Tensor) -> torch.Tensor:
+        """Contextual sub-action embeddings [B, N, d] (the blocks' output at the sub-action tokens)."""
+        x = torch.cat([self.state_encoder(obs_BO), self.embed(tokens_BN + self.token_offsets_N)], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        return x[:, self.cfg.n_state_tokens :]
+
     def forward(self, obs_BO: torch.Tensor, tokens_BN: torch.Tensor) -> torch.Tensor:
         """Logits [B, N, max_m] (padding masked) for every sub-action.
 
@@ -49,7 +56,8 @@ class ActionStructureModel(nn.Module):
             obs_BO: States [B, obs_dim].
             tokens_BN: Long [B, N], value in [0, m_i]; m_i means [MASK].
         """
-        x = torch.cat([self.state_encoder(obs_BO), self.embed(tokens_BN + self.token_offsets_N)], dim=1)
-        for block in self.blocks:
-            x = block(x)
-        return self.heads(x[:, self.cfg.n_state_tokens :])
+        return self.heads(self.contextual(obs_BO, tokens_BN))
+
+    def masked_features(self, obs_BO: torch.Tensor) -> torch.Tensor:
+        """Contextual embeddings [B, N, d] with every sub-action [MASK]ed: a function of the state alone."""
+        return self.contextual(obs_BO, self.mask_N.expand(obs_BO.shape[0], -1))

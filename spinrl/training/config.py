@@ -10,7 +10,7 @@ from spinrl.errors import ConfigError
 from spinrl.models.config import ModelConfig
 
 ALGOS = ("iql", "awac", "bcq")
-ACTORS = ("factored", "autoregressive", "saint", "spin")
+ACTORS = ("factored", "autoregressive", "saint", "spin", "spin-cached")
 
 # Presets. `paper` is method.md exactly. `cpu` is what 2 CPU cores can afford: the transformer is
 # 3-5x cheaper at d_model 128 / 2 blocks (method.md, measured costs); everything else as the paper.
@@ -52,8 +52,9 @@ class TrainConfig:
     """run directory: config.json, metrics.csv, checkpoints/, policy.pt"""
     algo: Literal["iql", "awac", "bcq"] = "iql"
     """offline RL algorithm"""
-    actor: Literal["factored", "autoregressive", "saint", "spin"] = "factored"
-    """policy architecture; spin = saint with the ASM's frozen state encoder and blocks (needs --asm)"""
+    actor: Literal["factored", "autoregressive", "saint", "spin", "spin-cached"] = "factored"
+    """policy architecture; spin = saint with the ASM's frozen state encoder and blocks (needs --asm);
+    spin-cached = heads on the frozen ASM's all-[MASK] features, cached per dataset state (ours)"""
     asm: str | None = None
     """ASM directory from `spinrl pretrain` (required for --actor spin)"""
     preset: Literal["cpu", "paper"] = "cpu"
@@ -84,6 +85,9 @@ class TrainConfig:
     """torch device: cpu, cuda, cuda:1 or auto"""
     threads: int | None = None
     """torch CPU threads (default: torch's choice); use 1 when two jobs share 2 cores"""
+    feature_cache_gb: float = 8.0
+    """spin-cached: largest feature cache (fp16, beside the dataset) to build; above it, features are
+    recomputed per batch without gradients"""
     tensorboard: bool = False
     """also write TensorBoard scalars (extra: tensorboard)"""
     progress: bool = True
@@ -104,8 +108,8 @@ class TrainConfig:
             raise ConfigError(f"--algo {self.algo!r} is unknown; choose one of {', '.join(ALGOS)}")
         if self.actor not in ACTORS:
             raise ConfigError(f"--actor {self.actor!r} is unknown; choose one of {', '.join(ACTORS)}")
-        if self.actor == "spin" and not self.asm:
-            raise ConfigError("--actor spin needs --asm DIR (pretrain one with `spinrl pretrain DATASET --out DIR`)")
+        if self.actor in ("spin", "spin-cached") and not self.asm:
+            raise ConfigError(f"--actor {self.actor} needs --asm DIR (pretrain one with `spinrl pretrain DATASET --out DIR`)")
         preset(self.preset)
         for name in ("steps", "eval_episodes", "log_every", "eval_num_envs"):
             v = getattr(self, name)
@@ -169,6 +173,9 @@ class PretrainConfig:
     """gradient-norm clip"""
     mask_prob: float = 0.15
     """probability that a sub-action is chosen for corruption (80% [MASK], 10% random, 10% kept)"""
+    masking: Literal["bert", "variable"] = "bert"
+    """bert = the paper's fixed mask_prob; variable = per-sample ratio ~ U(0, 1] with a quarter of the rows
+    fully masked, so the all-[MASK] input that spin-cached uses is in-distribution (ours)"""
     val_fraction: float = 0.1
     """fraction of episodes held out for validation"""
     val_batches: int = 8

@@ -41,7 +41,7 @@ from spinrl.utils.progress import progress_bar
 
 # Settings that define the result; a resume with other values would silently mix two runs.
 _FIXED = ("dataset", "preset", "patience", "min_delta", "min_epochs", "steps_per_epoch", "batch_size", "lr",
-          "grad_clip", "mask_prob", "val_fraction", "val_batches", "seed", "model_kwargs")
+          "grad_clip", "mask_prob", "masking", "val_fraction", "val_batches", "seed", "model_kwargs")
 
 
 def _write_metrics(path: Path, rows: list[dict]) -> None:
@@ -74,7 +74,7 @@ def pretrain_iter(cfg: PretrainConfig) -> Iterator[dict]:
     seed_everything(cfg.seed)
     asm = ActionStructureModel(ds.observation_dim, ds.nvec, model_cfg).to(device)
     opt = torch.optim.Adam(asm.parameters(), lr=res["lr"])
-    mam = MAMConfig(mask_prob=cfg.mask_prob)
+    mam = MAMConfig(mask_prob=cfg.mask_prob, variable=cfg.masking == "variable")
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed)
@@ -177,6 +177,7 @@ def pretrain_iter(cfg: PretrainConfig) -> Iterator[dict]:
         "signature": ds.signature,
         "dataset": {"path": str(cfg.dataset), "checksum": ds.meta.get("checksum"), "level": ds.meta.get("level")},
         "model": res["model"],
+        "masking": cfg.masking,
         "chosen_epoch": state["best_epoch"],
         "best_val_loss": state["best"],
         "epochs_run": state["epoch"],

@@ -82,14 +82,14 @@ def build(cfg: TrainConfig, dataset: OfflineDataset | None = None) -> Setup:
         _check_env_matches(ds)
     seed_everything(cfg.seed)
     asm, asm_info = None, None
-    if cfg.actor == "spin":
+    if cfg.actor in ("spin", "spin-cached"):
         asm, asm_info = load_asm(cfg.asm, ds.signature)
         # The frozen part's sizes are the ASM's; the rest (heads, critics) follow the preset.
         am = asm_info["model"]
         model_cfg = dataclasses.replace(model_cfg, d_model=am["d_model"], n_heads=am["n_heads"],
                                         n_blocks=am["n_blocks"], n_state_tokens=am["n_state_tokens"])
     elif cfg.asm:
-        raise ConfigError(f"--asm is only used by --actor spin, not --actor {cfg.actor}; drop --asm")
+        raise ConfigError(f"--asm is only used by --actor spin or spin-cached, not --actor {cfg.actor}; drop --asm")
     actor = build_actor(cfg.actor, ds.observation_dim, ds.nvec, model_cfg, asm=asm).to(device)
     nets = build_nets(actor, ds.observation_dim, ds.nvec, model_cfg, algo.UPDATES, algo.TARGETS)
     lr = res["lr"]
@@ -243,9 +243,13 @@ def train(cfg: TrainConfig) -> Iterator[dict]:
     interval_t = 0.0
     interval_steps = 0
     batch_size = cfg.resolved()["batch_size"]
+    features = _feature_source(s)
     while step < cfg.steps:
         t0 = time.perf_counter()
-        batch = Batch(*ds.sample(batch_size, rng, device=s.device))
+        idx = ds.sample_indices(batch_size, rng)
+        batch = Batch(*ds.batch_at(idx, device=s.device))
+        if features is not None:
+            features(batch, idx)
         info = gradient_step(s, batch)
         step += 1
         for k, v in info.items():
@@ -296,6 +300,37 @@ def train(cfg: TrainConfig) -> Iterator[dict]:
     if tb is not None:
         tb.close()
     make_policy(s).save(out / "policy.pt")
+
+
+def _feature_source(s: Setup):
+    """For spin-cached: a function that hands each batch's cached (or recomputed) features to the actor."""
+    if s.cfg.actor != "spin-cached":
+        return None
+    from spinrl.training.feature_cache import build_feature_cache, cache_bytes, cache_path
+
+    actor = s.nets.actor
+    if s.asm_info and s.asm_info.get("masking", "bert") != "variable":
+        print("note: this ASM was pretrained with --masking bert; spin-cached reads its all-[MASK] input, which "
+              "only --masking variable trains on", flush=True)
+    need = cache_bytes(s.dataset, actor.cfg.d_model)
+    if need > s.cfg.feature_cache_gb * 1e9:
+        print(f"note: feature cache would take {need / 1e9:.1f} GB > --feature-cache-gb {s.cfg.feature_cache_gb}; "
+              "computing features per batch instead", flush=True)
+
+        def recompute(batch: Batch, idx: np.ndarray) -> None:
+            actor.provide_features([(batch.obs, actor.features(batch.obs)), (batch.next_obs, actor.features(batch.next_obs))])
+
+        return recompute
+    cache = build_feature_cache(actor, s.dataset, cache_path(s.cfg.dataset, s.dataset, s.cfg.asm), s.device,
+                                progress=s.cfg.progress)
+
+    def lookup(batch: Batch, idx: np.ndarray) -> None:
+        rows = s.dataset.observation_rows(idx)
+        f = torch.from_numpy(np.asarray(cache[rows], dtype=np.float32)).to(s.device)
+        f2 = torch.from_numpy(np.asarray(cache[rows + 1], dtype=np.float32)).to(s.device)
+        actor.provide_features([(batch.obs, f), (batch.next_obs, f2)])
+
+    return lookup
 
 
 def _evaluate(s: Setup, step: int, reference: dict | None):
