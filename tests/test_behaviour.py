@@ -131,7 +131,9 @@ def test_existing_run_needs_resume_and_same_settings(full_run):
 def _fake_run(root: Path, returns: list[float], env="dmc:cheetah-run", bins=3) -> Path:
     """A run directory with random-weight policies carrying the given greedy returns (selection tests)."""
     (root / "policies").mkdir(parents=True)
-    (root / "config.json").write_text(json.dumps({"env": env, "bins": bins}))
+    (root / "config.json").write_text(json.dumps({"env": env, "bins": bins, "hidden": 16}))
+    (root / "metrics.csv").write_text("env_step,wall_seconds,eval_return_mean,eval_return_std\n" + "".join(
+        f"{25_000 * (k + 1)},{k + 1.0},{r},0.0\n" for k, r in enumerate(returns)))
     torch.manual_seed(0)
     net = DecQNNet(17, [bins] * 6, 16)
     for k, r in enumerate(returns):
@@ -175,6 +177,10 @@ def test_exported_set_regenerates_same_dataset(tmp_path, monkeypatch):
     assert [s for s, _ in m1["episode_sources"]] == ["random", "medium", "expert"]
     assert set(m1["behaviour_checkpoints"]) == {"medium", "expert"}
     assert load(make_dataset(replace(cfg, seed=4, out=str(tmp_path / "d3")))).meta["checksum"] != m1["checksum"]
+    from spinrl.experiments.dataset_report import write_report
+
+    md = write_report(tmp_path, tmp_path, tmp_path / "docs" / "datasets.md", tmp_path / "docs" / "img").read_text()
+    assert "| random-medium-expert | 2,400 / 200,000 |" in md and (tmp_path / "docs/img/cheetah-run-3-behaviour.png").exists()
     with pytest.raises(ConfigError, match="needs --behaviour"):
         generate(replace(cfg, behaviour=None))
     with pytest.raises(ConfigError, match="--behaviour is for dmc"):

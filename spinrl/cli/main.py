@@ -196,6 +196,13 @@ def cmd_behaviour_train(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_data_report(args: argparse.Namespace, extra: list[str]) -> int:
+    from spinrl.experiments.dataset_report import write_report
+
+    print(f"wrote {write_report(args.behaviour_root, args.data, args.out, args.img_dir)}")
+    return 0
+
+
 def cmd_behaviour_export(args: argparse.Namespace, extra: list[str]) -> int:
     from spinrl.experiments.behaviour_sets import BehaviourSet
 
@@ -302,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     dm.set_defaults(fn=cmd_demo)
 
     from spinrl.training.behaviour import BehaviourConfig
+
+    from spinrl.experiments.dataset_report import add_arguments as report_arguments
+
+    rp = dsub.add_parser("report", help="write docs/datasets.md (+ learning-curve PNGs) from behaviour sets and datasets")
+    report_arguments(rp)
+    rp.set_defaults(fn=cmd_data_report)
 
     bh = sub.add_parser("behaviour", help="train DecQN behaviour agents for the DM Control datasets")
     bsub = bh.add_subparsers(dest="behaviour_command", metavar="BEHAVIOUR_COMMAND")

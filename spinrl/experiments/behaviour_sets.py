@@ -69,6 +69,18 @@ def select(checkpoints: list[Checkpoint], lo: float = MEDIUM_RANGE[0], hi: float
     return expert, medium
 
 
+def run_summary(run_dir: Path) -> dict:
+    """Config, env steps, wall time and the metrics rows of a run directory (for docs/datasets.md)."""
+    import csv
+
+    with open(run_dir / "metrics.csv") as f:
+        rows = [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()} for r in csv.DictReader(f)]
+    cfg = json.loads((run_dir / "config.json").read_text())
+    last = rows[-1] if rows else {}
+    return {"config": cfg, "env_steps": int(last.get("env_step") or 0), "wall_seconds": last.get("wall_seconds"),
+            "metrics": rows}
+
+
 class BehaviourSet:
     """The expert and medium DecQN policies of one behaviour directory, plus cached references."""
 
@@ -167,6 +179,7 @@ class BehaviourSet:
         self.reference()
         index = {k: v for k, v in self.index.items() if k != "listing"}
         index["source_run"] = str(self.root)
+        index["run"] = run_summary(self.root)
         for level in ("medium", "expert"):
             c = self.index.get(level)
             if c is None:

@@ -1,0 +1,244 @@
+"""``spinrl data report``: write docs/datasets.md from the exported behaviour sets and the datasets made.
+
+Inputs are files only (style.md s.8): ``behaviour_checkpoints/<task>-<bins>/behaviour.json`` (selection,
+references and the behaviour run's metrics, written by ``spinrl behaviour export``) and the dataset
+directories under ``$SPINRL_DATA`` (or ``--data``) whose metadata names those checkpoints.
+Run ``python -m spinrl.experiments.dataset_report`` or ``spinrl data report``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from spinrl.data.cache import data_dir
+from spinrl.envs import DMC_REFERENCE
+from spinrl.training.checkpoint import write_text_atomic
+
+BENCHMARK_SIZES = {"medium": 1_000_000, "expert": 1_000_000, "medium-expert": 2_000_000, "random-medium-expert": 200_000}
+"""Transitions per level in the public benchmark (benchmarks.md s.1)."""
+WANTED = [("cheetah-run", 3), ("finger-spin", 3), ("humanoid-stand", 3), ("quadruped-walk", 3), ("dog-trot", 3),
+          ("dog-trot", 10), ("dog-trot", 30)]
+"""Task/bins pairs issue 4 asks for (paper main table and the dog-trot cardinality study)."""
+LEVEL_ORDER = ("random", "medium", "expert", "medium-expert", "random-medium-expert")
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _norm(r: float, ref: dict | None) -> float | None:
+    if not ref or ref["expert"] == ref["random"]:
+        return None
+    return 100.0 * (r - ref["random"]) / (ref["expert"] - ref["random"])
+
+
+def _fmt(x: float | None, nd: int = 1) -> str:
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def summarize_dataset(path: Path) -> dict:
+    """Returns per level and per source, with normalized scores on our and the public references."""
+    from spinrl.data import load
+
+    ds = load(path, verify=False)
+    meta = ds.meta
+    rets = np.asarray(ds.episode_returns(), dtype=float)
+    lengths = np.asarray(ds.episode_lengths)
+    per_source, k = {}, 0
+    for src, n in meta.get("episode_sources") or []:
+        r = rets[k : k + n]
+        full = lengths[k : k + n] == lengths.max()  # the last episode of a source may be cut short
+        r_full = r[full] if full.any() else r
+        per_source[src] = {"episodes": int(n), "return_mean": float(r_full.mean()), "return_std": float(r_full.std())}
+        k += n
+    ours, public = meta.get("reference"), meta.get("public_reference")
+    full = lengths == lengths.max()
+    out = {
+        "path": str(path), "env": meta["env_id"], "bins": int((meta.get("env_kwargs") or {}).get("bins", 3)),
+        "level": meta["level"], "transitions": int(lengths.sum()), "episodes": int(len(lengths)),
+        "return_mean": float(rets[full].mean()), "return_std": float(rets[full].std()),
+        "seed": meta.get("generator", {}).get("seed"), "wall_seconds": meta.get("generator", {}).get("wall_seconds"),
+        "reference": ours, "public_reference": public, "per_source": per_source,
+        "expert_sha": (meta.get("behaviour_checkpoints") or {}).get("expert", {}).get("sha256"),
+        "checksum": meta.get("checksum"),
+    }
+    out["normalized"] = _norm(out["return_mean"], ours)
+    out["normalized_public"] = _norm(out["return_mean"], public)
+    for s in per_source.values():
+        s["normalized"] = _norm(s["return_mean"], ours)
+        s["normalized_public"] = _norm(s["return_mean"], public)
+    return out
+
+
+def find_datasets(root: Path) -> list[dict]:
+    """Every dmc dataset under ``root`` made from a behaviour set (metadata has behaviour_checkpoints)."""
+    found = []
+    if not root.exists():
+        return found
+    for meta_path in sorted(root.glob("*/meta.json")):
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if str(meta.get("env_id", "")).startswith("dmc:") and meta.get("behaviour_checkpoints"):
+            found.append(summarize_dataset(meta_path.parent))
+    return found
+
+
+def _save_png(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}.png"
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+def plot_curve(index: dict, path: Path) -> None:
+    """Greedy evaluation return vs env steps, with the chosen checkpoints and the references."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in index["run"]["metrics"] if r.get("eval_return_mean") is not None]
+    x = np.array([r["env_step"] for r in rows]) / 1e6
+    y = np.array([r["eval_return_mean"] for r in rows])
+    s = np.array([r["eval_return_std"] for r in rows])
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.plot(x, y, color="C0", label="greedy eval return (10 episodes)")
+    ax.fill_between(x, y - s, y + s, color="C0", alpha=0.2)
+    for level, color in (("expert", "C3"), ("medium", "C2")):
+        c = index.get(level)
+        if c:
+            ax.scatter([c["env_step"] / 1e6], [c["eval_return_mean"]], color=color, zorder=3, label=f"chosen {level}")
+    task = index["env"].split(":", 1)[1]
+    pub = DMC_REFERENCE.get((task, int(index["bins"])))
+    if pub:
+        ax.axhline(pub[1], color="gray", ls="--", lw=1, label="public expert reference")
+    ax.set_xlabel("env steps (millions)")
+    ax.set_ylabel("episode return")
+    ax.set_title(f"DecQN behaviour agent, {task}, {index['bins']} bins, hidden {index['run']['config'].get('hidden')}")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    _save_png(fig, path)
+    plt.close(fig)
+
+
+def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path) -> str:
+    sets = {}
+    for idx_path in sorted(behaviour_root.glob("*/behaviour.json")):
+        index = json.loads(idx_path.read_text())
+        sets[(index["env"].split(":", 1)[1], int(index["bins"]))] = (idx_path.parent, index)
+    datasets = find_datasets(data_root)
+    lines = [
+        "# Discretized DM Control datasets",
+        "",
+        f"Generated by `spinrl data report` (`python -m spinrl.experiments.dataset_report`) on "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from `{behaviour_root}` and the datasets in the data "
+        "cache. Do not edit by hand: rerun the command.",
+        "",
+        "Protocol (benchmarks.md s.1; *ours* where the sources are silent): behaviour agents are online DecQN "
+        "(`spinrl behaviour train`: mean-decomposed factored Q, double Q, 3-step returns, Huber, Adam 1e-4, clip 40, "
+        "batch 256, Polyak 0.005, uniform replay, 10k random warm-up steps, one update per 5 env steps, epsilon "
+        "1.0 -> 0.05 multiplied by 0.999 per exploratory action) evaluated greedily on 10 episodes every 25k env steps. "
+        "Expert = the checkpoint with the best greedy return; medium = the earliest checkpoint whose greedy return is "
+        "35-55% of the expert's (*ours*). Data are collected epsilon-greedily with epsilon 0.05 (*ours*), "
+        "random = uniform joint actions, random-medium-expert = whole episodes, one third from each source. "
+        "Normalized scores use *our* references stored in each dataset (uniform random and the epsilon-0.05 expert, "
+        "20 episodes each); the column `norm. (public refs)` uses the public benchmark's constants for comparison.",
+        "",
+    ]
+    for task, bins in WANTED + sorted(k for k in sets if k not in WANTED):
+        lines.append(f"## {task}, {bins} bins")
+        lines.append("")
+        pub = DMC_REFERENCE.get((task, bins))
+        if (task, bins) not in sets:
+            lines += ["Not made: no behaviour agent was trained for this task and bin count yet (compute).", ""]
+            continue
+        folder, index = sets[(task, bins)]
+        run = index["run"]
+        img = img_dir / f"{task}-{bins}-behaviour.png"
+        plot_curve(index, img)
+        rel_img = os.path.relpath(img, out.parent)
+        cfg = run["config"]
+        wall = run.get("wall_seconds") or 0.0
+        lines += [f"![behaviour learning curve]({rel_img})", ""]
+        lines.append(
+            f"- Behaviour run: {run['env_steps']:,} env steps in {wall / 3600:.2f} h wall "
+            f"({wall / max(run['env_steps'], 1) * 1e6 / 3600:.2f} h per 1M steps; hidden {cfg.get('hidden')}, "
+            f"{cfg.get('num_envs')} envs batched, seed {cfg.get('seed')}, {cfg.get('threads')} CPU thread(s) on a shared 2-core machine)."
+        )
+        for level in ("expert", "medium"):
+            c = index.get(level)
+            if c:
+                lines.append(f"- Chosen {level}: env step {c['env_step']:,}, greedy return {c['eval_return_mean']:.1f} "
+                             f"+/- {c['eval_return_std']:.1f} (`{folder}/{c['file']}`).")
+            else:
+                lines.append(f"- Chosen {level}: none (no checkpoint in 35-55% of the expert's return).")
+        ref = index.get("reference") or {}
+        if ref:
+            lines.append(
+                f"- References (ours): random {ref['random']:.2f}, expert {ref['expert']:.2f} "
+                f"({ref['episodes']} episodes each, expert with epsilon {ref['epsilon']})"
+                + (f"; public benchmark: random {pub[0]}, expert {pub[1]} - our expert reaches "
+                   f"{_norm(ref['expert'], {'random': pub[0], 'expert': pub[1]}):.1f} on the public scale." if pub else ".")
+            )
+        sha = _sha(folder / "expert.pt") if (folder / "expert.pt").exists() else None
+        mine = [d for d in datasets if d["env"] == f"dmc:{task}" and d["bins"] == bins and d["expert_sha"] == sha]
+        mine.sort(key=lambda d: (LEVEL_ORDER.index(d["level"]), d["transitions"]))
+        lines += ["", "| level | transitions made / benchmark size | episodes | return mean +/- std | normalized (ours) "
+                  "| norm. (public refs) | per source: return (normalized, ours) | seed | wall |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for d in mine:
+            size = BENCHMARK_SIZES.get(d["level"])
+            src = "; ".join(f"{k} {v['return_mean']:.1f} ({_fmt(v['normalized'])})" for k, v in d["per_source"].items())
+            lines.append(
+                f"| {d['level']} | {d['transitions']:,} / {'-' if size is None else f'{size:,}'} | {d['episodes']} | "
+                f"{d['return_mean']:.1f} +/- {d['return_std']:.1f} | {_fmt(d['normalized'])} | {_fmt(d['normalized_public'])} "
+                f"| {src} | {d['seed']} | {_fmt(d['wall_seconds'], 0)} s |"
+            )
+        made = {d["level"] for d in mine}
+        missing = [lv for lv in BENCHMARK_SIZES if lv not in made]
+        if not mine:
+            lines.append("| (none made yet) | | | | | | | | |")
+        short = [d for d in mine if BENCHMARK_SIZES.get(d["level"]) and d["transitions"] < BENCHMARK_SIZES[d["level"]]]
+        lines.append("")
+        if short:
+            lines.append("Reduced sizes (compute): " + "; ".join(
+                f"{d['level']} {d['transitions']:,} of {BENCHMARK_SIZES[d['level']]:,} transitions" for d in short) + ".")
+        if missing:
+            lines.append("Not made here: " + ", ".join(missing) + ".")
+        lines += ["", f"Regenerate: `spinrl data make dmc:{task} --bins {bins} --level LEVEL --behaviour {folder} "
+                  f"--transitions N --seed S` (same seed, same checksum).", ""]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(behaviour_root: str | Path = "behaviour_checkpoints", data_root: str | Path | None = None,
+                 out: str | Path = "docs/datasets.md", img_dir: str | Path = "docs/img") -> Path:
+    """Write the report (and its PNGs) atomically; returns the markdown path."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = build_report(Path(behaviour_root), Path(data_root) if data_root else data_dir(), out, Path(img_dir))
+    write_text_atomic(out, text)
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--behaviour-root", default="behaviour_checkpoints", help="folder of exported behaviour sets (default: behaviour_checkpoints)")
+    p.add_argument("--data", default=None, help="dataset folder to scan (default: $SPINRL_DATA)")
+    p.add_argument("--out", default="docs/datasets.md", help="markdown output (default: docs/datasets.md)")
+    p.add_argument("--img-dir", default="docs/img", help="folder for the learning-curve PNGs (default: docs/img)")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(ap)
+    a = ap.parse_args()
+    print(f"wrote {write_report(a.behaviour_root, a.data, a.out, a.img_dir)}")
