@@ -34,6 +34,14 @@ REFERENCE_EPISODES = 20
 """Episodes per reference return (random and expert)."""
 REFERENCE_SEED = 3_000_000_000
 INDEX = "behaviour.json"
+COMMITTED = Path(__file__).resolve().parents[2] / "behaviour_checkpoints"
+"""Behaviour sets committed in the repository (``behaviour_checkpoints/<task>-<bins>``)."""
+
+
+def committed_set(env: str, bins: int) -> Path | None:
+    """The committed behaviour set for a dmc task and bin count, or None (used when --behaviour is omitted)."""
+    folder = COMMITTED / f"{env.split(':', 1)[1]}-{int(bins)}"
+    return folder if (folder / INDEX).exists() else None
 
 
 @dataclass

@@ -51,8 +51,8 @@ class DataMakeConfig:
     progress: bool = True
     """show a progress bar on a terminal"""
     behaviour: str | None = None
-    """dmc only: behaviour directory (a `spinrl behaviour train` run or an exported set such as
-    behaviour_checkpoints/cheetah-run-3) supplying the medium and expert DecQN policies"""
+    """dmc only: behaviour directory (a `spinrl behaviour train` run or an exported set) supplying the medium
+    and expert DecQN policies (default: the committed behaviour_checkpoints/<task>-<bins> if it exists)"""
 
     def validate(self) -> None:
         if self.level not in LEVELS:
@@ -67,16 +67,27 @@ class DataMakeConfig:
             raise ConfigError(f"--num-envs must be positive, got {self.num_envs}")
         if self.behaviour is not None and not str(self.env).startswith("dmc:"):
             raise ConfigError(f"--behaviour is for dmc tasks; {self.env} has scripted medium/expert policies, drop --behaviour")
-        if str(self.env).startswith("dmc:") and self.behaviour is None and self.level != "random":
-            raise ConfigError(f"--level {self.level} on {self.env} needs --behaviour DIR (DecQN policies, e.g. behaviour_checkpoints/<task>-<bins>)")
+        if str(self.env).startswith("dmc:") and self.level != "random" and self.resolved_behaviour() is None:
+            raise ConfigError(f"--level {self.level} on {self.env} needs --behaviour DIR (no committed set "
+                              f"behaviour_checkpoints/{self.env[4:]}-{self.env_kwargs.get('bins', 3)}; train one with `spinrl behaviour train`)")
         fr = np.asarray(self.rme_fractions, dtype=float)
         if fr.shape != (3,) or np.any(fr < 0) or fr.sum() <= 0:
             raise ConfigError("--rme-fractions must be three non-negative numbers (random, medium, expert)")
 
+    def resolved_behaviour(self) -> str | None:
+        """--behaviour, else for dmc the committed behaviour_checkpoints/<task>-<bins> (if any)."""
+        if self.behaviour is not None or not str(self.env).startswith("dmc:"):
+            return self.behaviour
+        from spinrl.experiments.behaviour_sets import committed_set
+
+        found = committed_set(self.env, self.env_kwargs.get("bins", 3))
+        return None if found is None else str(found)
+
     def default_out(self) -> Path:
         size = f"{self.transitions}t" if self.transitions is not None else f"{self.episodes}ep"
-        if self.behaviour:
-            size += f"-{Path(self.behaviour).resolve().name}"
+        behaviour = self.resolved_behaviour() if self.level != "random" else None
+        if behaviour:
+            size += f"-{Path(behaviour).resolve().name}"
         return data_dir() / dataset_name(self.env, self.env_kwargs, self.level, size, self.seed)
 
 
@@ -123,10 +134,11 @@ def generate(cfg: DataMakeConfig, progress: bool | None = None) -> OfflineDatase
     descriptions = {}
     t0 = time.time()
     bset = None
-    if cfg.behaviour is not None:
+    behaviour = cfg.resolved_behaviour()
+    if behaviour is not None:
         from spinrl.experiments.behaviour_sets import BehaviourSet
 
-        bset = BehaviourSet(cfg.behaviour, env=cfg.env, bins=cfg.env_kwargs.get("bins", 3))
+        bset = BehaviourSet(behaviour, env=cfg.env, bins=cfg.env_kwargs.get("bins", 3))
         for src in sources:  # fail before any rollout if a level has no checkpoint
             if src != "random":
                 bset.checkpoint(src)
@@ -188,6 +200,7 @@ def generate(cfg: DataMakeConfig, progress: bool | None = None) -> OfflineDatase
         ref = envs.reference_scores(cfg.env, **cfg.env_kwargs)
     gen = asdict(cfg)
     gen["out"] = None
+    gen["behaviour"] = behaviour
     gen.pop("progress", None)
     gen["wall_seconds"] = round(time.time() - t0, 3)
     meta = {
