@@ -93,7 +93,7 @@ class BehaviourConfig:
     num_envs: int = 5
     """episodes stepped together through one batched policy call"""
     eval_every: int = 25_000
-    """env steps between greedy evaluations (each also saves policies/step_XXXXXXX.pt)"""
+    """env steps between greedy evaluations (at the next episode boundary; each also saves policies/step_XXXXXXX.pt)"""
     checkpoint_every: int = 25_000
     """env steps between resumable checkpoints (checkpoints/last.pt)"""
     eval_episodes: int = 10
