@@ -453,9 +453,15 @@ def save(ds: OfflineDataset, path: str | os.PathLike) -> Path:
         if path.exists():
             if not (path / "meta.json").exists() and any(path.iterdir()):
                 raise DatasetError(f"--out {path} exists and is not a spinrl dataset; choose another path")
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(path, old)
-        os.rename(tmp, path)
+            if _exchange(tmp, path):
+                # one atomic swap: at every instant `path` is either the old or the new dataset
+                old = tmp
+            else:
+                old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+                os.rename(path, old)
+                os.rename(tmp, path)
+        else:
+            os.rename(tmp, path)
         _fsync_dir(path.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
@@ -464,6 +470,19 @@ def save(ds: OfflineDataset, path: str | os.PathLike) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two directories with Linux renameat2(RENAME_EXCHANGE); False where unsupported."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    return fn(AT_FDCWD, os.fsencode(str(a)), AT_FDCWD, os.fsencode(str(b)), RENAME_EXCHANGE) == 0
 
 
 def _json_default(o: Any):
