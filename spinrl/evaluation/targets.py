@@ -39,6 +39,11 @@ def final_return(run_dir: str | Path) -> float:
     return curve[-1][2]
 
 
+def target_value(final_return: float, fraction: float = 0.95) -> float:
+    """``fraction`` of a final return; for a negative return, the same relative slack below it."""
+    return fraction * final_return if final_return >= 0 else final_return / fraction
+
+
 def time_to_target(
     runs: str | Path | Sequence[str | Path],
     reference: str | Path | Sequence[str | Path] | float,
@@ -62,7 +67,7 @@ def time_to_target(
     else:
         refs = [reference] if isinstance(reference, (str, Path)) else list(reference)
         target_return = sum(final_return(r) for r in refs) / len(refs)
-    target = fraction * target_return if target_return >= 0 else target_return / fraction
+    target = target_value(target_return, fraction)
     curves = [eval_curve(r) for r in run_list]
     offsets = [pretrain_seconds(r) if include_pretraining else 0.0 for r in run_list]
     n = min(len(c) for c in curves)

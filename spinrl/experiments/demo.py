@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spinrl.cli.args import to_jsonable
-from spinrl.evaluation.targets import eval_curve, time_to_target
+from spinrl.evaluation.targets import final_return, target_value, time_to_target
 from spinrl.experiments.datasets import DataMakeConfig, cached_dataset
 from spinrl.training.checkpoint import write_text_atomic
 from spinrl.training.config import PretrainConfig, TrainConfig
@@ -31,9 +31,9 @@ class DemoConfig:
     """maze actuators (2^actuators joint actions)"""
     transitions: int = 50_000
     """dataset size (medium-expert: half medium, half expert)"""
-    steps: int = 4000
+    steps: int = 6000
     """gradient steps per method"""
-    eval_every: int = 250
+    eval_every: int = 500
     """gradient steps between evaluations"""
     eval_episodes: int = 20
     """episodes per evaluation"""
@@ -41,16 +41,26 @@ class DemoConfig:
     """seed of the data, the ASM and both policies"""
     preset: str = "cpu"
     """model sizes (cpu or paper)"""
-    asm_max_epochs: int = 15
-    """upper bound on ASM epochs (validation loss usually stops it earlier)"""
+    asm_max_epochs: int = 3
+    """upper bound on ASM epochs (validation loss may stop it earlier)"""
+    masking: str = "variable"
+    """ASM masking: variable (ours; needed by spin-cached) or bert (the paper's 15%)"""
+    methods: tuple[str, ...] = ("factored", "spin", "spin-cached")
+    """actors trained with IQL; the first is the time-to-target reference"""
+    doc: str | None = None
+    """also write the markdown report to this path (e.g. docs/DEMO.md)"""
     threads: int | None = None
     """torch CPU threads"""
     progress: bool = True
     """progress bars on a terminal"""
 
 
-def _method_dirs(out: Path) -> dict[str, Path]:
-    return {"factored-IQL": out / "factored_iql", "SPIN-IQL": out / "spin_iql"}
+NAMES = {"factored": "factored-IQL", "autoregressive": "AR-IQL", "saint": "SAINT-IQL", "spin": "SPIN-IQL",
+         "spin-cached": "SPIN-cached-IQL"}
+
+
+def _method_dirs(out: Path, methods) -> dict[str, Path]:
+    return {NAMES[m]: out / f"{m.replace('-', '_')}_iql" for m in methods}
 
 
 def _train(cfg: TrainConfig) -> None:
@@ -75,21 +85,27 @@ def demo(cfg: DemoConfig) -> dict:
     print("[2/4] pretraining the Action Structure Model (stops when validation loss stops improving)", flush=True)
     if not (asm_dir / "asm.json").exists():
         pretrain(PretrainConfig(dataset=data_path, out=str(asm_dir), preset=cfg.preset, max_epochs=cfg.asm_max_epochs,
-                                seed=cfg.seed, threads=cfg.threads, progress=cfg.progress,
+                                seed=cfg.seed, threads=cfg.threads, progress=cfg.progress, masking=cfg.masking,
                                 resume=(asm_dir / "checkpoints" / "last.pt").exists()))
     asm_info = json.loads((asm_dir / "asm.json").read_text())
     print(f"      chosen epoch {asm_info['chosen_epoch']} of {asm_info['epochs_run']}, {asm_info['wall_seconds']:.1f}s", flush=True)
 
-    dirs = _method_dirs(out)
+    for m in cfg.methods:
+        if m not in NAMES:
+            from spinrl.errors import ConfigError
+
+            raise ConfigError(f"--methods {m!r} is unknown; choose from {', '.join(NAMES)}")
+    dirs = _method_dirs(out, cfg.methods)
     common = dict(dataset=data_path, algo="iql", preset=cfg.preset, steps=cfg.steps, eval_every=cfg.eval_every,
                   eval_episodes=cfg.eval_episodes, seed=cfg.seed, threads=cfg.threads, progress=cfg.progress,
                   log_every=cfg.eval_every)
-    print(f"[3/4] training factored-IQL and SPIN-IQL for {cfg.steps} gradient steps each", flush=True)
-    _train(TrainConfig(out=str(dirs["factored-IQL"]), actor="factored", **common))
-    _train(TrainConfig(out=str(dirs["SPIN-IQL"]), actor="spin", asm=str(asm_dir), **common))
+    print(f"[3/4] training {', '.join(dirs)} for {cfg.steps} gradient steps each (same data, seed, critics)", flush=True)
+    for m, (name, d) in zip(cfg.methods, dirs.items()):
+        _train(TrainConfig(out=str(d), actor=m, asm=str(asm_dir) if m.startswith("spin") else None, **common))
 
     print("[4/4] results", flush=True)
-    results = summarize(dirs, reference_method="factored-IQL")
+    reference = next(iter(dirs))
+    results = summarize(dirs, reference_method=reference)
     results["config"] = to_jsonable(cfg)
     results["dataset"] = data_path
     results["asm"] = {"chosen_epoch": asm_info["chosen_epoch"], "epochs_run": asm_info["epochs_run"],
@@ -98,8 +114,51 @@ def demo(cfg: DemoConfig) -> dict:
     print(format_table(results))
     plot_curves(dirs, out / "learning_curves.png")
     write_text_atomic(out / "results.json", json.dumps(results, indent=2))
+    if cfg.doc:
+        write_report(results, out, Path(cfg.doc))
     print(f"wrote {out / 'results.json'} and {out / 'learning_curves.png'}")
     return results
+
+
+def write_report(results: dict, out: Path, doc: Path) -> None:
+    """A markdown report of this run (tables and the curve image), for docs/DEMO.md."""
+    import shutil
+
+    from spinrl.training.runinfo import environment_info
+
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    img = doc.parent / "img" / "demo_learning_curves.png"
+    img.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out / "learning_curves.png", img)
+    c = results["config"]
+    env = environment_info()
+    lines = [
+        "# The demo: SPIN vs factored IQL on Maze",
+        "",
+        f"Generated by `spinrl demo --doc {doc}` (spinrl {env['versions']['spinrl']}, torch {env['versions']['torch']}, "
+        f"{env['device']['name'] or 'cpu'}, {env['device']['torch_threads']} torch threads). Demo wall time: "
+        f"{results['demo_wall_seconds']:.0f} s.",
+        "",
+        f"Setting: maze with {c['actuators']} actuators, medium-expert data ({c['transitions']} transitions), "
+        f"IQL, {c['steps']} gradient steps per method, evaluation every {c['eval_every']} steps on {c['eval_episodes']} "
+        f"episodes (sampled actions), seed {c['seed']}, preset `{c['preset']}`. ASM: masking `{c['masking']}`, "
+        f"chosen epoch {results['asm']['chosen_epoch']} of {results['asm']['epochs_run']} "
+        f"({results['asm']['stop_reason']}), {results['asm']['wall_seconds']:.1f} s.",
+        "",
+        "```",
+        format_table(results),
+        "```",
+        "",
+        f"![learning curves](img/{img.name})",
+        "",
+        "| method | steps to target | first eval (step, normalized) |",
+        "|---|---|---|",
+    ]
+    for name, m in results["methods"].items():
+        st = m.get("steps_to_target")
+        fe = m["first_eval"]
+        lines.append(f"| {name} | {'not reached' if st is None else int(st)} | {int(fe['step'])}, {fe['normalized']:.1f} |")
+    doc.write_text("\n".join(lines) + "\n")
 
 
 def summarize(dirs: dict[str, Path], reference_method: str) -> dict:
@@ -113,6 +172,8 @@ def summarize(dirs: dict[str, Path], reference_method: str) -> dict:
         pre = pretrain_seconds(d)
         ttt = time_to_target(d, dirs[reference_method])
         first_step = rows[0]
+        target = target_value(final_return(dirs[reference_method]))
+        steps_to_target = next((r["step"] for r in rows if r["eval_return_mean"] >= target), None)
         methods[name] = {
             "final_return_mean": last["eval_return_mean"],
             "final_return_std": last["eval_return_std"],
@@ -124,6 +185,7 @@ def summarize(dirs: dict[str, Path], reference_method: str) -> dict:
             "pretrain_wall_seconds": pre,
             "total_wall_seconds": last["wall_seconds"] + pre,
             "time_to_target_seconds": ttt,
+            "steps_to_target": steps_to_target,
             "steps": last["step"],
         }
     ref_final = methods[reference_method]["final_return_mean"]

@@ -12,8 +12,9 @@ from spinrl.models.config import ModelConfig
 ALGOS = ("iql", "awac", "bcq")
 ACTORS = ("factored", "autoregressive", "saint", "spin", "spin-cached")
 
-# Presets. `paper` is method.md exactly. `cpu` is what 2 CPU cores can afford: the transformer is
-# 3-5x cheaper at d_model 128 / 2 blocks (method.md, measured costs); everything else as the paper.
+# Presets. `paper` is method.md exactly. `cpu` is what 2 CPU cores can afford: at d_model 64 / 2 blocks
+# a SPIN-IQL step on Maze-12 costs ~45-65 ms on one core against ~160 ms for the paper's size
+# (benchmarks/train_step.py); critics, heads, batch and learning rates stay as in the paper.
 PRESETS: dict[str, dict] = {
     "paper": {
         "model": ModelConfig(),
@@ -24,7 +25,7 @@ PRESETS: dict[str, dict] = {
         "asm_max_epochs": 100,
     },
     "cpu": {
-        "model": ModelConfig(d_model=128, n_heads=4, n_blocks=2, head_hidden=128),
+        "model": ModelConfig(d_model=64, n_heads=4, n_blocks=2, head_hidden=128),
         "batch_size": 256,
         "lr": 3e-4,
         "asm_batch_size": 512,
@@ -58,7 +59,7 @@ class TrainConfig:
     asm: str | None = None
     """ASM directory from `spinrl pretrain` (required for --actor spin)"""
     preset: Literal["cpu", "paper"] = "cpu"
-    """model sizes and batch: paper = method.md exactly (slow on CPU); cpu = d_model 128, 2 blocks"""
+    """model sizes and batch: paper = method.md exactly (slow on CPU); cpu = d_model 64, 2 blocks"""
     steps: int = 20000
     """gradient steps"""
     eval_every: int = 2000
@@ -154,7 +155,7 @@ class PretrainConfig:
     out: str = ""
     """ASM directory: asm.pt, asm.json (signature, chosen epoch, wall time), metrics.csv, curve PNG"""
     preset: Literal["cpu", "paper"] = "cpu"
-    """model sizes: paper = d_model 256, 3 blocks, batch 1024 (method.md); cpu = d_model 128, 2 blocks"""
+    """model sizes: paper = d_model 256, 3 blocks, batch 1024 (method.md); cpu = d_model 64, 2 blocks, batch 512"""
     max_epochs: int | None = None
     """upper bound on epochs (default: the preset's; the paper trains 100)"""
     patience: int = 5
