@@ -336,6 +336,89 @@ def build_parser() -> argparse.ArgumentParser:
 _EXTRA_PARSERS: list = []
 
 
+# ---------------------------------------------------------------------- experiments (sweep, report, offline eval)
+def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
+    from spinrl.experiments.sweep import sweep
+
+    res = sweep(args.spec, args.out, backend=args.backend, workers=args.workers, dry_run=args.dry_run,
+                only=args.only, ray_num_cpus=args.ray_num_cpus)
+    return 1 if res.get("failed") else 0
+
+
+def cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
+    from spinrl.experiments.report import write_report
+
+    out = write_report(args.dir, doc=args.doc, title=args.title)
+    print(f"wrote {out / 'report.md'} and {out / 'report.json'}" + (f" and {args.doc}" if args.doc else ""))
+    return 0
+
+
+def cmd_pretrain_or_distributed(args: argparse.Namespace, extra: list[str]) -> int:
+    if not getattr(args, "distributed", False):
+        return cmd_pretrain(args, extra)
+    from spinrl.training.config import PretrainConfig
+    from spinrl.training.pretrain import pretrain_distributed
+
+    out = pretrain_distributed(config_from_args(PretrainConfig, args))
+    if out is not None:  # rank 0
+        info = json.loads((out / "asm.json").read_text())
+        print(f"ASM saved to {out} ({info['world_size']} processes, global batch {info['batch_size']}): chosen epoch "
+              f"{info['chosen_epoch']} of {info['epochs_run']}, wall {info['wall_seconds']:.1f}s")
+    return 0
+
+
+def cmd_eval_or_offline(args: argparse.Namespace, extra: list[str]) -> int:
+    if not getattr(args, "offline", None):
+        return cmd_eval(args, extra)
+    from spinrl.evaluation.offline import offline_evaluate
+
+    res = offline_evaluate(args.policy, args.offline, seed=args.seed, iterations=args.fqe_iterations)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(
+            f"offline ({res['heldout_episodes']} held-out episodes): FQE value {res['fqe_value']:.3f} (gamma {res['gamma']}; "
+            f"behaviour's discounted return {res['behaviour_value']:.3f}); action agreement: exact {res['exact_match']:.3f}, "
+            f"per sub-action {res['sub_action_agreement']:.3f}"
+        )
+    return 0
+
+
+def _experiment_parsers(sub) -> None:
+    sw = sub.add_parser("sweep", help="run a TOML grid of pretraining + training runs (local process pool or Ray Tune)",
+                        description="Run every trial of SPEC (see benchmarks/smoke.toml); rerunning skips finished "
+                                    "runs and resumes interrupted ones.")
+    sw.add_argument("spec", help="sweep spec (TOML)")
+    sw.add_argument("--out", required=True, help="sweep directory: runs/, asm/, sweep.json")
+    sw.add_argument("--backend", choices=("local", "ray"), default="local",
+                    help="local = a process pool on this machine; ray = Ray Tune with per-trial resources (extra: ray)")
+    sw.add_argument("--workers", type=int, default=None, help="local: concurrent runs (default: sweep.workers or the cores)")
+    sw.add_argument("--only", action="append", default=None, metavar="KEY=V1,V2",
+                    help="run only trials whose KEY is one of the values (repeatable), e.g. --only actor=factored,spin")
+    sw.add_argument("--dry-run", action="store_true", help="list the trials and their state, run nothing")
+    sw.add_argument("--ray-num-cpus", type=int, default=None, help="ray: CPUs of a local Ray started by the sweep")
+    sw.set_defaults(fn=cmd_sweep)
+    rp = sub.add_parser("report", help="report.md + report.json + learning-curve PNGs from a directory of run dirs")
+    rp.add_argument("dir", help="directory holding run directories (e.g. a sweep's --out)")
+    rp.add_argument("--doc", default=None, help="also write the markdown to this path with images beside it (docs/RESULTS.md)")
+    rp.add_argument("--title", default=None, help="report title")
+    rp.set_defaults(fn=cmd_report)
+    if "pretrain" in sub.choices:
+        pt = sub.choices["pretrain"]
+        pt.add_argument("--distributed", action="store_true",
+                        help="data-parallel under torchrun (gloo on CPU, nccl on GPU): the batch is split across ranks, rank 0 writes")
+        pt.set_defaults(fn=cmd_pretrain_or_distributed)
+    if "eval" in sub.choices:
+        ev = sub.choices["eval"]
+        ev.add_argument("--offline", default=None, metavar="DATASET",
+                        help="dataset-only evaluation: FQE on held-out episodes and action agreement with the data")
+        ev.add_argument("--fqe-iterations", type=int, default=None, help="--offline: FQE target updates (default: 50)")
+        ev.set_defaults(fn=cmd_eval_or_offline)
+
+
+_EXTRA_PARSERS.append(_experiment_parsers)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
