@@ -75,6 +75,25 @@ def kill_at(cmd: list[str], delay: float) -> bool:
         return True
 
 
+def kill_after_next_checkpoint(cmd: list[str], out: Path) -> bool:
+    """Start ``cmd`` and SIGKILL it the moment it writes a new checkpoint; True if it was still running.
+
+    Timing-free, so a loaded machine (or a fast one) cannot make the test miss the window."""
+    ck = out / "checkpoints" / "last.pt"
+    before = ck.stat().st_mtime_ns if ck.exists() else None
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if ck.exists() and ck.stat().st_mtime_ns != before:
+            break
+        time.sleep(0.005)
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return True
+
+
 def run(cmd: list[str]) -> float:
     t = time.perf_counter()
     r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
@@ -95,9 +114,10 @@ def kill_resume_cycle(cmd: list[str], first: list[str], resume: list[str], wall:
     """Kill ``kills`` times at random moments (the first run fresh, later ones resuming), checking the files after
     every kill; then resume to completion. Returns how many kills hit a running process after its first checkpoint."""
     rng = np.random.default_rng(seed)
-    hits = 0
+    hits = int(kill_after_next_checkpoint(cmd + first, out))  # one kill guaranteed to land after a checkpoint
+    check_files(out)
     for k in range(kills):
-        killed = kill_at(cmd + (first if k == 0 and not out.exists() else resume), float(rng.uniform(0.45, 0.95) * wall))
+        killed = kill_at(cmd + resume, float(rng.uniform(0.45, 0.95) * wall))
         if out.exists():
             check_files(out)
         hits += killed and (out / "checkpoints" / "last.pt").exists()
@@ -122,7 +142,7 @@ def test_train_survives_kill9_and_resumes_identically(maze, tmp_path):
     assert same_state_dicts(a["actor"], b["actor"]) and same_state_dicts(a["critic"], b["critic"])
 
 
-PRETRAIN = ["--max-epochs", "4", "--steps-per-epoch", "5", "--batch-size", "16", "--patience", "100", "--val-batches", "1",
+PRETRAIN = ["--max-epochs", "6", "--steps-per-epoch", "5", "--batch-size", "16", "--patience", "100", "--val-batches", "1",
             "--no-progress", "--threads", "1"]
 
 
