@@ -380,6 +380,8 @@ def cmd_eval_or_offline(args: argparse.Namespace, extra: list[str]) -> int:
             f"offline ({res['heldout_episodes']} held-out episodes): FQE value {res['fqe_value']:.3f} (gamma {res['gamma']}; "
             f"behaviour's discounted return {res['behaviour_value']:.3f}); action agreement: exact {res['exact_match']:.3f}, "
             f"per sub-action {res['sub_action_agreement']:.3f}"
+            + (f"; simulator discounted return {res['simulator_discounted_return']:.3f} over {res['simulator_episodes']} episodes"
+               if res.get("simulator_discounted_return") is not None else "")
         )
     return 0
 

@@ -1,0 +1,446 @@
+"""``spinrl report DIR``: tables and learning curves from run directories only (style.md 8).
+
+Runs are found by their ``config.json`` + ``metrics.csv`` and grouped by task (env id, env kwargs,
+dataset level) and method (algorithm x actor, preset when a task mixes presets); the seeds of a group
+give mean +/- std (numpy's population std, ddof 0). Time to target follows method.md: the first wall
+time at which the seed-mean evaluation return reaches 95% of factored-IQL's final return on the same
+task, with the ASM's pretraining time added for SPIN. ASM directories (``asm.json``) give the
+pretraining curves. Nothing is read from live objects, so a report can be rebuilt at any time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from spinrl.errors import ConfigError
+from spinrl.evaluation.targets import pretrain_seconds, read_metrics, target_value, time_to_target
+from spinrl.training.checkpoint import write_text_atomic
+
+ACTOR_NAMES = {"factored": "F", "autoregressive": "AR", "saint": "SAINT", "spin": "SPIN", "spin-cached": "SPIN-cached"}
+ACTOR_ORDER = list(ACTOR_NAMES)
+REFERENCE_METHOD = "F-IQL"
+
+# benchmarks.md s.5: what the paper reported (IQL, 1M steps, A40, 5 seeds), final raw return
+# F-IQL / AR-IQL / SAINT-IQL / SPIN-IQL. Shown only beside a task that matches (env, kwargs, level).
+PAPER_DMC = {
+    "medium": {"cheetah-run": (293.0, 284.7, 293.5, 293.6), "finger-spin": (385.4, 383.5, 391.5, 392.7),
+               "humanoid-stand": (335.4, 327.3, 332.3, 334.8), "quadruped-walk": (353.4, 343.4, 354.7, 359.7)},
+    "medium-expert": {"cheetah-run": (612.9, 609.9, 627.4, 651.1), "finger-spin": (844.5, 857.8, 847.6, 855.2),
+                      "humanoid-stand": (603.0, 567.6, 621.5, 652.5), "quadruped-walk": (838.2, 833.4, 836.5, 854.1)},
+    "random-medium-expert": {"cheetah-run": (289.6, 276.5, 302.4, 332.4), "finger-spin": (693.4, 762.7, 747.2, 773.2),
+                             "humanoid-stand": (230.1, 192.8, 237.3, 330.2), "quadruped-walk": (340.0, 350.2, 468.8, 561.0)},
+    "expert": {"cheetah-run": (665.9, 665.7, 664.5, 672.7), "finger-spin": (874.0, 873.3, 870.2, 868.5),
+               "humanoid-stand": (729.0, 717.2, 726.1, 734.7), "quadruped-walk": (843.5, 824.9, 831.6, 839.0)},
+}
+PAPER_METHODS = ("F-IQL", "AR-IQL", "SAINT-IQL", "SPIN-IQL")
+
+
+def paper_numbers(env_id: str, env_kwargs: dict, level: str) -> dict | None:
+    """The paper's numbers for this task, or None when the paper has no matching task."""
+    if env_id.startswith("dmc:") and int((env_kwargs or {}).get("bins", 3)) == 3:
+        vals = PAPER_DMC.get(level, {}).get(env_id[4:])
+        if vals:
+            return {"final_return": dict(zip(PAPER_METHODS, vals)),
+                    "note": "paper: final raw return after 1M steps, 5 seeds, their datasets (benchmarks.md s.5)"}
+    if env_id == "maze" and int((env_kwargs or {}).get("actuators", 0)) in (5, 10, 15):
+        return {"final_return": None,
+                "note": "paper: Maze 5/10/15 actuators saturated at ~99.4 return for every method (1M steps); "
+                        "SPIN's gain there is speed only"}
+    return None
+
+
+def method_name(algo: str, actor: str) -> str:
+    return f"{ACTOR_NAMES.get(actor, actor)}-{algo.upper()}"
+
+
+def task_name(env_id: str, env_kwargs: dict, level: str | None) -> str:
+    kw = ",".join(f"{k}={v}" for k, v in sorted((env_kwargs or {}).items()))
+    return f"{env_id}" + (f"[{kw}]" if kw else "") + (f" {level}" if level else "")
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("_")
+
+
+# ---------------------------------------------------------------------- discovery
+def find_runs(root: str | Path) -> list[dict]:
+    """Every finished-or-not training run under ``root`` that has at least one evaluation row."""
+    runs = []
+    for cfg_path in sorted(Path(root).rglob("config.json")):
+        d = cfg_path.parent
+        if not (d / "metrics.csv").exists():
+            continue
+        try:
+            cj = json.loads(cfg_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        c = cj.get("config", {})
+        if "algo" not in c or "actor" not in c:
+            continue
+        rows = read_metrics(d)
+        evals = [r for r in rows if r.get("eval_return_mean") is not None]
+        if not evals:
+            continue
+        ds = cj.get("dataset", {})
+        offline = None
+        if (d / "offline_eval.json").exists():
+            offline = json.loads((d / "offline_eval.json").read_text())
+        runs.append({
+            "dir": d, "config": c, "cj": cj, "rows": rows, "evals": evals,
+            "env_id": ds.get("env_id"), "env_kwargs": ds.get("env_kwargs") or {}, "level": ds.get("level"),
+            "finished": (d / "policy.pt").exists(), "offline": offline,
+        })
+    return runs
+
+
+def find_asms(root: str | Path) -> list[dict]:
+    out = []
+    for p in sorted(Path(root).rglob("asm.json")):
+        try:
+            info = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        sig = info.get("signature", {})
+        out.append({"dir": p.parent, "info": info, "env_id": sig.get("env_id"), "env_kwargs": sig.get("env_kwargs") or {},
+                    "level": (info.get("dataset") or {}).get("level"), "seed": (json.loads((p.parent / "config.json").read_text())
+                                                                           .get("config", {}).get("seed")
+                                                                           if (p.parent / "config.json").exists() else None)})
+    return out
+
+
+# ---------------------------------------------------------------------- statistics
+def _ms(values: list[float | None]) -> dict:
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    if v.size == 0:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": float(v.mean()), "std": float(v.std()), "n": int(v.size)}
+
+
+def _score(r: dict) -> str:
+    return "normalized_score" if r["evals"][0].get("normalized_score") is not None else "eval_return_mean"
+
+
+def group_runs(runs: list[dict]) -> dict[str, dict[str, list[dict]]]:
+    """task -> method -> runs (seeds); the preset joins the method name when a task mixes presets."""
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for r in runs:
+        by_task[task_name(r["env_id"], r["env_kwargs"], r["level"])].append(r)
+    out: dict[str, dict[str, list[dict]]] = {}
+    for task, rs in sorted(by_task.items()):
+        presets = {r["config"].get("preset") for r in rs}
+        steps = {r["config"].get("steps") for r in rs}
+        g: dict[str, list[dict]] = defaultdict(list)
+        for r in rs:
+            name = method_name(r["config"]["algo"], r["config"]["actor"])
+            if len(presets) > 1:
+                name += f" ({r['config'].get('preset')})"
+            if len(steps) > 1:
+                name += f" [{r['config'].get('steps')} steps]"
+            g[name].append(r)
+        order = sorted(g, key=lambda n: (n.split("-")[-1].split(" ")[0], ACTOR_ORDER.index(_actor(g[n][0]))
+                                         if _actor(g[n][0]) in ACTOR_ORDER else 99, n))
+        out[task] = {n: sorted(g[n], key=lambda r: r["config"].get("seed", 0)) for n in order}
+    return out
+
+
+def _actor(r: dict) -> str:
+    return r["config"]["actor"]
+
+
+def summarize_method(runs: list[dict], reference: list[dict] | None) -> dict:
+    """Mean +/- std over seeds of one method on one task (from run directories)."""
+    key = _score(runs[0])
+    finals = [r["evals"][-1] for r in runs]
+    best = [max(e[key] for e in r["evals"]) for r in runs]
+    sps = [float(np.mean([x["grad_steps_per_s"] for x in r["rows"] if x.get("grad_steps_per_s")])) for r in runs]
+    train_wall = [r["rows"][-1]["wall_seconds"] for r in runs]
+    pre = [pretrain_seconds(r["dir"]) for r in runs]
+    res = {
+        "seeds": [r["config"].get("seed") for r in runs],
+        "finished": sum(r["finished"] for r in runs),
+        "steps": _ms([r["rows"][-1]["step"] for r in runs]),
+        "score_key": key,
+        "final_normalized": _ms([f.get("normalized_score") for f in finals]),
+        "best_normalized": _ms(best if key == "normalized_score" else [None]),
+        "final_return": _ms([f["eval_return_mean"] for f in finals]),
+        "best_return": _ms([max(e["eval_return_mean"] for e in r["evals"]) for r in runs]),
+        "train_wall_seconds": _ms(train_wall),
+        "pretrain_wall_seconds": _ms(pre),
+        "total_wall_seconds": _ms([a + b for a, b in zip(train_wall, pre)]),
+        "grad_steps_per_s": _ms(sps),
+        "time_to_target_seconds": None,
+        "steps_to_target": None,
+        "time_to_target_per_seed": None,
+    }
+    if reference:
+        ref_final = float(np.mean([r["evals"][-1]["eval_return_mean"] for r in reference]))
+        target = target_value(ref_final)
+        res["target_return"] = target
+        dirs = [r["dir"] for r in runs]
+        res["time_to_target_seconds"] = time_to_target(dirs, ref_final)
+        n = min(len(r["evals"]) for r in runs)
+        for i in range(n):
+            if np.mean([r["evals"][i]["eval_return_mean"] for r in runs]) >= target:
+                res["steps_to_target"] = runs[0]["evals"][i]["step"]
+                break
+        res["time_to_target_per_seed"] = [time_to_target(d, ref_final) for d in dirs]
+    offs = [r["offline"] for r in runs if r.get("offline")]
+    if offs:
+        res["offline"] = {k: _ms([o.get(k) for o in offs]) for k in ("fqe_value", "behaviour_value", "exact_match",
+                                                                     "sub_action_agreement")}
+        res["offline"]["gamma"] = offs[0].get("gamma")
+        res["offline"]["discounted_return"] = _ms([o.get("simulator_discounted_return") for o in offs])
+    return res
+
+
+def build_report(root: str | Path) -> dict:
+    """The report's data (also written as report.json)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"report DIR {root} is not a directory")
+    runs = find_runs(root)
+    if not runs:
+        raise ConfigError(f"report DIR {root} holds no run directory with evaluation rows (config.json + metrics.csv)")
+    groups = group_runs(runs)
+    asms = find_asms(root)
+    tasks = {}
+    for task, methods in groups.items():
+        ref = methods.get(REFERENCE_METHOD)
+        r0 = next(iter(methods.values()))[0]
+        t_asms = [a for a in asms if task_name(a["env_id"], a["env_kwargs"], a["level"]) == task]
+        tasks[task] = {
+            "env_id": r0["env_id"], "env_kwargs": r0["env_kwargs"], "level": r0["level"],
+            "reference_method": REFERENCE_METHOD if ref else None,
+            "methods": {m: summarize_method(rs, ref) for m, rs in methods.items()},
+            "asms": [{"dir": str(a["dir"]), "seed": a["seed"], "chosen_epoch": a["info"].get("chosen_epoch"),
+                      "epochs_run": a["info"].get("epochs_run"), "stop_reason": a["info"].get("stop_reason"),
+                      "masking": a["info"].get("masking"), "wall_seconds": a["info"].get("wall_seconds"),
+                      "best_val_loss": a["info"].get("best_val_loss")} for a in t_asms],
+            "paper": paper_numbers(r0["env_id"], r0["env_kwargs"], r0["level"] or ""),
+        }
+    cfgs = [r["cj"] for r in runs]
+    setting = {
+        "runs": len(runs),
+        "finished_runs": sum(r["finished"] for r in runs),
+        "seeds": sorted({r["config"].get("seed") for r in runs}),
+        "steps": sorted({r["config"].get("steps") for r in runs}),
+        "eval_every": sorted({r["config"].get("eval_every") for r in runs}),
+        "eval_episodes": sorted({r["config"].get("eval_episodes") for r in runs}),
+        "greedy": sorted({r["config"].get("greedy") for r in runs}),
+        "presets": sorted({r["config"].get("preset") for r in runs}),
+        "batch_size": sorted({c.get("resolved", {}).get("batch_size") for c in cfgs}),
+        "d_model": sorted({c.get("resolved", {}).get("model", {}).get("d_model") for c in cfgs}),
+        "n_blocks": sorted({c.get("resolved", {}).get("model", {}).get("n_blocks") for c in cfgs}),
+        "threads": sorted({c.get("device", {}).get("torch_threads") for c in cfgs}),
+        "devices": sorted({f"{c.get('device', {}).get('type')} ({c.get('device', {}).get('name')})" for c in cfgs}),
+        "platform": sorted({c.get("device", {}).get("platform") for c in cfgs}),
+        "versions": cfgs[0].get("versions", {}),
+        "dataset_sizes": sorted({_dataset_size(r) for r in runs} - {None}),
+        "cpu_count": os.cpu_count(),
+    }
+    return {"root": str(root), "setting": setting, "tasks": tasks}
+
+
+def _dataset_size(r: dict) -> int | None:
+    meta = Path(r["config"]["dataset"]) / "meta.json"
+    try:
+        return int(json.loads(meta.read_text()).get("num_transitions"))
+    except (OSError, ValueError, TypeError, json.JSONDecodeError):
+        return None
+
+
+# ---------------------------------------------------------------------- plots
+def _mean_curve(runs: list[dict], key: str, pre: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, wall seconds, mean, std) over seeds, rows aligned by evaluation index."""
+    n = min(len(r["evals"]) for r in runs)
+    steps = np.array([runs[0]["evals"][i]["step"] for i in range(n)])
+    y = np.array([[r["evals"][i][key] for i in range(n)] for r in runs], dtype=float)
+    off = np.array([pretrain_seconds(r["dir"]) if pre else 0.0 for r in runs])
+    wall = np.array([[r["evals"][i]["wall_seconds"] for i in range(n)] for r in runs], dtype=float) + off[:, None]
+    return steps, wall.mean(0), y.mean(0), y.std(0)
+
+
+def plot_learning_curves(methods: dict[str, list[dict]], path: Path, title: str, target: float | None = None) -> None:
+    """Mean with a +/- std band over seeds, against gradient steps and against wall-clock (pretraining included)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10.5, 3.9))
+    key = _score(next(iter(methods.values()))[0])
+    for name, runs in methods.items():
+        steps, wall, m, s = _mean_curve(runs, key, pre=True)
+        line, = ax[0].plot(steps, m, marker=".", label=f"{name} (n={len(runs)})")
+        ax[0].fill_between(steps, m - s, m + s, color=line.get_color(), alpha=0.18)
+        ax[1].plot(wall, m, marker=".", color=line.get_color(), label=name)
+        ax[1].fill_between(wall, m - s, m + s, color=line.get_color(), alpha=0.18)
+    if target is not None and key == "eval_return_mean":
+        for a in ax:
+            a.axhline(target, color="k", ls=":", lw=1, label="target (95% of F-IQL final)")
+    ylabel = "normalized score" if key == "normalized_score" else "return"
+    ax[0].set_xlabel("gradient steps")
+    ax[1].set_xlabel("wall-clock seconds (SPIN: incl. ASM pretraining)")
+    for a in ax:
+        a.set_ylabel(ylabel)
+        a.grid(alpha=0.3)
+    ax[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save_fig(fig, path)
+
+
+def plot_asm_curves(asms: list[dict], path: Path, title: str) -> None:
+    """Validation masked loss per epoch of every ASM of a task, the chosen epoch marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    for a in asms:
+        curve = a["info"].get("curve") or []
+        if not curve:
+            continue
+        ep = [c["epoch"] for c in curve]
+        lab = f"seed {a['seed']} ({a['info'].get('masking', 'bert')})"
+        line, = ax[0].plot(ep, [c["val_loss"] for c in curve], marker=".", label=lab)
+        ax[0].plot(ep, [c["train_loss"] for c in curve], ls="--", color=line.get_color(), alpha=0.6)
+        ax[1].plot(ep, [c["val_masked_acc"] for c in curve], marker=".", color=line.get_color())
+        ce = a["info"].get("chosen_epoch")
+        if ce:
+            ax[0].axvline(ce, color=line.get_color(), ls=":", lw=1)
+    ax[0].set_xlabel("epoch")
+    ax[0].set_ylabel("masked cross-entropy (solid: validation, dashed: train)")
+    ax[1].set_xlabel("epoch")
+    ax[1].set_ylabel("validation masked accuracy")
+    ax[0].legend(fontsize=8)
+    for x in ax:
+        x.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save_fig(fig, path)
+
+
+def _save_fig(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp.png"  # rename into place: never a partial PNG
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------- markdown
+def _fmt(ms: dict | None, digits: int = 1) -> str:
+    if not ms or ms.get("mean") is None:
+        return "n/a"
+    if ms["n"] == 1:
+        return f"{ms['mean']:.{digits}f}"
+    return f"{ms['mean']:.{digits}f} ± {ms['std']:.{digits}f}"
+
+
+def _fmt_time(sec: float | None) -> str:
+    if sec is None:
+        return "not reached"
+    return f"{sec:.0f} s" if sec >= 100 else f"{sec:.1f} s"
+
+
+def format_markdown(rep: dict, img_dir: str, title: str | None = None, command: str | None = None) -> str:
+    st = rep["setting"]
+    lines = [f"# {title or 'Results'}", ""]
+    if command:
+        lines += [f"Generated by `{command}` from the run directories under `{rep['root']}`; every number below "
+                  "comes from those directories.", ""]
+    lines += [
+        "## Setting",
+        "",
+        f"- runs: {st['runs']} ({st['finished_runs']} finished), seeds {st['seeds']}",
+        f"- gradient steps per run: {st['steps']}; evaluation every {st['eval_every']} steps on {st['eval_episodes']} "
+        f"episodes ({'greedy' if st['greedy'] == [True] else 'sampled'} actions, reset seeds seed+100+k)",
+        f"- preset {st['presets']}: transformer d_model {st['d_model']}, {st['n_blocks']} blocks; batch {st['batch_size']}",
+        f"- dataset sizes (transitions): {st['dataset_sizes']}",
+        f"- hardware: {', '.join(st['devices'])}, {st['threads']} torch thread(s) per run, machine with "
+        f"{st['cpu_count']} cores shared with other jobs; {', '.join(st['platform'])}",
+        f"- versions: " + ", ".join(f"{k} {v}" for k, v in st["versions"].items()),
+        "- mean ± std over seeds (population std); final = last evaluation; best = best evaluation of each seed, "
+        "then averaged; time to target = first wall time at which the seed-mean return reaches 95% of F-IQL's "
+        "final return (SPIN: ASM pretraining included); steps/s = gradient steps per second excluding evaluation",
+        "",
+    ]
+    for task, t in rep["tasks"].items():
+        slug = _slug(task)
+        lines += [f"## {task}", ""]
+        offline = any("offline" in m for m in t["methods"].values())
+        head = "| method | seeds | final normalized | best normalized | final return | time to target | steps to target | train wall (s) | ASM wall (s) | steps/s |"
+        sep = "|---|---|---|---|---|---|---|---|---|---|"
+        if offline:
+            head += " FQE value (held-out) | disc. return (sim) | action agreement exact / per sub-action |"
+            sep += "---|---|---|"
+        lines += [head, sep]
+        for name, m in t["methods"].items():
+            row = (f"| {name} | {len(m['seeds'])} | {_fmt(m['final_normalized'])} | {_fmt(m['best_normalized'])} | "
+                   f"{_fmt(m['final_return'], 2)} | {_fmt_time(m['time_to_target_seconds']) if t['reference_method'] else 'no F-IQL'} | "
+                   f"{int(m['steps_to_target']) if m['steps_to_target'] is not None else '-'} | {_fmt(m['train_wall_seconds'], 0)} | "
+                   f"{_fmt(m['pretrain_wall_seconds'], 0) if m['pretrain_wall_seconds']['mean'] else '-'} | {_fmt(m['grad_steps_per_s'], 0)} |")
+            if offline:
+                o = m.get("offline")
+                row += (f" {_fmt(o['fqe_value'], 2)} | {_fmt(o['discounted_return'], 2)} | {_fmt(o['exact_match'], 2)} / "
+                        f"{_fmt(o['sub_action_agreement'], 2)} |" if o else " - | - | - |")
+            lines.append(row)
+        lines.append("")
+        p = t.get("paper")
+        if p:
+            if p.get("final_return"):
+                lines += ["Paper (" + p["note"] + "): " + ", ".join(f"{k} {v}" for k, v in p["final_return"].items()), ""]
+            else:
+                lines += [p["note"][0].upper() + p["note"][1:] + ".", ""]
+        lines += [f"![learning curves {task}]({img_dir}/curves_{slug}.png)", ""]
+        if t["asms"]:
+            a = t["asms"]
+            lines += ["ASM pretraining: " + "; ".join(
+                f"seed {x['seed']}: epoch {x['chosen_epoch']} of {x['epochs_run']} ({x['stop_reason']}, {x['masking']}), "
+                f"{x['wall_seconds']:.0f} s" for x in a), "", f"![ASM pretraining {task}]({img_dir}/asm_{slug}.png)", ""]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(root: str | Path, doc: str | Path | None = None, title: str | None = None,
+                 command: str | None = None) -> Path:
+    """Write ``report.md``, ``report.json`` and PNGs into ``root`` (and optionally a copy at ``doc``)."""
+    from spinrl.utils.progress import progress_bar
+
+    root = Path(root)
+    rep = build_report(root)
+    img = root / "report_img"
+    groups = group_runs(find_runs(root))
+    asms = find_asms(root)
+    bar = progress_bar(total=len(groups), desc="report plots", unit="task")
+    for task, methods in groups.items():
+        slug = _slug(task)
+        ref = rep["tasks"][task]["methods"].get(REFERENCE_METHOD, {})
+        plot_learning_curves(methods, img / f"curves_{slug}.png", f"{task}: mean ± std over seeds", ref.get("target_return"))
+        t_asms = [a for a in asms if task_name(a["env_id"], a["env_kwargs"], a["level"]) == task]
+        if t_asms:
+            plot_asm_curves(t_asms, img / f"asm_{slug}.png", f"{task}: ASM pretraining")
+        bar.update(1)
+    bar.close()
+    command = command or f"spinrl report {root}" + (f" --doc {doc}" if doc else "")
+    write_text_atomic(root / "report.json", json.dumps(rep, indent=2, default=str))
+    write_text_atomic(root / "report.md", format_markdown(rep, "report_img", title, command))
+    if doc:
+        doc = Path(doc)
+        doc.parent.mkdir(parents=True, exist_ok=True)
+        dimg = doc.parent / "img" / _slug(doc.stem.lower())
+        dimg.mkdir(parents=True, exist_ok=True)
+        for f in img.glob("*.png"):
+            shutil.copyfile(f, dimg / f.name)
+        rel = os.path.relpath(dimg, doc.parent)
+        write_text_atomic(doc, format_markdown(rep, rel, title, command))
+    return root
