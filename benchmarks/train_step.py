@@ -1,32 +1,49 @@
-"""Milliseconds per gradient step for every algorithm x actor x preset, and per ASM step.
+"""The project's speed report: gradient steps, ASM pretraining and a reference IQL step against a matmul limit.
 
-Runs the library's own ``gradient_step`` and ``asm_loss`` (no re-implementation) on synthetic data
-of a given shape, and prints one JSON line per measurement plus a table at the end.
+Times the library's own ``gradient_step`` (and the trainer's spin-cached feature lookup) for every
+algorithm x actor x preset on synthetic data of the cheetah-like (17, 6 x 3) and dog-like (223, 38 x 3 and
+38 x 30) shapes, the ASM pretraining step, and a plain reference IQL step (benchmarks/reference_iql.py).
+For each: median ms per step, steps/s, model FLOPs per step (torch's FlopCounterMode over one step) and
+the achieved FLOP/s as a fraction of a large fp32 matmul timed in the same run (the "limit" line), so a
+loaded or different machine still gives comparable fractions. One JSON line per measurement on stdout;
+``--write-doc`` renders docs/SPEED.md (never edit it by hand).
 
-    python benchmarks/train_step.py                       # cheetah shape (17-dim state, 6 x 3), both presets
-    python benchmarks/train_step.py --shape dog --presets paper --algos iql --steps 20
+    python benchmarks/train_step.py --shapes cheetah,dog,dog30 --write-doc docs/SPEED.md   # full report
+    python benchmarks/train_step.py --quick --threads 1                                    # smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
 import json
+import os
+import platform
 import statistics
 import sys
+import tempfile
 import time
+import warnings
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from spinrl.algorithms.common import Batch
-from spinrl.algorithms.mam import MAMConfig, asm_loss
-from spinrl.data import from_arrays
-from spinrl.models import ActionStructureModel, ModelConfig
-from spinrl.training.config import PRESETS, TrainConfig
-from spinrl.training.runinfo import environment_info
-from spinrl.training.trainer import build, gradient_step
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference_iql  # noqa: E402  (beside this file)
+
+from spinrl.algorithms.common import Batch  # noqa: E402
+from spinrl.algorithms.mam import MAMConfig, asm_loss  # noqa: E402
+from spinrl.data import from_arrays  # noqa: E402
+from spinrl.models import ActionStructureModel, ModelConfig  # noqa: E402
+from spinrl.training.config import PRESETS, TrainConfig  # noqa: E402
+from spinrl.training.trainer import _feature_source, build, gradient_step  # noqa: E402
 
 SHAPES = {"cheetah": (17, [3] * 6), "dog": (223, [3] * 38), "dog30": (223, [30] * 38), "maze": (2, [2] * 12)}
+ACTORS = "factored,autoregressive,saint,spin,spin-cached"
+REF_ACTORS = ("factored", "saint", "spin")  # actors the reference IQL step implements
+BF16_ACTORS = ("saint", "spin")  # transformer steps, where bf16 autocast could pay
 
 
 def synthetic(obs_dim: int, nvec: list[int], n: int = 20_000, seed: int = 0):
@@ -37,6 +54,11 @@ def synthetic(obs_dim: int, nvec: list[int], n: int = 20_000, seed: int = 0):
     trunc[999::1000] = True
     return from_arrays(obs, act, rng.normal(size=n), np.zeros(n, bool), trunc, nvec=nvec,
                        next_observations=np.roll(obs, -1, 0))
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
 
 
 def time_it(fn, steps: int, warmup: int) -> list[float]:
@@ -50,28 +72,35 @@ def time_it(fn, steps: int, warmup: int) -> list[float]:
     return out
 
 
-def bench_train(ds, algo: str, actor: str, preset: str, asm_dir: str | None, steps: int, warmup: int, device: str) -> dict:
-    cfg = TrainConfig(dataset="<synthetic>", out="<none>", algo=algo, actor=actor, preset=preset, asm=asm_dir,
-                      eval_every=0, device=device)
-    s = build(cfg, dataset=ds)
-    rng = np.random.default_rng(0)
-    B = cfg.resolved()["batch_size"]
+def count_flops(fn) -> int:
+    """Model FLOPs of one call (matmuls, attention). oneDNN is off while counting so that LSTM kernels
+    decompose into counted matmuls; the timed runs keep it on."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.backends.mkldnn.flags(enabled=False), FlopCounterMode(display=False) as fc:
+            fn()
+    return int(fc.get_total_flops())
 
-    def step():
-        gradient_step(s, Batch(*ds.sample(B, rng, device=s.device)))
-        if s.device.type == "cuda":
-            torch.cuda.synchronize()
 
-    ms = time_it(step, steps, warmup)
-    med = statistics.median(ms)
-    return {"kind": "train_step", "algo": algo, "actor": actor, "preset": preset, "batch": B,
-            "ms_median": round(med, 3), "grad_steps_per_s": round(1000 / med, 2), "n": steps}
+def limit_line(n: int, reps: int, device: str) -> dict:
+    """What a large plain fp32 matmul reaches here: the denominator of every fraction."""
+    dev = torch.device(device)
+    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+
+    def mm():
+        torch.mm(a, b)
+        _sync(dev)
+
+    ms = statistics.median(time_it(mm, reps, 1))
+    return {"kind": "limit", "matmul_n": n, "ms_median": round(ms, 3), "gflop_per_s": round(2 * n**3 / ms / 1e6, 2)}
+
+
+def _rate(flops: int, ms: float) -> float:
+    return round(flops / ms / 1e6, 3)  # GFLOP/s
 
 
 def make_asm_dir(ds, preset: str, tmp: str) -> str:
-    """A (randomly initialized) ASM directory with the right signature, so `spin` can be timed."""
-    import os
-
+    """A randomly initialized ASM directory with the right signature, so `spin` and `spin-cached` can be timed."""
     from spinrl.training.checkpoint import CHECKPOINT_SCHEMA, save_atomic
 
     model = ModelConfig(**{**PRESETS[preset]["model"].__dict__})
@@ -80,13 +109,65 @@ def make_asm_dir(ds, preset: str, tmp: str) -> str:
     os.makedirs(d, exist_ok=True)
     save_atomic({"schema": CHECKPOINT_SCHEMA, "kind": "asm", "model": asm.state_dict()}, os.path.join(d, "asm.pt"))
     with open(os.path.join(d, "asm.json"), "w") as f:
-        json.dump({"signature": ds.signature, "model": model.__dict__, "wall_seconds": 0.0, "chosen_epoch": 0}, f)
+        json.dump({"signature": ds.signature, "model": model.__dict__, "wall_seconds": 0.0, "chosen_epoch": 0,
+                   "masking": "variable"}, f)
     return d
 
 
-def bench_asm(ds, preset: str, steps: int, warmup: int, device: str) -> dict:
+def _autocast(dev: torch.device, bf16: bool):
+    return torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def bench_train(ds, data_path: str, algo: str, actor: str, preset: str, asm_dir: str | None, args) -> dict:
+    """The trainer's step as it runs it: sample indices, gather the batch on the device, hand spin-cached its
+    cached features (the trainer's own lookup into the fp16 memmap), then ``gradient_step``."""
+    cfg = TrainConfig(dataset=data_path, out="<none>", algo=algo, actor=actor, preset=preset, asm=asm_dir,
+                      eval_every=0, device=args.device, progress=False)
+    s = build(cfg, dataset=ds)
+    features = _feature_source(s)  # None unless spin-cached; builds the cache beside data_path once
+    rng = np.random.default_rng(0)
+    B = cfg.resolved()["batch_size"]
+    dev = s.device
+
+    def make_step(bf16: bool):
+        def step():
+            idx = ds.sample_indices(B, rng)
+            batch = Batch(*ds.batch_at(idx, device=dev))
+            if features is not None:
+                features(batch, idx)
+            with _autocast(dev, bf16):
+                gradient_step(s, batch)
+            _sync(dev)
+
+        return step
+
+    step = make_step(False)
+    med = statistics.median(time_it(step, args.steps, args.warmup))
+    flops = count_flops(step)
+    r = {"kind": "train_step", "algo": algo, "actor": actor, "preset": preset, "batch": B,
+         "ms_median": round(med, 3), "grad_steps_per_s": round(1000 / med, 2), "n": args.steps,
+         "gflop_per_step": round(flops / 1e9, 4), "gflop_per_s": _rate(flops, med)}
+    if args.bf16 and algo == "iql" and actor in BF16_ACTORS:
+        bmed = statistics.median(time_it(make_step(True), args.steps, args.warmup))
+        r.update(bf16_ms_median=round(bmed, 3), bf16_speedup=round(med / bmed, 3))
+    if args.reference and algo == "iql" and actor in REF_ACTORS:
+        ref = reference_iql.reference_from_setup(s)
+
+        def ref_step():
+            reference_iql.iql_step(ref, *ds.sample(B, rng, device=dev))
+            _sync(dev)
+
+        rmed = statistics.median(time_it(ref_step, args.steps, args.warmup))
+        rflops = count_flops(ref_step)
+        r.update(ref_ms_median=round(rmed, 3), ref_gflop_per_step=round(rflops / 1e9, 4),
+                 ref_over_lib=round(rmed / med, 3))
+    return r
+
+
+def bench_asm(ds, preset: str, args) -> dict:
+    """One pretraining step exactly as ``spinrl pretrain`` runs it (sample, masked loss, clip, Adam)."""
     p = PRESETS[preset]
-    dev = torch.device(device)
+    dev = torch.device(args.device)
     asm = ActionStructureModel(ds.observation_dim, ds.nvec, p["model"]).to(dev)
     opt = torch.optim.Adam(asm.parameters(), lr=p["asm_lr"])
     rng = np.random.default_rng(0)
@@ -100,56 +181,196 @@ def bench_asm(ds, preset: str, steps: int, warmup: int, device: str) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(asm.parameters(), 1.0)
         opt.step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
+        _sync(dev)
 
-    ms = time_it(step, steps, warmup)
-    med = statistics.median(ms)
+    med = statistics.median(time_it(step, args.asm_steps, args.asm_warmup))
+    flops = count_flops(step)
     return {"kind": "asm_step", "preset": preset, "batch": B, "ms_median": round(med, 3),
-            "samples_per_s": round(B * 1000 / med, 1), "n": steps}
+            "samples_per_s": round(B * 1000 / med, 1), "n": args.asm_steps,
+            "gflop_per_step": round(flops / 1e9, 4), "gflop_per_s": _rate(flops, med)}
+
+
+def device_info(device: str) -> dict:
+    """The machine named in the report: CPU model, cores, threads, torch, load average."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    dev = torch.device(device)
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "device": str(dev),
+            "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+            "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+            "date": datetime.datetime.now().isoformat(timespec="seconds")}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shape", choices=sorted(SHAPES), default="cheetah")
+    ap.add_argument("--shapes", "--shape", default="cheetah,dog,dog30", help=f"comma list of {sorted(SHAPES)}")
     ap.add_argument("--presets", default="cpu,paper")
     ap.add_argument("--algos", default="iql,awac,bcq")
-    ap.add_argument("--actors", default="factored,autoregressive,saint,spin")
-    ap.add_argument("--steps", type=int, default=30, help="timed steps per measurement (median reported)")
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--asm-steps", type=int, default=10)
+    ap.add_argument("--actors", default=ACTORS)
+    ap.add_argument("--steps", type=int, default=200, help="timed steps per measurement (median reported)")
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--asm-steps", type=int, default=50)
+    ap.add_argument("--asm-warmup", type=int, default=5)
+    ap.add_argument("--rows", type=int, default=20_000, help="synthetic transitions per shape")
+    ap.add_argument("--limit-n", type=int, default=2048, help="size of the square fp32 matmul of the limit line")
+    ap.add_argument("--limit-reps", type=int, default=20)
+    ap.add_argument("--quick", action="store_true", help="few steps and rows: checks the script end to end, not the numbers")
+    ap.add_argument("--no-reference", dest="reference", action="store_false", help="skip the reference IQL step")
+    ap.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip bf16-autocast timings of IQL saint/spin")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--write-doc", default=None, metavar="PATH", help="render the markdown report (docs/SPEED.md)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.steps, args.warmup, args.asm_steps, args.asm_warmup = 5, 2, 3, 1
+        args.rows, args.limit_reps = min(args.rows, 2048), 5
     if args.threads:
         torch.set_num_threads(args.threads)
-    import tempfile
-
-    obs_dim, nvec = SHAPES[args.shape]
-    ds = synthetic(obs_dim, nvec)
-    head = {"kind": "setup", "shape": args.shape, "obs_dim": obs_dim, "nvec": f"{nvec[0]}x{len(nvec)}",
-            "threads": torch.get_num_threads(), **environment_info(args.device)}
+    shapes = args.shapes.split(",")
+    for sh in shapes:
+        if sh not in SHAPES:
+            ap.error(f"--shapes: {sh!r} is not one of {sorted(SHAPES)}")
+    actors = args.actors.split(",")
+    head = {"kind": "setup", "quick": args.quick, "steps": args.steps, "warmup": args.warmup,
+            "argv": sys.argv[1:] if argv is None else argv, **device_info(args.device)}
     print(json.dumps(head), flush=True)
-    results = []
+    results = [limit_line(args.limit_n, args.limit_reps, args.device)]
+    print(json.dumps(results[0]), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        for preset in args.presets.split(","):
-            asm_dir = make_asm_dir(ds, preset, tmp) if "spin" in args.actors.split(",") else None
-            for algo in args.algos.split(","):
-                for actor in args.actors.split(","):
-                    r = {"shape": args.shape, **bench_train(ds, algo, actor, preset, asm_dir if actor == "spin" else None,
-                                                            args.steps, args.warmup, args.device)}
-                    print(json.dumps(r), flush=True)
-                    results.append(r)
-            r = {"shape": args.shape, **bench_asm(ds, preset, args.asm_steps, 2, args.device)}
-            print(json.dumps(r), flush=True)
-            results.append(r)
-    print(f"\n{'preset':<7} {'algo':<5} {'actor':<15} {'ms/step':>9} {'steps/s':>9}", file=sys.stderr)
-    for r in results:
-        if r["kind"] == "train_step":
-            print(f"{r['preset']:<7} {r['algo']:<5} {r['actor']:<15} {r['ms_median']:>9.1f} {r['grad_steps_per_s']:>9.1f}", file=sys.stderr)
-        else:
-            print(f"{r['preset']:<7} ASM step (batch {r['batch']}): {r['ms_median']:.1f} ms, {r['samples_per_s']:.0f} samples/s", file=sys.stderr)
+        for shape in shapes:
+            obs_dim, nvec = SHAPES[shape]
+            ds = synthetic(obs_dim, nvec, args.rows)
+            data_path = os.path.join(tmp, f"data_{shape}")  # spin-cached's feature cache goes beside it
+            for preset in args.presets.split(","):
+                asm_dir = make_asm_dir(ds, preset, os.path.join(tmp, shape)) if any(a.startswith("spin") for a in actors) else None
+                for algo in args.algos.split(","):
+                    for actor in actors:
+                        r = {"shape": shape, **bench_train(ds, data_path, algo, actor, preset,
+                                                           asm_dir if actor.startswith("spin") else None, args)}
+                        print(json.dumps(r), flush=True)
+                        results.append(r)
+                r = {"shape": shape, **bench_asm(ds, preset, args)}
+                print(json.dumps(r), flush=True)
+                results.append(r)
+    end = limit_line(args.limit_n, args.limit_reps, args.device)
+    end["when"] = "end"
+    results.append(end)
+    head["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(json.dumps(end), flush=True)
+    if args.write_doc:
+        write_doc(args.write_doc, head, results)
+        print(f"wrote {args.write_doc}", file=sys.stderr)
     return 0
+
+
+# ---- the markdown report -------------------------------------------------------------------------------
+
+
+def _f(x, nd=1, suffix=""):
+    return "" if x is None else f"{x:.{nd}f}{suffix}"
+
+
+def write_doc(path: str, head: dict, results: list[dict]) -> None:
+    limits = [r for r in results if r["kind"] == "limit"]
+    limit = max(r["gflop_per_s"] for r in limits)  # the better of start/end: fractions are not flattered by load
+
+    def pct(r):
+        return 100 * r["gflop_per_s"] / limit
+
+    train = [r for r in results if r["kind"] == "train_step"]
+    asm = [r for r in results if r["kind"] == "asm_step"]
+    dev = head["gpu"] or head["cpu"]
+    L = [
+        "# Speed report",
+        "",
+        "Generated by `benchmarks/train_step.py`; do not edit by hand. Regenerate (on a quiet machine) with",
+        "",
+        "    python benchmarks/train_step.py --shapes cheetah,dog,dog30 --write-doc docs/SPEED.md",
+        "",
+        f"- Device: **{dev}** ({head['device']}), {head['cpu_count']} logical CPUs, torch threads "
+        f"{head['torch_threads']}, torch {head['torch']}, Python {head['python']}, {head['date']}.",
+        f"- Load average at start / end: {head['loadavg_start']} / {head.get('loadavg_end')}"
+        + (" — **the machine was shared with other jobs; absolute times are inflated.**"
+           if head["loadavg_start"][0] > 0.5 * (head["cpu_count"] or 1) else "."),
+        f"- {'**Quick mode** (' + str(head['steps']) + ' timed steps per row, small synthetic dataset): a check that the script runs, not numbers to quote.' if head['quick'] else 'Median of ' + str(head['steps']) + ' timed steps after ' + str(head['warmup']) + ' warm-up steps per row.'}",
+        f"- Limit line: a {limits[0]['matmul_n']}x{limits[0]['matmul_n']} fp32 matmul reaches "
+        + " / ".join(f"{r['gflop_per_s']:.1f}" for r in limits)
+        + f" GFLOP/s (start / end of the run); fractions below use {limit:.1f}.",
+        "- A step is what the trainer runs: sample a batch, move it to the device, (spin-cached: look its states up "
+        "in the fp16 feature cache), `gradient_step`. FLOPs are model FLOPs of one such step counted by "
+        "`torch.utils.flop_counter` (matmuls and attention; elementwise work is not counted).",
+        "- `ref` = the plain reference IQL step (`benchmarks/reference_iql.py`: loops over sub-actions, two "
+        "separate critic networks, one module per head, `nn.MultiheadAttention`, per-parameter Adam); "
+        "`ref/lib` > 1 means the library is faster. Equality with the library step is tested in "
+        "`tests/test_reference_equality.py`.",
+        "- `bf16` = the same IQL step under `torch.autocast(dtype=torch.bfloat16)`; it is **not** on by default and "
+        "its effect on returns is unmeasured.",
+        "",
+    ]
+    # goals (issue 6), computed from this run
+    L += ["## Goals (issue 6), from this run", "", "| goal | measured | met |", "|---|---|---|"]
+
+    def find(**kw):
+        return [r for r in train if all(r.get(k) == v for k, v in kw.items())]
+
+    for r in find(algo="iql", actor="factored"):
+        if r["shape"].startswith("dog") and r.get("ref_over_lib"):
+            L.append(f"| IQL factored, {r['shape']} {r['preset']}: >= 2x reference steps/s | {r['ref_over_lib']:.2f}x | "
+                     f"{'yes' if r['ref_over_lib'] >= 2 else 'no'} |")
+    for r in find(algo="iql", actor="spin", preset="paper"):
+        L.append(f"| SPIN-IQL paper, {r['shape']}: >= 75% of limit | {pct(r):.0f}% | {'yes' if pct(r) >= 75 else 'no'} |")
+    for r in find(actor="spin-cached"):
+        base = find(shape=r["shape"], preset=r["preset"], algo=r["algo"], actor="spin")
+        if base and r["algo"] == "iql":
+            x = base[0]["ms_median"] / r["ms_median"]
+            L.append(f"| spin-cached vs spin, IQL {r['shape']} {r['preset']}: >= 10x steps/s | {x:.1f}x | {'yes' if x >= 10 else 'no'} |")
+    for r in asm:
+        if r["preset"] == "paper":
+            L.append(f"| ASM pretraining paper, {r['shape']}: >= 75% of limit | {pct(r):.0f}% | {'yes' if pct(r) >= 75 else 'no'} |")
+    L.append("")
+    for shape in dict.fromkeys(r["shape"] for r in train + asm):
+        obs_dim, nvec = SHAPES[shape]
+        L += [f"## {shape} shape (state {obs_dim}, {len(nvec)} sub-actions x {nvec[0]})", "",
+              "| preset | algo | actor | ms/step | steps/s | GFLOP/step | GFLOP/s | % of limit | ref ms | ref/lib | bf16 ms | bf16 speedup |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in train:
+            if r["shape"] != shape:
+                continue
+            L.append(f"| {r['preset']} | {r['algo']} | {r['actor']} | {r['ms_median']:.1f} | {r['grad_steps_per_s']:.1f} | "
+                     f"{r['gflop_per_step']:.3f} | {r['gflop_per_s']:.1f} | {pct(r):.0f}% | {_f(r.get('ref_ms_median'))} | "
+                     f"{_f(r.get('ref_over_lib'), 2, 'x')} | {_f(r.get('bf16_ms_median'))} | {_f(r.get('bf16_speedup'), 2, 'x')} |")
+        L += ["", "ASM pretraining step:", "", "| preset | batch | ms/step | samples/s | GFLOP/step | GFLOP/s | % of limit |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in asm:
+            if r["shape"] == shape:
+                L.append(f"| {r['preset']} | {r['batch']} | {r['ms_median']:.1f} | {r['samples_per_s']:.0f} | "
+                         f"{r['gflop_per_step']:.2f} | {r['gflop_per_s']:.1f} | {pct(r):.0f}% |")
+        L.append("")
+    L += [
+        "## Notes",
+        "",
+        "- Host syncs: `gradient_step` reads no tensor value back to the host (no `.item()`, `float()`, `bool()`, "
+        "`.tolist()`, `.numpy()`, `nonzero` from spinrl code) for every algorithm x actor; checked by "
+        "`tests/test_reference_equality.py::test_gradient_step_has_no_host_reads`. Outside the step, the "
+        "trainer's batch transfer and spin-cached's memmap lookup run on the host by design.",
+        "- bf16 autocast: timed only; it changes numerics beyond float tolerance, so it stays off until its effect on "
+        "returns is measured.",
+        "- spin-cached rows use the trainer's own lookup into a cache built once per shape and preset (the build "
+        "time is not in the step); above `--feature-cache-gb` the trainer recomputes features per batch instead, "
+        "which is slower than these rows.",
+        "- The ASMs are randomly initialized: speed does not depend on the weights.",
+        "",
+    ]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(L))
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
