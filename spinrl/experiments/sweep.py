@@ -366,9 +366,9 @@ def _die_with_parent() -> None:
             pass
 
 
-def _unit_entry(kind: str, args: tuple, log_path: str, parent_pid: int) -> None:
-    _die_with_parent()
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+def _unit_entry(kind: str, args: tuple, log_path: str) -> None:
+    _die_with_parent()  # our parent is the forkserver, which exits when the sweep dies
+    if os.getppid() == 1:  # the parent died before prctl took effect
         os._exit(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -423,14 +423,19 @@ def make_datasets(sw: Sweep, progress: bool = True) -> dict[str, str]:
 
 
 def run_local(units: list, workers: int, desc: str, progress: bool = True) -> dict[str, int]:
-    """Run units in at most ``workers`` child processes (spawned: a clean torch per unit)."""
+    """Run units in at most ``workers`` child processes, one per unit.
+
+    Children are forked from a forkserver that has imported torch and spinrl once (fast to start, and
+    safe: the server never ran torch ops or threads); each child starts a clean unit.
+    """
     import multiprocessing as mp
 
     from spinrl.utils.progress import progress_bar
 
     if not units:
         return {}
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "spinrl.training.trainer", "spinrl.training.pretrain", "spinrl.experiments.sweep"])
     pending = list(units)
     running: dict[str, Any] = {}
     codes: dict[str, int] = {}
@@ -439,7 +444,7 @@ def run_local(units: list, workers: int, desc: str, progress: bool = True) -> di
         while pending or running:
             while pending and len(running) < workers:
                 key, kind, args, log = pending.pop(0)
-                p = ctx.Process(target=_unit_entry, args=(kind, args, log, os.getpid()), daemon=False)
+                p = ctx.Process(target=_unit_entry, args=(kind, args, log), daemon=False)
                 p.start()
                 running[key] = (p, log)
             time.sleep(0.2)

@@ -54,12 +54,28 @@ def _write_metrics(path: Path, rows: list[dict]) -> None:
     write_text_atomic(path, buf.getvalue())
 
 
-def pretrain_iter(cfg: PretrainConfig) -> Iterator[dict]:
+@dataclasses.dataclass
+class _Dist:
+    """Data-parallel context (torchrun): every rank draws the same global minibatch indices and trains on
+    its slice; gradients are averaged with weights that make the update the single-process one."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[dict]:
     """Pretrain epoch by epoch, yielding each epoch's metrics; the ASM directory is complete at the end."""
     cfg.validate()
+    dist = _dist or _Dist()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    if dist.world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     res = cfg.resolved()
     out = Path(cfg.out)
     ckpt_path = out / "checkpoints" / "last.pt"
@@ -67,6 +83,8 @@ def pretrain_iter(cfg: PretrainConfig) -> Iterator[dict]:
         raise ConfigError(f"--out {out} already holds a finished ASM; choose another --out or pass --resume")
     if out.exists() and ckpt_path.exists() and not cfg.resume:
         raise ConfigError(f"--out {out} holds an interrupted pretraining run; pass --resume to continue it or choose another --out")
+    if dist.world > 1:  # no rank may see another's first checkpoint as "an interrupted run"
+        torch.distributed.barrier()
 
     ds = load(cfg.dataset)
     train_ds, val_ds = ds.split(cfg.val_fraction, seed=cfg.seed)
@@ -77,8 +95,10 @@ def pretrain_iter(cfg: PretrainConfig) -> Iterator[dict]:
     mam = MAMConfig(mask_prob=cfg.mask_prob, variable=cfg.masking == "variable")
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator(device=device)
-    gen.manual_seed(cfg.seed)
+    gen.manual_seed(cfg.seed if dist.rank == 0 else cfg.seed + 1_000_003 * dist.rank)  # own corruption per rank
     B = res["batch_size"]
+    if dist.world > 1 and B % dist.world:
+        raise ConfigError(f"--batch-size {B} must be divisible by the {dist.world} processes (the global batch is split across them)")
     steps_per_epoch = cfg.steps_per_epoch or max(1, train_ds.num_transitions // B)
     # Fixed validation minibatches and corruption: the curve measures the model, not the noise.
     val_rng = np.random.default_rng(cfg.seed + 10_007)
@@ -98,12 +118,12 @@ def pretrain_iter(cfg: PretrainConfig) -> Iterator[dict]:
         restore_rng(ck["rng"], rng, gen)
         state = dict(ck["state"])
         rows = list(ck["rows"])
-    else:
+    elif dist.main:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "config.json", json.dumps(config_json, indent=2))
     max_epochs = res["max_epochs"]
     stop_reason = "max_epochs"
-    bar = progress_bar(total=max_epochs, desc="pretrain ASM", unit="epoch", disable=None if cfg.progress else True)
+    bar = progress_bar(total=max_epochs, desc="pretrain ASM", unit="epoch", disable=None if cfg.progress and dist.main else True)
     bar.update(state["epoch"])
     while state["epoch"] < max_epochs:
         if state["bad"] >= cfg.patience and state["epoch"] >= cfg.min_epochs:
@@ -113,10 +133,13 @@ def pretrain_iter(cfg: PretrainConfig) -> Iterator[dict]:
         asm.train()
         loss_sum = torch.zeros((), device=device)
         for _ in range(steps_per_epoch):
-            s, a, _, _, _ = train_ds.sample(B, rng, device=device)
-            loss, _ = asm_loss(asm, s, a, mam, gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if dist.world == 1:
+                s, a, _, _, _ = train_ds.sample(B, rng, device=device)
+                loss, _ = asm_loss(asm, s, a, mam, gen)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+            else:
+                loss = _distributed_backward(asm, opt, train_ds, B, rng, mam, gen, device, dist)
             torch.nn.utils.clip_grad_norm_(asm.parameters(), cfg.grad_clip)
             opt.step()
             loss_sum += loss.detach()
@@ -138,7 +161,8 @@ def pretrain_iter(cfg: PretrainConfig) -> Iterator[dict]:
         improved = v_loss < state["best"] - cfg.min_delta
         if improved:
             state["best"], state["best_epoch"], state["bad"] = v_loss, state["epoch"], 0
-            save_atomic({"schema": CHECKPOINT_SCHEMA, "kind": "asm", "model": asm.state_dict()}, out / "asm.pt")
+            if dist.main:
+                save_atomic({"schema": CHECKPOINT_SCHEMA, "kind": "asm", "model": asm.state_dict()}, out / "asm.pt")
         else:
             state["bad"] += 1
         row = {
@@ -151,6 +175,10 @@ def pretrain_iter(cfg: PretrainConfig) -> Iterator[dict]:
             **{f"val_acc_{i}": acc_N[i] for i in range(len(acc_N))},
         }
         rows.append(row)
+        if not dist.main:
+            bar.update(1)
+            yield row
+            continue
         _write_metrics(out / "metrics.csv", rows)
         save_atomic(
             {
@@ -173,6 +201,8 @@ def pretrain_iter(cfg: PretrainConfig) -> Iterator[dict]:
     if state["bad"] >= cfg.patience and state["epoch"] >= cfg.min_epochs:
         stop_reason = "early_stop"
     bar.close()
+    if not dist.main:
+        return
     info = {
         "signature": ds.signature,
         "dataset": {"path": str(cfg.dataset), "checksum": ds.meta.get("checksum"), "level": ds.meta.get("level")},
@@ -187,6 +217,7 @@ def pretrain_iter(cfg: PretrainConfig) -> Iterator[dict]:
         "steps_per_epoch": steps_per_epoch,
         "batch_size": B,
         "wall_seconds": round(state["elapsed"], 3),
+        **({"world_size": dist.world, "per_rank_batch": B // dist.world} if dist.world > 1 else {}),
         "curve": [{k: r[k] for k in ("epoch", "train_loss", "val_loss", "val_masked_acc", "wall_seconds")} for r in rows],
         **environment_info(device),
     }
@@ -195,6 +226,63 @@ def pretrain_iter(cfg: PretrainConfig) -> Iterator[dict]:
         plot_pretrain_curve(rows, state["best_epoch"], out / "pretrain_curve.png")
     except Exception:  # a plot must never lose a finished model
         pass
+
+
+def _distributed_backward(asm, opt, train_ds, B: int, rng, mam, gen, device, dist: _Dist) -> torch.Tensor:
+    """Gradients of the global masked loss from this rank's slice of the global minibatch.
+
+    Every rank draws the same B indices (same seed, same stream) and keeps its B/K; each rank's mean
+    loss is re-weighted by its share of the chosen positions, so the all-reduced mean gradient equals
+    the gradient of the loss averaged over all chosen positions of the global batch (the single-process
+    objective). Returns the global loss (for logging).
+    """
+    b = B // dist.world
+    idx = train_ds.sample_indices(B, rng)[dist.rank * b:(dist.rank + 1) * b]
+    s, a, _, _, _ = train_ds.batch_at(idx, device=device)
+    loss, info = asm_loss(asm, s, a, mam, gen)
+    count = info["masked_count"].sum().detach().reshape(1)
+    total = count.clone()
+    torch.distributed.all_reduce(total)
+    weight = count / total.clamp(min=1.0) * dist.world
+    opt.zero_grad(set_to_none=True)
+    (loss * weight.squeeze()).backward()
+    for p in asm.parameters():
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        torch.distributed.all_reduce(p.grad)
+        p.grad /= dist.world
+    global_loss = (loss.detach() * weight.squeeze()).reshape(1)
+    torch.distributed.all_reduce(global_loss)
+    return global_loss.squeeze() / dist.world
+
+
+def pretrain_distributed(cfg: PretrainConfig) -> Path | None:
+    """Data-parallel pretraining under ``torchrun --nproc_per_node K`` (gloo on CPU, nccl on GPU).
+
+    The configured batch is the global batch, split across the K processes; rank 0 writes the same ASM
+    directory a single process would. Returns the directory on rank 0 and None on the others. A resumed
+    distributed run continues correctly but is not bit-identical (other ranks' corruption streams restart).
+
+    Raises:
+        ConfigError: not started by torchrun (no RANK/WORLD_SIZE in the environment).
+    """
+    import torch.distributed as tdist
+
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise ConfigError("--distributed needs torchrun: torchrun --nproc_per_node K -m spinrl pretrain DATASET --out DIR --distributed")
+    device = resolve_device(cfg.device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    tdist.init_process_group(backend=backend)
+    try:
+        dist = _Dist(rank=tdist.get_rank(), world=tdist.get_world_size())
+        for _ in pretrain_iter(cfg, dist):
+            pass
+        tdist.barrier()
+        return Path(cfg.out) if dist.main else None
+    finally:
+        tdist.destroy_process_group()
 
 
 def pretrain(cfg: PretrainConfig) -> Path:
