@@ -69,8 +69,8 @@ def _slug(text: str) -> str:
 
 
 # ---------------------------------------------------------------------- discovery
-def find_runs(root: str | Path) -> list[dict]:
-    """Every finished-or-not training run under ``root`` that has at least one evaluation row."""
+def find_runs(root: str | Path, include_unfinished: bool = False) -> list[dict]:
+    """Every finished training run under ``root`` (with ``include_unfinished``, interrupted ones too)."""
     runs = []
     for cfg_path in sorted(Path(root).rglob("config.json")):
         d = cfg_path.parent
@@ -85,8 +85,8 @@ def find_runs(root: str | Path) -> list[dict]:
             continue
         rows = read_metrics(d)
         evals = [r for r in rows if r.get("eval_return_mean") is not None]
-        if not evals:
-            continue
+        if not evals or (not include_unfinished and not (d / "policy.pt").exists()):
+            continue  # an interrupted run's last evaluation is not a final score
         ds = cj.get("dataset", {})
         offline = None
         if (d / "offline_eval.json").exists():

@@ -400,7 +400,8 @@ def _units(sw: Sweep, datasets: dict[str, str]) -> tuple[list, list]:
             d = t.train["asm"]
             pre.append((t.asm_id, "pretrain", (d, datasets[t.id], t.asm, 1), str(Path(d).parent / (Path(d).name + ".log"))))
     train = []
-    for t in sw.trials:
+    # Seed-major order: a sweep cut short still holds complete method comparisons on fewer seeds.
+    for t in sorted(sw.trials, key=lambda t: t.train.get("seed", 0)):
         if trial_state(t) != "done":
             kw = {k: v for k, v in t.train.items()}
             train.append((t.id, "train", (kw, datasets[t.id], off), t.train["out"] + ".log"))
