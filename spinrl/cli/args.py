@@ -70,7 +70,7 @@ def add_config_args(
         if f.default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
             default = f.default_factory()  # type: ignore[misc]
         help_ = docs.get(f.name, "")
-        if default is not None and not isinstance(default, (dict, list)) and default != ():
+        if default not in (None, "", ()) and not isinstance(default, (dict, list)):
             help_ += f" (default: {default})"
         kw: dict[str, Any] = {"help": help_}
         origin = get_origin(tp)
@@ -90,9 +90,11 @@ def add_config_args(
         else:
             kw["type"] = str
         if f.name in positional:
-            if default is not None and f.default is not dataclasses.MISSING:
+            if default not in (None, ""):
                 kw["nargs"] = "?"
-            parser.add_argument(f.name, default=default, **kw)
+                parser.add_argument(f.name, default=default, **kw)
+            else:
+                parser.add_argument(f.name, **kw)  # required
         else:
             parser.add_argument(flag(f.name), dest=f.name, default=default, **kw)
 

@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description=PretrainConfig.__doc__)
     add_config_args(pt, PretrainConfig, positional=("dataset",), skip=("model_kwargs",))
     pt.set_defaults(fn=cmd_pretrain)
-    tr = sub.add_parser("train", help="train a policy: --algo {iql,awac,bcq} --actor {factored,autoregressive,saint,spin}",
+    tr = sub.add_parser("train", help="train a policy: --algo {iql,awac,bcq} --actor {factored,autoregressive,saint,spin,spin-cached}",
                         description=TrainConfig.__doc__)
     add_config_args(tr, TrainConfig, positional=("dataset",), skip=("algo_kwargs", "model_kwargs"))
     tr.set_defaults(fn=cmd_train)
@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--greedy", action="store_true", help="most likely action instead of a sample")
     ev.add_argument("--json", action="store_true", help="machine-readable output")
     ev.set_defaults(fn=cmd_eval, allow_extra=True)
-    dm = sub.add_parser("demo", help="the main job: SPIN vs factored IQL on Maze-12 medium-expert, table + plot",
+    dm = sub.add_parser("demo", help="the main job: SPIN (and SPIN-cached) vs factored IQL on Maze-12 medium-expert, table + plot",
                         description=DemoConfig.__doc__)
     add_config_args(dm, DemoConfig)
     dm.set_defaults(fn=cmd_demo)

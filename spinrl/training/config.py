@@ -45,7 +45,7 @@ def preset(name: str) -> dict:
 
 @dataclass
 class TrainConfig:
-    """Train a policy on an offline dataset with IQL, AWAC or BCQ and one of four actors."""
+    """Train a policy on an offline dataset with IQL, AWAC or BCQ and one of five actors."""
 
     dataset: str = ""
     """path of the dataset directory (made by `spinrl data make` or imported)"""
@@ -57,7 +57,7 @@ class TrainConfig:
     """policy architecture; spin = saint with the ASM's frozen state encoder and blocks (needs --asm);
     spin-cached = heads on the frozen ASM's all-[MASK] features, cached per dataset state (ours)"""
     asm: str | None = None
-    """ASM directory from `spinrl pretrain` (required for --actor spin)"""
+    """ASM directory from `spinrl pretrain` (required for --actor spin and spin-cached)"""
     preset: Literal["cpu", "paper"] = "cpu"
     """model sizes and batch: paper = method.md exactly (slow on CPU); cpu = d_model 64, 2 blocks"""
     steps: int = 20000
