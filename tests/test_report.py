@@ -1,0 +1,80 @@
+"""spinrl report: statistics over seeds, time to target with pretraining, files written, from run dirs only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spinrl.cli.main import main
+from spinrl.errors import ConfigError
+from spinrl.experiments.report import build_report, write_report
+
+COLUMNS = "step,wall_seconds,grad_steps_per_s,critic_loss,eval_return_mean,eval_return_std,normalized_score,normalized_std"
+
+
+def fake_run(root: Path, name: str, actor: str, seed: int, returns: list[float], walls: list[float], asm_seconds: float = 0.0,
+             finished: bool = True, env_kwargs: dict | None = None) -> Path:
+    """A run directory as the trainer writes it (config.json, metrics.csv, policy.pt), with known numbers."""
+    d = root / name
+    d.mkdir(parents=True)
+    cfg = {"config": {"algo": "iql", "actor": actor, "seed": seed, "preset": "cpu", "steps": 10 * len(returns),
+                      "eval_every": 10, "eval_episodes": 5, "greedy": False, "dataset": str(root / "nodata.d")},
+           "resolved": {"batch_size": 256, "model": {"d_model": 64, "n_blocks": 2}},
+           "dataset": {"env_id": "maze", "env_kwargs": env_kwargs or {"actuators": 5}, "level": "medium-expert"},
+           "asm_wall_seconds": asm_seconds, "versions": {"torch": "x"}, "device": {"type": "cpu", "name": "x86_64",
+                                                                                 "torch_threads": 1, "platform": "linux"}}
+    (d / "config.json").write_text(json.dumps(cfg))
+    lines = [COLUMNS]
+    for i, (r, w) in enumerate(zip(returns, walls)):
+        lines.append(f"{10 * (i + 1)},{w},{100 + seed},1.0,{r},1.0,{r / 2},0.5")
+    (d / "metrics.csv").write_text("\n".join(lines) + "\n")
+    if finished:
+        (d / "policy.pt").write_bytes(b"")
+    return d
+
+
+@pytest.fixture
+def runs(tmp_path) -> Path:
+    root = tmp_path / "sweep"
+    fake_run(root, "f0", "factored", 0, [10, 50, 100], [1, 2, 3])
+    fake_run(root, "f1", "factored", 1, [20, 60, 80], [1, 2, 3])
+    fake_run(root, "s0", "spin", 0, [40, 90, 95], [2, 4, 6], asm_seconds=5.0)
+    fake_run(root, "s1", "spin", 1, [60, 88, 99], [2, 4, 6], asm_seconds=7.0)
+    fake_run(root, "s2", "spin", 2, [0, 0, 0], [2, 4, 6], asm_seconds=7.0, finished=False)  # interrupted: left out
+    return root
+
+
+def test_statistics_and_time_to_target(runs):
+    rep = build_report(runs)
+    t = rep["tasks"]["maze[actuators=5] medium-expert"]
+    f, s = t["methods"]["F-IQL"], t["methods"]["SPIN-IQL"]
+    assert s["seeds"] == [0, 1]
+    assert f["final_return"]["mean"] == pytest.approx(90.0) and f["final_return"]["std"] == pytest.approx(10.0)
+    assert f["final_normalized"]["mean"] == pytest.approx(45.0)
+    assert s["best_normalized"]["mean"] == pytest.approx(np.mean([95 / 2, 99 / 2]))
+    # target = 0.95 * 90 = 85.5: SPIN's seed-mean (89) reaches it at its 2nd evaluation, wall 4 s + mean ASM 6 s.
+    assert s["time_to_target_seconds"] == pytest.approx(10.0) and s["steps_to_target"] == 20
+    assert f["time_to_target_seconds"] == pytest.approx(3.0)
+    assert s["pretrain_wall_seconds"]["mean"] == pytest.approx(6.0) and s["total_wall_seconds"]["mean"] == pytest.approx(12.0)
+    assert f["grad_steps_per_s"]["mean"] == pytest.approx(100.5)
+
+
+def test_report_files_and_cli(runs, tmp_path):
+    assert main(["report", str(runs), "--doc", str(tmp_path / "docs" / "RESULTS.md")]) == 0
+    md = (runs / "report.md").read_text()
+    assert "| SPIN-IQL | 2 | 48.5 ± 1.0 |" in md and "10.0 s" in md
+    assert "paper: Maze 5/10/15 actuators saturated" in md.lower() or "Paper: Maze" in md
+    assert json.loads((runs / "report.json").read_text())["setting"]["seeds"] == [0, 1]
+    assert (runs / "report_img" / "curves_maze_actuators_5__medium-expert.png").stat().st_size > 1000
+    doc = (tmp_path / "docs" / "RESULTS.md").read_text()
+    img = next(line for line in doc.splitlines() if line.startswith("![learning"))
+    assert (tmp_path / "docs" / img.split("](")[1].rstrip(")")).exists()
+
+
+def test_empty_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="holds no run directory"):
+        write_report(tmp_path)
+    assert main(["report", str(tmp_path / "missing")]) == 2
