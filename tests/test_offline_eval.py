@@ -83,3 +83,24 @@ def test_discounted_return_and_offline_evaluate_on_a_split():
     assert res["heldout_episodes"] == 8 and res["simulator_discounted_return"] is None
     with pytest.raises(ConfigError, match="iterations"):
         offline_evaluate(RightPolicy(), ds, FQEConfig(iterations=0), progress=False)
+
+
+def test_cli_eval_offline_writes_the_report_column(tmp_path, capsys):
+    """A trained policy on maze data: `spinrl eval --offline` prints FQE, agreement and the simulator's value."""
+    from spinrl.cli.main import main
+    from spinrl.experiments.datasets import DataMakeConfig, make_dataset
+    from spinrl.training import TrainConfig, run
+
+    data = str(make_dataset(DataMakeConfig(env="maze", env_kwargs={"actuators": 3}, level="medium-expert", transitions=600,
+                                           seed=0, out=str(tmp_path / "m.d")), progress=False))
+    tiny = {"mlp_hidden": 32, "critic_hidden": 32}
+    out = run(TrainConfig(dataset=data, out=str(tmp_path / "run"), steps=10, eval_every=0, batch_size=16, model_kwargs=tiny,
+                          progress=False))
+    capsys.readouterr()
+    assert main(["eval", str(out / "policy.pt"), "--offline", data, "--fqe-iterations", "2", "--json"]) == 0
+    import json
+
+    res = json.loads(capsys.readouterr().out)
+    assert res["simulator_discounted_return"] is not None and 0.0 <= res["exact_match"] <= 1.0
+    assert json.loads((out / "offline_eval.json").read_text())["fqe_value"] == res["fqe_value"]
+    assert main(["eval", str(out / "policy.pt"), "--offline", str(tmp_path / "nope.d")]) == 2

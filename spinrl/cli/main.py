@@ -373,6 +373,10 @@ def cmd_eval_or_offline(args: argparse.Namespace, extra: list[str]) -> int:
     from spinrl.evaluation.offline import offline_evaluate
 
     res = offline_evaluate(args.policy, args.offline, seed=args.seed, iterations=args.fqe_iterations)
+    if Path(args.policy).name == "policy.pt" and (Path(args.policy).parent / "config.json").exists():
+        from spinrl.evaluation.offline import write_offline_eval
+
+        write_offline_eval(Path(args.policy).parent, res)  # where `spinrl report` finds it
     if args.json:
         print(json.dumps(res, indent=2))
     else:
@@ -413,7 +417,8 @@ def _experiment_parsers(sub) -> None:
     if "eval" in sub.choices:
         ev = sub.choices["eval"]
         ev.add_argument("--offline", default=None, metavar="DATASET",
-                        help="dataset-only evaluation: FQE on held-out episodes and action agreement with the data")
+                        help="dataset-only evaluation: FQE on held-out episodes and action agreement with the data "
+                             "(saved as offline_eval.json in the policy's run directory, a column of `spinrl report`)")
         ev.add_argument("--fqe-iterations", type=int, default=None, help="--offline: FQE target updates (default: 50)")
         ev.set_defaults(fn=cmd_eval_or_offline)
 
