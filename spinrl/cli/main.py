@@ -348,7 +348,7 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
     from spinrl.experiments.report import write_report
 
-    out = write_report(args.dir, doc=args.doc, title=args.title)
+    out = write_report(args.dir, doc=args.doc, title=args.title, paper=args.paper, preamble=args.preamble)
     print(f"wrote {out / 'report.md'} and {out / 'report.json'}" + (f" and {args.doc}" if args.doc else ""))
     return 0
 
@@ -408,6 +408,8 @@ def _experiment_parsers(sub) -> None:
     rp.add_argument("dir", help="directory holding run directories (e.g. a sweep's --out)")
     rp.add_argument("--doc", default=None, help="also write the markdown to this path with images beside it (docs/RESULTS.md)")
     rp.add_argument("--title", default=None, help="report title")
+    rp.add_argument("--paper", action="store_true", help="add the section listing how the runs' setting differs from the SPIN paper's")
+    rp.add_argument("--preamble", default=None, help="markdown file inserted after the title (context; no numbers)")
     rp.set_defaults(fn=cmd_report)
     if "pretrain" in sub.choices:
         pt = sub.choices["pretrain"]
