@@ -98,7 +98,7 @@ def test_local_sweep_killed_and_rerun_recomputes_nothing(tmp_path, monkeypatch):
     proc = subprocess.Popen([sys.executable, "-m", "spinrl", "sweep", str(spec), "--out", str(out), "--workers", "2"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     runs = out / "runs"
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     while time.time() < deadline and not list(runs.rglob("policy.pt")):
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
