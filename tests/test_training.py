@@ -253,7 +253,7 @@ def test_spin_cached_features_match_the_frozen_asm(maze, asm_dir, tmp_path):
     asm, _ = load_asm(asm_dir)
     asm.eval()
     with torch.no_grad():
-        direct = asm.masked_features(torch.from_numpy(np.asarray(ds.observations[:50], dtype=np.float32)))
+        direct = asm.masked_features(torch.from_numpy(np.array(ds.observations[:50], dtype=np.float32)))
     assert torch.allclose(torch.from_numpy(cache[:50].astype(np.float32)), direct, atol=2e-2, rtol=1e-2)
     # training steps change only the heads; the frozen trunk equals the ASM
     before = {k: v.clone() for k, v in s.nets.actor.state_dict().items()}
