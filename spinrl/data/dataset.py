@@ -64,6 +64,7 @@ class Summary:
     truncation_fraction: float
     action_histograms: list[list[int]]
     meta: dict
+    by_source: dict | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -80,6 +81,7 @@ class Summary:
             "termination_fraction": self.termination_fraction,
             "truncation_fraction": self.truncation_fraction,
             "action_histograms": self.action_histograms,
+            "by_source": self.by_source,
             "env_id": self.meta.get("env_id"),
             "env_kwargs": self.meta.get("env_kwargs"),
             "nvec": self.meta.get("nvec"),
@@ -114,6 +116,10 @@ class Summary:
         lines.append(
             f"episode ends   terminated {self.termination_fraction:.1%}  truncated {self.truncation_fraction:.1%} of episodes"
         )
+        for src, b in (self.by_source or {}).items():
+            norm = "" if b["normalized_score"] is None else f"  normalized {b['normalized_score']:.1f}"
+            lines.append(f"  from {src:<8} {b['episodes']:>6} episodes {b['transitions']:>8} transitions  "
+                         f"return {b['return_mean']:.2f} +/- {b['return_std']:.2f}{norm}")
         for i, h in enumerate(self.action_histograms[:40]):
             tot = max(sum(h), 1)
             lines.append(f"  sub-action {i:>2}: " + " ".join(f"{c / tot:.2f}" for c in h))
@@ -351,7 +357,25 @@ class OfflineDataset:
         offsets = np.concatenate([[0], np.cumsum(nvec)[:-1]])
         counts = np.bincount((acts + offsets).ravel(), minlength=int(nvec.sum()))
         hists = [counts[o : o + m].tolist() for o, m in zip(offsets, nvec)]
+        by_source = None
+        sources = self.meta.get("episode_sources")
+        if sources and sum(int(n) for _, n in sources) == self.num_episodes:
+            by_source, lo = {}, 0
+            lengths_all = np.asarray(self.episode_lengths)
+            for src, n in sources:
+                r = rets[lo : lo + int(n)]
+                entry = by_source.setdefault(str(src), {"episodes": 0, "transitions": 0, "_r": []})
+                entry["episodes"] += int(n)
+                entry["transitions"] += int(lengths_all[lo : lo + int(n)].sum())
+                entry["_r"].append(r)
+                lo += int(n)
+            for entry in by_source.values():
+                r = np.concatenate(entry.pop("_r"))
+                entry["return_mean"], entry["return_std"] = float(r.mean()), float(r.std())
+                entry["normalized_score"] = None if norm is None else float(
+                    100.0 * (r.mean() - ref["random"]) / (ref["expert"] - ref["random"]))
         return Summary(
+            by_source=by_source,
             episodes=self.num_episodes,
             transitions=self.num_transitions,
             return_mean=float(rets.mean()),
