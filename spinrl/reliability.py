@@ -194,6 +194,17 @@ def _cli(*argv: Any) -> Callable[[Fixtures, Path], list[str]]:
     return setup
 
 
+def _spec(text: str) -> Callable[[Fixtures, Path], list[str]]:
+    """``spinrl sweep`` on a spec file with ``text`` (a dry run: nothing may be written)."""
+
+    def setup(fx: Fixtures, d: Path) -> list[str]:
+        spec = d / "spec.toml"
+        spec.write_text(text)
+        return ["sweep", str(spec), "--out", str(d / "sweep"), "--dry-run"]
+
+    return setup
+
+
 def _validate(build: Callable[[Fixtures, Path], Path]) -> Callable[[Fixtures, Path], list[str]]:
     return lambda fx, d: ["data", "validate", str(build(fx, d))]
 
@@ -619,6 +630,27 @@ CASES: list[Case] = [
          _policy_load(lambda fx, d: fx.asm3 / "asm.pt")),
     Case("Policy.load", "empty file", "cannot be loaded safely",
          _policy_load(lambda fx, d: _write(d / "p.pt", b""))),
+    # ------------------------------------------------------------------ sweep specs
+    Case("spinrl sweep", "unknown section", "unknown section [bogus]",
+         _spec("[grid]\nenv=['maze']\ntransitions=[100]\n[bogus]\nx=1\n")),
+    Case("spinrl sweep", "misspelled grid key", "unknown key grid.actr",
+         _spec("[grid]\nenv=['maze']\ntransitions=[100]\nactr=['spin']\n")),
+    Case("spinrl sweep", "empty grid axis", "grid.transitions is an empty list",
+         _spec("[grid]\nenv=['maze']\ntransitions=[]\n")),
+    Case("spinrl sweep", "budget of the wrong type", "grid.steps must be int",
+         _spec("[grid]\nenv=['maze']\ntransitions=[100]\nsteps=['many']\n")),
+    Case("spinrl sweep", "unknown actor", "grid.actor = 'transformer' is not one of",
+         _spec("[grid]\nenv=['maze']\ntransitions=[100]\nactor=['transformer']\n")),
+    Case("spinrl sweep", "no dataset size", "grid.transitions or grid.episodes",
+         _spec("[grid]\nenv=['maze']\n")),
+    Case("spinrl sweep", "not TOML", "not valid TOML", _spec("[grid\nenv=")),
+    # ------------------------------------------------------------------ behaviour training
+    Case("spinrl behaviour train", "--bins 1", "--bins",
+         _cli("behaviour", "train", "dmc:cheetah-run", "--bins", "1", "--out", "{d}/b")),
+    Case("spinrl behaviour train", "--env-steps 0", "--env-steps",
+         _cli("behaviour", "train", "dmc:cheetah-run", "--env-steps", "0", "--out", "{d}/b")),
+    Case("spinrl behaviour train", "a task that is not DM Control", "dmc:<domain>-<task>",
+         _cli("behaviour", "train", "maze", "--out", "{d}/b")),
     # ------------------------------------------------------------------ CLI in general
     Case("spinrl", "unknown command", "argument COMMAND: invalid choice: 'bogus'", _cli("bogus")),
     Case("spinrl", "no command", "the following arguments are required: COMMAND", _cli()),
