@@ -437,7 +437,7 @@ def format_markdown(rep: dict, img_dir: str, title: str | None = None, command: 
         p = t.get("paper")
         if p:
             if p.get("final_return"):
-                lines += ["Paper (" + p["note"] + "): " + ", ".join(f"{k} {v}" for k, v in p["final_return"].items()), ""]
+                lines += [p["note"][0].upper() + p["note"][1:] + ": " + ", ".join(f"{k} {v}" for k, v in p["final_return"].items()), ""]
             else:
                 lines += [p["note"][0].upper() + p["note"][1:] + ".", ""]
         lines += [f"![learning curves {task}]({img_dir}/curves_{slug}.png)", ""]
