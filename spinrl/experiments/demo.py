@@ -264,34 +264,8 @@ def format_table(results: dict) -> str:
 
 
 def plot_curves(dirs: dict[str, Path], path: Path) -> None:
-    """Learning curves against gradient steps and against wall-clock (pretraining included)."""
-    import matplotlib
+    """Learning curves against gradient steps and wall-clock (pretraining included): the report's plot."""
+    from spinrl.experiments.report import find_runs, plot_learning_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from spinrl.evaluation.targets import pretrain_seconds, read_metrics
-
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
-    shaded = False
-    for name, d in dirs.items():
-        rows = [r for r in read_metrics(d) if r.get("eval_return_mean") is not None]
-        key = "normalized_score" if rows and rows[0].get("normalized_score") is not None else "eval_return_mean"
-        y = [r[key] for r in rows]
-        pre = pretrain_seconds(d)
-        ax[0].plot([r["step"] for r in rows], y, marker=".", label=name)
-        ax[1].plot([r["wall_seconds"] + pre for r in rows], y, marker=".", label=name)
-        if pre and not shaded:
-            ax[1].axvspan(0, pre, color="grey", alpha=0.15, label="ASM pretraining")
-            shaded = True
-    ylabel = "normalized score" if key == "normalized_score" else "return"
-    ax[0].set_xlabel("gradient steps")
-    ax[1].set_xlabel("wall-clock seconds (incl. pretraining)")
-    for a in ax:
-        a.set_ylabel(ylabel)
-        a.grid(alpha=0.3)
-        a.legend()
-    fig.suptitle("Maze medium-expert: " + " vs ".join(dirs))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    methods = {name: find_runs(d) for name, d in dirs.items()}
+    plot_learning_curves(methods, path, "Maze medium-expert: " + " vs ".join(dirs))
