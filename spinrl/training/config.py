@@ -12,9 +12,9 @@ from spinrl.models.config import ModelConfig
 ALGOS = ("iql", "awac", "bcq")
 ACTORS = ("factored", "autoregressive", "saint", "spin", "spin-cached")
 
-# Presets. `paper` is method.md exactly. `cpu` is what 2 CPU cores can afford: at d_model 64 / 2 blocks
-# a SPIN-IQL step on Maze-12 costs ~45-65 ms on one core against ~160 ms for the paper's size
-# (benchmarks/train_step.py); critics, heads, batch and learning rates stay as in the paper.
+# Presets. `paper` is method.md exactly. `cpu` is what 2 CPU cores can afford: d_model 64 / 2 blocks
+# (per-step costs of both presets: docs/SPEED.md, written by benchmarks/train_step.py); critics, heads,
+# batch and learning rates stay as in the paper.
 PRESETS: dict[str, dict] = {
     "paper": {
         "model": ModelConfig(),

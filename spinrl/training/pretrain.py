@@ -224,8 +224,8 @@ def pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[d
     write_text_atomic(out / "asm.json", json.dumps(info, indent=2))
     try:
         plot_pretrain_curve(rows, state["best_epoch"], out / "pretrain_curve.png")
-    except Exception:  # a plot must never lose a finished model
-        pass
+    except Exception as e:  # a plot must never lose a finished model, but say it is missing
+        print(f"warning: pretrain_curve.png not written ({type(e).__name__}: {e}); the ASM is saved", flush=True)
 
 
 def _distributed_backward(asm, opt, train_ds, B: int, rng, mam, gen, device, dist: _Dist) -> torch.Tensor:
