@@ -144,12 +144,13 @@ def _fake_run(root: Path, returns: list[float], env="dmc:cheetah-run", bins=3) -
     return root
 
 
-def test_selection_expert_best_medium_earliest_in_range(tmp_path):
+def test_selection_expert_best_medium_closest_to_45_in_range(tmp_path):
     from spinrl.experiments.behaviour_sets import BehaviourSet
 
-    bset = BehaviourSet(_fake_run(tmp_path / "r", [10, 30, 50, 45, 100, 90]))
-    assert bset.checkpoint("expert").env_step == 125_000
-    assert bset.checkpoint("medium").env_step == 75_000  # 50 is the earliest in 35-55 (30 is too low)
+    bset = BehaviourSet(_fake_run(tmp_path / "r", [10, 36, 56, 44, 46, 100, 90]))
+    assert bset.checkpoint("expert").env_step == 150_000
+    # in 35-55: 36, 44, 46 (56 is too high); 44 and 46 tie at 1 from 45 -> the earlier one (100k), not the earliest 36
+    assert bset.checkpoint("medium").env_step == 100_000
     with pytest.raises(ConfigError, match="35%-55%"):
         BehaviourSet(_fake_run(tmp_path / "s", [10, 20, 100])).checkpoint("medium")
     with pytest.raises(ConfigError, match="--bins 3, not 5"):

@@ -3,8 +3,9 @@
 A *behaviour directory* is either a run directory of ``spinrl behaviour train`` (``policies/step_*.pt``)
 or an exported set (``behaviour.json`` + ``expert.pt`` + ``medium.pt``, e.g. the committed
 ``behaviour_checkpoints/<task>-<bins>``). Selection (benchmarks.md s.1, "ours" where unpublished):
-expert = the checkpoint with the best greedy evaluation return (earliest on ties); medium = the
-earliest checkpoint whose greedy return is 35-55% of the expert's. Data are collected epsilon-greedily
+expert = the checkpoint with the best greedy evaluation return (earliest on ties); medium = among the
+checkpoints whose greedy return is 35-55% of the expert's, the one closest to 45% (earliest on ties): the
+earliest in the band sits at its lower edge on a steep learning curve, and users expect medium ~45. Data are collected epsilon-greedily
 with epsilon 0.05 (DecQN's own exploration floor, so data look like the agent's experience and are not
 deterministic); our reference returns (uniform random and the noisy expert, >= 20 episodes each) are
 computed once and cached in ``behaviour.json``.
@@ -27,7 +28,9 @@ from spinrl.training.behaviour import load_policy
 from spinrl.training.checkpoint import load_checkpoint, write_text_atomic
 
 MEDIUM_RANGE = (0.35, 0.55)
-"""medium = earliest checkpoint with greedy return in this fraction of the expert's (aim ~0.45)."""
+"""medium = a checkpoint with greedy return in this fraction of the expert's ..."""
+MEDIUM_TARGET = 0.45
+"""... the one closest to this fraction (earliest on ties)."""
 DATA_EPSILON = 0.05
 """Probability of a uniform random joint action while collecting data (ours; DecQN's epsilon floor)."""
 REFERENCE_EPISODES = 20
@@ -66,14 +69,15 @@ def _scan(run_dir: Path) -> list[Checkpoint]:
     return out
 
 
-def select(checkpoints: list[Checkpoint], lo: float = MEDIUM_RANGE[0], hi: float = MEDIUM_RANGE[1]) -> tuple[Checkpoint, Checkpoint | None]:
-    """(expert, medium or None): best greedy return; earliest with return in [lo, hi] x expert's."""
+def select(checkpoints: list[Checkpoint], lo: float = MEDIUM_RANGE[0], hi: float = MEDIUM_RANGE[1],
+           aim: float = MEDIUM_TARGET) -> tuple[Checkpoint, Checkpoint | None]:
+    """(expert, medium or None): best greedy return; in [lo, hi] x expert's, the closest to aim x expert's."""
     if not checkpoints:
         raise CheckpointError("no policies/step_*.pt checkpoints found; run `spinrl behaviour train` first")
     expert = max(checkpoints, key=lambda c: (c.eval_return_mean, -c.env_step))
     target = expert.eval_return_mean
-    medium = next((c for c in sorted(checkpoints, key=lambda c: c.env_step)
-                   if lo * target <= c.eval_return_mean <= hi * target), None)
+    band = [c for c in checkpoints if lo * target <= c.eval_return_mean <= hi * target]
+    medium = min(band, key=lambda c: (abs(c.eval_return_mean - aim * target), c.env_step)) if band else None
     return expert, medium
 
 
@@ -101,12 +105,14 @@ class BehaviourSet:
         if (self.root / "policies").is_dir():  # a run directory: (re)select from its current policies
             cks = _scan(self.root)
             listing = [c.file for c in cks]
-            if self.index.get("listing") != listing:
+            rule = {"medium_range": list(MEDIUM_RANGE), "medium_target": MEDIUM_TARGET}
+            if self.index.get("listing") != listing or self.index.get("rule") != rule:
                 cfg = json.loads((self.root / "config.json").read_text())
                 expert, medium = select(cks)
-                self.index = {"env": cfg["env"], "bins": int(cfg["bins"]), "listing": listing,
+                self.index = {"env": cfg["env"], "bins": int(cfg["bins"]), "listing": listing, "rule": rule,
                               "expert": expert.__dict__, "medium": None if medium is None else medium.__dict__,
-                              "curve": [c.__dict__ for c in cks]}
+                              "curve": [c.__dict__ for c in cks],
+                              **({"reference": self.index["reference"]} if "reference" in self.index else {})}
                 write_text_atomic(index_path, json.dumps(self.index, indent=2) + "\n")
         elif not self.index:
             raise ConfigError(f"--behaviour {root}: neither a run directory (policies/) nor an exported set ({INDEX})")

@@ -148,8 +148,8 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
         "(`spinrl behaviour train`: mean-decomposed factored Q, double Q, 3-step returns, Huber, Adam 1e-4, clip 40, "
         "batch 256, Polyak 0.005, uniform replay, 10k random warm-up steps, one update per 5 env steps, epsilon "
         "1.0 -> 0.05 multiplied by 0.999 per exploratory action) evaluated greedily on 10 episodes every 25k env steps. "
-        "Expert = the checkpoint with the best greedy return; medium = the earliest checkpoint whose greedy return is "
-        "35-55% of the expert's (*ours*). Data are collected epsilon-greedily with epsilon 0.05 (*ours*), "
+        "Expert = the checkpoint with the best greedy return; medium = among the checkpoints whose greedy return is "
+        "35-55% of the expert's, the one closest to 45% (*ours*). Data are collected epsilon-greedily with epsilon 0.05 (*ours*), "
         "random = uniform joint actions, random-medium-expert = whole episodes, one third from each source. "
         "Normalized scores use *our* references stored in each dataset (uniform random and the epsilon-0.05 expert, "
         "20 episodes each); the column `norm. (public refs)` uses the public benchmark's constants for comparison.",

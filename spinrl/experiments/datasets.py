@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -86,8 +88,12 @@ class DataMakeConfig:
     def default_out(self) -> Path:
         size = f"{self.transitions}t" if self.transitions is not None else f"{self.episodes}ep"
         behaviour = self.resolved_behaviour() if self.level != "random" else None
-        if behaviour:
-            size += f"-{Path(behaviour).resolve().name}"
+        if behaviour:  # name + digest of the chosen policies: a reselected medium never reuses a stale cached dataset
+            from spinrl.experiments.behaviour_sets import BehaviourSet
+
+            prov = BehaviourSet(behaviour, env=self.env, bins=self.env_kwargs.get("bins", 3)).provenance()
+            digest = hashlib.sha256(json.dumps({k: v["sha256"] for k, v in sorted(prov.items())}).encode()).hexdigest()
+            size += f"-{Path(behaviour).resolve().name}-{digest[:8]}"
         return data_dir() / dataset_name(self.env, self.env_kwargs, self.level, size, self.seed)
 
 
