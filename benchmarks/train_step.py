@@ -15,7 +15,7 @@ loaded or different machine still gives comparable fractions. One JSON line per 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -114,10 +114,6 @@ def make_asm_dir(ds, preset: str, tmp: str) -> str:
     return d
 
 
-def _autocast(dev: torch.device, bf16: bool):
-    return torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-
-
 def bench_train(ds, data_path: str, algo: str, actor: str, preset: str, asm_dir: str | None, args) -> dict:
     """The trainer's step as it runs it: sample indices, gather the batch on the device, hand spin-cached its
     cached features (the trainer's own lookup into the fp16 memmap), then ``gradient_step``."""
@@ -130,13 +126,14 @@ def bench_train(ds, data_path: str, algo: str, actor: str, preset: str, asm_dir:
     dev = s.device
 
     def make_step(bf16: bool):
+        sp = dataclasses.replace(s, cfg=dataclasses.replace(cfg, precision="bf16")) if bf16 else s  # --precision bf16
+
         def step():
             idx = ds.sample_indices(B, rng)
             batch = Batch(*ds.batch_at(idx, device=dev))
             if features is not None:
                 features(batch, idx)
-            with _autocast(dev, bf16):
-                gradient_step(s, batch)
+            gradient_step(sp, batch)
             _sync(dev)
 
         return step

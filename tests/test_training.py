@@ -92,6 +92,25 @@ def test_spin_trains_only_queries_and_heads(maze, asm_dir, tmp_path):
             assert torch.equal(after[k], v), k
 
 
+def test_bf16_precision_runs_autocast_and_stays_close(maze, asm_dir, tmp_path):
+    """--precision bf16 really computes in bf16 (losses differ from fp32) yet stays near fp32's, weights fp32."""
+    from spinrl.algorithms.common import Batch
+    from spinrl.training.trainer import build, gradient_step
+
+    infos = {}
+    for prec in ("fp32", "bf16"):
+        s = build(tiny_cfg(maze, tmp_path / prec, actor="spin", asm=asm_dir, precision=prec))
+        infos[prec] = gradient_step(s, Batch(*s.dataset.sample(16, np.random.default_rng(0))))
+        assert all(p.dtype == torch.float32 for p in s.nets.actor.parameters())
+    for k in ("critic_loss", "actor_loss"):
+        a, b = float(infos["fp32"][k]), float(infos["bf16"][k])
+        assert a != b and abs(a - b) <= 0.05 * abs(a) + 1e-2, (k, a, b)
+    rows = list(train(tiny_cfg(maze, tmp_path / "run", actor="spin", asm=asm_dir, precision="bf16")))
+    assert all(np.isfinite(r["critic_loss"]) and np.isfinite(r["actor_loss"]) for r in rows)
+    with pytest.raises(ConfigError, match="--precision"):
+        tiny_cfg(maze, tmp_path / "bad", precision="fp16").validate()
+
+
 def test_resume_is_bit_identical(maze, tmp_path):
     full = tiny_cfg(maze, tmp_path / "full", algo="awac", actor="saint", steps=18, checkpoint_every=6)
     run(full)

@@ -142,6 +142,8 @@ def group_runs(runs: list[dict]) -> dict[str, dict[str, list[dict]]]:
                 name += f" ({r['config'].get('preset')})"
             if len(steps) > 1:
                 name += f" [{r['config'].get('steps')} steps]"
+            if r["config"].get("precision", "fp32") != "fp32":
+                name += f" {r['config']['precision']}"
             g[name].append(r)
         order = sorted(g, key=lambda n: (n.split("-")[-1].split(" ")[0], ACTOR_ORDER.index(_actor(g[n][0]))
                                          if _actor(g[n][0]) in ACTOR_ORDER else 99, n))

@@ -291,7 +291,8 @@ def _make_trial(data: dict, tr: dict, pre_fixed: dict, out: Path) -> Trial:
     size = f"{data['transitions']}t" if "transitions" in data else f"{data['episodes']}ep"
     task = "_".join(p for p in (data["env"].replace(":", "-"), _kw_tag(data["env_kwargs"]), data["level"], size) if p)
     defining = {"data": data, "train": {k: v for k, v in sorted(tr.items()) if k not in ("threads", "device", "progress")}}
-    tid = f"{task}/{algo}-{actor}_{preset}_seed{seed}_{_short_hash(defining)}"
+    prec = "" if tr.get("precision", "fp32") == "fp32" else f"_{tr['precision']}"
+    tid = f"{task}/{algo}-{actor}_{preset}{prec}_seed{seed}_{_short_hash(defining)}"
     asm, asm_id = None, None
     train = {**tr, "out": str(out / "runs" / tid), "progress": False}
     train.setdefault("threads", 1)

@@ -84,6 +84,9 @@ class TrainConfig:
     """discount"""
     device: str = "cpu"
     """torch device: cpu, cuda, cuda:1 or auto"""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16 = compute the losses under bfloat16 autocast (weights and optimizer stay fp32); pays only for the
+    paper-size transformer actors (docs/SPEED.md), its effect on returns is in docs/RESULTS.md"""
     threads: int | None = None
     """torch CPU threads (default: torch's choice); use 1 when two jobs share 2 cores"""
     feature_cache_gb: float = 8.0
@@ -122,6 +125,8 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v <= 0):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"--precision {self.precision!r} is unknown; choose fp32 or bf16")
         if self.lr is not None and not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         if not 0.0 < self.gamma <= 1.0:

@@ -48,7 +48,7 @@ from spinrl.utils.progress import progress_bar
 EVAL_COLUMNS = ("eval_return_mean", "eval_return_std", "normalized_score", "normalized_std")
 # Settings a resumed run must share with the original: anything that changes what is computed.
 _FIXED = ("dataset", "algo", "actor", "asm", "preset", "eval_every", "eval_episodes", "greedy", "seed",
-          "checkpoint_every", "log_every", "batch_size", "lr", "gamma", "algo_kwargs", "model_kwargs")
+          "checkpoint_every", "log_every", "batch_size", "lr", "gamma", "precision", "algo_kwargs", "model_kwargs")
 
 
 @dataclasses.dataclass
@@ -121,8 +121,10 @@ def _check_env_matches(ds: OfflineDataset) -> None:
 def gradient_step(s: Setup, batch: Batch) -> dict[str, torch.Tensor]:
     """One update of every network the algorithm trains, in its order, then the Polyak targets."""
     info: dict[str, torch.Tensor] = {}
+    bf16 = s.cfg.precision == "bf16"
     for name in s.algo.UPDATES:
-        loss, i = getattr(s.algo, f"{name}_loss")(s.nets, batch, s.algo_cfg)
+        with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss, i = getattr(s.algo, f"{name}_loss")(s.nets, batch, s.algo_cfg)
         opt = s.optimizers[name]
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -210,8 +212,9 @@ def train(cfg: TrainConfig) -> Iterator[dict]:
         ck = load_checkpoint(ckpt_path, "training checkpoint", kind="train")
         saved = ck["config"]
         now = to_jsonable(cfg)
+        defaults = {"precision": "fp32"}  # fields added after a run was made take their default
         for k in _FIXED:
-            if saved.get(k) != now.get(k):
+            if saved.get(k, defaults.get(k)) != now.get(k):
                 raise ConfigError(f"--resume with {k}={now.get(k)!r} but the run used {saved.get(k)!r}; use the same value")
         _load_state_dicts(s, ck)
         restore_rng(ck["rng"], rng)
