@@ -8,7 +8,8 @@ the achieved FLOP/s as a fraction of a large fp32 matmul timed in the same run (
 loaded or different machine still gives comparable fractions. One JSON line per measurement on stdout;
 ``--write-doc`` renders docs/SPEED.md (never edit it by hand).
 
-    python benchmarks/train_step.py --shapes cheetah,dog,dog30 --write-doc docs/SPEED.md   # full report
+    python benchmarks/train_step.py --results benchmarks/results/speed_cpu.jsonl --write-doc docs/SPEED.md
+                                     # full report (~3 h on 2 cores): rerun the same command after a stop
     python benchmarks/train_step.py --quick --threads 1                                    # smoke run
 """
 
@@ -92,7 +93,8 @@ def limit_line(n: int, reps: int, device: str) -> dict:
         _sync(dev)
 
     ms = statistics.median(time_it(mm, reps, 1))
-    return {"kind": "limit", "matmul_n": n, "ms_median": round(ms, 3), "gflop_per_s": round(2 * n**3 / ms / 1e6, 2)}
+    return {"kind": "limit", "matmul_n": n, "ms_median": round(ms, 3), "gflop_per_s": round(2 * n**3 / ms / 1e6, 2),
+            "threads": torch.get_num_threads(), "date": datetime.datetime.now().isoformat(timespec="seconds")}
 
 
 def _rate(flops: int, ms: float) -> float:
@@ -166,7 +168,7 @@ def bench_asm(ds, preset: str, args) -> dict:
     p = PRESETS[preset]
     dev = torch.device(args.device)
     asm = ActionStructureModel(ds.observation_dim, ds.nvec, p["model"]).to(dev)
-    opt = torch.optim.Adam(asm.parameters(), lr=p["asm_lr"])
+    opt = torch.optim.Adam(asm.parameters(), lr=p["asm_lr"], fused=True)  # as spinrl pretrain
     rng = np.random.default_rng(0)
     B = p["asm_batch_size"]
     mam = MAMConfig()
@@ -221,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip bf16-autocast timings of IQL saint/spin")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-asm", dest="asm", action="store_false", help="skip the ASM pretraining rows")
+    ap.add_argument("--results", default=None, metavar="JSONL",
+                    help="append every measurement to this file and skip the rows it already holds (same shape, "
+                         "preset, algo, actor, steps, threads, device): a long full run can be stopped and rerun; "
+                         "--write-doc then renders every row of the file")
     ap.add_argument("--write-doc", default=None, metavar="PATH", help="render the markdown report (docs/SPEED.md)")
     args = ap.parse_args(argv)
     if args.quick:
@@ -235,34 +242,84 @@ def main(argv: list[str] | None = None) -> int:
     actors = args.actors.split(",")
     head = {"kind": "setup", "quick": args.quick, "steps": args.steps, "warmup": args.warmup,
             "argv": sys.argv[1:] if argv is None else argv, **device_info(args.device)}
-    print(json.dumps(head), flush=True)
-    results = [limit_line(args.limit_n, args.limit_reps, args.device)]
-    print(json.dumps(results[0]), flush=True)
+    context = {"threads": head["torch_threads"], "device": head["device"], "quick": args.quick}
+    earlier = _read_results(args.results, context) if args.results else []
+    done = {_key(r) for r in earlier if r["kind"] in ("train_step", "asm_step")}
+    start = limit_line(args.limit_n, args.limit_reps, args.device)
+    results = earlier + [head, start]
+    _emit(head, args.results)
+    _emit(start, args.results)
+
+    def record(r: dict) -> None:
+        r.update(limit_gflop_per_s=start["gflop_per_s"], loadavg=[round(x, 2) for x in os.getloadavg()], **context)
+        _emit(r, args.results)
+        results.append(r)
+
     with tempfile.TemporaryDirectory() as tmp:
         for shape in shapes:
             obs_dim, nvec = SHAPES[shape]
             ds = synthetic(obs_dim, nvec, args.rows)
             data_path = os.path.join(tmp, f"data_{shape}")  # spin-cached's feature cache goes beside it
             for preset in args.presets.split(","):
-                asm_dir = make_asm_dir(ds, preset, os.path.join(tmp, shape)) if any(a.startswith("spin") for a in actors) else None
+                asm_dir = None
                 for algo in args.algos.split(","):
                     for actor in actors:
-                        r = {"shape": shape, **bench_train(ds, data_path, algo, actor, preset,
-                                                           asm_dir if actor.startswith("spin") else None, args)}
-                        print(json.dumps(r), flush=True)
-                        results.append(r)
-                r = {"shape": shape, **bench_asm(ds, preset, args)}
-                print(json.dumps(r), flush=True)
-                results.append(r)
+                        want = {"kind": "train_step", "shape": shape, "preset": preset, "algo": algo, "actor": actor,
+                                "n": args.steps, **context}
+                        if _key(want) in done:
+                            continue
+                        if actor.startswith("spin") and asm_dir is None:
+                            asm_dir = make_asm_dir(ds, preset, os.path.join(tmp, shape))
+                        record({"shape": shape, **bench_train(ds, data_path, algo, actor, preset,
+                                                              asm_dir if actor.startswith("spin") else None, args)})
+                want = {"kind": "asm_step", "shape": shape, "preset": preset, "n": args.asm_steps, **context}
+                if args.asm and _key(want) not in done:
+                    record({"shape": shape, **bench_asm(ds, preset, args)})
     end = limit_line(args.limit_n, args.limit_reps, args.device)
     end["when"] = "end"
     results.append(end)
     head["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    print(json.dumps(end), flush=True)
+    _emit(end, args.results)
     if args.write_doc:
         write_doc(args.write_doc, head, results)
         print(f"wrote {args.write_doc}", file=sys.stderr)
     return 0
+
+
+def _key(r: dict) -> tuple:
+    """What makes two measurements the same row (so a rerun with --results skips it)."""
+    return tuple(r.get(k) for k in ("kind", "shape", "preset", "algo", "actor", "n", "threads", "device", "quick"))
+
+
+def _emit(r: dict, path: str | None) -> None:
+    """Print a JSON line and, with --results, append it to the file at once (a killed run keeps its rows)."""
+    line = json.dumps(r)
+    print(line, flush=True)
+    if path:
+        with open(path, "a+b") as f:
+            f.seek(0, os.SEEK_END)
+            torn = f.tell() > 0 and (f.seek(-1, os.SEEK_END) or f.read(1) != b"\n")
+            f.write((("\n" if torn else "") + line + "\n").encode())
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _read_results(path: str, context: dict) -> list[dict]:
+    """Earlier rows of --results measured in the same context (threads, device, quick); a torn last line is dropped."""
+    if not os.path.exists(path):
+        return []
+    rows = []
+    with open(path) as f:
+        for line in f:
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if r.get("kind") in ("train_step", "asm_step") and all(r.get(k) == v for k, v in context.items()):
+                rows.append(r)
+            elif r.get("kind") == "limit" and r.get("threads", context["threads"]) == context["threads"]:
+                rows.append(r)
+    return rows
 
 
 # ---- the markdown report -------------------------------------------------------------------------------
@@ -274,10 +331,10 @@ def _f(x, nd=1, suffix=""):
 
 def write_doc(path: str, head: dict, results: list[dict]) -> None:
     limits = [r for r in results if r["kind"] == "limit"]
-    limit = max(r["gflop_per_s"] for r in limits)  # the better of start/end: fractions are not flattered by load
+    limit = max(r["gflop_per_s"] for r in limits)  # the best line seen: fractions are not flattered by load
 
-    def pct(r):
-        return 100 * r["gflop_per_s"] / limit
+    def pct(r):  # against the line measured at the start of the invocation that measured the row (or the best)
+        return 100 * r["gflop_per_s"] / max(r.get("limit_gflop_per_s") or limit, 1e-9)
 
     train = [r for r in results if r["kind"] == "train_step"]
     asm = [r for r in results if r["kind"] == "asm_step"]
@@ -287,7 +344,9 @@ def write_doc(path: str, head: dict, results: list[dict]) -> None:
         "",
         "Generated by `benchmarks/train_step.py`; do not edit by hand. Regenerate (on a quiet machine) with",
         "",
-        "    python benchmarks/train_step.py --shapes cheetah,dog,dog30 --write-doc docs/SPEED.md",
+        "    python benchmarks/train_step.py --results benchmarks/results/speed_cpu.jsonl --write-doc docs/SPEED.md",
+        "",
+        "(the full run takes hours on 2 cores; rerunning the command measures only the rows the results file lacks).",
         "",
         f"- Device: **{dev}** ({head['device']}), {head['cpu_count']} logical CPUs, torch threads "
         f"{head['torch_threads']}, torch {head['torch']}, Python {head['python']}, {head['date']}.",
@@ -297,7 +356,10 @@ def write_doc(path: str, head: dict, results: list[dict]) -> None:
         f"- {'**Quick mode** (' + str(head['steps']) + ' timed steps per row, small synthetic dataset): a check that the script runs, not numbers to quote.' if head['quick'] else 'Median of ' + str(head['steps']) + ' timed steps after ' + str(head['warmup']) + ' warm-up steps per row.'}",
         f"- Limit line: a {limits[0]['matmul_n']}x{limits[0]['matmul_n']} fp32 matmul reaches "
         + " / ".join(f"{r['gflop_per_s']:.1f}" for r in limits)
-        + f" GFLOP/s (start / end of the run); fractions below use {limit:.1f}.",
+        + " GFLOP/s (measured at the start and end of each invocation"
+        + (f"; the rows come from {sum(1 for r in limits if r.get('when') != 'end')} invocations appending to one "
+           "`--results` file" if sum(1 for r in limits if r.get('when') != 'end') > 1 else "")
+        + "); each row's fraction uses the line measured at the start of its invocation.",
         "- A step is what the trainer runs: sample a batch, move it to the device, (spin-cached: look its states up "
         "in the fp16 feature cache), `gradient_step`. FLOPs are model FLOPs of one such step counted by "
         "`torch.utils.flop_counter` (matmuls and attention; elementwise work is not counted).",

@@ -59,7 +59,7 @@ def policy_value(
 
 
 def value_loss(
-    nets: Nets, batch: Batch, cfg: AWACConfig, generator: torch.Generator | None = None
+    nets: Nets, batch: Batch, cfg: AWACConfig, generator: torch.Generator | None = None, shared: dict | None = None
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """MSE of V(s) to the policy's value under the target critic."""
     with torch.no_grad():
@@ -69,7 +69,7 @@ def value_loss(
     return loss, {"value_loss": loss.detach(), "v": v_B.detach().mean()}
 
 
-def critic_loss(nets: Nets, batch: Batch, cfg: AWACConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def critic_loss(nets: Nets, batch: Batch, cfg: AWACConfig, shared: dict | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """MSE of each Q_k(s, a) to r + gamma (1 - terminated) V_target(s')."""
     with torch.no_grad():
         target_B = td_target(batch, nets.value_target(batch.next_obs), cfg.gamma)
@@ -78,7 +78,7 @@ def critic_loss(nets: Nets, batch: Batch, cfg: AWACConfig) -> tuple[torch.Tensor
     return loss, {"critic_loss": loss.detach(), "q": q_KB.detach().mean()}
 
 
-def actor_loss(nets: Nets, batch: Batch, cfg: AWACConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def actor_loss(nets: Nets, batch: Batch, cfg: AWACConfig, shared: dict | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Advantage-weighted likelihood with the online critic and value (weights detached)."""
     with torch.no_grad():
         adv_B = nets.critic(batch.obs, batch.actions).min(0).values - nets.value(batch.obs)

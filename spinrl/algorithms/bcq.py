@@ -70,7 +70,7 @@ def constrained_max(
 
 
 def critic_loss(
-    nets: Nets, batch: Batch, cfg: BCQConfig, generator: torch.Generator | None = None
+    nets: Nets, batch: Batch, cfg: BCQConfig, generator: torch.Generator | None = None, shared: dict | None = None
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """MSE of each Q_k(s, a) to r + gamma (1 - terminated) min_k max_{allowed a'} Q_target,k(s', a')."""
     with torch.no_grad():
@@ -81,7 +81,7 @@ def critic_loss(
     return loss, {"critic_loss": loss.detach(), "q": q_KB.detach().mean()}
 
 
-def actor_loss(nets: Nets, batch: Batch, cfg: BCQConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def actor_loss(nets: Nets, batch: Batch, cfg: BCQConfig, shared: dict | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Imitation: -E_D[log pi_b(a|s)]."""
     logp_B = nets.actor.log_prob(batch.obs, batch.actions)
     loss = -logp_B.mean()

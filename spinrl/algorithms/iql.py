@@ -47,16 +47,27 @@ def actor_weights(adv_B: torch.Tensor, cfg: IQLConfig) -> torch.Tensor:
     return torch.exp((cfg.beta * adv_B).clamp(max=math.log(cfg.clip)))
 
 
-def value_loss(nets: Nets, batch: Batch, cfg: IQLConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Expectile regression of V(s) on min_k Q_target,k(s, a)."""
+def target_q(nets: Nets, batch: Batch, shared: dict | None) -> torch.Tensor:
+    """min_k Q_target,k(s, a), computed once per step: the value and actor losses both read it and the
+    target critic only moves after every update (``shared`` is the step's scratch dict, or None)."""
+    if shared is not None and "target_q" in shared:
+        return shared["target_q"]
     with torch.no_grad():
         q_B = nets.critic_target(batch.obs, batch.actions).min(0).values
+    if shared is not None:
+        shared["target_q"] = q_B
+    return q_B
+
+
+def value_loss(nets: Nets, batch: Batch, cfg: IQLConfig, shared: dict | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Expectile regression of V(s) on min_k Q_target,k(s, a)."""
+    q_B = target_q(nets, batch, shared)
     v_B = nets.value(batch.obs)
     loss = expectile_loss(q_B - v_B, cfg.expectile)
     return loss, {"value_loss": loss.detach(), "v": v_B.detach().mean()}
 
 
-def critic_loss(nets: Nets, batch: Batch, cfg: IQLConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def critic_loss(nets: Nets, batch: Batch, cfg: IQLConfig, shared: dict | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """MSE of each Q_k(s, a) to r + gamma (1 - terminated) V(s')."""
     with torch.no_grad():
         target_B = td_target(batch, nets.value(batch.next_obs), cfg.gamma)
@@ -65,10 +76,11 @@ def critic_loss(nets: Nets, batch: Batch, cfg: IQLConfig) -> tuple[torch.Tensor,
     return loss, {"critic_loss": loss.detach(), "q": q_KB.detach().mean()}
 
 
-def actor_loss(nets: Nets, batch: Batch, cfg: IQLConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Advantage-weighted likelihood: -E[w log pi(a|s)] with detached weights."""
+def actor_loss(nets: Nets, batch: Batch, cfg: IQLConfig, shared: dict | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Advantage-weighted likelihood: -E[w log pi(a|s)] with detached weights (V after its update)."""
+    q_B = target_q(nets, batch, shared)
     with torch.no_grad():
-        adv_B = nets.critic_target(batch.obs, batch.actions).min(0).values - nets.value(batch.obs)
+        adv_B = q_B - nets.value(batch.obs)
         w_B = actor_weights(adv_B, cfg)
     return weighted_likelihood_loss(nets, batch, adv_B, w_B)
 

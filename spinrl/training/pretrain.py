@@ -91,7 +91,7 @@ def pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[d
     model_cfg = ModelConfig(**res["model"])
     seed_everything(cfg.seed)
     asm = ActionStructureModel(ds.observation_dim, ds.nvec, model_cfg).to(device)
-    opt = torch.optim.Adam(asm.parameters(), lr=res["lr"])
+    opt = torch.optim.Adam(asm.parameters(), lr=res["lr"], fused=True)
     mam = MAMConfig(mask_prob=cfg.mask_prob, variable=cfg.masking == "variable")
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator(device=device)

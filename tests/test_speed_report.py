@@ -1,0 +1,41 @@
+"""The speed report script (benchmarks/train_step.py) runs end to end and resumes from its results file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import train_step  # noqa: E402
+
+
+def _rows(path: Path, kind: str) -> list[dict]:
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if r["kind"] == kind:
+            out.append(r)
+    return out
+
+
+def test_results_file_resumes_and_renders(tmp_path):
+    res, doc = tmp_path / "speed.jsonl", tmp_path / "SPEED.md"
+    argv = ["--quick", "--shapes", "cheetah", "--presets", "cpu", "--algos", "iql", "--actors", "factored",
+            "--no-bf16", "--threads", "1", "--results", str(res)]
+    assert train_step.main(argv + ["--no-asm"]) == 0
+    first = _rows(res, "train_step")
+    assert len(first) == 1 and first[0]["ref_over_lib"] > 0 and first[0]["limit_gflop_per_s"] > 0
+    # rerun: the train row is already there (not re-measured); the ASM row is new
+    assert train_step.main(argv + ["--write-doc", str(doc)]) == 0
+    assert _rows(res, "train_step") == first and len(_rows(res, "asm_step")) == 1
+    text = doc.read_text()
+    assert "| cpu | iql | factored |" in text and "2 invocations" in text
+    # a torn last line (a kill mid-write) is ignored
+    with open(res, "a") as f:
+        f.write('{"kind": "train_st')
+    assert train_step.main(argv + ["--no-asm"]) == 0 and _rows(res, "train_step") == first
+    assert json.loads(res.read_text().splitlines()[-1])["kind"] == "limit"  # rows after the torn one stay whole
