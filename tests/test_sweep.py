@@ -176,3 +176,26 @@ def test_distributed_pretraining_under_torchrun_matches_one_process(tmp_path):
     from spinrl.training.asm_dir import load_asm
 
     load_asm(tmp_path / "dist")  # a normal ASM directory: SPIN loads it
+
+
+def test_distributed_pretraining_under_ray_train_matches_one_process(tmp_path):
+    pytest.importorskip("ray.train")
+    from spinrl.experiments.datasets import DataMakeConfig, make_dataset
+
+    data = str(make_dataset(DataMakeConfig(env="maze", env_kwargs={"actuators": 5}, level="medium-expert", transitions=2000,
+                                           seed=0, out=str(tmp_path / "maze.d")), progress=False))
+    common = ["--max-epochs", "2", "--steps-per-epoch", "6", "--batch-size", "128", "--threads", "1", "--no-progress",
+              "--min-epochs", "1"]
+    assert main(["pretrain", data, "--out", str(tmp_path / "ray"), "--distributed", "--dist-backend", "ray",
+                 "--workers", "2", *common]) == 0
+    assert main(["pretrain", data, "--out", str(tmp_path / "single"), *common]) == 0
+    d, s = (json.loads((tmp_path / x / "asm.json").read_text()) for x in ("ray", "single"))
+    assert d["world_size"] == 2 and d["per_rank_batch"] == 64 and d["batch_size"] == s["batch_size"] == 128
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == sorted(p.name for p in (tmp_path / "single").iterdir())
+    for a, b in zip(d["curve"], s["curve"]):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], abs=0.03)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=0.05)
+    from spinrl.training.asm_dir import load_asm
+
+    load_asm(tmp_path / "ray")
+    assert main(["pretrain", data, "--out", str(tmp_path / "x"), "--workers", "2", *common]) == 2  # needs --distributed

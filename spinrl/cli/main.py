@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from spinrl.cli.args import add_config_args, config_from_args, parse_kwargs
-from spinrl.errors import SpinError
+from spinrl.errors import ConfigError, SpinError
 
 COMMANDS = {}
 
@@ -355,11 +355,19 @@ def cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_pretrain_or_distributed(args: argparse.Namespace, extra: list[str]) -> int:
     if not getattr(args, "distributed", False):
+        if args.dist_backend != "torchrun" or args.workers is not None:
+            raise ConfigError("--dist-backend and --workers only apply with --distributed; add --distributed")
         return cmd_pretrain(args, extra)
     from spinrl.training.config import PretrainConfig
-    from spinrl.training.pretrain import pretrain_distributed
+    from spinrl.training.pretrain import pretrain_distributed, pretrain_ray
 
-    out = pretrain_distributed(config_from_args(PretrainConfig, args))
+    cfg = config_from_args(PretrainConfig, args)
+    if args.dist_backend == "ray":
+        out = pretrain_ray(cfg, workers=args.workers or 2, use_gpu=cfg.device.startswith("cuda"), address=args.ray_address)
+    else:
+        if args.workers is not None:
+            raise ConfigError("--workers is for --dist-backend ray; under torchrun use torchrun --nproc_per_node K")
+        out = pretrain_distributed(cfg)
     if out is not None:  # rank 0
         info = json.loads((out / "asm.json").read_text())
         print(f"ASM saved to {out} ({info['world_size']} processes, global batch {info['batch_size']}): chosen epoch "
@@ -415,6 +423,11 @@ def _experiment_parsers(sub) -> None:
         pt = sub.choices["pretrain"]
         pt.add_argument("--distributed", action="store_true",
                         help="data-parallel under torchrun (gloo on CPU, nccl on GPU): the batch is split across ranks, rank 0 writes")
+        pt.add_argument("--dist-backend", choices=["torchrun", "ray"], default="torchrun",
+                        help="with --distributed: torchrun (start with torchrun --nproc_per_node K) or ray (Ray Train "
+                             "TorchTrainer, started by this command; extra: ray)")
+        pt.add_argument("--workers", type=int, default=None, help="with --dist-backend ray: ranks, one CPU each (default 2)")
+        pt.add_argument("--ray-address", default=None, help="with --dist-backend ray: join this Ray cluster (default: a local one)")
         pt.set_defaults(fn=cmd_pretrain_or_distributed)
     if "eval" in sub.choices:
         ev = sub.choices["eval"]

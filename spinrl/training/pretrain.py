@@ -23,7 +23,7 @@ import torch
 from spinrl.algorithms.mam import MAMConfig, asm_loss
 from spinrl.cli.args import to_jsonable
 from spinrl.data import load
-from spinrl.errors import CheckpointError, ConfigError
+from spinrl.errors import CheckpointError, ConfigError, MissingExtraError
 from spinrl.models import ActionStructureModel, ModelConfig
 from spinrl.training.checkpoint import (
     CHECKPOINT_SCHEMA,
@@ -276,13 +276,72 @@ def pretrain_distributed(cfg: PretrainConfig) -> Path | None:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     tdist.init_process_group(backend=backend)
     try:
-        dist = _Dist(rank=tdist.get_rank(), world=tdist.get_world_size())
-        for _ in pretrain_iter(cfg, dist):
-            pass
-        tdist.barrier()
-        return Path(cfg.out) if dist.main else None
+        return _pretrain_in_group(cfg)
     finally:
         tdist.destroy_process_group()
+
+
+def _pretrain_in_group(cfg: PretrainConfig) -> Path | None:
+    """Pretrain as one rank of an initialized process group (torchrun or a Ray Train worker)."""
+    import torch.distributed as tdist
+
+    dist = _Dist(rank=tdist.get_rank(), world=tdist.get_world_size())
+    for _ in pretrain_iter(cfg, dist):
+        pass
+    tdist.barrier()
+    return Path(cfg.out) if dist.main else None
+
+
+def _ray_worker(config: dict) -> None:
+    """Ray Train's per-worker loop: Ray has initialized the process group (gloo on CPU, nccl on GPU)."""
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))
+    _pretrain_in_group(PretrainConfig(**config))
+
+
+def pretrain_ray(cfg: PretrainConfig, workers: int, use_gpu: bool = False, address: str | None = None) -> Path:
+    """Data-parallel pretraining under Ray Train (``TorchTrainer``), same layout and global batch as torchrun.
+
+    Starts (or joins, with ``address``) a Ray cluster, runs ``workers`` ranks with one CPU each (and one GPU
+    each with ``use_gpu``), and returns the ASM directory written by rank 0. Needs the ``ray`` extra.
+
+    Raises:
+        MissingExtraError: Ray Train is not installed.
+    """
+    import shutil
+    import tempfile
+
+    try:
+        import ray
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+    except ImportError:
+        raise MissingExtraError("--distributed --backend ray needs Ray Train: pip install 'spinrl[ray]'") from None
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    # Ray runs workers in their own directories: pass absolute paths.
+    cfg = dataclasses.replace(cfg, dataset=os.path.abspath(cfg.dataset), out=os.path.abspath(cfg.out), progress=False,
+                              threads=cfg.threads or 1)
+    cfg.validate()
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    storage = tempfile.mkdtemp(prefix="spinrl-ray-train-")
+    try:
+        trainer = TorchTrainer(
+            _ray_worker,
+            train_loop_config=dataclasses.asdict(cfg),
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": 1}),
+            run_config=RunConfig(storage_path=storage, name="pretrain"),
+        )
+        result = trainer.fit()
+        if result.error is not None:
+            raise result.error
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
+        if started:
+            ray.shutdown()
+    return Path(cfg.out)
 
 
 def pretrain(cfg: PretrainConfig) -> Path:
