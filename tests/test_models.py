@@ -252,3 +252,31 @@ def test_model_config_validation():
         ModelConfig(dropout=1.5)
     with pytest.raises(ConfigError, match="n_blocks"):
         ModelConfig(n_blocks=0)
+
+
+def test_cpu_dropout_mask_rate_scale_gradient_and_seed():
+    from spinrl.models.layers import dropout
+
+    x = torch.ones(400, 500, requires_grad=True)
+    torch.manual_seed(3)
+    y = dropout(x, 0.1, True)
+    keep = y.detach() > 0
+    assert abs(keep.float().mean().item() - 0.9) < 0.005  # 200k draws: std of the rate ~0.0007
+    assert torch.allclose(y.detach()[keep], torch.full_like(y.detach()[keep], 1 / 0.9))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # d(x * mask)/dx = mask
+    torch.manual_seed(3)
+    assert torch.equal(dropout(x, 0.1, True), y)  # the seed fixes the mask
+    assert dropout(x, 0.1, False) is x and dropout(x, 0.0, True) is x
+
+
+def test_block_attention_training_path_matches_sdpa():
+    """The written-out CPU training attention equals SDPA's when dropout draws nothing."""
+    from spinrl.models.layers import TransformerBlock
+
+    torch.manual_seed(0)
+    block = TransformerBlock(32, 4, dropout=0.0).train()
+    x = torch.randn(8, 10, 32)
+    ref = block(x)  # SDPA (no dropout)
+    block.dropout = 1e-9  # written-out path; p * 2^16 rounds to 0, so nothing is dropped
+    assert torch.allclose(block(x), ref, atol=1e-5)
