@@ -291,6 +291,11 @@ def _make_trial(data: dict, tr: dict, pre_fixed: dict, out: Path) -> Trial:
     size = f"{data['transitions']}t" if "transitions" in data else f"{data['episodes']}ep"
     task = "_".join(p for p in (data["env"].replace(":", "-"), _kw_tag(data["env_kwargs"]), data["level"], size) if p)
     defining = {"data": data, "train": {k: v for k, v in sorted(tr.items()) if k not in ("threads", "device", "progress")}}
+    if str(data["env"]).startswith("dmc:") and data["level"] != "random":
+        from spinrl.experiments.datasets import DataMakeConfig
+
+        # the dataset's cache name carries a digest of the chosen behaviour policies: new policies, new trials
+        defining["dataset"] = DataMakeConfig(**data).default_out().name
     prec = "" if tr.get("precision", "fp32") == "fp32" else f"_{tr['precision']}"
     tid = f"{task}/{algo}-{actor}_{preset}{prec}_seed{seed}_{_short_hash(defining)}"
     asm, asm_id = None, None
@@ -302,7 +307,8 @@ def _make_trial(data: dict, tr: dict, pre_fixed: dict, out: Path) -> Trial:
             asm.setdefault("masking", "variable")
         if "model_kwargs" in tr and "model_kwargs" not in asm:
             asm["model_kwargs"] = tr["model_kwargs"]
-        asm_id = f"{task}/asm_{preset}_{asm.get('masking', 'bert')}_seed{seed}_{_short_hash({'data': data, 'asm': asm})}"
+        asm_def = {"data": data, "asm": asm, **({"dataset": defining["dataset"]} if "dataset" in defining else {})}
+        asm_id = f"{task}/asm_{preset}_{asm.get('masking', 'bert')}_seed{seed}_{_short_hash(asm_def)}"
         train["asm"] = str(out / "asm" / asm_id)
     assert set(train) - {f.name for f in dataclasses.fields(TrainConfig)} <= {"dataset"}
     return Trial(id=tid, train=train, data=data, asm=asm, asm_id=asm_id)
