@@ -10,18 +10,19 @@ import pytest
 
 from spinrl.cli.main import main
 from spinrl.errors import ConfigError
-from spinrl.experiments.report import build_report, write_report
+from spinrl.experiments.report import build_report, format_markdown, write_report
 
 COLUMNS = "step,wall_seconds,grad_steps_per_s,critic_loss,eval_return_mean,eval_return_std,normalized_score,normalized_std"
 
 
 def fake_run(root: Path, name: str, actor: str, seed: int, returns: list[float], walls: list[float], asm_seconds: float = 0.0,
-             finished: bool = True, env_kwargs: dict | None = None) -> Path:
+             finished: bool = True, env_kwargs: dict | None = None, precision: str | None = None) -> Path:
     """A run directory as the trainer writes it (config.json, metrics.csv, policy.pt), with known numbers."""
     d = root / name
     d.mkdir(parents=True)
     cfg = {"config": {"algo": "iql", "actor": actor, "seed": seed, "preset": "cpu", "steps": 10 * len(returns),
-                      "eval_every": 10, "eval_episodes": 5, "greedy": False, "dataset": str(root / "nodata.d")},
+                      "eval_every": 10, "eval_episodes": 5, "greedy": False, "dataset": str(root / "nodata.d"),
+                      **({"precision": precision} if precision else {})},
            "resolved": {"batch_size": 256, "model": {"d_model": 64, "n_blocks": 2}},
            "dataset": {"env_id": "maze", "env_kwargs": env_kwargs or {"actuators": 5}, "level": "medium-expert"},
            "asm_wall_seconds": asm_seconds, "versions": {"torch": "x"}, "device": {"type": "cpu", "name": "x86_64",
@@ -72,6 +73,22 @@ def test_report_files_and_cli(runs, tmp_path):
     doc = (tmp_path / "docs" / "RESULTS.md").read_text()
     img = next(line for line in doc.splitlines() if line.startswith("![learning"))
     assert (tmp_path / "docs" / img.split("](")[1].rstrip(")")).exists()
+
+
+def test_paired_comparisons_spin_cached_and_bf16(runs):
+    fake_run(runs, "c0", "spin-cached", 0, [50, 95, 110], [1, 2, 3], asm_seconds=5.0)
+    fake_run(runs, "c1", "spin-cached", 1, [70, 90, 104], [1, 2, 3], asm_seconds=7.0)
+    fake_run(runs, "b0", "spin", 0, [40, 90, 91], [1, 2, 3], asm_seconds=5.0, precision="bf16")
+    rep = build_report(runs)
+    by = {(c["method"], c["baseline"]): c for c in rep["comparisons"]}
+    c = by[("SPIN-cached-IQL", "SPIN-IQL")]
+    # normalized = return / 2; paired per seed: (110 - 95) / 2 = 7.5 and (104 - 99) / 2 = 2.5
+    assert c["paired_difference"]["mean"] == pytest.approx(5.0) and c["paired_difference"]["std"] == pytest.approx(2.5)
+    assert c["wall_ratio"] == pytest.approx((3 + 6) / (6 + 6))
+    b = by[("SPIN-IQL bf16", "SPIN-IQL")]
+    assert b["seeds"] == 1 and b["paired_difference"]["mean"] == pytest.approx((91 - 95) / 2)
+    md = format_markdown(rep, "img")
+    assert "## Paired comparisons" in md and "spin-cached vs spin: higher by more than one std on 1 of 1" in md
 
 
 def test_empty_dir_is_a_clear_error(tmp_path):

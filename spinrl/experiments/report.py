@@ -169,6 +169,7 @@ def summarize_method(runs: list[dict], reference: list[dict] | None) -> dict:
         "steps": _ms([r["rows"][-1]["step"] for r in runs]),
         "score_key": key,
         "final_normalized": _ms([f.get("normalized_score") for f in finals]),
+        "final_per_seed": {str(r["config"].get("seed")): f.get(key) for r, f in zip(runs, finals)},
         "best_normalized": _ms(best if key == "normalized_score" else [None]),
         "final_return": _ms([f["eval_return_mean"] for f in finals]),
         "best_return": _ms([max(e["eval_return_mean"] for e in r["evals"]) for r in runs]),
@@ -246,7 +247,9 @@ def build_report(root: str | Path) -> dict:
         "dataset_sizes": sorted({_dataset_size(r) for r in runs} - {None}),
         "cpu_count": os.cpu_count(),
     }
-    return {"root": str(root), "setting": setting, "tasks": tasks}
+    rep = {"root": str(root), "setting": setting, "tasks": tasks}
+    rep["comparisons"] = comparisons(rep)
+    return rep
 
 
 def _dataset_size(r: dict) -> int | None:
@@ -415,6 +418,7 @@ def format_markdown(rep: dict, img_dir: str, title: str | None = None, command: 
         lines += ["## How this differs from the paper's setting", ""] + paper_differences(rep) + [
             "", "The paper's numbers are shown beside ours only where the task matches; none of ours is a "
             "reproduction of a paper number.", ""]
+    lines += format_comparisons(rep.get("comparisons", []))
     for task, t in rep["tasks"].items():
         slug = _slug(task)
         lines += [f"## {task}", ""]
@@ -449,6 +453,67 @@ def format_markdown(rep: dict, img_dir: str, title: str | None = None, command: 
                 f"seed {x['seed']}: epoch {x['chosen_epoch']} of {x['epochs_run']} ({x['stop_reason']}, {x['masking']}), "
                 f"{x['wall_seconds']:.0f} s" for x in a), "", f"![ASM pretraining {task}]({img_dir}/asm_{slug}.png)", ""]
     return "\n".join(lines) + "\n"
+
+
+def comparisons(rep: dict) -> list[dict]:
+    """Paired comparisons the runs allow: spin-cached vs SPIN (same ASMs and seeds) and bf16 vs fp32.
+
+    Per task: each side's final score, the per-seed difference (paired by seed), and the wall-time and
+    steps/s ratios, so a reader sees whether a faster variant gives up return.
+    """
+    out = []
+    for task, t in rep["tasks"].items():
+        ms = t["methods"]
+        for name, m in ms.items():
+            if name.endswith(" bf16"):
+                base = name[: -len(" bf16")]
+                kind = "bf16 vs fp32"
+            elif name.startswith("SPIN-cached-"):
+                base = "SPIN-" + name[len("SPIN-cached-"):]
+                kind = "spin-cached vs spin"
+            else:
+                continue
+            b = ms.get(base)
+            if b is None:
+                continue
+            seeds = sorted(set(m["final_per_seed"]) & set(b["final_per_seed"]))
+            diffs = [m["final_per_seed"][k] - b["final_per_seed"][k] for k in seeds
+                     if m["final_per_seed"][k] is not None and b["final_per_seed"][k] is not None]
+            tw, bw = m["total_wall_seconds"]["mean"], b["total_wall_seconds"]["mean"]
+            out.append({"kind": kind, "task": task, "method": name, "baseline": base, "score_key": m["score_key"],
+                        "final": m["final_normalized"] if m["score_key"] == "normalized_score" else m["final_return"],
+                        "baseline_final": b["final_normalized"] if b["score_key"] == "normalized_score" else b["final_return"],
+                        "paired_difference": _ms(diffs), "seeds": len(diffs),
+                        "wall_ratio": tw / bw if tw and bw else None,
+                        "steps_per_s_ratio": (m["grad_steps_per_s"]["mean"] / b["grad_steps_per_s"]["mean"]
+                                              if b["grad_steps_per_s"]["mean"] else None),
+                        "time_to_target": m["time_to_target_seconds"], "baseline_time_to_target": b["time_to_target_seconds"]})
+    return out
+
+
+def format_comparisons(comps: list[dict]) -> list[str]:
+    if not comps:
+        return []
+    lines = ["## Paired comparisons", "",
+             "Each row pairs a variant with its baseline on the same datasets, ASMs and seeds; the difference is "
+             "variant minus baseline per seed (mean ± std over seeds); wall time includes ASM pretraining. "
+             "A difference smaller than its std is not evidence either way.", "",
+             "| comparison | task | variant final | baseline final | difference (paired) | total wall ratio | steps/s ratio | time to target (variant / baseline) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in comps:
+        d = c["paired_difference"]
+        diff = "-" if d["mean"] is None else f"{d['mean']:+.1f} ± {d['std']:.1f}"
+        wall = "-" if c["wall_ratio"] is None else f"{c['wall_ratio']:.2f}x"
+        sps = "-" if c["steps_per_s_ratio"] is None else f"{c['steps_per_s_ratio']:.2f}x"
+        lines.append(f"| {c['method']} vs {c['baseline']} | {c['task']} | {_fmt(c['final'])} | {_fmt(c['baseline_final'])} | "
+                     f"{diff} | {wall} | {sps} | {_fmt_time(c['time_to_target'])} / {_fmt_time(c['baseline_time_to_target'])} |")
+    for kind in dict.fromkeys(c["kind"] for c in comps):
+        cs = [c for c in comps if c["kind"] == kind and c["paired_difference"]["mean"] is not None]
+        up = sum(c["paired_difference"]["mean"] > c["paired_difference"]["std"] for c in cs)
+        down = sum(-c["paired_difference"]["mean"] > c["paired_difference"]["std"] for c in cs)
+        lines += ["", f"{kind}: higher by more than one std on {up} of {len(cs)} task(s), lower by more than one std "
+                      f"on {down}, within one std on {len(cs) - up - down}."]
+    return lines + [""]
 
 
 def _insert(md: str, pre: str) -> str:
