@@ -52,6 +52,9 @@ class DataMakeConfig:
     """random-medium-expert: share of episodes/transitions from random, medium and expert"""
     progress: bool = True
     """show a progress bar on a terminal"""
+    threads: int = 1
+    """torch CPU threads for the behaviour policies' batched forward passes (restored afterwards); the nets are
+    small, so more threads only add synchronisation, and on a busy machine spinning threads slow them many-fold"""
     behaviour: str | None = None
     """dmc only: behaviour directory (a `spinrl behaviour train` run or an exported set) supplying the medium
     and expert DecQN policies (default: the committed behaviour_checkpoints/<task>-<bins> if it exists)"""
@@ -67,6 +70,8 @@ class DataMakeConfig:
             raise ConfigError(f"{name} must be a positive integer, got {n}")
         if self.num_envs <= 0:
             raise ConfigError(f"--num-envs must be positive, got {self.num_envs}")
+        if not isinstance(self.threads, int) or self.threads <= 0:
+            raise ConfigError(f"--threads must be a positive integer, got {self.threads!r}")
         if self.behaviour is not None and not str(self.env).startswith("dmc:"):
             raise ConfigError(f"--behaviour is for dmc tasks; {self.env} has scripted medium/expert policies, drop --behaviour")
         if str(self.env).startswith("dmc:") and self.level != "random" and self.resolved_behaviour() is None:
@@ -124,6 +129,17 @@ def _trim(eps: Episodes, n_transitions: int) -> Episodes:
 def generate(cfg: DataMakeConfig, progress: bool | None = None) -> OfflineDataset:
     """Roll out the level's behaviour policies and return the dataset (not yet saved)."""
     cfg.validate()
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _generate(cfg, progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _generate(cfg: DataMakeConfig, progress: bool | None) -> OfflineDataset:
     vec = envs.make_vector(cfg.env, cfg.num_envs, **cfg.env_kwargs)
     sources = SOURCES[cfg.level]
     if cfg.level == "random-medium-expert":
