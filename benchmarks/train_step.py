@@ -367,8 +367,8 @@ def write_doc(path: str, head: dict, results: list[dict]) -> None:
         "separate critic networks, one module per head, `nn.MultiheadAttention`, per-parameter Adam); "
         "`ref/lib` > 1 means the library is faster. Equality with the library step is tested in "
         "`tests/test_reference_equality.py`.",
-        "- `bf16` = the same IQL step under `torch.autocast(dtype=torch.bfloat16)`; it is **not** on by default and "
-        "its effect on returns is unmeasured.",
+        "- `bf16` = the same IQL step with `spinrl train --precision bf16` (losses under bfloat16 autocast, fp32 "
+        "weights); off by default. Its effect on returns: [BF16.md](BF16.md) (`benchmarks/bf16.toml`).",
         "",
     ]
     # goals (issue 6), computed from this run
@@ -417,8 +417,10 @@ def write_doc(path: str, head: dict, results: list[dict]) -> None:
         "`.tolist()`, `.numpy()`, `nonzero` from spinrl code) for every algorithm x actor; checked by "
         "`tests/test_reference_equality.py::test_gradient_step_has_no_host_reads`. Outside the step, the "
         "trainer's batch transfer and spin-cached's memmap lookup run on the host by design.",
-        "- bf16 autocast: timed only; it changes numerics beyond float tolerance, so it stays off until its effect on "
-        "returns is measured.",
+        "- bf16 autocast changes numerics beyond float tolerance, so it is opt-in (`--precision bf16`); "
+        "[BF16.md](BF16.md) compares returns with fp32 on the same seeds and ASMs.",
+        "- CPU dropout draws 16 random bits per element (`spinrl.models.layers.dropout`) instead of `bernoulli_`'s "
+        "32; Adam is the fused implementation; IQL reads the target critic once per step.",
         "- spin-cached rows use the trainer's own lookup into a cache built once per shape and preset (the build "
         "time is not in the step); above `--feature-cache-gb` the trainer recomputes features per batch instead, "
         "which is slower than these rows.",
