@@ -186,3 +186,19 @@ def test_exported_set_regenerates_same_dataset(tmp_path, monkeypatch):
         generate(replace(cfg, env="dmc:finger-spin", behaviour=None))  # no committed finger-spin set
     with pytest.raises(ConfigError, match="--behaviour is for dmc"):
         generate(replace(cfg, env="maze", env_kwargs={}))
+
+
+def test_cached_dataset_name_follows_the_chosen_policies(tmp_path, monkeypatch):
+    """A behaviour set whose medium policy changes gets a new cache name: stale datasets are never reused."""
+    from spinrl.experiments.datasets import DataMakeConfig
+
+    monkeypatch.setenv("SPINRL_DATA", str(tmp_path / "cache"))
+    run = _fake_run(tmp_path / "r", [10, 45, 100])
+    cfg = DataMakeConfig(env="dmc:cheetah-run", env_kwargs={"bins": 3}, level="medium", transitions=1000, behaviour=str(run))
+    first = cfg.default_out()
+    assert first == cfg.default_out() and first.parent == tmp_path / "cache"
+    net = DecQNNet(17, [3] * 6, 16)  # new weights for the medium checkpoint (step 50k)
+    ck = torch.load(run / "policies" / "step_0050000.pt", weights_only=False)
+    ck["state_dict"] = net.state_dict()
+    torch.save(ck, run / "policies" / "step_0050000.pt")
+    assert cfg.default_out() != first and cfg.default_out().name.startswith(first.name.split("-r-")[0])
