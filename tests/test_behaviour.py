@@ -182,8 +182,9 @@ def test_exported_set_regenerates_same_dataset(tmp_path, monkeypatch):
 
     md = write_report(tmp_path, tmp_path, tmp_path / "docs" / "datasets.md", tmp_path / "docs" / "img").read_text()
     assert "| random-medium-expert | 2,400 / 200,000 |" in md and (tmp_path / "docs/img/cheetah-run-3-behaviour.png").exists()
+    monkeypatch.setattr(behaviour_sets, "COMMITTED", tmp_path / "no-committed-sets")
     with pytest.raises(ConfigError, match="needs --behaviour"):
-        generate(replace(cfg, env="dmc:finger-spin", behaviour=None))  # no committed finger-spin set
+        generate(replace(cfg, env="dmc:finger-spin", behaviour=None))  # no committed set for the task
     with pytest.raises(ConfigError, match="--behaviour is for dmc"):
         generate(replace(cfg, env="maze", env_kwargs={}))
 
