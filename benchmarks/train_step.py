@@ -297,8 +297,10 @@ def _emit(r: dict, path: str | None) -> None:
     print(line, flush=True)
     if path:
         with open(path, "a+b") as f:
-            f.seek(0, os.SEEK_END)
-            torn = f.tell() > 0 and (f.seek(-1, os.SEEK_END) or f.read(1) != b"\n")
+            torn = False
+            if f.seek(0, os.SEEK_END) > 0:
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"  # a killed run's half-written last line: start a new one
             f.write((("\n" if torn else "") + line + "\n").encode())
             f.flush()
             os.fsync(f.fileno())

@@ -38,4 +38,6 @@ def test_results_file_resumes_and_renders(tmp_path):
     with open(res, "a") as f:
         f.write('{"kind": "train_st')
     assert train_step.main(argv + ["--no-asm"]) == 0 and _rows(res, "train_step") == first
-    assert json.loads(res.read_text().splitlines()[-1])["kind"] == "limit"  # rows after the torn one stay whole
+    lines = res.read_text().splitlines()
+    assert json.loads(lines[-1])["kind"] == "limit"  # rows after the torn one stay whole
+    assert "" not in lines and sum(not ln.endswith("}") for ln in lines) == 1  # only the torn line is broken
