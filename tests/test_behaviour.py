@@ -182,6 +182,17 @@ def test_exported_set_regenerates_same_dataset(tmp_path, monkeypatch):
 
     md = write_report(tmp_path, tmp_path, tmp_path / "docs" / "datasets.md", tmp_path / "docs" / "img").read_text()
     assert "| random-medium-expert | 2,400 / 200,000 |" in md and (tmp_path / "docs/img/cheetah-run-3-behaviour.png").exists()
+    # The cache is outside git: a report without the datasets keeps them from its ledger, marked as recorded.
+    import shutil
+
+    for p in (p1, p2):
+        shutil.rmtree(p)
+    md2 = write_report(tmp_path, tmp_path, tmp_path / "docs" / "datasets.md", tmp_path / "docs" / "img").read_text()
+    assert "| random-medium-expert (recorded) | 2,400 / 200,000 |" in md2 and "(recorded)" not in md
+    assert md2.split("| random-medium-expert (recorded) |")[1].split("\n")[0] == md.split("| random-medium-expert |")[1].split("\n")[0]
+    ledger = json.loads((tmp_path / "docs" / "datasets.json").read_text())["datasets"]
+    assert {e["checksum"] for e in ledger} == {m1["checksum"], load(tmp_path / "d3").meta["checksum"]}
+    assert "path" not in ledger[0] and "| random-medium-expert | 2,400 / 200,000 |" in md2  # seed 4 is still present
     monkeypatch.setattr(behaviour_sets, "COMMITTED", tmp_path / "no-committed-sets")
     with pytest.raises(ConfigError, match="needs --behaviour"):
         generate(replace(cfg, env="dmc:finger-spin", behaviour=None))  # no committed set for the task

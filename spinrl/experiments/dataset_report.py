@@ -4,6 +4,11 @@ Inputs are files only (style.md s.8): ``behaviour_checkpoints/<task>-<bins>/beha
 references and the behaviour run's metrics, written by ``spinrl behaviour export``) and the dataset
 directories under ``$SPINRL_DATA`` (or ``--data``) whose metadata names those checkpoints.
 Run ``python -m spinrl.experiments.dataset_report`` or ``spinrl data report``.
+
+Datasets live in a cache outside git, so each report also keeps a ledger (``docs/datasets.json`` beside
+the markdown): the summaries of every dataset it has seen, keyed by checksum. A later report on a machine
+whose cache lacks a dataset still lists it from the ledger, marked as recorded, until its behaviour set
+changes; ``spinrl data make`` with the same seed regenerates it with the same checksum.
 """
 
 from __future__ import annotations
@@ -93,6 +98,31 @@ def find_datasets(root: Path) -> list[dict]:
     return found
 
 
+LEDGER_FIELDS = ("env", "bins", "level", "transitions", "episodes", "return_mean", "return_std", "seed",
+                 "wall_seconds", "reference", "public_reference", "per_source", "expert_sha", "checksum", "normalized",
+                 "normalized_public")
+"""What the ledger keeps of a summary (not the cache path: it is this machine's)."""
+
+
+def merge_ledger(found: list[dict], ledger: list[dict], today: str) -> tuple[list[dict], list[dict]]:
+    """Datasets present now plus those only recorded earlier; returns (rows for the report, new ledger).
+
+    Present datasets get ``recorded`` = today; a ledger entry with a checksum seen now is replaced by it.
+    Entries without a checksum are dropped (nothing could verify a regeneration against them).
+    """
+    by_sum: dict[str, dict] = {}
+    for e in ledger:
+        if e.get("checksum"):
+            by_sum[e["checksum"]] = {**e, "present": False}
+    for d in found:
+        if not d.get("checksum"):
+            continue
+        by_sum[d["checksum"]] = {**{k: d.get(k) for k in LEDGER_FIELDS}, "recorded": today, "present": True}
+    rows = sorted(by_sum.values(), key=lambda e: (e["env"], e["bins"], e["level"], e["transitions"], str(e["seed"])))
+    new_ledger = [{k: v for k, v in e.items() if k != "present"} for e in rows]
+    return rows, new_ledger
+
+
 def _save_png(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}.png"
@@ -131,12 +161,18 @@ def plot_curve(index: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path) -> str:
+def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path,
+                 ledger: list[dict] | None = None) -> tuple[str, list[dict]]:
+    """Returns the markdown and the new ledger (see the module docstring)."""
     sets = {}
     for idx_path in sorted(behaviour_root.glob("*/behaviour.json")):
         index = json.loads(idx_path.read_text())
         sets[(index["env"].split(":", 1)[1], int(index["bins"]))] = (idx_path.parent, index)
-    datasets = find_datasets(data_root)
+    current_shas = {_sha(folder / "expert.pt") for folder, _ in sets.values() if (folder / "expert.pt").exists()}
+    datasets, new_ledger = merge_ledger(find_datasets(data_root), ledger or [], time.strftime("%Y-%m-%d", time.gmtime()))
+    # A ledger entry from a behaviour set that no longer exists cannot be regenerated: drop it.
+    new_ledger = [e for e in new_ledger if e.get("expert_sha") in current_shas]
+    recorded_only = False
     lines = [
         "# Discretized DM Control datasets",
         "",
@@ -199,8 +235,10 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
         for d in mine:
             size = BENCHMARK_SIZES.get(d["level"])
             src = "; ".join(f"{k} {v['return_mean']:.1f} ({_fmt(v['normalized'])})" for k, v in d["per_source"].items())
+            mark = "" if d["present"] else " (recorded)"
+            recorded_only |= not d["present"]
             lines.append(
-                f"| {d['level']} | {d['transitions']:,} / {'-' if size is None else f'{size:,}'} | {d['episodes']} | "
+                f"| {d['level']}{mark} | {d['transitions']:,} / {'-' if size is None else f'{size:,}'} | {d['episodes']} | "
                 f"{d['return_mean']:.1f} +/- {d['return_std']:.1f} | {_fmt(d['normalized'])} | {_fmt(d['normalized_public'])} "
                 f"| {src} | {d['seed']} | {_fmt(d['wall_seconds'], 0)} s |"
             )
@@ -217,7 +255,12 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
             lines.append("Not made here: " + ", ".join(missing) + ".")
         lines += ["", f"Regenerate: `spinrl data make dmc:{task} --bins {bins} --level LEVEL --behaviour {folder} "
                   f"--transitions N --seed S` (same seed, same checksum).", ""]
-    return "\n".join(lines) + "\n"
+    if recorded_only:
+        lines += ["Rows marked *(recorded)* were not in this machine's data cache when the report ran: they come from "
+                  "the ledger `datasets.json` beside this page, written by an earlier `spinrl data report` from the "
+                  "dataset itself (the date it was last seen is its `recorded` field). The regenerate command with the "
+                  "same level, size and seed gives the same checksum.", ""]
+    return "\n".join(lines) + "\n", new_ledger
 
 
 def write_report(behaviour_root: str | Path = "behaviour_checkpoints", data_root: str | Path | None = None,
@@ -225,7 +268,13 @@ def write_report(behaviour_root: str | Path = "behaviour_checkpoints", data_root
     """Write the report (and its PNGs) atomically; returns the markdown path."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = build_report(Path(behaviour_root), Path(data_root) if data_root else data_dir(), out, Path(img_dir))
+    ledger_path = out.with_suffix(".json")
+    ledger = json.loads(ledger_path.read_text())["datasets"] if ledger_path.exists() else []
+    text, new_ledger = build_report(Path(behaviour_root), Path(data_root) if data_root else data_dir(), out,
+                                    Path(img_dir), ledger)
+    write_text_atomic(ledger_path, json.dumps({"about": "dataset summaries seen by `spinrl data report` "
+                                               "(spinrl/experiments/dataset_report.py)", "datasets": new_ledger},
+                                              indent=1) + "\n")
     write_text_atomic(out, text)
     return out
 
@@ -233,7 +282,7 @@ def write_report(behaviour_root: str | Path = "behaviour_checkpoints", data_root
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--behaviour-root", default="behaviour_checkpoints", help="folder of exported behaviour sets (default: behaviour_checkpoints)")
     p.add_argument("--data", default=None, help="dataset folder to scan (default: $SPINRL_DATA)")
-    p.add_argument("--out", default="docs/datasets.md", help="markdown output (default: docs/datasets.md)")
+    p.add_argument("--out", default="docs/datasets.md", help="markdown output (default: docs/datasets.md); its ledger of dataset summaries is the same path with .json")
     p.add_argument("--img-dir", default="docs/img", help="folder for the learning-curve PNGs (default: docs/img)")
 
 
