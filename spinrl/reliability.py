@@ -658,6 +658,10 @@ CASES: list[Case] = [
          _cli("behaviour", "train", "dmc:cheetah-run", "--env-steps", "0", "--out", "{d}/b")),
     Case("spinrl behaviour train", "a task that is not DM Control", "dmc:<domain>-<task>",
          _cli("behaviour", "train", "maze", "--out", "{d}/b")),
+    Case("spinrl behaviour train", "--continue-from a folder without a carry", "no carry.pt there",
+         _cli("behaviour", "train", "dmc:cheetah-run", "--continue-from", "{d}", "--out", "{d}/b")),
+    Case("spinrl behaviour carry", "a folder that is not a behaviour run", "no checkpoints/last.pt",
+         _cli("behaviour", "carry", "{d}", "--out", "{d}/c")),
     # ------------------------------------------------------------------ CLI in general
     Case("spinrl", "unknown command", "argument COMMAND: invalid choice: 'bogus'", _cli("bogus")),
     Case("spinrl", "no command", "the following arguments are required: COMMAND", _cli()),

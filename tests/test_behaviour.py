@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -125,6 +126,62 @@ def test_existing_run_needs_resume_and_same_settings(full_run):
         next(train_behaviour(BehaviourConfig(out=str(full_run), env_steps=5000, **TINY)))
     with pytest.raises(ConfigError, match="--hidden 64 differs"):
         next(train_behaviour(BehaviourConfig(out=str(full_run), env_steps=5000, resume=True, **{**TINY, "hidden": 64})))
+
+
+def test_carry_continues_a_run_on_another_machine_without_its_replay(full_run, tmp_path):
+    """A carry (no replay) continues steps, metrics and policies; the continued run resumes exactly itself."""
+    from spinrl.experiments.behaviour_sets import carry
+
+    first = tmp_path / "first"
+    cfg = BehaviourConfig(out=str(first), env_steps=3000, **TINY)
+    for row in train_behaviour(cfg):  # the machine is taken away after the 2000-step checkpoint
+        if row["env_step"] == 2000:
+            break
+    carry_dir = tmp_path / "sets" / "carry" / "cheetah-run-3"  # where docs/datasets.md looks for runs in progress
+    info = carry(first, carry_dir)
+    assert info["env_step"] == 2000 and sorted(p.name for p in (carry_dir).iterdir()) == [
+        "carry.json", "carry.pt", "policies"]
+    ck = torch.load(carry_dir / "carry.pt", weights_only=False)
+    assert "replay" not in ck and ck["kind"] == bh.CARRY_KIND
+    shutil.rmtree(first)  # nothing of the first machine is left but the carry
+
+    later = replace(cfg, out=str(tmp_path / "second"), env_steps=4000, continue_from=str(carry_dir))
+    rows = []
+    for row in train_behaviour(later):
+        rows.append(row)
+        if row["env_step"] == 3000:
+            break
+    full = _rows(full_run)
+    cont = _rows(tmp_path / "second")
+    assert cont[:2] == full[:2] and [int(float(r["env_step"])) for r in cont] == [1000, 2000, 3000]
+    # the replay restarted: no updates until --warmup (500) new transitions, so 100 fewer than uninterrupted
+    assert 95 <= int(full[2]["updates"]) - int(cont[2]["updates"]) <= 105
+    conf = json.loads((tmp_path / "second" / "config.json").read_text())
+    assert conf["continued_at"] == [2000]
+    assert {"step_0001000.pt", "step_0002000.pt", "step_0003000.pt"} <= {p.name for p in (tmp_path / "second" / "policies").iterdir()}
+    # the continued run checkpoints like any other: stopping and resuming it equals running it through
+    list(train_behaviour(replace(later, resume=True)))
+    through = replace(later, out=str(tmp_path / "through"))
+    list(train_behaviour(through))
+    assert _rows(tmp_path / "second") == _rows(tmp_path / "through")
+    from spinrl.experiments.dataset_report import write_report
+
+    md = write_report(tmp_path / "sets", tmp_path / "nodata", tmp_path / "datasets.md", tmp_path / "img").read_text()
+    assert "in progress, carried between machines" in md and "2,000 env steps" in md
+    assert (tmp_path / "img" / "cheetah-run-3-behaviour.png").exists()
+    with pytest.raises(ConfigError, match="--hidden 64 differs"):
+        next(train_behaviour(replace(later, out=str(tmp_path / "x"), hidden=64)))
+    with pytest.raises(ConfigError, match="no carry.pt"):
+        next(train_behaviour(replace(later, out=str(tmp_path / "y"), continue_from=str(tmp_path))))
+
+
+def test_carry_keeps_the_best_and_one_medium_candidate_per_bucket(tmp_path):
+    from spinrl.experiments.behaviour_sets import _scan, carry_candidates
+
+    run = _fake_run(tmp_path / "r", [10, 36, 37, 56, 44, 46, 100, 90, 91])
+    kept = [c.eval_return_mean for c in carry_candidates(_scan(run))]
+    # < 35% of the best dropped; 37 shares 36's bucket (35-40%), 91 shares 90's (90-95%): the earlier one stays
+    assert kept == [36, 56, 44, 46, 100, 90]
 
 
 # ---------------------------------------------------------------------- selection and datasets

@@ -216,6 +216,17 @@ def cmd_behaviour_export(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_behaviour_carry(args: argparse.Namespace, extra: list[str]) -> int:
+    from spinrl.experiments.behaviour_sets import carry
+
+    info = carry(args.run, args.out)
+    best = info["best"]
+    print(f"carried {info['env']} bins {info['bins']} at env step {info['env_step']:,} "
+          f"(best greedy return {best['eval_return_mean']:.1f} at {best['env_step']:,}; {len(info['kept'])} policy files) "
+          f"to {args.out}\ncontinue with: {info['continue']}")
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage block), like every other spinrl error; exit code 2."""
@@ -327,6 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
     bx.add_argument("run", help="run directory of `spinrl behaviour train`")
     bx.add_argument("--out", required=True, help="output folder, e.g. behaviour_checkpoints/cheetah-run-3")
     bx.set_defaults(fn=cmd_behaviour_export)
+    bc = bsub.add_parser("carry", help="a run's state without its replay (a few MB) to continue it elsewhere with "
+                         "`behaviour train --continue-from`")
+    bc.add_argument("run", help="run directory of `spinrl behaviour train`")
+    bc.add_argument("--out", required=True, help="output folder, e.g. behaviour_checkpoints/carry/humanoid-stand-3")
+    bc.set_defaults(fn=cmd_behaviour_carry)
 
     for hook in _EXTRA_PARSERS:
         hook(sub)

@@ -24,7 +24,7 @@ import torch
 
 from spinrl.envs.core import BehaviourPolicy
 from spinrl.errors import CheckpointError, ConfigError
-from spinrl.training.behaviour import load_policy
+from spinrl.training.behaviour import load_policy, save_carry
 from spinrl.training.checkpoint import load_checkpoint, write_text_atomic
 
 MEDIUM_RANGE = (0.35, 0.55)
@@ -36,6 +36,9 @@ DATA_EPSILON = 0.05
 REFERENCE_EPISODES = 20
 """Episodes per reference return (random and expert)."""
 REFERENCE_SEED = 3_000_000_000
+CARRY_BUCKET = 0.05
+"""A carry keeps, of the checkpoints at or above 35% of the best return so far, the earliest per bucket of
+this fraction of the best (the later expert can only be better, so a medium could be any of them)."""
 INDEX = "behaviour.json"
 COMMITTED = Path(__file__).resolve().parents[2] / "behaviour_checkpoints"
 """Behaviour sets committed in the repository (``behaviour_checkpoints/<task>-<bins>``)."""
@@ -203,3 +206,47 @@ class BehaviourSet:
         index["reference"] = {**index["reference"], "expert_file": "expert.pt"}
         write_text_atomic(out / INDEX, json.dumps(index, indent=2) + "\n")
         return out
+
+
+def carry_candidates(checkpoints: list[Checkpoint], lo: float = MEDIUM_RANGE[0], bucket: float = CARRY_BUCKET) -> list[Checkpoint]:
+    """The policy files a carry keeps: the best so far, and per ``bucket`` x best the earliest at >= lo x best.
+
+    The final expert is at least the best so far, so medium candidates lie at or above lo x best; thinning
+    to one per bucket keeps the carry a few MB while the medium lands within bucket/2 of its target.
+    """
+    if not checkpoints:
+        raise CheckpointError("no policies/step_*.pt checkpoints found; run `spinrl behaviour train` first")
+    best = max(checkpoints, key=lambda c: (c.eval_return_mean, -c.env_step))
+    b = best.eval_return_mean
+    keep: dict[int, Checkpoint] = {}
+    if b > 0:
+        for c in sorted(checkpoints, key=lambda c: c.env_step):
+            if c.eval_return_mean >= lo * b:
+                keep.setdefault(int((c.eval_return_mean / b - lo) // bucket), c)
+    keep[-1] = best
+    return sorted({c.file: c for c in keep.values()}.values(), key=lambda c: c.env_step)
+
+
+def carry(run_dir: str | Path, out: str | Path) -> dict:
+    """``spinrl behaviour carry``: the run's state without its replay, plus medium candidates, in ``out``.
+
+    Returns the summary also written to ``out/carry.json`` (env, steps, wall time, kept files, best return).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "checkpoints" / "last.pt").exists():
+        raise ConfigError(f"{run_dir}: no checkpoints/last.pt; pass a `spinrl behaviour train` run directory")
+    cks = carry_candidates(_scan(run_dir))
+    out = save_carry(run_dir, out, [c.file for c in cks])
+    kept = [c for c in cks if (out / c.file).exists()]
+    summary = run_summary(run_dir)
+    st_step = int(load_checkpoint(out / "carry.pt", what="behaviour carry")["step"])
+    summary["metrics"] = [r for r in summary["metrics"] if (r.get("env_step") or 0) <= st_step]
+    summary["env_steps"] = st_step
+    summary["wall_seconds"] = summary["metrics"][-1]["wall_seconds"] if summary["metrics"] else 0.0
+    info = {"env": summary["config"]["env"], "bins": int(summary["config"]["bins"]), "env_step": st_step,
+            "best": max(kept, key=lambda c: c.eval_return_mean).__dict__ if kept else None,
+            "kept": [c.__dict__ for c in kept], "run": summary,
+            "continue": f"spinrl behaviour train {summary['config']['env']} --bins {summary['config']['bins']} "
+                        f"--hidden {summary['config']['hidden']} --continue-from {out} --out NEW_RUN --env-steps N"}
+    write_text_atomic(out / "carry.json", json.dumps(info, indent=1) + "\n")
+    return info

@@ -148,6 +148,8 @@ def plot_curve(index: dict, path: Path) -> None:
         c = index.get(level)
         if c:
             ax.scatter([c["env_step"] / 1e6], [c["eval_return_mean"]], color=color, zorder=3, label=f"chosen {level}")
+    for k, step in enumerate(index["run"]["config"].get("continued_at") or []):
+        ax.axvline(step / 1e6, color="gray", ls=":", lw=1, label="continued from a carry (replay refilled)" if k == 0 else None)
     task = index["env"].split(":", 1)[1]
     pub = DMC_REFERENCE.get((task, int(index["bins"])))
     if pub:
@@ -196,7 +198,21 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
         lines.append("")
         pub = DMC_REFERENCE.get((task, bins))
         if (task, bins) not in sets:
-            lines += ["Not made: no behaviour agent was trained for this task and bin count yet (compute).", ""]
+            carry_json = behaviour_root / "carry" / f"{task}-{bins}" / "carry.json"
+            if not carry_json.exists():
+                lines += ["Not made: no behaviour agent was trained for this task and bin count yet (compute).", ""]
+                continue
+            info = json.loads(carry_json.read_text())
+            img = img_dir / f"{task}-{bins}-behaviour.png"
+            plot_curve(info, img)
+            wall = info["run"].get("wall_seconds") or 0.0
+            best = info["best"]
+            lines += [f"![behaviour learning curve (in progress)]({os.path.relpath(img, out.parent)})", "",
+                      f"Not made yet: the DecQN behaviour run is in progress, carried between machines in "
+                      f"`{carry_json.parent}` (`spinrl behaviour carry`): {info['env_step']:,} env steps in {wall / 3600:.2f} h "
+                      f"wall so far (hidden {info['run']['config'].get('hidden')}), best greedy return "
+                      f"{best['eval_return_mean']:.1f} +/- {best['eval_return_std']:.1f} at env step {best['env_step']:,}"
+                      + (f" (public expert reference {pub[1]})" if pub else "") + f". Continue: `{info['continue']}`.", ""]
             continue
         folder, index = sets[(task, bins)]
         run = index["run"]

@@ -8,6 +8,14 @@ holds the networks, optimizer, every RNG stream, epsilon, counters and the metri
 buffer is written as ``.npy`` files in ``checkpoints/replay-<step>/`` *before* ``last.pt`` names it
 (then older replay folders are removed), so a kill at any moment leaves a consistent pair and resume
 continues bit-for-bit (same thread count assumed: ``--threads``, default 1).
+
+A run can also outlive its machine through a *carry* (``spinrl behaviour carry``): the networks,
+optimizer, RNG streams, epsilon, counters, metrics and a few policy files for the later medium choice,
+a few MB without the replay buffer (hundreds of MB). ``--continue-from CARRY`` starts a new run directory
+from it: env steps, wall time and metrics continue, the replay restarts empty and gradient updates
+pause until ``--warmup`` transitions of the carried epsilon-greedy policy refill it. That is *not*
+bit-identical to an uninterrupted run (the replay was lost); the env steps where it happened are kept
+in ``config.json`` (``continued_at``) and marked on the learning curve.
 """
 
 from __future__ import annotations
@@ -46,6 +54,8 @@ METRIC_FIELDS = ("env_step", "wall_seconds", "eval_return_mean", "eval_return_st
                  "updates", "episodes", "train_return_mean")
 TIMING_FIELDS = ("wall_seconds",)
 POLICY_KIND = "decqn-policy"
+CARRY_KIND = "decqn-behaviour-carry"
+CARRY_FILE = "carry.pt"
 
 
 @dataclass
@@ -62,6 +72,9 @@ class BehaviourConfig:
     """training env steps; the run stops at the first episode boundary at or after this"""
     resume: bool = False
     """continue the run in --out from checkpoints/last.pt (a larger --env-steps extends it)"""
+    continue_from: str | None = None
+    """a carry folder (`spinrl behaviour carry`) of an earlier run, possibly from another machine: continue it
+    in a new --out with an empty replay that --warmup steps of the carried policy refill (not bit-identical)"""
     hidden: int = 256
     """torso width (the benchmark used 512; 256 is 2-4x faster on CPU)"""
     seed: int = 0
@@ -120,6 +133,9 @@ class BehaviourConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} {v!r}: must be a positive integer")
         if self.warmup < 0:
             raise ConfigError(f"--warmup {self.warmup}: must be >= 0")
+        if self.continue_from is not None and not (Path(self.continue_from) / CARRY_FILE).exists():
+            raise ConfigError(f"--continue-from {self.continue_from}: no {CARRY_FILE} there; pass a folder written by "
+                              "`spinrl behaviour carry RUN --out DIR`")
         if not (0 < self.eps_decay <= 1 and 0 <= self.eps_min <= self.eps_start <= 1):
             raise ConfigError("--eps-start/--eps-min/--eps-decay: need 0 <= eps-min <= eps-start <= 1 and 0 < eps-decay <= 1")
 
@@ -218,6 +234,9 @@ class _Run:
         self.train_returns: list[float] = []
         self.next_eval = cfg.eval_every
         self.next_ckpt = cfg.checkpoint_every
+        self.min_replay = cfg.batch_size  # a continued run first refills its replay to --warmup
+        self.continued_at: list[int] = []  # env steps where a carry restarted the replay
+        self.skipped = 0  # updates dropped while a continued run refilled its replay
 
 
 def _policy_payload(cfg: BehaviourConfig, run: _Run, obs_dim: int, nvec, returns: np.ndarray) -> dict:
@@ -273,6 +292,7 @@ def _save_full(out: Path, cfg: BehaviourConfig, run: _Run) -> None:
         "rng": capture_rng(run.rng), "replay": meta, "step": run.step, "rounds": run.rounds, "updates": run.updates,
         "epsilon": run.epsilon, "wall": run.wall, "rows": json.dumps(run.rows), "losses": list(run.losses),
         "train_returns": list(run.train_returns), "next_eval": run.next_eval, "next_ckpt": run.next_ckpt,
+        "min_replay": run.min_replay, "continued_at": list(run.continued_at), "skipped": run.skipped,
     }
     save_atomic(state, ck / "last.pt")
     for old in ck.glob("replay-*"):
@@ -280,26 +300,63 @@ def _save_full(out: Path, cfg: BehaviourConfig, run: _Run) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _restore(out: Path, cfg: BehaviourConfig, run: _Run) -> None:
-    path = out / "checkpoints" / "last.pt"
-    st = load_checkpoint(path, what="behaviour checkpoint")
-    if st.get("kind") != "decqn-behaviour-run":
-        raise CheckpointError(f"{path} is not a behaviour-run checkpoint")
-    saved = st["config"]
+def _check_identity(saved: dict, cfg: BehaviourConfig, where: str, verb: str) -> None:
     for name in _IDENTITY:
         if saved.get(name) != getattr(cfg, name):
-            raise ConfigError(f"--{name.replace('_', '-')} {getattr(cfg, name)!r} differs from the run in {out} "
-                              f"({saved.get(name)!r}); resume with the same value or choose another --out")
+            raise ConfigError(f"--{name.replace('_', '-')} {getattr(cfg, name)!r} differs from the run in {where} "
+                              f"({saved.get(name)!r}); {verb} with the same value or choose another --out")
+
+
+def _restore(out: Path, cfg: BehaviourConfig, run: _Run, carry: bool = False) -> None:
+    """Load ``out``'s last.pt into ``run`` (replay included), or with ``carry`` a carry folder (no replay)."""
+    path = out / (CARRY_FILE if carry else "checkpoints/last.pt")
+    st = load_checkpoint(path, what="behaviour carry" if carry else "behaviour checkpoint")
+    if st.get("kind") != (CARRY_KIND if carry else "decqn-behaviour-run"):
+        raise CheckpointError(f"{path} is not a behaviour-{'carry' if carry else 'run checkpoint'} file")
+    _check_identity(st["config"], cfg, str(out), "continue" if carry else "resume")
     run.online.load_state_dict(st["online"])
     run.target.load_state_dict(st["target"])
     run.opt.load_state_dict(st["optimizer"])
-    run.replay.load(out / "checkpoints" / st["replay"]["folder"], st["replay"])
+    if not carry:
+        run.replay.load(out / "checkpoints" / st["replay"]["folder"], st["replay"])
     restore_rng(st["rng"], run.rng)
     run.step, run.rounds, run.updates = int(st["step"]), int(st["rounds"]), int(st["updates"])
     run.epsilon, run.wall = float(st["epsilon"]), float(st["wall"])
     run.rows = json.loads(st["rows"])
     run.losses, run.train_returns = list(st["losses"]), list(st["train_returns"])
     run.next_eval, run.next_ckpt = int(st["next_eval"]), int(st["next_ckpt"])
+    run.min_replay, run.continued_at = int(st.get("min_replay", cfg.batch_size)), list(st.get("continued_at", []))
+    run.skipped = int(st.get("skipped", 0))
+    if carry:  # the replay is gone: refill it before learning resumes
+        run.min_replay = min(max(cfg.batch_size, cfg.warmup), run.replay.capacity)
+        run.continued_at.append(run.step)
+
+
+def save_carry(run_dir: str | os.PathLike, out: str | os.PathLike, policy_files: list[str]) -> Path:
+    """Write ``out/carry.pt`` (``run_dir``'s last checkpoint without its replay) and copy ``policy_files``.
+
+    Policies past the checkpoint's step are refused: the continued run redoes those steps.
+    """
+    run_dir, out = Path(run_dir), Path(out)
+    st = load_checkpoint(run_dir / "checkpoints" / "last.pt", what="behaviour checkpoint")
+    if st.get("kind") != "decqn-behaviour-run":
+        raise CheckpointError(f"{run_dir}/checkpoints/last.pt is not a behaviour-run checkpoint")
+    (out / "policies").mkdir(parents=True, exist_ok=True)
+    keep = set()
+    for rel in policy_files:
+        meta = load_checkpoint(run_dir / rel, what="DecQN policy")
+        if int(meta["env_step"]) > int(st["step"]):
+            continue
+        shutil.copyfile(run_dir / rel, out / rel)
+        keep.add(Path(rel).name)
+    for old in (out / "policies").glob("step_*.pt"):  # a carry folder holds one carry
+        if old.name not in keep:
+            old.unlink()
+    carry = {k: v for k, v in st.items() if k != "replay"}
+    carry["kind"] = CARRY_KIND
+    carry["rows"] = json.dumps([r for r in json.loads(st["rows"]) if r["env_step"] <= st["step"]])
+    save_atomic(carry, out / CARRY_FILE)
+    return out
 
 
 def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
@@ -319,6 +376,7 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
         raise ConfigError(f"--resume: {last} does not exist; start without --resume")
     if not cfg.resume and (last.exists() or (out / "metrics.csv").exists()):
         raise ConfigError(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
+    carry = Path(cfg.continue_from) if cfg.continue_from and not cfg.resume else None
     vec = envs.make_vector(cfg.env, cfg.num_envs, bins=cfg.bins)
     eval_vec = envs.make_vector(cfg.env, cfg.eval_episodes, bins=cfg.bins)
     nvec, obs_dim = vec.nvec, vec.observation_dim
@@ -332,7 +390,13 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
         _restore(out, cfg, run)
         _write_metrics(out, run.rows)  # drop rows written after the checkpoint (they will be redone)
     (out / "policies").mkdir(exist_ok=True)
-    resolved = {**asdict(cfg), "replay_capacity_resolved": capacity, "nvec": [int(m) for m in nvec], "obs_dim": obs_dim}
+    if carry is not None:
+        _restore(carry, cfg, run, carry=True)
+        for f in sorted((carry / "policies").glob("step_*.pt")):  # earlier checkpoints stay medium candidates
+            shutil.copyfile(f, out / "policies" / f.name)
+        _write_metrics(out, run.rows)
+    resolved = {**asdict(cfg), "replay_capacity_resolved": capacity, "nvec": [int(m) for m in nvec], "obs_dim": obs_dim,
+                "continued_at": run.continued_at}
     resolved.pop("resume"); resolved.pop("progress")
     write_text_atomic(out / "config.json", json.dumps(resolved, indent=2) + "\n")
     algo = DecQNConfig(gamma=cfg.gamma, n_step=cfg.n_step)
@@ -369,8 +433,11 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
             active &= ~ended
             bar.update(run.step - before)
             # one gradient update per `update_every` env steps after warm-up
-            due = (run.step - cfg.warmup) // cfg.update_every if run.step >= cfg.warmup else 0
-            while run.updates < due and run.replay.size >= cfg.batch_size:
+            due = (run.step - cfg.warmup) // cfg.update_every - run.skipped if run.step >= cfg.warmup else 0
+            if run.min_replay > cfg.batch_size and run.replay.size < run.min_replay:  # refilling after a carry:
+                run.skipped += max(0, due - run.updates)  # these updates are dropped, not queued for later
+                due = run.updates
+            while run.updates < due and run.replay.size >= run.min_replay:
                 batch = run.replay.sample(run.rng, cfg.batch_size)
                 loss, info = q_loss(run.online, run.target, batch, algo)
                 run.opt.zero_grad(set_to_none=True)
