@@ -651,6 +651,8 @@ CASES: list[Case] = [
     Case("spinrl sweep", "no dataset size", "grid.transitions or grid.episodes",
          _spec("[grid]\nenv=['maze']\n")),
     Case("spinrl sweep", "not TOML", "not valid TOML", _spec("[grid\nenv=")),
+    Case("spinrl report", "--records names a file", "--records",
+         lambda fx, d: (_write(d / "rec", b"x"), ["report", str(fx.run3), "--records", str(d / "rec")])[1]),
     # ------------------------------------------------------------------ behaviour training
     Case("spinrl behaviour train", "--bins 1", "--bins",
          _cli("behaviour", "train", "dmc:cheetah-run", "--bins", "1", "--out", "{d}/b")),

@@ -95,3 +95,24 @@ def test_empty_dir_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="holds no run directory"):
         write_report(tmp_path)
     assert main(["report", str(tmp_path / "missing")]) == 2
+
+
+def test_records_carry_finished_runs_to_later_reports(runs, tmp_path):
+    """--records: a later report on another machine, with only its new runs, still has the earlier ones."""
+    rec = tmp_path / "records"
+    assert main(["report", str(runs), "--records", str(rec)]) == 0
+    before = build_report(runs)["tasks"]["maze[actuators=5] medium-expert"]["methods"]
+    assert not list(rec.rglob("*.pt")) and not (rec / "s2").exists()  # no checkpoints; the interrupted run left out
+    assert json.loads((rec / "f0" / "record.json").read_text())["policy_sha256"]
+    import shutil
+
+    shutil.rmtree(runs)  # the first machine is gone
+    new = tmp_path / "sweep2"
+    fake_run(new, "c0", "spin-cached", 0, [50, 95, 110], [1, 2, 3], asm_seconds=5.0)
+    write_report(new, records=rec)
+    after = json.loads((new / "report.json").read_text())["tasks"]["maze[actuators=5] medium-expert"]["methods"]
+    assert set(after) == {"F-IQL", "SPIN-IQL", "SPIN-cached-IQL"}
+    for m in ("F-IQL", "SPIN-IQL"):
+        for key in ("final_return", "best_normalized", "time_to_target_seconds", "seeds"):
+            assert after[m][key] == before[m][key]
+    assert "--records" in (new / "report.md").read_text()

@@ -364,7 +364,8 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
     from spinrl.experiments.report import write_report
 
-    out = write_report(args.dir, doc=args.doc, title=args.title, paper=args.paper, preamble=args.preamble)
+    out = write_report(args.dir, doc=args.doc, title=args.title, paper=args.paper, preamble=args.preamble,
+                       records=args.records)
     print(f"wrote {out / 'report.md'} and {out / 'report.json'}" + (f" and {args.doc}" if args.doc else ""))
     return 0
 
@@ -432,6 +433,9 @@ def _experiment_parsers(sub) -> None:
     rp.add_argument("dir", help="directory holding run directories (e.g. a sweep's --out)")
     rp.add_argument("--doc", default=None, help="also write the markdown to this path with images beside it (docs/RESULTS.md)")
     rp.add_argument("--title", default=None, help="report title")
+    rp.add_argument("--records", default=None, metavar="RECORDS",
+                    help="first copy the report's inputs of DIR's finished runs (KB each, no checkpoints) into RECORDS, "
+                         "then report from RECORDS, which keeps earlier runs too (commit it, e.g. benchmarks/records/paper)")
     rp.add_argument("--paper", action="store_true", help="add the section listing how the runs' setting differs from the SPIN paper's")
     rp.add_argument("--preamble", default=None, help="markdown file inserted after the title (context; no numbers)")
     rp.set_defaults(fn=cmd_report)

@@ -6,6 +6,12 @@ give mean +/- std (numpy's population std, ddof 0). Time to target follows metho
 time at which the seed-mean evaluation return reaches 95% of factored-IQL's final return on the same
 task, with the ASM's pretraining time added for SPIN. ASM directories (``asm.json``) give the
 pretraining curves. Nothing is read from live objects, so a report can be rebuilt at any time.
+
+Run directories hold checkpoints (MB each) and live outside git, on one machine. ``--records DIR``
+first copies what a report reads of every finished run and ASM (config.json, metrics.csv,
+offline_eval.json, asm.json: a few KB each) into DIR under the same relative paths, with
+``record.json`` (policy digest, dataset size) standing in for ``policy.pt``, then reports from DIR. DIR
+can be committed: runs made in later sessions or on other machines join the same tables.
 """
 
 from __future__ import annotations
@@ -69,6 +75,36 @@ def _slug(text: str) -> str:
 
 
 # ---------------------------------------------------------------------- discovery
+RECORD = "record.json"
+RECORD_FILES = ("config.json", "metrics.csv", "offline_eval.json", "asm.json")
+
+
+def save_records(root: str | Path, records: str | Path) -> int:
+    """Copy the report's inputs of every finished run and every ASM under ``root`` into ``records``.
+
+    Returns the number of directories recorded. Existing records of other runs are kept; a run recorded
+    again is overwritten (the live directory is the newer truth).
+    """
+    import hashlib
+
+    root, records = Path(root), Path(records)
+    if records.exists() and not records.is_dir():
+        raise ConfigError(f"--records {records} is a file; pass a directory (created if missing)")
+    dirs = [r["dir"] for r in find_runs(root)] + [a["dir"] for a in find_asms(root)]
+    for d in dirs:
+        dst = records / d.relative_to(root)
+        dst.mkdir(parents=True, exist_ok=True)
+        for name in RECORD_FILES:
+            if (d / name).exists():
+                write_text_atomic(dst / name, (d / name).read_text())
+        if (d / "policy.pt").exists():
+            cfg = json.loads((d / "config.json").read_text()).get("config", {})
+            rec = {"policy_sha256": hashlib.sha256((d / "policy.pt").read_bytes()).hexdigest(),
+                   "num_transitions": _dataset_size({"config": cfg}), "source": str(d)}
+            write_text_atomic(dst / RECORD, json.dumps(rec, indent=1) + "\n")
+    return len(dirs)
+
+
 def find_runs(root: str | Path, include_unfinished: bool = False) -> list[dict]:
     """Every finished training run under ``root`` (with ``include_unfinished``, interrupted ones too)."""
     runs = []
@@ -85,7 +121,8 @@ def find_runs(root: str | Path, include_unfinished: bool = False) -> list[dict]:
             continue
         rows = read_metrics(d)
         evals = [r for r in rows if r.get("eval_return_mean") is not None]
-        if not evals or (not include_unfinished and not (d / "policy.pt").exists()):
+        finished = (d / "policy.pt").exists() or (d / RECORD).exists()
+        if not evals or (not include_unfinished and not finished):
             continue  # an interrupted run's last evaluation is not a final score
         ds = cj.get("dataset", {})
         offline = None
@@ -94,7 +131,7 @@ def find_runs(root: str | Path, include_unfinished: bool = False) -> list[dict]:
         runs.append({
             "dir": d, "config": c, "cj": cj, "rows": rows, "evals": evals,
             "env_id": ds.get("env_id"), "env_kwargs": ds.get("env_kwargs") or {}, "level": ds.get("level"),
-            "finished": (d / "policy.pt").exists(), "offline": offline,
+            "finished": finished, "offline": offline,
         })
     return runs
 
@@ -253,11 +290,14 @@ def build_report(root: str | Path) -> dict:
 
 
 def _dataset_size(r: dict) -> int | None:
-    meta = Path(r["config"]["dataset"]) / "meta.json"
-    try:
-        return int(json.loads(meta.read_text()).get("num_transitions"))
-    except (OSError, ValueError, TypeError, json.JSONDecodeError):
-        return None
+    """Transitions of the run's dataset: from its meta.json, else from the run's record."""
+    for path, key in ((Path(r["config"].get("dataset") or "") / "meta.json", "num_transitions"),
+                      (Path(r.get("dir") or "") / RECORD, "num_transitions")):
+        try:
+            return int(json.loads(path.read_text()).get(key))
+        except (OSError, ValueError, TypeError, json.JSONDecodeError):
+            continue
+    return None
 
 
 # ---------------------------------------------------------------------- plots
@@ -525,15 +565,25 @@ def _insert(md: str, pre: str) -> str:
 
 
 def write_report(root: str | Path, doc: str | Path | None = None, title: str | None = None,
-                 command: str | None = None, paper: bool = False, preamble: str | None = None) -> Path:
-    """Write ``report.md``, ``report.json`` and PNGs into ``root`` (and optionally a copy at ``doc``)."""
+                 command: str | None = None, paper: bool = False, preamble: str | None = None,
+                 records: str | Path | None = None) -> Path:
+    """Write ``report.md``, ``report.json`` and PNGs into ``root`` (and optionally a copy at ``doc``).
+
+    With ``records``, ``root``'s finished runs are first saved there and the report is built from it.
+    """
     from spinrl.utils.progress import progress_bar
 
     root = Path(root)
-    rep = build_report(root)
+    source = root
+    if records is not None:
+        if not root.is_dir():
+            raise ConfigError(f"report DIR {root} is not a directory")
+        save_records(root, records)
+        source = Path(records)
+    rep = build_report(source)
     img = root / "report_img"
-    groups = group_runs(find_runs(root))
-    asms = find_asms(root)
+    groups = group_runs(find_runs(source))
+    asms = find_asms(source)
     bar = progress_bar(total=len(groups), desc="report plots", unit="task")
     for task, methods in groups.items():
         slug = _slug(task)
@@ -544,7 +594,8 @@ def write_report(root: str | Path, doc: str | Path | None = None, title: str | N
             plot_asm_curves(t_asms, img / f"asm_{slug}.png", f"{task}: ASM pretraining")
         bar.update(1)
     bar.close()
-    command = command or (f"spinrl report {root}" + (f" --doc {doc}" if doc else "") + (" --paper" if paper else "")
+    command = command or (f"spinrl report {root}" + (f" --records {records}" if records else "")
+                          + (f" --doc {doc}" if doc else "") + (" --paper" if paper else "")
                           + (f" --title '{title}'" if title else "") + (f" --preamble {preamble}" if preamble else ""))
     pre = ""
     if preamble:
