@@ -43,6 +43,7 @@ from spinrl.training.trainer import _feature_source, build, gradient_step  # noq
 
 SHAPES = {"cheetah": (17, [3] * 6), "dog": (223, [3] * 38), "dog30": (223, [30] * 38), "maze": (2, [2] * 12)}
 ACTORS = "factored,autoregressive,saint,spin,spin-cached"
+SHAPES_FULL = ("cheetah", "dog", "dog30")  # the shapes of the full report (the default --shapes)
 REF_ACTORS = ("factored", "saint", "spin")  # actors the reference IQL step implements
 BF16_ACTORS = ("saint", "spin")  # transformer steps, where bf16 autocast could pay
 
@@ -281,7 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     head["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     _emit(end, args.results)
     if args.write_doc:
-        write_doc(args.write_doc, head, results)
+        full = [(sh, pr, al, ac) for sh in SHAPES_FULL for pr in ("cpu", "paper")
+                for al in ("iql", "awac", "bcq") for ac in ACTORS.split(",")]
+        full += [(sh, pr, "asm", "asm") for sh in SHAPES_FULL for pr in ("cpu", "paper")]
+        write_doc(args.write_doc, head, results, full)
         print(f"wrote {args.write_doc}", file=sys.stderr)
     return 0
 
@@ -331,7 +335,9 @@ def _f(x, nd=1, suffix=""):
     return "" if x is None else f"{x:.{nd}f}{suffix}"
 
 
-def write_doc(path: str, head: dict, results: list[dict]) -> None:
+def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] | None = None) -> None:
+    """Render the markdown report; ``expected`` = the (shape, preset, algo, actor) rows of the full grid
+    (ASM rows as algo = actor = "asm"), so a partial results file says what it lacks."""
     limits = [r for r in results if r["kind"] == "limit"]
     limit = max(r["gflop_per_s"] for r in limits)  # the best line seen: fractions are not flattered by load
 
@@ -373,6 +379,17 @@ def write_doc(path: str, head: dict, results: list[dict]) -> None:
         "weights); off by default. Its effect on returns: [BF16.md](BF16.md) (`benchmarks/bf16.toml`).",
         "",
     ]
+    if expected:  # the full grid spans sessions: say what the rows below do not cover yet
+        have = {(r["shape"], r["preset"], r["algo"], r["actor"]) for r in train}
+        have |= {(r["shape"], r["preset"], "asm", "asm") for r in asm}
+        missing: dict[str, int] = {}
+        for key in expected:
+            if key not in have:
+                missing[key[0]] = missing.get(key[0], 0) + 1
+        if missing:
+            L += ["**Incomplete:** rows not measured yet (the full run spans sessions; rerun the command above to add "
+                  "them): " + ", ".join(f"{shape} {n} of {sum(1 for k in expected if k[0] == shape)}"
+                                         for shape, n in missing.items()) + ". Goals below cover only the rows present.", ""]
     # goals (issue 6), computed from this run
     L += ["## Goals (issue 6), from this run", "", "| goal | measured | met |", "|---|---|---|"]
 

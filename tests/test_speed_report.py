@@ -34,6 +34,8 @@ def test_results_file_resumes_and_renders(tmp_path):
     assert _rows(res, "train_step") == first and len(_rows(res, "asm_step")) == 1
     text = doc.read_text()
     assert "| cpu | iql | factored |" in text and "2 invocations" in text
+    # the full grid is 3 shapes x 2 presets x (15 train + 1 ASM) rows; this file has 2 cheetah rows
+    assert "**Incomplete:** rows not measured yet" in text and "cheetah 30 of 32, dog 32 of 32, dog30 32 of 32" in text
     # a torn last line (a kill mid-write) is ignored
     with open(res, "a") as f:
         f.write('{"kind": "train_st')
