@@ -171,6 +171,10 @@ def test_carry_continues_a_run_on_another_machine_without_its_replay(full_run, t
     assert (tmp_path / "img" / "cheetah-run-3-behaviour.png").exists()
     with pytest.raises(ConfigError, match="--hidden 64 differs"):
         next(train_behaviour(replace(later, out=str(tmp_path / "x"), hidden=64)))
+    from spinrl.experiments.behaviour_sets import BehaviourSet
+
+    with pytest.raises(ConfigError, match="is a carry of a run in progress"):
+        BehaviourSet(carry_dir)
     with pytest.raises(ConfigError, match="no carry.pt"):
         next(train_behaviour(replace(later, out=str(tmp_path / "y"), continue_from=str(tmp_path))))
 

@@ -103,6 +103,9 @@ class BehaviourSet:
         self.root = Path(root)
         if not self.root.is_dir():
             raise ConfigError(f"--behaviour {root}: not a directory; pass a `spinrl behaviour train` run or an exported set")
+        if (self.root / "carry.pt").exists():
+            raise ConfigError(f"--behaviour {root} is a carry of a run in progress, not a behaviour set; continue it with "
+                              f"`spinrl behaviour train --continue-from {root}` and export that run")
         index_path = self.root / INDEX
         self.index = json.loads(index_path.read_text()) if index_path.exists() else {}
         if (self.root / "policies").is_dir():  # a run directory: (re)select from its current policies
