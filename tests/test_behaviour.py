@@ -254,6 +254,10 @@ def test_exported_set_regenerates_same_dataset(tmp_path, monkeypatch):
     ledger = json.loads((tmp_path / "docs" / "datasets.json").read_text())["datasets"]
     assert {e["checksum"] for e in ledger} == {m1["checksum"], load(tmp_path / "d3").meta["checksum"]}
     assert "path" not in ledger[0] and "| random-medium-expert | 2,400 / 200,000 |" in md2  # seed 4 is still present
+    # a re-chosen expert makes the recorded datasets unreproducible: they leave the ledger and the page
+    shutil.copyfile(exported / "medium.pt", exported / "expert.pt")
+    md3 = write_report(tmp_path, tmp_path / "nodata", tmp_path / "docs" / "datasets.md", tmp_path / "docs" / "img").read_text()
+    assert json.loads((tmp_path / "docs" / "datasets.json").read_text())["datasets"] == [] and "(recorded)" not in md3
     monkeypatch.setattr(behaviour_sets, "COMMITTED", tmp_path / "no-committed-sets")
     with pytest.raises(ConfigError, match="needs --behaviour"):
         generate(replace(cfg, env="dmc:finger-spin", behaviour=None))  # no committed set for the task
