@@ -186,6 +186,8 @@ def test_carry_keeps_the_best_and_one_medium_candidate_per_bucket(tmp_path):
     kept = [c.eval_return_mean for c in carry_candidates(_scan(run))]
     # < 35% of the best dropped; 37 shares 36's bucket (35-40%), 91 shares 90's (90-95%): the earlier one stays
     assert kept == [36, 56, 44, 46, 100, 90]
+    # expecting an expert of at least 240: only returns >= 84 can become a medium, in 12-wide buckets (91 joins 90)
+    assert [c.eval_return_mean for c in carry_candidates(_scan(run), floor=240)] == [100, 90]
 
 
 # ---------------------------------------------------------------------- selection and datasets

@@ -39,6 +39,8 @@ REFERENCE_SEED = 3_000_000_000
 CARRY_BUCKET = 0.05
 """A carry keeps, of the checkpoints at or above 35% of the best return so far, the earliest per bucket of
 this fraction of the best (the later expert can only be better, so a medium could be any of them)."""
+CARRY_FLOOR = 0.5
+"""... where "best" is at least this fraction of the public expert reference (a run is expected to get there)."""
 INDEX = "behaviour.json"
 COMMITTED = Path(__file__).resolve().parents[2] / "behaviour_checkpoints"
 """Behaviour sets committed in the repository (``behaviour_checkpoints/<task>-<bins>``)."""
@@ -211,16 +213,20 @@ class BehaviourSet:
         return out
 
 
-def carry_candidates(checkpoints: list[Checkpoint], lo: float = MEDIUM_RANGE[0], bucket: float = CARRY_BUCKET) -> list[Checkpoint]:
-    """The policy files a carry keeps: the best so far, and per ``bucket`` x best the earliest at >= lo x best.
+def carry_candidates(checkpoints: list[Checkpoint], lo: float = MEDIUM_RANGE[0], bucket: float = CARRY_BUCKET,
+                     floor: float = 0.0) -> list[Checkpoint]:
+    """The policy files a carry keeps: the best so far, and per ``bucket`` x b the earliest at >= lo x b,
+    b = max(best so far, ``floor``).
 
     The final expert is at least the best so far, so medium candidates lie at or above lo x best; thinning
     to one per bucket keeps the carry a few MB while the medium lands within bucket/2 of its target.
+    ``floor`` is the least expert the run is expected to reach (carry() uses half the public expert
+    reference), so an early carry does not keep near-random policies that no medium could be.
     """
     if not checkpoints:
         raise CheckpointError("no policies/step_*.pt checkpoints found; run `spinrl behaviour train` first")
     best = max(checkpoints, key=lambda c: (c.eval_return_mean, -c.env_step))
-    b = best.eval_return_mean
+    b = max(best.eval_return_mean, floor)
     keep: dict[int, Checkpoint] = {}
     if b > 0:
         for c in sorted(checkpoints, key=lambda c: c.env_step):
@@ -238,7 +244,11 @@ def carry(run_dir: str | Path, out: str | Path) -> dict:
     run_dir = Path(run_dir)
     if not (run_dir / "checkpoints" / "last.pt").exists():
         raise ConfigError(f"{run_dir}: no checkpoints/last.pt; pass a `spinrl behaviour train` run directory")
-    cks = carry_candidates(_scan(run_dir))
+    cfg = json.loads((run_dir / "config.json").read_text())
+    from spinrl.envs import DMC_REFERENCE
+
+    public = DMC_REFERENCE.get((cfg["env"].split(":", 1)[1], int(cfg["bins"])))
+    cks = carry_candidates(_scan(run_dir), floor=CARRY_FLOOR * public[1] if public else 0.0)
     out = save_carry(run_dir, out, [c.file for c in cks])
     kept = [c for c in cks if (out / c.file).exists()]
     summary = run_summary(run_dir)
