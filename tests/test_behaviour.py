@@ -158,7 +158,8 @@ def test_carry_continues_a_run_on_another_machine_without_its_replay(full_run, t
     assert 95 <= int(full[2]["updates"]) - int(cont[2]["updates"]) <= 105
     conf = json.loads((tmp_path / "second" / "config.json").read_text())
     assert conf["continued_at"] == [2000]
-    assert {"step_0001000.pt", "step_0002000.pt", "step_0003000.pt"} <= {p.name for p in (tmp_path / "second" / "policies").iterdir()}
+    kept = {Path(c["file"]).name for c in info["kept"]}  # the tiny run is far below half the public expert: its best only
+    assert len(kept) == 1 and kept | {"step_0003000.pt"} == {p.name for p in (tmp_path / "second" / "policies").iterdir()}
     # the continued run checkpoints like any other: stopping and resuming it equals running it through
     list(train_behaviour(replace(later, resume=True)))
     through = replace(later, out=str(tmp_path / "through"))
