@@ -230,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                          "preset, algo, actor, steps, threads, device): a long full run can be stopped and rerun; "
                          "--write-doc then renders every row of the file")
     ap.add_argument("--write-doc", default=None, metavar="PATH", help="render the markdown report (docs/SPEED.md)")
+    ap.add_argument("--render-only", action="store_true",
+                    help="with --results and --write-doc: render the file's rows, measure nothing, append nothing")
     args = ap.parse_args(argv)
     if args.quick:
         args.steps, args.warmup, args.asm_steps, args.asm_warmup = 5, 2, 3, 1
@@ -246,6 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     context = {"threads": head["torch_threads"], "device": head["device"], "quick": args.quick}
     earlier = _read_results(args.results, context) if args.results else []
     done = {_key(r) for r in earlier if r["kind"] in ("train_step", "asm_step")}
+    if args.render_only:
+        if not (args.results and args.write_doc):
+            ap.error("--render-only needs --results FILE and --write-doc PATH")
+        head["loadavg_start"] = head["loadavg_end"] = None  # nothing measured by this invocation
+        write_doc(args.write_doc, head, earlier, _full_grid())
+        print(f"wrote {args.write_doc} from {args.results}", file=sys.stderr)
+        return 0
     start = limit_line(args.limit_n, args.limit_reps, args.device)
     results = earlier + [head, start]
     _emit(head, args.results)
@@ -282,12 +291,16 @@ def main(argv: list[str] | None = None) -> int:
     head["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     _emit(end, args.results)
     if args.write_doc:
-        full = [(sh, pr, al, ac) for sh in SHAPES_FULL for pr in ("cpu", "paper")
-                for al in ("iql", "awac", "bcq") for ac in ACTORS.split(",")]
-        full += [(sh, pr, "asm", "asm") for sh in SHAPES_FULL for pr in ("cpu", "paper")]
-        write_doc(args.write_doc, head, results, full)
+        write_doc(args.write_doc, head, results, _full_grid())
         print(f"wrote {args.write_doc}", file=sys.stderr)
     return 0
+
+
+def _full_grid() -> list[tuple]:
+    """(shape, preset, algo, actor) of every row of the full report; ASM rows as algo = actor = "asm"."""
+    full = [(sh, pr, al, ac) for sh in SHAPES_FULL for pr in ("cpu", "paper")
+            for al in ("iql", "awac", "bcq") for ac in ACTORS.split(",")]
+    return full + [(sh, pr, "asm", "asm") for sh in SHAPES_FULL for pr in ("cpu", "paper")]
 
 
 def _key(r: dict) -> tuple:
@@ -358,9 +371,13 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
         "",
         f"- Device: **{dev}** ({head['device']}), {head['cpu_count']} logical CPUs, torch threads "
         f"{head['torch_threads']}, torch {head['torch']}, Python {head['python']}, {head['date']}.",
-        f"- Load average at start / end: {head['loadavg_start']} / {head.get('loadavg_end')}"
-        + (" — **the machine was shared with other jobs; absolute times are inflated.**"
-           if head["loadavg_start"][0] > 0.5 * (head["cpu_count"] or 1) else "."),
+        (f"- Load average at start / end: {head['loadavg_start']} / {head.get('loadavg_end')}"
+         + (" — **the machine was shared with other jobs; absolute times are inflated.**"
+            if head["loadavg_start"][0] > 0.5 * (head["cpu_count"] or 1) else ".")
+         if head.get("loadavg_start") else
+         f"- Rendered from the results file without measuring (`--render-only`); each row records the load average "
+         f"while it was measured (`loadavg` in the JSON lines; {sum(1 for r in results if r.get('loadavg') and r['loadavg'][0] > 0.5 * (head['cpu_count'] or 1))} "
+         f"of {sum(1 for r in results if r['kind'] in ('train_step', 'asm_step'))} rows on a shared machine, times inflated)."),
         f"- {'**Quick mode** (' + str(head['steps']) + ' timed steps per row, small synthetic dataset): a check that the script runs, not numbers to quote.' if head['quick'] else 'Median of ' + str(head['steps']) + ' timed steps after ' + str(head['warmup']) + ' warm-up steps per row.'}",
         f"- Limit line: a {limits[0]['matmul_n']}x{limits[0]['matmul_n']} fp32 matmul reaches "
         + " / ".join(f"{r['gflop_per_s']:.1f}" for r in limits)
@@ -401,7 +418,7 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
             L.append(f"| IQL factored, {r['shape']} {r['preset']}: >= 2x reference steps/s | {r['ref_over_lib']:.2f}x | "
                      f"{'yes' if r['ref_over_lib'] >= 2 else 'no'} |")
     for r in find(algo="iql", actor="spin", preset="paper"):
-        L.append(f"| SPIN-IQL paper, {r['shape']}: >= 75% of limit | {pct(r):.0f}% | {'yes' if pct(r) >= 75 else 'no'} |")
+        L.append(f"| SPIN-IQL paper, {r['shape']}: >= 75% of limit | {pct(r):.1f}% | {'yes' if pct(r) >= 75 else 'no'} |")
     for r in find(actor="spin-cached"):
         base = find(shape=r["shape"], preset=r["preset"], algo=r["algo"], actor="spin")
         if base and r["algo"] == "iql":
@@ -409,7 +426,7 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
             L.append(f"| spin-cached vs spin, IQL {r['shape']} {r['preset']}: >= 10x steps/s | {x:.1f}x | {'yes' if x >= 10 else 'no'} |")
     for r in asm:
         if r["preset"] == "paper":
-            L.append(f"| ASM pretraining paper, {r['shape']}: >= 75% of limit | {pct(r):.0f}% | {'yes' if pct(r) >= 75 else 'no'} |")
+            L.append(f"| ASM pretraining paper, {r['shape']}: >= 75% of limit | {pct(r):.1f}% | {'yes' if pct(r) >= 75 else 'no'} |")
     L.append("")
     for shape in dict.fromkeys(r["shape"] for r in train + asm):
         obs_dim, nvec = SHAPES[shape]

@@ -36,6 +36,11 @@ def test_results_file_resumes_and_renders(tmp_path):
     assert "| cpu | iql | factored |" in text and "2 invocations" in text
     # the full grid is 3 shapes x 2 presets x (15 train + 1 ASM) rows; this file has 2 cheetah rows
     assert "**Incomplete:** rows not measured yet" in text and "cheetah 30 of 32, dog 32 of 32, dog30 32 of 32" in text
+    # --render-only: the same doc from the file, nothing measured or appended
+    before = res.read_text()
+    doc.unlink()
+    assert train_step.main(argv + ["--render-only", "--write-doc", str(doc)]) == 0
+    assert res.read_text() == before and "| cpu | iql | factored |" in doc.read_text() and "--render-only" in doc.read_text()
     # a torn last line (a kill mid-write) is ignored
     with open(res, "a") as f:
         f.write('{"kind": "train_st')
