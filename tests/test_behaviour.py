@@ -137,8 +137,12 @@ def test_carry_continues_a_run_on_another_machine_without_its_replay(full_run, t
     for row in train_behaviour(cfg):  # the machine is taken away after the 2000-step checkpoint
         if row["env_step"] == 2000:
             break
+    # a kill between an evaluation and its checkpoint leaves a policy newer than last.pt: never carried
+    late = torch.load(first / "policies" / "step_0002000.pt", weights_only=False)
+    torch.save({**late, "env_step": 2500, "eval_return_mean": 1e6}, first / "policies" / "step_0002500.pt")
     carry_dir = tmp_path / "sets" / "carry" / "cheetah-run-3"  # where docs/datasets.md looks for runs in progress
     info = carry(first, carry_dir)
+    assert info["best"]["env_step"] <= 2000 and not (carry_dir / "policies" / "step_0002500.pt").exists()
     assert info["env_step"] == 2000 and sorted(p.name for p in (carry_dir).iterdir()) == [
         "carry.json", "carry.pt", "policies"]
     ck = torch.load(carry_dir / "carry.pt", weights_only=False)

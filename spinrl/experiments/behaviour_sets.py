@@ -248,16 +248,18 @@ def carry(run_dir: str | Path, out: str | Path) -> dict:
     from spinrl.envs import DMC_REFERENCE
 
     public = DMC_REFERENCE.get((cfg["env"].split(":", 1)[1], int(cfg["bins"])))
-    cks = carry_candidates(_scan(run_dir), floor=CARRY_FLOOR * public[1] if public else 0.0)
-    out = save_carry(run_dir, out, [c.file for c in cks])
-    kept = [c for c in cks if (out / c.file).exists()]
+    st_step = int(load_checkpoint(run_dir / "checkpoints" / "last.pt", what="behaviour checkpoint")["step"])
+    # Only policies up to the checkpoint can be carried (a kill between an evaluation and its checkpoint
+    # leaves a newer policy file that the continued run will redo), so choose among those.
+    kept = carry_candidates([c for c in _scan(run_dir) if c.env_step <= st_step],
+                            floor=CARRY_FLOOR * public[1] if public else 0.0)
+    out = save_carry(run_dir, out, [c.file for c in kept])
     summary = run_summary(run_dir)
-    st_step = int(load_checkpoint(out / "carry.pt", what="behaviour carry")["step"])
     summary["metrics"] = [r for r in summary["metrics"] if (r.get("env_step") or 0) <= st_step]
     summary["env_steps"] = st_step
     summary["wall_seconds"] = summary["metrics"][-1]["wall_seconds"] if summary["metrics"] else 0.0
     info = {"env": summary["config"]["env"], "bins": int(summary["config"]["bins"]), "env_step": st_step,
-            "best": max(kept, key=lambda c: c.eval_return_mean).__dict__ if kept else None,
+            "best": max(kept, key=lambda c: (c.eval_return_mean, -c.env_step)).__dict__,
             "kept": [c.__dict__ for c in kept], "run": summary,
             "continue": f"spinrl behaviour train {summary['config']['env']} --bins {summary['config']['bins']} "
                         f"--hidden {summary['config']['hidden']} --continue-from {out} --out NEW_RUN --env-steps N"}

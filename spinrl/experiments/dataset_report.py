@@ -174,7 +174,7 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
     datasets, new_ledger = merge_ledger(find_datasets(data_root), ledger or [], time.strftime("%Y-%m-%d", time.gmtime()))
     # A ledger entry from a behaviour set that no longer exists cannot be regenerated: drop it.
     new_ledger = [e for e in new_ledger if e.get("expert_sha") in current_shas]
-    recorded_only = False
+    any_recorded = False
     lines = [
         "# Discretized DM Control datasets",
         "",
@@ -252,7 +252,7 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
             size = BENCHMARK_SIZES.get(d["level"])
             src = "; ".join(f"{k} {v['return_mean']:.1f} ({_fmt(v['normalized'])})" for k, v in d["per_source"].items())
             mark = "" if d["present"] else " (recorded)"
-            recorded_only |= not d["present"]
+            any_recorded |= not d["present"]
             lines.append(
                 f"| {d['level']}{mark} | {d['transitions']:,} / {'-' if size is None else f'{size:,}'} | {d['episodes']} | "
                 f"{d['return_mean']:.1f} +/- {d['return_std']:.1f} | {_fmt(d['normalized'])} | {_fmt(d['normalized_public'])} "
@@ -271,7 +271,7 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
             lines.append("Not made here: " + ", ".join(missing) + ".")
         lines += ["", f"Regenerate: `spinrl data make dmc:{task} --bins {bins} --level LEVEL --behaviour {folder} "
                   f"--transitions N --seed S` (same seed, same checksum).", ""]
-    if recorded_only:
+    if any_recorded:
         lines += ["Rows marked *(recorded)* were not in this machine's data cache when the report ran: they come from "
                   "the ledger `datasets.json` beside this page, written by an earlier `spinrl data report` from the "
                   "dataset itself (the date it was last seen is its `recorded` field). The regenerate command with the "
