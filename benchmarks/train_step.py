@@ -74,6 +74,22 @@ def time_it(fn, steps: int, warmup: int) -> list[float]:
     return out
 
 
+def time_interleaved(fns: dict, steps: int, warmup: int, block: int = 10) -> dict[str, list[float]]:
+    """``time_it`` for several steps at once, in alternating blocks of ``block`` steps, so that a ratio
+    between them (library vs reference, fp32 vs bf16) is not biased by load that changes during the row."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    out: dict[str, list[float]] = {k: [] for k in fns}
+    while any(len(v) < steps for v in out.values()):
+        for k, fn in fns.items():
+            for _ in range(min(block, steps - len(out[k]))):
+                t = time.perf_counter()
+                fn()
+                out[k].append((time.perf_counter() - t) * 1000)
+    return out
+
+
 def count_flops(fn) -> int:
     """Model FLOPs of one call (matmuls, attention). oneDNN is off while counting so that LSTM kernels
     decompose into counted matmuls; the timed runs keep it on."""
@@ -142,14 +158,9 @@ def bench_train(ds, data_path: str, algo: str, actor: str, preset: str, asm_dir:
         return step
 
     step = make_step(False)
-    med = statistics.median(time_it(step, args.steps, args.warmup))
-    flops = count_flops(step)
-    r = {"kind": "train_step", "algo": algo, "actor": actor, "preset": preset, "batch": B,
-         "ms_median": round(med, 3), "grad_steps_per_s": round(1000 / med, 2), "n": args.steps,
-         "gflop_per_step": round(flops / 1e9, 4), "gflop_per_s": _rate(flops, med)}
+    fns = {"lib": step}
     if args.bf16 and algo == "iql" and actor in BF16_ACTORS:
-        bmed = statistics.median(time_it(make_step(True), args.steps, args.warmup))
-        r.update(bf16_ms_median=round(bmed, 3), bf16_speedup=round(med / bmed, 3))
+        fns["bf16"] = make_step(True)
     if args.reference and algo == "iql" and actor in REF_ACTORS:
         ref = reference_iql.reference_from_setup(s)
 
@@ -157,7 +168,18 @@ def bench_train(ds, data_path: str, algo: str, actor: str, preset: str, asm_dir:
             reference_iql.iql_step(ref, *ds.sample(B, rng, device=dev))
             _sync(dev)
 
-        rmed = statistics.median(time_it(ref_step, args.steps, args.warmup))
+        fns["ref"] = ref_step
+    times = time_interleaved(fns, args.steps, args.warmup)  # ratios see the same load
+    med = statistics.median(times["lib"])
+    flops = count_flops(step)
+    r = {"kind": "train_step", "algo": algo, "actor": actor, "preset": preset, "batch": B,
+         "ms_median": round(med, 3), "grad_steps_per_s": round(1000 / med, 2), "n": args.steps,
+         "gflop_per_step": round(flops / 1e9, 4), "gflop_per_s": _rate(flops, med), "interleaved": len(fns) > 1}
+    if "bf16" in fns:
+        bmed = statistics.median(times["bf16"])
+        r.update(bf16_ms_median=round(bmed, 3), bf16_speedup=round(med / bmed, 3))
+    if "ref" in fns:
+        rmed = statistics.median(times["ref"])
         rflops = count_flops(ref_step)
         r.update(ref_ms_median=round(rmed, 3), ref_gflop_per_step=round(rflops / 1e9, 4),
                  ref_over_lib=round(rmed / med, 3))
@@ -188,6 +210,22 @@ def bench_asm(ds, preset: str, args) -> dict:
     return {"kind": "asm_step", "preset": preset, "batch": B, "ms_median": round(med, 3),
             "samples_per_s": round(B * 1000 / med, 1), "n": args.asm_steps,
             "gflop_per_step": round(flops / 1e9, 4), "gflop_per_s": _rate(flops, med)}
+
+
+def code_version() -> str | None:
+    """The commit the measured code is at ("+dirty" with uncommitted changes), so rows from different code
+    in one results file can be told apart; None outside a git checkout."""
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha + ("+dirty" if dirty else "")
 
 
 def device_info(device: str) -> dict:
@@ -244,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--shapes: {sh!r} is not one of {sorted(SHAPES)}")
     actors = args.actors.split(",")
     head = {"kind": "setup", "quick": args.quick, "steps": args.steps, "warmup": args.warmup,
-            "argv": sys.argv[1:] if argv is None else argv, **device_info(args.device)}
+            "argv": sys.argv[1:] if argv is None else argv, "code": code_version(), **device_info(args.device)}
     context = {"threads": head["torch_threads"], "device": head["device"], "quick": args.quick}
     earlier = _read_results(args.results, context) if args.results else []
     done = {_key(r) for r in earlier if r["kind"] in ("train_step", "asm_step")}
@@ -261,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     _emit(start, args.results)
 
     def record(r: dict) -> None:
-        r.update(limit_gflop_per_s=start["gflop_per_s"], loadavg=[round(x, 2) for x in os.getloadavg()], **context)
+        r.update(limit_gflop_per_s=start["gflop_per_s"], loadavg=[round(x, 2) for x in os.getloadavg()],
+                 code=head["code"], **context)
         _emit(r, args.results)
         results.append(r)
 
@@ -294,6 +333,15 @@ def main(argv: list[str] | None = None) -> int:
         write_doc(args.write_doc, head, results, _full_grid())
         print(f"wrote {args.write_doc}", file=sys.stderr)
     return 0
+
+
+def _code_line(rows: list[dict]) -> str:
+    """Which code the rows measured: a results file spans sessions and commits."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        c = r.get("code") or "not recorded"
+        counts[c] = counts.get(c, 0) + 1
+    return "- Code measured (commit: rows): " + ", ".join(f"`{c}`: {n}" for c, n in counts.items()) + "."
 
 
 def _full_grid() -> list[tuple]:
@@ -379,6 +427,7 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
          f"while it was measured (`loadavg` in the JSON lines; {sum(1 for r in results if r.get('loadavg') and r['loadavg'][0] > 0.5 * (head['cpu_count'] or 1))} "
          f"of {sum(1 for r in results if r['kind'] in ('train_step', 'asm_step'))} rows on a shared machine, times inflated)."),
         f"- {'**Quick mode** (' + str(head['steps']) + ' timed steps per row, small synthetic dataset): a check that the script runs, not numbers to quote.' if head['quick'] else 'Median of ' + str(head['steps']) + ' timed steps after ' + str(head['warmup']) + ' warm-up steps per row.'}",
+        _code_line(train + asm),
         f"- Limit line: a {limits[0]['matmul_n']}x{limits[0]['matmul_n']} fp32 matmul reaches "
         + " / ".join(f"{r['gflop_per_s']:.1f}" for r in limits)
         + " GFLOP/s (measured at the start and end of each invocation"
@@ -391,7 +440,10 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
         "- `ref` = the plain reference IQL step (`benchmarks/reference_iql.py`: loops over sub-actions, two "
         "separate critic networks, one module per head, `nn.MultiheadAttention`, per-parameter Adam); "
         "`ref/lib` > 1 means the library is faster. Equality with the library step is tested in "
-        "`tests/test_reference_equality.py`.",
+        "`tests/test_reference_equality.py`. The reference and bf16 timings alternate with the library's in "
+        f"blocks of 10 steps, so their ratios see the same load ({sum(1 for r in train if r.get('interleaved'))} rows; "
+        f"{sum(1 for r in train if 'ref_ms_median' in r and not r.get('interleaved'))} older rows with a `ref` "
+        "timed it after the library's 200 steps).",
         "- `bf16` = the same IQL step with `spinrl train --precision bf16` (losses under bfloat16 autocast, fp32 "
         "weights); off by default. Its effect on returns: [BF16.md](BF16.md) (`benchmarks/bf16.toml`).",
         "",

@@ -21,6 +21,7 @@ from spinrl.models import (
     build_actor,
 )
 from spinrl.models.actors import Actor
+from spinrl.models.layers import padding_index, to_padded
 
 NVEC = (2, 5, 3)
 OBS = 6
@@ -280,3 +281,29 @@ def test_block_attention_training_path_matches_sdpa():
     ref = block(x)  # SDPA (no dropout)
     block.dropout = 1e-9  # written-out path; p * 2^16 rounds to 0, so nothing is dropped
     assert torch.allclose(block(x), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("nvec", [(3, 3, 3, 3), (2, 5, 3), (10, 10)])
+def test_padded_layout_and_log_prob_match_loops(nvec):
+    """to_padded (a view for equal cardinalities, a gather otherwise) and log_prob (transposed kernel for
+    fewer than 8 choices) against per-sub-action loops, for critic, DecQN and factored actor layouts."""
+    g = torch.Generator().manual_seed(0)
+    index, valid = padding_index(nvec)
+    flat = torch.randn(2, 5, sum(nvec), generator=g)
+    pad = to_padded(flat, index, valid, -7.0)
+    offs = [sum(nvec[:i]) for i in range(len(nvec))]
+    assert pad.shape == (2, 5, len(nvec), max(nvec))
+    for i, m in enumerate(nvec):
+        assert torch.equal(pad[:, :, i, :m], flat[:, :, offs[i] : offs[i] + m])
+        assert (pad[:, :, i, m:] == -7.0).all()
+    actor = FactoredMLPActor(OBS, nvec, CFG)
+    obs = _obs()
+    act = torch.stack([torch.randint(m, (5,), generator=g) for m in nvec], dim=1)
+    out = actor.net(obs)
+    ref = sum(F.log_softmax(out[:, o : o + m], -1).gather(1, act[:, i : i + 1]).squeeze(1)
+              for i, (o, m) in enumerate(zip(offs, nvec)))
+    torch.testing.assert_close(actor.log_prob(obs, act), ref, rtol=1e-5, atol=1e-5)
+    critic = FactoredTwinCritic(OBS, nvec, hidden=16, members=2)
+    q_all, q_cat = critic.q_all(obs, fill=3.0), critic.q_concat(obs)
+    for i, (o, m) in enumerate(zip(offs, nvec)):
+        assert torch.equal(q_all[:, :, i, :m], q_cat[:, :, o : o + m]) and (q_all[:, :, i, m:] == 3.0).all()

@@ -13,7 +13,7 @@ from spinrl.errors import CheckpointError, ConfigError
 from spinrl.models import distributions as dist
 from spinrl.models.asm import ActionStructureModel
 from spinrl.models.config import ModelConfig
-from spinrl.models.layers import NEG, StateEncoder, SubActionHeads, TransformerBlock, padding_index
+from spinrl.models.layers import NEG, StateEncoder, SubActionHeads, TransformerBlock, padding_index, to_padded
 
 ACTOR_KINDS = ("factored", "autoregressive", "saint", "spin", "spin-cached")
 
@@ -91,9 +91,8 @@ class FactoredMLPActor(FactoredActor):
         self.register_buffer("valid_NM", valid, persistent=False)
 
     def logits(self, obs_BO: torch.Tensor) -> torch.Tensor:
-        """Padded logits [B, N, max_m] (one gather from the concatenated outputs)."""
-        flat = self.net(obs_BO)[:, self.pad_index_NM]
-        return flat.masked_fill(~self.valid_NM, NEG)
+        """Padded logits [B, N, max_m] from the concatenated outputs."""
+        return to_padded(self.net(obs_BO), self.pad_index_NM, self.valid_NM, NEG)
 
 
 def check_asm_fits(asm: ActionStructureModel, cfg: ModelConfig, obs_dim: int | None, nvec: Sequence[int] | None) -> None:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spinrl.models.layers import _uniform_, concat_offsets, padding_index
+from spinrl.models.layers import _uniform_, concat_offsets, padding_index, to_padded
 
 
 class FactoredTwinCritic(nn.Module):
@@ -51,11 +51,7 @@ class FactoredTwinCritic(nn.Module):
 
     def q_all(self, obs_BO: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
         """Per-sub-action values padded to [K, B, N, max_m]; entries j >= m_i hold ``fill``."""
-        q = self.q_concat(obs_BO)
-        K, B, _ = q.shape
-        N, M = self.pad_index_NM.shape
-        q = q.gather(2, self.pad_index_NM.reshape(1, 1, N * M).expand(K, B, N * M)).view(K, B, N, M)
-        return q.masked_fill(~self.valid_NM, fill)
+        return to_padded(self.q_concat(obs_BO), self.pad_index_NM, self.valid_NM, fill)
 
     def forward(self, obs_BO: torch.Tensor, act_BN: torch.Tensor) -> torch.Tensor:
         """Q_k(s, a) for every member, shape [K, B] (one gather over concatenated values)."""

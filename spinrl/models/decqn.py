@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spinrl.models.layers import concat_offsets, padding_index
+from spinrl.models.layers import concat_offsets, padding_index, to_padded
 
 
 class ResidualBlock(nn.Module):
@@ -57,12 +57,8 @@ class DecQNNet(nn.Module):
         return self.pad(self.utilities_concat(obs_BO), fill)
 
     def pad(self, u_BS: torch.Tensor, fill: float = float("-inf")) -> torch.Tensor:
-        """Concatenated utilities [B, sum m_i] -> padded [B, N, max_m] (one gather)."""
-        u = u_BS
-        B = u.shape[0]
-        N, M = self.pad_index_NM.shape
-        u = u.gather(1, self.pad_index_NM.reshape(1, N * M).expand(B, N * M)).view(B, N, M)
-        return u.masked_fill(~self.valid_NM, fill)
+        """Concatenated utilities [B, sum m_i] -> padded [B, N, max_m]."""
+        return to_padded(u_BS, self.pad_index_NM, self.valid_NM, fill)
 
     def q_value(self, obs_BO: torch.Tensor, act_BN: torch.Tensor) -> torch.Tensor:
         """Q(s, a) = mean_i U_i(s, a_i), shape [B]."""

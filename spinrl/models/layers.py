@@ -30,6 +30,20 @@ def padding_index(nvec: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     return index, valid
 
 
+def to_padded(flat: torch.Tensor, index_NM: torch.Tensor, valid_NM: torch.Tensor, fill: float) -> torch.Tensor:
+    """A concatenated [..., sum m_i] tensor -> padded [..., N, max_m], entries j >= m_i set to ``fill``.
+
+    With equal cardinalities the concatenation already is the padded layout: a view, no gather and no
+    mask (the gather's backward is a scatter that costs more than the small matmul beside it).
+    """
+    N, M = index_NM.shape
+    if flat.shape[-1] == N * M:
+        return flat.view(*flat.shape[:-1], N, M)
+    lead = flat.shape[:-1]
+    out = flat.gather(-1, index_NM.reshape(N * M).expand(*lead, N * M)).view(*lead, N, M)
+    return out.masked_fill(~valid_NM, fill)
+
+
 def concat_offsets(nvec: Sequence[int]) -> torch.Tensor:
     """Start of each sub-action's block in a concatenated [sum m_i] vector, shape [N]."""
     m = torch.as_tensor(list(nvec), dtype=torch.long)
