@@ -227,6 +227,48 @@ def test_selection_expert_best_medium_closest_to_45_in_range(tmp_path):
         BehaviourSet(tmp_path / "r", env="dmc:finger-spin", bins=3)
 
 
+def test_export_reselects_on_fresh_episodes_and_references_stop_when_precise(tmp_path, monkeypatch):
+    """The expert is the best of the top checkpoints on fresh greedy episodes, not the best training evaluation
+    (which the fake returns below put on a random-weight net); references add blocks until precise or capped."""
+    from spinrl import envs
+    from spinrl.experiments import behaviour_sets
+    from spinrl.experiments.behaviour_sets import SELECT_SEED, BehaviourSet
+    from spinrl.training.behaviour import greedy_returns, load_policy
+
+    run = _fake_run(tmp_path / "r", [5, 40, 100, 99])
+    for k, f in enumerate(sorted((run / "policies").glob("step_*.pt"))):  # distinct weights: distinct real returns
+        ck = torch.load(f, weights_only=False)
+        torch.manual_seed(10 + k)
+        ck["state_dict"] = DecQNNet(17, [3] * 6, 16).state_dict()
+        torch.save(ck, f)
+    vec = envs.make_vector("dmc:cheetah-run", 2, bins=3)
+    real = {f"policies/{f.name}": greedy_returns(load_policy(f)[0], vec, 2, SELECT_SEED).mean()
+            for f in sorted((run / "policies").glob("step_*.pt"))}
+    monkeypatch.setattr(behaviour_sets, "REFERENCE_EPISODES", 2)
+    monkeypatch.setattr(behaviour_sets, "REFERENCE_MAX_EPISODES", 6)
+    bset = BehaviourSet(run)
+    assert bset.checkpoint("expert").env_step == 75_000  # training evaluations alone: the fake 100
+    bset.export(tmp_path / "set", top=3, episodes=2, progress=False)
+    top3 = ["policies/step_0075000.pt", "policies/step_0100000.pt", "policies/step_0050000.pt"]
+    ex = bset.index["expert"]
+    assert ex["file"] == max(top3, key=lambda f: real[f]) and ex["selection_episodes"] == 2
+    assert ex["selection_return_mean"] == pytest.approx(real[ex["file"]])
+    assert {c["file"] for c in bset.index["selection"]["candidates"]} <= set(real)
+    for c in bset.index["selection"]["candidates"]:
+        assert c["selection_return_mean"] == pytest.approx(real[c["file"]])
+    med = bset.index["medium"]
+    if med is not None:
+        assert 0.35 * ex["selection_return_mean"] <= med["selection_return_mean"] <= 0.55 * ex["selection_return_mean"]
+    saved = json.loads((tmp_path / "set" / "behaviour.json").read_text())
+    assert saved["expert"]["file"] == "expert.pt" and saved["expert"]["run_file"] == ex["file"]
+    ref = saved["reference"]
+    assert ref["episodes"] in (2, 4, 6)
+    assert ref["episodes"] == 6 or max(ref["random_std"], ref["expert_std"]) / np.sqrt(ref["episodes"]) <= \
+        0.02 * abs(ref["expert"] - ref["random"])
+    with pytest.raises(ConfigError, match="needs the run directory"):
+        BehaviourSet(tmp_path / "set").reselect()
+
+
 def test_exported_set_regenerates_same_dataset(tmp_path, monkeypatch):
     from spinrl.data import load
     from spinrl.experiments import behaviour_sets
@@ -234,7 +276,8 @@ def test_exported_set_regenerates_same_dataset(tmp_path, monkeypatch):
     from spinrl.experiments.datasets import DataMakeConfig, generate, make_dataset
 
     monkeypatch.setattr(behaviour_sets, "REFERENCE_EPISODES", 2)
-    exported = BehaviourSet(_fake_run(tmp_path / "r", [10, 45, 100])).export(tmp_path / "set")
+    monkeypatch.setattr(behaviour_sets, "REFERENCE_MAX_EPISODES", 4)
+    exported = BehaviourSet(_fake_run(tmp_path / "r", [10, 45, 100])).export(tmp_path / "set", episodes=0, progress=False)
     assert sorted(p.name for p in exported.iterdir()) == ["behaviour.json", "expert.pt", "medium.pt"]
     cfg = DataMakeConfig(env="dmc:cheetah-run", env_kwargs={"bins": 3}, level="random-medium-expert",
                          transitions=2400, seed=3, num_envs=2, behaviour=str(exported), progress=False)

@@ -206,13 +206,17 @@ def cmd_data_report(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_behaviour_export(args: argparse.Namespace, extra: list[str]) -> int:
     from spinrl.experiments.behaviour_sets import BehaviourSet
 
+    if args.select_top < 1 or args.select_episodes < 0:
+        raise ConfigError("--select-top must be >= 1 and --select-episodes >= 0 (0 keeps the training evaluations' choice)")
     bset = BehaviourSet(args.run)
-    out = bset.export(args.out)
+    out = bset.export(args.out, top=args.select_top, episodes=args.select_episodes)
     for level in ("expert", "medium"):
         c = bset.index.get(level)
-        print(f"{level}: " + ("none in range" if c is None else f"{c['file']} (env step {c['env_step']}, greedy return {c['eval_return_mean']:.1f})"))
+        again = f", {c['selection_episodes']} fresh episodes {c['selection_return_mean']:.1f}" if c and "selection_episodes" in c else ""
+        print(f"{level}: " + ("none in range" if c is None else
+                              f"{c['file']} (env step {c['env_step']}, greedy return {c['eval_return_mean']:.1f}{again})"))
     ref = bset.index["reference"]
-    print(f"reference: random {ref['random']:.1f}, expert {ref['expert']:.1f}; exported to {out}")
+    print(f"reference: random {ref['random']:.1f}, expert {ref['expert']:.1f} ({ref['episodes']} episodes each); exported to {out}")
     return 0
 
 
@@ -237,6 +241,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from spinrl import __version__
+    from spinrl.experiments.behaviour_sets import SELECT_EPISODES, SELECT_TOP
     from spinrl.experiments.datasets import DataMakeConfig
 
     p = _Parser(
@@ -337,6 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
     bx = bsub.add_parser("export", help="choose expert/medium checkpoints of a run, compute references, copy them to --out")
     bx.add_argument("run", help="run directory of `spinrl behaviour train`")
     bx.add_argument("--out", required=True, help="output folder, e.g. behaviour_checkpoints/cheetah-run-3")
+    bx.add_argument("--select-top", type=int, default=SELECT_TOP,
+                    help="re-evaluate this many best checkpoints and medium candidates before choosing (default: %(default)s)")
+    bx.add_argument("--select-episodes", type=int, default=SELECT_EPISODES,
+                    help="fresh greedy episodes per re-evaluated checkpoint; 0 keeps the training evaluations' choice "
+                         "(default: %(default)s)")
     bx.set_defaults(fn=cmd_behaviour_export)
     bc = bsub.add_parser("carry", help="a run's state without its replay (a few MB) to continue it elsewhere with "
                          "`behaviour train --continue-from`")

@@ -7,8 +7,14 @@ expert = the checkpoint with the best greedy evaluation return (earliest on ties
 checkpoints whose greedy return is 35-55% of the expert's, the one closest to 45% (earliest on ties): the
 earliest in the band sits at its lower edge on a steep learning curve, and users expect medium ~45. Data are collected epsilon-greedily
 with epsilon 0.05 (DecQN's own exploration floor, so data look like the agent's experience and are not
-deterministic); our reference returns (uniform random and the noisy expert, >= 20 episodes each) are
-computed once and cached in ``behaviour.json``.
+deterministic); our reference returns (uniform random and the noisy expert) are computed once and cached
+in ``behaviour.json``.
+
+Two guards against noisy ten-episode evaluations (quadruped's returns are bimodal: a greedy episode gives
+~130 or ~960): ``export`` re-evaluates the best checkpoints and the medium candidates on SELECT_EPISODES
+fresh episodes and chooses by those (the max over a hundred noisy means overstates the expert: a winner's
+curse), and the references run until their standard errors are small against expert - random (20 random
+quadruped episodes averaged 31; a thousand average ~120).
 """
 
 from __future__ import annotations
@@ -33,9 +39,18 @@ MEDIUM_TARGET = 0.45
 """... the one closest to this fraction (earliest on ties)."""
 DATA_EPSILON = 0.05
 """Probability of a uniform random joint action while collecting data (ours; DecQN's epsilon floor)."""
-REFERENCE_EPISODES = 20
-"""Episodes per reference return (random and expert)."""
+REFERENCE_EPISODES = 100
+"""Episodes per reference return (random and expert) at least, added in blocks of this size ..."""
+REFERENCE_PRECISION = 0.02
+"""... until the standard error of each mean is at most this fraction of expert - random ..."""
+REFERENCE_MAX_EPISODES = 1000
+"""... or this many episodes."""
 REFERENCE_SEED = 3_000_000_000
+SELECT_TOP = 5
+"""``export`` re-evaluates this many best checkpoints (by their training evaluation) and medium candidates ..."""
+SELECT_EPISODES = 50
+"""... with this many greedy episodes each, on seeds no training evaluation used."""
+SELECT_SEED = 2_500_000_000
 CARRY_BUCKET = 0.05
 """A carry keeps, of the checkpoints at or above 35% of the best return so far, the earliest per bucket of
 this fraction of the best (the later expert can only be better, so a medium could be any of them)."""
@@ -50,6 +65,11 @@ def committed_set(env: str, bins: int) -> Path | None:
     """The committed behaviour set for a dmc task and bin count, or None (used when --behaviour is omitted)."""
     folder = COMMITTED / f"{env.split(':', 1)[1]}-{int(bins)}"
     return folder if (folder / INDEX).exists() else None
+
+
+def reference_rule() -> dict:
+    """How reference returns are measured; part of a dataset's cache name, so a new rule never reuses old data."""
+    return {"min_episodes": REFERENCE_EPISODES, "precision": REFERENCE_PRECISION, "max_episodes": REFERENCE_MAX_EPISODES}
 
 
 @dataclass
@@ -169,37 +189,103 @@ class BehaviourSet:
         return out
 
     def reference(self, epsilon: float = DATA_EPSILON) -> dict:
-        """Our random and expert returns (REFERENCE_EPISODES each), computed once and cached in the index."""
+        """Our random and expert returns (see REFERENCE_PRECISION), computed once and cached in the index."""
         ref = self.index.get("reference")
         expert = self.index["expert"]
-        if ref and ref.get("epsilon") == epsilon and ref.get("expert_file") == expert["file"] and ref.get("episodes", 0) >= REFERENCE_EPISODES:
+        rule = reference_rule()
+        if ref and ref.get("epsilon") == epsilon and ref.get("expert_file") == expert["file"] and ref.get("rule") == rule:
             return ref
         from spinrl import envs
         from spinrl.evaluation.rollout import run_episodes
+        from spinrl.utils.progress import progress_bar
 
-        n = REFERENCE_EPISODES
-        vec = envs.make_vector(self.env, n, bins=self.bins)
-        seeds = [REFERENCE_SEED + k for k in range(n)]
+        block = REFERENCE_EPISODES
+        vec = envs.make_vector(self.env, min(block, 50), bins=self.bins)
         rnd = envs.behaviour_policy(self.env, "random", bins=self.bins)
-        rng0 = np.random.default_rng(0)
-        r0 = run_episodes(vec, lambda o: rnd.act(o, rng0), seeds, record=False)
         pol = self.policy("expert", epsilon)
-        rng1 = np.random.default_rng(1)
-        r1 = run_episodes(vec, lambda o: pol.act(o, rng1), seeds, record=False)
-        ref = {"random": float(r0.returns.mean()), "expert": float(r1.returns.mean()),
-               "random_std": float(r0.returns.std()), "expert_std": float(r1.returns.std()), "episodes": n,
+        rng0, rng1 = np.random.default_rng(0), np.random.default_rng(1)
+        r0, r1 = np.zeros(0), np.zeros(0)
+        bar = progress_bar(desc=f"reference returns {self.env}", unit="episode")
+        while True:  # blocks of episodes until both means are precise enough against expert - random
+            seeds = [REFERENCE_SEED + k for k in range(len(r0), len(r0) + block)]
+            r0 = np.concatenate([r0, run_episodes(vec, lambda o: rnd.act(o, rng0), seeds).returns])
+            r1 = np.concatenate([r1, run_episodes(vec, lambda o: pol.act(o, rng1), seeds).returns])
+            bar.update(2 * block)
+            se = max(r0.std(), r1.std()) / np.sqrt(len(r0))
+            gap = abs(r1.mean() - r0.mean())
+            bar.set_postfix_str(f"random {r0.mean():.1f}, expert {r1.mean():.1f}, s.e. {se:.1f}")
+            if se <= REFERENCE_PRECISION * gap or len(r0) + block > REFERENCE_MAX_EPISODES:
+                break
+        bar.close()
+        n = len(r0)
+        ref = {"random": float(r0.mean()), "expert": float(r1.mean()),
+               "random_std": float(r0.std()), "expert_std": float(r1.std()), "episodes": n,
+               "random_se": float(r0.std() / np.sqrt(n)), "expert_se": float(r1.std() / np.sqrt(n)), "rule": rule,
                "epsilon": epsilon, "expert_file": expert["file"],
                "source": f"ours: uniform random / DecQN expert {self.root.name} ({expert['file']}, epsilon {epsilon}), {n} episodes each"}
         self.index["reference"] = ref
         write_text_atomic(self.root / INDEX, json.dumps(self.index, indent=2) + "\n")
         return ref
 
-    def export(self, out: str | Path) -> Path:
-        """Copy the chosen medium/expert policy files and the index (with references) to ``out``."""
+    def reselect(self, top: int = SELECT_TOP, episodes: int = SELECT_EPISODES, progress: bool = True) -> None:
+        """Choose expert and medium again by ``episodes`` fresh greedy episodes per candidate (run directories).
+
+        Expert: the best re-evaluated of the ``top`` best checkpoints. Medium: of the ``top`` candidates the
+        training evaluations put closest to 45% of the re-evaluated expert, those whose re-evaluated return
+        is 35-55% of it, the closest to 45% (none: no medium). Cached in the index with the candidates.
+        """
+        if not (self.root / "policies").is_dir():
+            raise ConfigError(f"{self.root}: re-selection needs the run directory (policies/), not an exported set")
+        rule = {"top": int(top), "episodes": int(episodes), "seed": SELECT_SEED}
+        if self.index.get("selection", {}).get("rule") == rule and self.index["selection"].get("listing") == self.index["listing"]:
+            return
+        from spinrl import envs
+        from spinrl.training.behaviour import greedy_returns
+        from spinrl.utils.progress import progress_bar
+
+        cks = _scan(self.root)
+        vec = envs.make_vector(self.env, min(int(episodes), 25), bins=self.bins)
+        evals: dict[str, np.ndarray] = {}
+        bar = progress_bar(desc="re-evaluate checkpoints", unit="policy", disable=None if progress else True)
+
+        def score(c: Checkpoint) -> float:
+            if c.file not in evals:
+                evals[c.file] = greedy_returns(load_policy(self.root / c.file)[0], vec, int(episodes), SELECT_SEED)
+                bar.update(1)
+                bar.set_postfix_str(f"{c.env_step:,}: {evals[c.file].mean():.1f} (training eval {c.eval_return_mean:.1f})")
+            return float(evals[c.file].mean())
+
+        best = sorted(cks, key=lambda c: (-c.eval_return_mean, c.env_step))[: int(top)]
+        expert = max(best, key=lambda c: (score(c), -c.env_step))
+        target = score(expert)
+        lo, hi = MEDIUM_RANGE
+        near = sorted(cks, key=lambda c: (abs(c.eval_return_mean - MEDIUM_TARGET * target), c.env_step))[: int(top)]
+        band = [c for c in near if lo * target <= score(c) <= hi * target]
+        medium = min(band, key=lambda c: (abs(score(c) - MEDIUM_TARGET * target), c.env_step)) if band else None
+        bar.close()
+
+        def entry(c: Checkpoint) -> dict:
+            r = evals[c.file]
+            return {**c.__dict__, "selection_return_mean": float(r.mean()), "selection_return_std": float(r.std()),
+                    "selection_episodes": int(len(r))}
+
+        self.index["expert"] = entry(expert)
+        self.index["medium"] = None if medium is None else entry(medium)
+        self.index["selection"] = {"rule": rule, "listing": self.index["listing"],
+                                   "candidates": [entry(c) for c in cks if c.file in evals]}
+        self.index.pop("reference", None)  # belongs to the expert chosen before
+        write_text_atomic(self.root / INDEX, json.dumps(self.index, indent=2) + "\n")
+
+    def export(self, out: str | Path, top: int = SELECT_TOP, episodes: int = SELECT_EPISODES, progress: bool = True) -> Path:
+        """Re-select (``episodes`` > 0), compute references, copy the chosen policy files and the index to ``out``."""
         out = Path(out)
+        if episodes > 0:
+            self.reselect(top, episodes, progress)
         out.mkdir(parents=True, exist_ok=True)
         self.reference()
         index = {k: v for k, v in self.index.items() if k != "listing"}
+        if "selection" in index:
+            index["selection"] = {k: v for k, v in index["selection"].items() if k != "listing"}
         index["source_run"] = str(self.root)
         index["run"] = run_summary(self.root)
         for level in ("medium", "expert"):

@@ -93,11 +93,12 @@ class DataMakeConfig:
     def default_out(self) -> Path:
         size = f"{self.transitions}t" if self.transitions is not None else f"{self.episodes}ep"
         behaviour = self.resolved_behaviour() if self.level != "random" else None
-        if behaviour:  # name + digest of the chosen policies: a reselected medium never reuses a stale cached dataset
-            from spinrl.experiments.behaviour_sets import BehaviourSet
+        if behaviour:  # digest of the chosen policies and the reference rule: never reuse a stale cached dataset
+            from spinrl.experiments.behaviour_sets import BehaviourSet, reference_rule
 
             prov = BehaviourSet(behaviour, env=self.env, bins=self.env_kwargs.get("bins", 3)).provenance()
-            digest = hashlib.sha256(json.dumps({k: v["sha256"] for k, v in sorted(prov.items())}).encode()).hexdigest()
+            key = {**{k: v["sha256"] for k, v in sorted(prov.items())}, "reference_rule": reference_rule()}
+            digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()
             size += f"-{Path(behaviour).resolve().name}-{digest[:8]}"
         return data_dir() / dataset_name(self.env, self.env_kwargs, self.level, size, self.seed)
 
