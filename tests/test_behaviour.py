@@ -304,6 +304,16 @@ def test_exported_set_regenerates_same_dataset(tmp_path, monkeypatch):
     ledger = json.loads((tmp_path / "docs" / "datasets.json").read_text())["datasets"]
     assert {e["checksum"] for e in ledger} == {m1["checksum"], load(tmp_path / "d3").meta["checksum"]}
     assert "path" not in ledger[0] and "| random-medium-expert | 2,400 / 200,000 |" in md2  # seed 4 is still present
+    # references measured by another rule: such datasets are not what `data make` gives now (page and ledger)
+    idx_path = exported / "behaviour.json"
+    kept = idx_path.read_text()
+    idx = json.loads(kept)
+    idx["reference"]["random"] -= 1.0
+    idx_path.write_text(json.dumps(idx))
+    md_stale = write_report(tmp_path, tmp_path, tmp_path / "docs" / "datasets.md", tmp_path / "docs" / "img").read_text()
+    assert "Not shown: 2 dataset(s)" in md_stale and "| random-medium-expert" not in md_stale
+    assert json.loads((tmp_path / "docs" / "datasets.json").read_text())["datasets"] == []
+    idx_path.write_text(kept)
     # a re-chosen expert makes the recorded datasets unreproducible: they leave the ledger and the page
     shutil.copyfile(exported / "medium.pt", exported / "expert.pt")
     md3 = write_report(tmp_path, tmp_path / "nodata", tmp_path / "docs" / "datasets.md", tmp_path / "docs" / "img").read_text()

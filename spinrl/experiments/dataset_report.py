@@ -25,6 +25,8 @@ import numpy as np
 
 from spinrl.data.cache import data_dir
 from spinrl.envs import DMC_REFERENCE
+from spinrl.experiments.behaviour_sets import (REFERENCE_EPISODES, REFERENCE_MAX_EPISODES, REFERENCE_PRECISION,
+                                              SELECT_EPISODES)
 from spinrl.training.checkpoint import write_text_atomic
 
 BENCHMARK_SIZES = {"medium": 1_000_000, "expert": 1_000_000, "medium-expert": 2_000_000, "random-medium-expert": 200_000}
@@ -163,6 +165,15 @@ def plot_curve(index: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _current(d: dict, current: dict) -> bool:
+    """Whether a dataset summary comes from a current behaviour set and its current references."""
+    if d.get("expert_sha") not in current:
+        return False
+    ref, mine = current[d["expert_sha"]], d.get("reference") or {}
+    return ref is None or all(abs(float(mine.get(k, float("nan"))) - float(ref[k])) <= 1e-9 * max(1.0, abs(float(ref[k])))
+                              for k in ("random", "expert"))
+
+
 def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path,
                  ledger: list[dict] | None = None) -> tuple[str, list[dict]]:
     """Returns the markdown and the new ledger (see the module docstring)."""
@@ -170,10 +181,14 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
     for idx_path in sorted(behaviour_root.glob("*/behaviour.json")):
         index = json.loads(idx_path.read_text())
         sets[(index["env"].split(":", 1)[1], int(index["bins"]))] = (idx_path.parent, index)
-    current_shas = {_sha(folder / "expert.pt") for folder, _ in sets.values() if (folder / "expert.pt").exists()}
+    current = {_sha(folder / "expert.pt"): index.get("reference") for folder, index in sets.values()
+               if (folder / "expert.pt").exists()}
     datasets, new_ledger = merge_ledger(find_datasets(data_root), ledger or [], time.strftime("%Y-%m-%d", time.gmtime()))
-    # A ledger entry from a behaviour set that no longer exists cannot be regenerated: drop it.
-    new_ledger = [e for e in new_ledger if e.get("expert_sha") in current_shas]
+    # A dataset from a behaviour set that no longer exists, or made with other references than the set's
+    # current ones (an earlier reference rule), is not what `spinrl data make` gives now: not on the page.
+    stale = [d for d in datasets if not _current(d, current)]
+    datasets = [d for d in datasets if _current(d, current)]
+    new_ledger = [e for e in new_ledger if _current(e, current)]
     any_recorded = False
     lines = [
         "# Discretized DM Control datasets",
@@ -190,9 +205,16 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
         "35-55% of the expert's, the one closest to 45% (*ours*). Data are collected epsilon-greedily with epsilon 0.05 (*ours*), "
         "random = uniform joint actions, random-medium-expert = whole episodes, one third from each source. "
         "Normalized scores use *our* references stored in each dataset (uniform random and the epsilon-0.05 expert, "
-        "20 episodes each); the column `norm. (public refs)` uses the public benchmark's constants for comparison.",
+        f"in blocks of {REFERENCE_EPISODES} episodes until each mean's standard error is at most "
+        f"{REFERENCE_PRECISION:.0%} of expert - random, at most {REFERENCE_MAX_EPISODES}); the column `norm. (public refs)` "
+        "uses the public benchmark's constants for comparison. `spinrl behaviour export` re-evaluates the best "
+        f"checkpoints and the medium candidates on {SELECT_EPISODES} fresh greedy episodes and chooses by those "
+        "(the best of a hundred 10-episode means overstates the expert); sets exported before that rule say so.",
         "",
     ]
+    if stale:
+        lines += [f"Not shown: {len(stale)} dataset(s) in the cache or ledger made from earlier behaviour sets or "
+                  "with earlier reference returns (remake them with `spinrl data make`).", ""]
     for task, bins in WANTED + sorted(k for k in sets if k not in WANTED):
         lines.append(f"## {task}, {bins} bins")
         lines.append("")
@@ -230,15 +252,20 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
         for level in ("expert", "medium"):
             c = index.get(level)
             if c:
+                again = (f"; on {c['selection_episodes']} fresh episodes {c['selection_return_mean']:.1f} "
+                         f"+/- {c['selection_return_std']:.1f}" if "selection_episodes" in c else
+                         "; chosen by the training evaluations alone (exported before re-selection)")
                 lines.append(f"- Chosen {level}: env step {c['env_step']:,}, greedy return {c['eval_return_mean']:.1f} "
-                             f"+/- {c['eval_return_std']:.1f} (`{folder}/{c['file']}`).")
+                             f"+/- {c['eval_return_std']:.1f} in training{again} (`{folder}/{c['file']}`).")
             else:
                 lines.append(f"- Chosen {level}: none (no checkpoint in 35-55% of the expert's return).")
         ref = index.get("reference") or {}
         if ref:
             lines.append(
                 f"- References (ours): random {ref['random']:.2f}, expert {ref['expert']:.2f} "
-                f"({ref['episodes']} episodes each, expert with epsilon {ref['epsilon']})"
+                f"({ref['episodes']} episodes each"
+                + (f", standard errors {ref['random_se']:.2f} / {ref['expert_se']:.2f}" if "random_se" in ref else "")
+                + f", expert with epsilon {ref['epsilon']})"
                 + (f"; public benchmark: random {pub[0]}, expert {pub[1]} - our expert reaches "
                    f"{_norm(ref['expert'], {'random': pub[0], 'expert': pub[1]}):.1f} on the public scale." if pub else ".")
             )
