@@ -475,7 +475,14 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
         base = find(shape=r["shape"], preset=r["preset"], algo=r["algo"], actor="spin")
         if base and r["algo"] == "iql":
             x = base[0]["ms_median"] / r["ms_median"]
-            L.append(f"| spin-cached vs spin, IQL {r['shape']} {r['preset']}: >= 10x steps/s | {x:.1f}x | {'yes' if x >= 10 else 'no'} |")
+            # spin-cached still trains both critics and V: the factored IQL step (the same critics with an MLP
+            # actor) bounds how far below spin's step it can go
+            flat = find(shape=r["shape"], preset=r["preset"], algo="iql", actor="factored")
+            bound = base[0]["ms_median"] / flat[0]["ms_median"] if flat else None
+            why = (f" (unreachable here: spin's step is {bound:.1f}x the factored IQL step, whose critic and value "
+                   "updates spin-cached also runs)" if x < 10 and bound is not None and bound < 10 else "")
+            L.append(f"| spin-cached vs spin, IQL {r['shape']} {r['preset']}: >= 10x steps/s | {x:.1f}x | "
+                     f"{'yes' if x >= 10 else 'no'}{why} |")
     for r in asm:
         if r["preset"] == "paper":
             L.append(f"| ASM pretraining paper, {r['shape']}: >= 75% of limit | {pct(r):.1f}% | {'yes' if pct(r) >= 75 else 'no'} |")
