@@ -664,6 +664,12 @@ CASES: list[Case] = [
          _cli("behaviour", "train", "dmc:cheetah-run", "--continue-from", "{d}", "--out", "{d}/b")),
     Case("spinrl behaviour carry", "a folder that is not a behaviour run", "no checkpoints/last.pt",
          _cli("behaviour", "carry", "{d}", "--out", "{d}/c")),
+    Case("spinrl behaviour export", "--select-top 0", "--select-top must be >= 1",
+         _cli("behaviour", "export", "{d}", "--out", "{d}/e", "--select-top", "0")),
+    Case("spinrl behaviour export", "--select-episodes -1", "--select-episodes >= 0",
+         _cli("behaviour", "export", "{d}", "--out", "{d}/e", "--select-episodes", "-1")),
+    Case("spinrl behaviour export", "a folder that is neither a run nor a set", "neither a run directory",
+         _cli("behaviour", "export", "{d}", "--out", "{d}/e")),
     # ------------------------------------------------------------------ CLI in general
     Case("spinrl", "unknown command", "argument COMMAND: invalid choice: 'bogus'", _cli("bogus")),
     Case("spinrl", "no command", "the following arguments are required: COMMAND", _cli()),
