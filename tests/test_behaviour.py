@@ -339,3 +339,10 @@ def test_cached_dataset_name_follows_the_chosen_policies(tmp_path, monkeypatch):
     ck["state_dict"] = net.state_dict()
     torch.save(ck, run / "policies" / "step_0050000.pt")
     assert cfg.default_out() != first and cfg.default_out().name.startswith(first.name.split("-r-")[0])
+    rnd = replace(cfg, level="random")  # its reference comes from the set's expert: named after it
+    assert rnd.default_out() == rnd.default_out() and "-r-" in rnd.default_out().name
+    from spinrl.experiments import behaviour_sets
+
+    before = rnd.default_out()
+    monkeypatch.setattr(behaviour_sets, "REFERENCE_EPISODES", 7)  # another reference rule: another name
+    assert rnd.default_out() != before

@@ -92,11 +92,13 @@ class DataMakeConfig:
 
     def default_out(self) -> Path:
         size = f"{self.transitions}t" if self.transitions is not None else f"{self.episodes}ep"
-        behaviour = self.resolved_behaviour() if self.level != "random" else None
+        behaviour = self.resolved_behaviour()
         if behaviour:  # digest of the chosen policies and the reference rule: never reuse a stale cached dataset
             from spinrl.experiments.behaviour_sets import BehaviourSet, reference_rule
 
             prov = BehaviourSet(behaviour, env=self.env, bins=self.env_kwargs.get("bins", 3)).provenance()
+            if self.level == "random":  # random data depend on the set only through the expert's reference
+                prov = {k: v for k, v in prov.items() if k == "expert"}
             key = {**{k: v["sha256"] for k, v in sorted(prov.items())}, "reference_rule": reference_rule()}
             digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()
             size += f"-{Path(behaviour).resolve().name}-{digest[:8]}"
