@@ -29,6 +29,7 @@ def test_results_file_resumes_and_renders(tmp_path):
     assert train_step.main(argv + ["--no-asm"]) == 0
     first = _rows(res, "train_step")
     assert len(first) == 1 and first[0]["ref_over_lib"] > 0 and first[0]["limit_gflop_per_s"] > 0
+    assert first[0]["interleaved"] is True and "code" in first[0]
     # rerun: the train row is already there (not re-measured); the ASM row is new
     assert train_step.main(argv + ["--write-doc", str(doc)]) == 0
     assert _rows(res, "train_step") == first and len(_rows(res, "asm_step")) == 1
@@ -48,3 +49,12 @@ def test_results_file_resumes_and_renders(tmp_path):
     lines = res.read_text().splitlines()
     assert json.loads(lines[-1])["kind"] == "limit"  # rows after the torn one stay whole
     assert "" not in lines and sum(not ln.endswith("}") for ln in lines) == 1  # only the torn line is broken
+
+
+def test_interleaved_timing_alternates_blocks():
+    calls = []
+    out = train_step.time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 25, 2, block=10)
+    assert [len(v) for v in out.values()] == [25, 25]
+    timed = calls[4:]  # after 2 warm-up calls each
+    assert timed[:10] == ["a"] * 10 and timed[10:20] == ["b"] * 10 and timed[20:30] == ["a"] * 10
+    assert timed[-5:] == ["b"] * 5
