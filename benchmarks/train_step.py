@@ -515,7 +515,11 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
         "- bf16 autocast changes numerics beyond float tolerance, so it is opt-in (`--precision bf16`); "
         "[BF16.md](BF16.md) compares returns with fp32 on the same seeds and ASMs.",
         "- CPU dropout draws 16 random bits per element (`spinrl.models.layers.dropout`) instead of `bernoulli_`'s "
-        "32; Adam is the fused implementation; IQL reads the target critic once per step.",
+        "32; Adam is the fused implementation; IQL reads the target critic once per step. With equal cardinalities "
+        "the concatenated per-sub-action outputs are used as the padded [N, max_m] layout directly (a view, no "
+        "gather/scatter); with fewer than 8 choices per sub-action, log-likelihoods take log_softmax over the "
+        "transposed [B, max_m, N] view, because CPU log_softmax over a last dim of 3 does not vectorize (2x slower "
+        "forward + backward for [256, 38, 3]). Both are in rows measured at code from `3414d8f` on.",
         "- spin-cached rows use the trainer's own lookup into a cache built once per shape and preset (the build "
         "time is not in the step); above `--feature-cache-gb` the trainer recomputes features per batch instead, "
         "which is slower than these rows.",
