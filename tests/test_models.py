@@ -269,6 +269,14 @@ def test_cpu_dropout_mask_rate_scale_gradient_and_seed():
     torch.manual_seed(3)
     assert torch.equal(dropout(x, 0.1, True), y)  # the seed fixes the mask
     assert dropout(x, 0.1, False) is x and dropout(x, 0.0, True) is x
+    # The mask is the documented rule (keep iff 16-bit draw >= p * 2^16 - 2^15), so results made before
+    # the mask was written straight in float are reproduced bit for bit.
+    z = torch.randn(37, 11)
+    torch.manual_seed(5)
+    bits = torch.randint(-(2**63), 2**63 - 1, ((z.numel() + 3) // 4,), dtype=torch.int64)
+    mask = bits.view(torch.int16)[: z.numel()].view(z.shape) >= -32768 + round(0.1 * 65536)
+    torch.manual_seed(5)
+    assert torch.equal(dropout(z, 0.1, True), z * mask.float().mul_(1.0 / 0.9))
 
 
 def test_block_attention_training_path_matches_sdpa():
