@@ -40,6 +40,7 @@ from spinrl.data import from_arrays  # noqa: E402
 from spinrl.models import ActionStructureModel, ModelConfig  # noqa: E402
 from spinrl.training.config import PRESETS, TrainConfig  # noqa: E402
 from spinrl.training.trainer import _feature_source, build, gradient_step  # noqa: E402
+from spinrl.utils.memory import keep_freed_memory  # noqa: E402
 
 SHAPES = {"cheetah": (17, [3] * 6), "dog": (223, [3] * 38), "dog30": (223, [30] * 38), "maze": (2, [2] * 12)}
 ACTORS = "factored,autoregressive,saint,spin,spin-cached"
@@ -276,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         args.rows, args.limit_reps = min(args.rows, 2048), 5
     if args.threads:
         torch.set_num_threads(args.threads)
+    kept = keep_freed_memory() if not args.render_only else None  # as train/pretrain do: rows time their steps
     shapes = args.shapes.split(",")
     for sh in shapes:
         if sh not in SHAPES:
@@ -300,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def record(r: dict) -> None:
         r.update(limit_gflop_per_s=start["gflop_per_s"], loadavg=[round(x, 2) for x in os.getloadavg()],
-                 code=head["code"], **context)
+                 code=head["code"], keep_freed_memory=kept, **context)
         _emit(r, args.results)
         results.append(r)
 
@@ -341,7 +343,11 @@ def _code_line(rows: list[dict]) -> str:
     for r in rows:
         c = r.get("code") or "not recorded"
         counts[c] = counts.get(c, 0) + 1
-    return "- Code measured (commit: rows): " + ", ".join(f"`{c}`: {n}" for c, n in counts.items()) + "."
+    kept = sum(1 for r in rows if r.get("keep_freed_memory"))
+    return ("- Code measured (commit: rows): " + ", ".join(f"`{c}`: {n}" for c, n in counts.items()) + ". "
+            f"{kept} of {len(rows)} rows ran with freed memory kept in the process as the trainer does "
+            "(`spinrl.utils.memory.keep_freed_memory`: no page faults on each step's large temporaries; A/B: "
+            "`python benchmarks/allocator.py`); the others predate it and are slower than the trainer.")
 
 
 def _full_grid() -> list[tuple]:

@@ -47,6 +47,7 @@ from spinrl.training.checkpoint import (
     save_atomic,
     write_text_atomic,
 )
+from spinrl.utils.memory import keep_freed_memory
 
 EVAL_SEED = 2_000_000_000
 """Evaluation episode k is reset with seed EVAL_SEED + k (the same episodes at every evaluation)."""
@@ -369,6 +370,7 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
     cfg.validate()
     from spinrl import envs
 
+    keep_freed_memory()
     torch.set_num_threads(int(cfg.threads))
     out = Path(cfg.out)
     last = out / "checkpoints" / "last.pt"

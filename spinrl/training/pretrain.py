@@ -38,6 +38,7 @@ from spinrl.training.checkpoint import (
 from spinrl.training.config import PretrainConfig
 from spinrl.training.runinfo import environment_info
 from spinrl.utils.progress import progress_bar
+from spinrl.utils.memory import keep_freed_memory
 
 # Settings that define the result; a resume with other values would silently mix two runs.
 _FIXED = ("dataset", "preset", "patience", "min_delta", "min_epochs", "steps_per_epoch", "batch_size", "lr",
@@ -71,6 +72,7 @@ def pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[d
     """Pretrain epoch by epoch, yielding each epoch's metrics; the ASM directory is complete at the end."""
     cfg.validate()
     dist = _dist or _Dist()
+    keep_freed_memory()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)

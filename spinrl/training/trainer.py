@@ -44,6 +44,7 @@ from spinrl.training.checkpoint import (
 from spinrl.training.config import TrainConfig
 from spinrl.training.runinfo import environment_info
 from spinrl.utils.progress import progress_bar
+from spinrl.utils.memory import keep_freed_memory
 
 EVAL_COLUMNS = ("eval_return_mean", "eval_return_std", "normalized_score", "normalized_std")
 # Settings a resumed run must share with the original: anything that changes what is computed.
@@ -177,6 +178,7 @@ def train(cfg: TrainConfig) -> Iterator[dict]:
     The run directory is complete (config.json, metrics.csv, checkpoints/last.pt, policy.pt) when the
     generator is exhausted; stopping early leaves a resumable run.
     """
+    keep_freed_memory()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.tensorboard:  # before anything is written: a missing extra must not leave a half-made run dir
