@@ -21,26 +21,15 @@ import time
 def child(steps: int, threads: int) -> None:
     import torch
 
-    from spinrl.algorithms.mam import MAMConfig, asm_loss
-    from spinrl.models import ActionStructureModel
-    from spinrl.training.config import PRESETS
     from spinrl.utils.memory import keep_freed_memory
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from train_step import SHAPES, asm_step, synthetic
 
     kept = keep_freed_memory()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    p = PRESETS["paper"]
-    asm = ActionStructureModel(17, [3] * 6, p["model"])
-    opt = torch.optim.Adam(asm.parameters(), lr=p["asm_lr"], fused=True)
-    s, a = torch.randn(p["asm_batch_size"], 17), torch.randint(0, 3, (p["asm_batch_size"], 6))
-
-    def step() -> None:
-        loss, _ = asm_loss(asm, s, a, MAMConfig())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(asm.parameters(), 1.0)
-        opt.step()
-
+    step, _ = asm_step(synthetic(*SHAPES["cheetah"]), "paper", "cpu")
     for _ in range(5):  # a kept heap grows to the step's working set within a few steps
         step()
     times = []

@@ -187,10 +187,10 @@ def bench_train(ds, data_path: str, algo: str, actor: str, preset: str, asm_dir:
     return r
 
 
-def bench_asm(ds, preset: str, args) -> dict:
+def asm_step(ds, preset: str, device: str):
     """One pretraining step exactly as ``spinrl pretrain`` runs it (sample, masked loss, clip, Adam)."""
     p = PRESETS[preset]
-    dev = torch.device(args.device)
+    dev = torch.device(device)
     asm = ActionStructureModel(ds.observation_dim, ds.nvec, p["model"]).to(dev)
     opt = torch.optim.Adam(asm.parameters(), lr=p["asm_lr"], fused=True)  # as spinrl pretrain
     rng = np.random.default_rng(0)
@@ -206,6 +206,11 @@ def bench_asm(ds, preset: str, args) -> dict:
         opt.step()
         _sync(dev)
 
+    return step, B
+
+
+def bench_asm(ds, preset: str, args) -> dict:
+    step, B = asm_step(ds, preset, args.device)
     med = statistics.median(time_it(step, args.asm_steps, args.asm_warmup))
     flops = count_flops(step)
     return {"kind": "asm_step", "preset": preset, "batch": B, "ms_median": round(med, 3),
