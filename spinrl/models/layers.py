@@ -70,7 +70,7 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
         return F.dropout(x, p, True)
     n = x.numel()
     bits = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
-    # The comparison writes the 0/1 mask straight in x's dtype: a bool mask and its cast cost 2.4x as much.
+    # The comparison writes the 0/1 mask straight in x's dtype: a bool mask plus its cast costs about twice that.
     keep = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     torch.ge(bits.view(torch.int16)[:n].view(x.shape), -32768 + round(p * 65536), out=keep)
     return x * keep.mul_(1.0 / (1.0 - p))
