@@ -352,7 +352,7 @@ def _code_line(rows: list[dict]) -> str:
     return ("- Code measured (commit: rows): " + ", ".join(f"`{c}`: {n}" for c, n in counts.items()) + ". "
             f"{kept} of {len(rows)} rows ran with freed memory kept in the process as the trainer does "
             "(`spinrl.utils.memory.keep_freed_memory`: no page faults on each step's large temporaries; A/B: "
-            "`python benchmarks/allocator.py`); the others predate it and are slower than the trainer.")
+            "`python benchmarks/allocator.py`); the others predate it and include those page faults.")
 
 
 def _full_grid() -> list[tuple]:
