@@ -100,6 +100,7 @@ def test_stopped_and_resumed_run_equals_uninterrupted(full_run, tmp_path):
     assert len(list((out / "checkpoints").glob("replay-*"))) == 1  # older replay folders are removed
     list(train_behaviour(replace(cfg, resume=True)))
     assert _rows(out) == _rows(full_run)
+    assert all(float(r["q_mean"]) != 0.0 for r in _rows(out))  # updates start at 500 steps: every row has one
     a = torch.load(out / "policies" / "step_0003000.pt", weights_only=True)["state_dict"]
     b = torch.load(full_run / "policies" / "step_0003000.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)

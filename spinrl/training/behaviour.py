@@ -52,7 +52,9 @@ from spinrl.utils.memory import keep_freed_memory
 EVAL_SEED = 2_000_000_000
 """Evaluation episode k is reset with seed EVAL_SEED + k (the same episodes at every evaluation)."""
 METRIC_FIELDS = ("env_step", "wall_seconds", "eval_return_mean", "eval_return_std", "epsilon", "loss",
-                 "updates", "episodes", "train_return_mean")
+                 "q_mean", "updates", "episodes", "train_return_mean")
+"""``q_mean``: mean Q(s, a) of the replay batches since the last row; a steady climb with a rising loss
+warns of divergence before the returns show it."""
 TIMING_FIELDS = ("wall_seconds",)
 POLICY_KIND = "decqn-policy"
 CARRY_KIND = "decqn-behaviour-carry"
@@ -232,6 +234,7 @@ class _Run:
         self.wall = 0.0
         self.rows: list[dict] = []
         self.losses: list[float] = []  # since the last metrics row
+        self.q_means: list[float] = []
         self.train_returns: list[float] = []
         self.next_eval = cfg.eval_every
         self.next_ckpt = cfg.checkpoint_every
@@ -292,6 +295,7 @@ def _save_full(out: Path, cfg: BehaviourConfig, run: _Run) -> None:
         "online": run.online.state_dict(), "target": run.target.state_dict(), "optimizer": run.opt.state_dict(),
         "rng": capture_rng(run.rng), "replay": meta, "step": run.step, "rounds": run.rounds, "updates": run.updates,
         "epsilon": run.epsilon, "wall": run.wall, "rows": json.dumps(run.rows), "losses": list(run.losses),
+        "q_means": list(run.q_means),
         "train_returns": list(run.train_returns), "next_eval": run.next_eval, "next_ckpt": run.next_ckpt,
         "min_replay": run.min_replay, "continued_at": list(run.continued_at), "skipped": run.skipped,
     }
@@ -325,6 +329,7 @@ def _restore(out: Path, cfg: BehaviourConfig, run: _Run, carry: bool = False) ->
     run.epsilon, run.wall = float(st["epsilon"]), float(st["wall"])
     run.rows = json.loads(st["rows"])
     run.losses, run.train_returns = list(st["losses"]), list(st["train_returns"])
+    run.q_means = list(st.get("q_means", []))  # checkpoints written before q_mean was logged have none
     run.next_eval, run.next_ckpt = int(st["next_eval"]), int(st["next_ckpt"])
     run.min_replay, run.continued_at = int(st.get("min_replay", cfg.batch_size)), list(st.get("continued_at", []))
     run.skipped = int(st.get("skipped", 0))
@@ -448,6 +453,7 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
                 run.opt.step()
                 polyak(run.target, run.online, cfg.tau)
                 run.losses.append(info["loss"])
+                run.q_means.append(info["q_mean"])
                 run.updates += 1
         run.rounds += 1
         run.train_returns.extend(ret.tolist())
@@ -462,16 +468,18 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
                 "env_step": run.step, "wall_seconds": round(time.time() - t_start, 2),
                 "eval_return_mean": round(float(returns.mean()), 4), "eval_return_std": round(float(returns.std()), 4),
                 "epsilon": round(run.epsilon, 6), "loss": round(float(np.mean(run.losses)), 6) if run.losses else None,
+                "q_mean": round(float(np.mean(run.q_means)), 6) if run.q_means else None,
                 "updates": run.updates, "episodes": run.rounds * K,
                 "train_return_mean": round(float(np.mean(run.train_returns)), 4) if run.train_returns else None,
             }
             run.rows.append(row)
-            run.losses, run.train_returns = [], []
+            run.losses, run.q_means, run.train_returns = [], [], []
             while run.next_eval <= run.step:
                 run.next_eval += cfg.eval_every
             _write_metrics(out, run.rows)
             last_eval = row["eval_return_mean"]
-            bar.set_postfix(eval=f"{last_eval:.1f}", eps=f"{run.epsilon:.3f}")
+            bar.set_postfix(eval=f"{last_eval:.1f}", eps=f"{run.epsilon:.3f}",
+                            q="-" if row["q_mean"] is None else f"{row['q_mean']:.2f}")
         if run.step >= run.next_ckpt or finished:
             while run.next_ckpt <= run.step:
                 run.next_ckpt += cfg.checkpoint_every
