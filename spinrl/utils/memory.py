@@ -17,8 +17,7 @@ def keep_freed_memory() -> bool:
     blocks above its (adaptive, at most 32 MB) mmap threshold with fresh mappings and trims the heap
     top on free, so each step pays first-touch page faults: ~16k per paper-preset ASM pretraining step
     (64 MB zeroed by the kernel), none with this setting (`python benchmarks/allocator.py` counts them
-    and times both).
-    With mmap-served blocks and heap trimming off, the process reuses its peak heap instead; its
+    and times both). With mmap-served blocks and heap trimming off, the process reuses its peak heap instead; its
     resident memory stays at its peak. Called by `train`, `pretrain` and `behaviour train`; idempotent;
     a no-op off glibc or with SPINRL_KEEP_FREED_MEMORY=0. Returns whether the setting is in force.
     """
