@@ -175,7 +175,8 @@ def _copy_linear(dst: nn.Linear, w_in_out: torch.Tensor, b_out: torch.Tensor) ->
 def _critic_member(lib_critic, k: int, obs_dim: int, nvec, hidden: int) -> RefCritic:
     c = RefCritic(obs_dim, nvec, hidden)
     linears = [m for m in c.net if isinstance(m, nn.Linear)]
-    for lin, w, b in zip(linears, lib_critic.weights, lib_critic.biases):
+    in_out = [*lib_critic.weights, lib_critic.output.weight.transpose(1, 2)]  # the output layer is stored out-major
+    for lin, w, b in zip(linears, in_out, lib_critic.biases):
         _copy_linear(lin, w[k], b[k, 0])
     return c
 

@@ -191,8 +191,9 @@ def test_critic_equals_member_subaction_loop():
     offs = [0, 2, 7]
     for k in range(2):
         x = obs
+        in_out = [*critic.weights, critic.output.weight.transpose(1, 2)]
         for layer in range(3):
-            x = x @ critic.weights[layer][k] + critic.biases[layer][k]
+            x = x @ in_out[layer][k] + critic.biases[layer][k]
             if layer < 2:
                 x = torch.relu(x)
         ref = torch.zeros(5)
@@ -202,6 +203,35 @@ def test_critic_equals_member_subaction_loop():
             assert (q_all[k, :, i, m:] == 0).all()
             ref = ref + qi.gather(1, act[:, i : i + 1]).squeeze(1)
         torch.testing.assert_close(q[k], ref)
+
+
+def test_critic_chosen_rows_path_matches_full_product_with_gradients():
+    """forward() sums only the chosen output rows; values and gradients equal the full [B, sum m] product's."""
+    torch.manual_seed(0)
+    critic = FactoredTwinCritic(OBS, NVEC, hidden=16, members=2)
+    obs, act = _obs(), _acts()
+    offs = torch.tensor([0, 2, 7])
+    grads = []
+    for path in ("rows", "full"):
+        critic.zero_grad()
+        if path == "rows":
+            q = critic(obs, act)
+        else:
+            q = critic.q_concat(obs).gather(2, (act + offs).unsqueeze(0).expand(2, -1, -1)).sum(-1)
+        (q * torch.arange(1.0, 11.0).view(2, 5)).sum().backward()
+        grads.append([p.grad.clone() for p in critic.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_critic_loads_in_major_output_layer_state_dict():
+    torch.manual_seed(0)
+    critic = FactoredTwinCritic(OBS, NVEC, hidden=16, members=2)
+    old = dict(critic.state_dict())
+    old["weights.2"] = old.pop("output.weight").transpose(1, 2).contiguous()  # the layout before out-major
+    fresh = FactoredTwinCritic(OBS, NVEC, hidden=16, members=2)
+    fresh.load_state_dict(old)
+    torch.testing.assert_close(fresh(_obs(), _acts()), critic(_obs(), _acts()), rtol=0, atol=0)
 
 
 def test_value_net_shape():

@@ -128,6 +128,30 @@ def test_resume_is_bit_identical(maze, tmp_path):
         assert torch.equal(v, pb.nets.actor.state_dict()[k])
 
 
+def test_resume_from_checkpoint_with_in_major_critic_output(maze, tmp_path):
+    """A checkpoint written before the critic stored its output layer out-major ([K, h, sum m] as
+    ``weights.2``, Adam moments of that shape) resumes to the same metrics as an uninterrupted run."""
+    run(tiny_cfg(maze, tmp_path / "full", algo="iql", steps=12, checkpoint_every=6))
+    gen = train(tiny_cfg(maze, tmp_path / "part", algo="iql", steps=12, checkpoint_every=6))
+    for row in gen:
+        if row["step"] >= 6:
+            break
+    gen.close()
+    path = tmp_path / "part" / "checkpoints" / "last.pt"
+    ck = torch.load(path, weights_only=False)
+    out_shape = ck["nets"]["critic"]["output.weight"].shape
+    for net in ("critic", "critic_target"):
+        sd = ck["nets"][net]
+        sd["weights.2"] = sd.pop("output.weight").transpose(1, 2).contiguous()
+    st = ck["optimizers"]["critic"]["state"][2]  # parameters() order: weights.0, weights.1, output.weight, biases
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert st[key].shape == out_shape
+        st[key] = st[key].transpose(1, 2).contiguous()
+    torch.save(ck, path)
+    run(tiny_cfg(maze, tmp_path / "part", algo="iql", steps=12, checkpoint_every=6, resume=True))
+    assert metrics(tmp_path / "part") == metrics(tmp_path / "full")
+
+
 def test_resume_after_kill9_matches_uninterrupted(maze, tmp_path):
     """The acceptance check: kill a `spinrl train` process after its first checkpoint, resume it."""
     args = ["--algo", "iql", "--actor", "factored", "--steps", "600", "--eval-every", "300", "--eval-episodes", "2",

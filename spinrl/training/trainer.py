@@ -147,6 +147,18 @@ def _load_state_dicts(s: Setup, ck: dict) -> None:
         getattr(s.nets, name).load_state_dict(sd)
     for name, sd in ck["optimizers"].items():
         s.optimizers[name].load_state_dict(sd)
+        _transpose_pre_out_major_moments(s.optimizers[name])
+
+
+def _transpose_pre_out_major_moments(opt: torch.optim.Optimizer) -> None:
+    """Resuming a run saved before the critic stored its output layer out-major: Adam's moments of that
+    parameter still have the old [K, h, sum m] shape (the weights themselves are upgraded by the critic)."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            state = opt.state.get(p, {})
+            for key, t in state.items():
+                if torch.is_tensor(t) and t.dim() == 3 and t.shape != p.shape and t.transpose(1, 2).shape == p.shape:
+                    state[key] = t.transpose(1, 2).contiguous()
 
 
 def make_policy(s: Setup) -> Policy:
