@@ -40,6 +40,7 @@ from spinrl.data import from_arrays  # noqa: E402
 from spinrl.models import ActionStructureModel, ModelConfig  # noqa: E402
 from spinrl.training.config import PRESETS, TrainConfig  # noqa: E402
 from spinrl.training.trainer import _feature_source, build, gradient_step  # noqa: E402
+from spinrl.utils.hardware import cpu_isa, native_bf16  # noqa: E402
 from spinrl.utils.memory import keep_freed_memory  # noqa: E402
 
 SHAPES = {"cheetah": (17, [3] * 6), "dog": (223, [3] * 38), "dog30": (223, [30] * 38), "maze": (2, [2] * 12)}
@@ -246,6 +247,7 @@ def device_info(device: str) -> dict:
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(), "device": str(dev),
             "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+            "cpu_isa": cpu_isa(), "native_bf16": native_bf16(dev),
             "loadavg_start": [round(x, 2) for x in os.getloadavg()],
             "date": datetime.datetime.now().isoformat(timespec="seconds")}
 
@@ -265,7 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit-reps", type=int, default=20)
     ap.add_argument("--quick", action="store_true", help="few steps and rows: checks the script end to end, not the numbers")
     ap.add_argument("--no-reference", dest="reference", action="store_false", help="skip the reference IQL step")
-    ap.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip bf16-autocast timings of IQL saint/spin")
+    ap.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
+                    help="bf16-autocast timings of IQL saint/spin: auto = only where the device has native bf16 "
+                         "matmuls (emulated bf16 matmuls are 20-75x slower and would take hours per row)")
+    ap.add_argument("--no-bf16", dest="bf16", action="store_const", const="off", help="same as --bf16 off")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-asm", dest="asm", action="store_false", help="skip the ASM pretraining rows")
@@ -288,6 +293,12 @@ def main(argv: list[str] | None = None) -> int:
         if sh not in SHAPES:
             ap.error(f"--shapes: {sh!r} is not one of {sorted(SHAPES)}")
     actors = args.actors.split(",")
+    if args.bf16 == "auto":
+        args.bf16 = "on" if native_bf16(args.device) else "off"
+        if args.bf16 == "off" and not args.render_only:
+            print(f"bf16 timings skipped: {args.device} ({cpu_isa()}) has no native bf16 matmul (--bf16 on to force)",
+                  file=sys.stderr)
+    args.bf16 = args.bf16 == "on"
     head = {"kind": "setup", "quick": args.quick, "steps": args.steps, "warmup": args.warmup,
             "argv": sys.argv[1:] if argv is None else argv, "code": code_version(), **device_info(args.device)}
     context = {"threads": head["torch_threads"], "device": head["device"], "quick": args.quick}
@@ -307,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def record(r: dict) -> None:
         r.update(limit_gflop_per_s=start["gflop_per_s"], loadavg=[round(x, 2) for x in os.getloadavg()],
-                 code=head["code"], keep_freed_memory=kept, **context)
+                 code=head["code"], keep_freed_memory=kept, cpu_isa=head["cpu_isa"], native_bf16=head["native_bf16"],
+                 **context)
         _emit(r, args.results)
         results.append(r)
 
@@ -340,6 +352,19 @@ def main(argv: list[str] | None = None) -> int:
         write_doc(args.write_doc, head, results, _full_grid())
         print(f"wrote {args.write_doc}", file=sys.stderr)
     return 0
+
+
+def _isa_line(rows: list[dict]) -> str:
+    """Which CPU instruction set the rows ran on: sessions may land on different hosts of the same name."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        isa = r.get("cpu_isa") or "not recorded"
+        key = f"{isa} ({'native' if r['native_bf16'] else 'no native'} bf16)" if "native_bf16" in r else isa
+        counts[key] = counts.get(key, 0) + 1
+    return ("- CPU vector ISA (rows): " + ", ".join(f"`{k}`: {v}" for k, v in counts.items())
+            + ". Rows from different sessions can come from different hosts with the same CPU name (the limit-line "
+            "fraction makes their speed comparable; bf16 ratios are not: the dog30 bf16 rows, 0.11-0.12x, ran on an "
+            "AVX2 host, the earlier 0.94-1.62x rows cannot have run emulated).")
 
 
 def _code_line(rows: list[dict]) -> str:
@@ -456,7 +481,12 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
         f"{sum(1 for r in train if 'ref_ms_median' in r and not r.get('interleaved'))} older rows with a `ref` "
         "timed it after the library's 200 steps).",
         "- `bf16` = the same IQL step with `spinrl train --precision bf16` (losses under bfloat16 autocast, fp32 "
-        "weights); off by default. Its effect on returns: [BF16.md](BF16.md) (`benchmarks/bf16.toml`).",
+        "weights); off by default. Its effect on returns: [BF16.md](BF16.md) (`benchmarks/bf16.toml`). It pays only "
+        "where matmuls run in bf16 in hardware (CPUs with AVX512-BF16 or AMX, GPUs): on an AVX2 CPU torch emulates "
+        "them, 20-75x slower than fp32 (`python benchmarks/bf16_matmul.py`, results in "
+        "`benchmarks/results/bf16_matmul_cpu.jsonl`), so the script times bf16 only where the device has it "
+        "natively (`--bf16 auto`) and `spinrl train --precision bf16` warns elsewhere.",
+        _isa_line(train + asm),
         "",
     ]
     if expected:  # the full grid spans sessions: say what the rows below do not cover yet

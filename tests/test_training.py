@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from spinrl.errors import CheckpointError, ConfigError
 from spinrl.evaluation import Policy, evaluate, time_to_target
 from spinrl.experiments.datasets import DataMakeConfig, make_dataset
 from spinrl.training import PretrainConfig, TrainConfig, pretrain, run, train
+from spinrl.utils.hardware import native_bf16
 
 TINY = {"d_model": 32, "n_heads": 2, "n_blocks": 1, "head_hidden": 32, "mlp_hidden": 32, "critic_hidden": 32,
         "lstm_hidden": 32, "lstm_layers": 1, "sub_action_embed": 8}
@@ -99,7 +101,11 @@ def test_bf16_precision_runs_autocast_and_stays_close(maze, asm_dir, tmp_path):
 
     infos = {}
     for prec in ("fp32", "bf16"):
-        s = build(tiny_cfg(maze, tmp_path / prec, actor="spin", asm=asm_dir, precision=prec))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            s = build(tiny_cfg(maze, tmp_path / prec, actor="spin", asm=asm_dir, precision=prec))
+        warned = [str(w.message) for w in caught if "--precision bf16" in str(w.message)]
+        assert len(warned) == (prec == "bf16" and not native_bf16("cpu")), warned  # emulated bf16 is slow: say so
         infos[prec] = gradient_step(s, Batch(*s.dataset.sample(16, np.random.default_rng(0))))
         assert all(p.dtype == torch.float32 for p in s.nets.actor.parameters())
     for k in ("critic_loss", "actor_loss"):

@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import torch
 
+from spinrl.utils.hardware import cpu_isa, native_bf16
+
 
 def _cpu_name() -> str:
     try:
@@ -35,5 +37,6 @@ def environment_info(device: torch.device | str = "cpu") -> dict:
         pass
     return {
         "versions": versions,
-        "device": {"type": dev.type, "name": name, "torch_threads": torch.get_num_threads(), "platform": platform.platform()},
+        "device": {"type": dev.type, "name": name, "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
+                   "cpu_isa": cpu_isa(), "native_bf16": native_bf16(dev)},
     }

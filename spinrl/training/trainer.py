@@ -16,6 +16,7 @@ import io
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -44,6 +45,7 @@ from spinrl.training.checkpoint import (
 from spinrl.training.config import TrainConfig
 from spinrl.training.runinfo import environment_info
 from spinrl.utils.progress import progress_bar
+from spinrl.utils.hardware import bf16_warning
 from spinrl.utils.memory import keep_freed_memory
 
 EVAL_COLUMNS = ("eval_return_mean", "eval_return_std", "normalized_score", "normalized_std")
@@ -71,6 +73,8 @@ def build(cfg: TrainConfig, dataset: OfflineDataset | None = None) -> Setup:
     """Load the dataset (and ASM), seed, and build networks and optimizers for ``cfg``."""
     cfg.validate()
     device = resolve_device(cfg.device)
+    if cfg.precision == "bf16" and (msg := bf16_warning(device)):
+        warnings.warn(msg, stacklevel=2)
     ds = dataset if dataset is not None else load(cfg.dataset)
     res = cfg.resolved()
     model_cfg = ModelConfig(**res["model"])
