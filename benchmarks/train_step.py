@@ -122,7 +122,7 @@ def _rate(flops: int, ms: float) -> float:
 
 def make_asm_dir(ds, preset: str, tmp: str) -> str:
     """A randomly initialized ASM directory with the right signature, so `spin` and `spin-cached` can be timed."""
-    from spinrl.training.checkpoint import CHECKPOINT_SCHEMA, save_atomic
+    from spinrl.utils.checkpoint import CHECKPOINT_SCHEMA, save_atomic
 
     model = ModelConfig(**{**PRESETS[preset]["model"].__dict__})
     asm = ActionStructureModel(ds.observation_dim, ds.nvec, model)

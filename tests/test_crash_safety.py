@@ -22,7 +22,7 @@ import torch
 
 from spinrl.data import load
 from spinrl.experiments.datasets import DataMakeConfig, make_dataset
-from spinrl.training.checkpoint import load_checkpoint
+from spinrl.utils.checkpoint import load_checkpoint
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 CLI = [sys.executable, "-m", "spinrl.cli.main"]

@@ -20,7 +20,7 @@ import torch
 from spinrl.algorithms.common import Batch
 from spinrl.data import from_arrays
 from spinrl.models import ActionStructureModel, ModelConfig
-from spinrl.training.checkpoint import CHECKPOINT_SCHEMA, save_atomic
+from spinrl.utils.checkpoint import CHECKPOINT_SCHEMA, save_atomic
 from spinrl.training.config import TrainConfig
 from spinrl.training.trainer import build, gradient_step
 

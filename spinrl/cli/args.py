@@ -145,16 +145,3 @@ def parse_kwargs(tokens: list[str], what: str = "environment") -> dict:
             i += 2
         out[key.replace("-", "_")] = parse_literal(val)
     return out
-
-
-def to_jsonable(cfg: Any) -> dict:
-    """A config as a JSON-ready dict (tuples become lists)."""
-    return json_ready(dataclasses.asdict(cfg))
-
-
-def json_ready(o: Any) -> Any:
-    if isinstance(o, dict):
-        return {k: json_ready(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [json_ready(v) for v in o]
-    return o

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from spinrl.errors import ConfigError
+from spinrl.utils.checkpoint import write_text_atomic
 
 
 class ActsLikePolicy(Protocol):
@@ -237,8 +238,6 @@ def offline_evaluate(policy: str | Path | ActsLikePolicy, dataset: str | Path | 
 
 def write_offline_eval(run_dir: str | Path, res: dict) -> Path:
     """``offline_eval.json`` in a run directory, where ``spinrl report`` finds it."""
-    from spinrl.training.checkpoint import write_text_atomic
-
     p = Path(run_dir) / "offline_eval.json"
     write_text_atomic(p, json.dumps(res, indent=2))
     return p

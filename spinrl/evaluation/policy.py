@@ -14,6 +14,7 @@ from spinrl.algorithms.common import Nets
 from spinrl.errors import CheckpointError, SpinError
 from spinrl.models import FactoredTwinCritic, ModelConfig, build_actor
 from spinrl.models.actors import CachedFeatureActor
+from spinrl.utils.checkpoint import load_checkpoint, save_atomic
 
 POLICY_SCHEMA = 1
 
@@ -66,8 +67,6 @@ class Policy:
     __call__ = act
 
     def save(self, path: str | Path) -> Path:
-        from spinrl.training.checkpoint import save_atomic  # noqa: PLC0415 - leaf helper, no cycle
-
         path = Path(path)
         save_atomic(
             {
@@ -85,8 +84,6 @@ class Policy:
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> "Policy":
         """Load a ``policy.pt`` written by training (``weights_only``: no code runs on load)."""
-        from spinrl.training.checkpoint import load_checkpoint  # noqa: PLC0415
-
         ck = load_checkpoint(path, "policy file")
         if ck.get("kind") != "policy":
             raise CheckpointError(f"{path} is a {ck.get('kind')!r} file, not a policy; pass a run's policy.pt")

@@ -31,7 +31,7 @@ import torch
 from spinrl.envs.core import BehaviourPolicy
 from spinrl.errors import CheckpointError, ConfigError
 from spinrl.training.behaviour import load_policy, save_carry
-from spinrl.training.checkpoint import load_checkpoint, write_text_atomic
+from spinrl.utils.checkpoint import load_checkpoint, write_text_atomic
 
 MEDIUM_RANGE = (0.35, 0.55)
 """medium = a checkpoint with greedy return in this fraction of the expert's ..."""

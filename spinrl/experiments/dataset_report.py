@@ -27,7 +27,7 @@ from spinrl.data.cache import data_dir
 from spinrl.envs import DMC_REFERENCE
 from spinrl.experiments.behaviour_sets import (REFERENCE_EPISODES, REFERENCE_MAX_EPISODES, REFERENCE_PRECISION,
                                               SELECT_EPISODES)
-from spinrl.training.checkpoint import write_text_atomic
+from spinrl.utils.checkpoint import write_text_atomic
 
 BENCHMARK_SIZES = {"medium": 1_000_000, "expert": 1_000_000, "medium-expert": 2_000_000, "random-medium-expert": 200_000}
 """Transitions per level in the public benchmark (benchmarks.md s.1)."""

@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from spinrl.cli.args import to_jsonable
+from spinrl.utils.jsonable import to_jsonable
 from spinrl.evaluation.targets import final_return, target_value, time_to_target
 from spinrl.experiments.datasets import DataMakeConfig, cached_dataset
-from spinrl.training.checkpoint import write_text_atomic
+from spinrl.utils.checkpoint import write_text_atomic
 from spinrl.training.config import PretrainConfig, TrainConfig
 from spinrl.training.pretrain import pretrain
 from spinrl.training.trainer import run

@@ -26,7 +26,7 @@ import numpy as np
 
 from spinrl.errors import ConfigError
 from spinrl.evaluation.targets import pretrain_seconds, read_metrics, target_value, time_to_target
-from spinrl.training.checkpoint import write_text_atomic
+from spinrl.utils.checkpoint import write_text_atomic
 
 ACTOR_NAMES = {"factored": "F", "autoregressive": "AR", "saint": "SAINT", "spin": "SPIN", "spin-cached": "SPIN-cached"}
 ACTOR_ORDER = list(ACTOR_NAMES)

@@ -550,7 +550,7 @@ def sweep(spec_path: str | os.PathLike, out: str | os.PathLike, backend: str = "
             print(f"  [{s}] {t.id}")
         return summary
     Path(out).mkdir(parents=True, exist_ok=True)
-    from spinrl.training.checkpoint import write_text_atomic
+    from spinrl.utils.checkpoint import write_text_atomic
 
     write_text_atomic(Path(out) / "sweep.json", json.dumps(
         {"name": sw.name, "spec": str(spec_path), "spec_text": Path(spec_path).read_text(), "backend": backend,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from spinrl.errors import CheckpointError
 from spinrl.models import ActionStructureModel, ModelConfig
-from spinrl.training.checkpoint import load_checkpoint
+from spinrl.utils.checkpoint import load_checkpoint
 
 
 def read_asm_info(path: str | Path) -> dict:

@@ -39,7 +39,7 @@ from spinrl.algorithms.common import polyak
 from spinrl.algorithms.decqn import DecQNConfig, NStepBatch, q_loss
 from spinrl.errors import CheckpointError, ConfigError
 from spinrl.models.decqn import DecQNNet
-from spinrl.training.checkpoint import (
+from spinrl.utils.checkpoint import (
     CHECKPOINT_SCHEMA,
     capture_rng,
     load_checkpoint,

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from spinrl.algorithms.mam import MAMConfig, asm_loss
-from spinrl.cli.args import to_jsonable
+from spinrl.utils.jsonable import to_jsonable
 from spinrl.data import load
 from spinrl.errors import CheckpointError, ConfigError, MissingExtraError
 from spinrl.models import ActionStructureModel, ModelConfig
-from spinrl.training.checkpoint import (
+from spinrl.utils.checkpoint import (
     CHECKPOINT_SCHEMA,
     capture_rng,
     load_checkpoint,

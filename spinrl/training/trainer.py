@@ -25,14 +25,14 @@ import torch
 
 from spinrl.algorithms import ALGORITHMS, CONFIGS
 from spinrl.algorithms.common import Batch, build_nets, polyak
-from spinrl.cli.args import to_jsonable
+from spinrl.utils.jsonable import to_jsonable
 from spinrl.data import OfflineDataset, load
 from spinrl.errors import ConfigError, MissingExtraError
 from spinrl.evaluation.evaluate import evaluate_act
 from spinrl.evaluation.policy import Policy
 from spinrl.models import ModelConfig, build_actor
 from spinrl.training.asm_dir import load_asm
-from spinrl.training.checkpoint import (
+from spinrl.utils.checkpoint import (
     CHECKPOINT_SCHEMA,
     capture_rng,
     load_checkpoint,
