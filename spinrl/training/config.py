@@ -86,7 +86,8 @@ class TrainConfig:
     """torch device: cpu, cuda, cuda:1 or auto"""
     precision: Literal["fp32", "bf16"] = "fp32"
     """bf16 = compute the losses under bfloat16 autocast (weights and optimizer stay fp32); pays only for the
-    paper-size transformer actors (docs/SPEED.md), its effect on returns is in docs/RESULTS.md"""
+    paper-size transformer actors on hardware with native bf16 (AVX512-BF16/AMX CPUs, GPUs; warns elsewhere:
+    docs/SPEED.md), its effect on returns is in docs/BF16.md"""
     threads: int | None = None
     """torch CPU threads (default: torch's choice); use 1 when two jobs share 2 cores"""
     feature_cache_gb: float = 8.0
