@@ -354,6 +354,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _rows_note(train: list[dict]) -> str:
+    """The dog30 factored IQL row's FLOPs against the reference's (its latest measurement)."""
+    rows = [r for r in train if (r["shape"], r["preset"], r["algo"], r["actor"]) == ("dog30", "cpu", "iql", "factored")
+            and "ref_gflop_per_step" in r]
+    if not rows:
+        return ""
+    r = rows[-1]
+    return (f" (dog30 cpu factored IQL: {r['gflop_per_step']:.2f} GFLOP per step against the reference's "
+            f"{r['ref_gflop_per_step']:.2f}, which forms every output)")
+
+
 def _isa_line(rows: list[dict]) -> str:
     """Which CPU instruction set the rows ran on: sessions may land on different hosts of the same name."""
     counts: dict[str, int] = {}
@@ -561,6 +572,10 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
         "gather/scatter); with fewer than 8 choices per sub-action, log-likelihoods take log_softmax over the "
         "transposed [B, max_m, N] view, because CPU log_softmax over a last dim of 3 does not vectorize (2x slower "
         "forward + backward for [256, 38, 3]). Both are in rows measured at code from `3414d8f` on.",
+        "- The critic's Q(s, a) for given actions (every critic and target-critic pass of IQL, the critic losses "
+        "of AWAC and BCQ) never forms the [B, sum m_i] output: it sums the chosen sub-actions' output rows "
+        "(`embedding_bag` over an out-major output layer) and dots them with the last hidden layer, so its cost "
+        "does not grow with the cardinalities" + _rows_note(train) + ". In rows measured at code from `65ed400` on.",
         "- spin-cached rows use the trainer's own lookup into a cache built once per shape and preset (the build "
         "time is not in the step); above `--feature-cache-gb` the trainer recomputes features per batch instead, "
         "which is slower than these rows.",
