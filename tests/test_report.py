@@ -91,6 +91,19 @@ def test_paired_comparisons_spin_cached_and_bf16(runs):
     assert "## Paired comparisons" in md and "spin-cached vs spin: higher by more than one std on 1 of 1" in md
 
 
+def test_paired_comparison_spin_vs_saint(runs):
+    """SPIN against SAINT on the same seeds: what the pretrained ASM adds (SAINT has no pretraining time)."""
+    fake_run(runs, "t0", "saint", 0, [30, 70, 85], [3, 6, 9])
+    fake_run(runs, "t1", "saint", 1, [30, 80, 95], [3, 6, 9])
+    by = {(c["method"], c["baseline"]): c for c in build_report(runs)["comparisons"]}
+    c = by[("SPIN-IQL", "SAINT-IQL")]
+    assert c["kind"] == "spin vs saint" and c["seeds"] == 2
+    # normalized = return / 2; per seed (95 - 85) / 2 = 5 and (99 - 95) / 2 = 2
+    assert c["paired_difference"]["mean"] == pytest.approx(3.5) and c["paired_difference"]["std"] == pytest.approx(1.5)
+    assert c["wall_ratio"] == pytest.approx((6 + 6) / 9)  # SPIN's wall includes its ASM (mean 6 s)
+    assert ("SPIN-cached-IQL", "SAINT-IQL") not in by
+
+
 def test_empty_dir_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="holds no run directory"):
         write_report(tmp_path)

@@ -496,7 +496,8 @@ def format_markdown(rep: dict, img_dir: str, title: str | None = None, command: 
 
 
 def comparisons(rep: dict) -> list[dict]:
-    """Paired comparisons the runs allow: spin-cached vs SPIN (same ASMs and seeds) and bf16 vs fp32.
+    """Paired comparisons the runs allow: spin-cached vs SPIN (same ASMs and seeds), bf16 vs fp32, and SPIN vs
+    SAINT (the same transformer actor with and without the pretrained ASM: what pretraining buys).
 
     Per task: each side's final score, the per-seed difference (paired by seed), and the wall-time and
     steps/s ratios, so a reader sees whether a faster variant gives up return.
@@ -511,6 +512,9 @@ def comparisons(rep: dict) -> list[dict]:
             elif name.startswith("SPIN-cached-"):
                 base = "SPIN-" + name[len("SPIN-cached-"):]
                 kind = "spin-cached vs spin"
+            elif name.startswith("SPIN-"):
+                base = "SAINT-" + name[len("SPIN-"):]
+                kind = "spin vs saint"
             else:
                 continue
             b = ms.get(base)
@@ -535,7 +539,8 @@ def format_comparisons(comps: list[dict]) -> list[str]:
     if not comps:
         return []
     lines = ["## Paired comparisons", "",
-             "Each row pairs a variant with its baseline on the same datasets, ASMs and seeds; the difference is "
+             "Each row pairs a variant with its baseline on the same datasets and seeds (and the same ASMs, except "
+             "SAINT, which trains the same transformer from scratch without one); the difference is "
              "variant minus baseline per seed (mean ± std over seeds); wall time includes ASM pretraining. "
              "A difference smaller than its std is not evidence either way.", "",
              "| comparison | task | variant final | baseline final | difference (paired) | total wall ratio | steps/s ratio | time to target (variant / baseline) |",
