@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-reference", dest="reference", action="store_false", help="skip the reference IQL step")
     ap.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
                     help="bf16-autocast timings of IQL saint/spin: auto = only where the device has native bf16 "
-                         "matmuls (emulated bf16 matmuls are 20-75x slower and would take hours per row)")
+                         "matmuls (emulated bf16 matmuls are 22-77x slower and would take hours per row)")
     ap.add_argument("--no-bf16", dest="bf16", action="store_const", const="off", help="same as --bf16 off")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
@@ -374,8 +374,17 @@ def _isa_line(rows: list[dict]) -> str:
         counts[key] = counts.get(key, 0) + 1
     return ("- CPU vector ISA (rows): " + ", ".join(f"`{k}`: {v}" for k, v in counts.items())
             + ". Rows from different sessions can come from different hosts with the same CPU name (the limit-line "
-            "fraction makes their speed comparable; bf16 ratios are not: the dog30 bf16 rows, 0.11-0.12x, ran on an "
-            "AVX2 host, the earlier 0.94-1.62x rows cannot have run emulated).")
+            "fraction makes their speed comparable; bf16 ratios are not" + _bf16_range(rows) + ").")
+
+
+def _bf16_range(rows: list[dict]) -> str:
+    """The spread of the bf16 column, from the rows: far below 1 means emulated bf16 (matmuls 22-77x slower)."""
+    sp = sorted(r["bf16_speedup"] for r in rows if r.get("bf16_speedup") is not None)
+    if not sp:
+        return ""
+    slow = [x for x in sp if x < 0.5]
+    return (f": the rows' bf16 speedups span {sp[0]:.2f}-{sp[-1]:.2f}x"
+            + (f", and the {len(slow)} below 0.5x can only come from emulated bf16" if slow else ""))
 
 
 def _code_line(rows: list[dict]) -> str:
@@ -494,7 +503,7 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
         "- `bf16` = the same IQL step with `spinrl train --precision bf16` (losses under bfloat16 autocast, fp32 "
         "weights); off by default. Its effect on returns: [BF16.md](BF16.md) (`benchmarks/bf16.toml`). It pays only "
         "where matmuls run in bf16 in hardware (CPUs with AVX512-BF16 or AMX, GPUs): on an AVX2 CPU torch emulates "
-        "them, 20-75x slower than fp32 (`python benchmarks/bf16_matmul.py`, results in "
+        "them, 22-77x slower than fp32 (`python benchmarks/bf16_matmul.py`, results in "
         "`benchmarks/results/bf16_matmul_cpu.jsonl`), so the script times bf16 only where the device has it "
         "natively (`--bf16 auto`) and `spinrl train --precision bf16` warns elsewhere.",
         _isa_line(train + asm),

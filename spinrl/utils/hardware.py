@@ -12,7 +12,7 @@ def cpu_isa() -> str:
 
 def native_bf16(device: torch.device | str = "cpu") -> bool:
     """True where bfloat16 matmuls run in hardware: a CUDA GPU that supports bf16, or a CPU with AVX512-BF16
-    or AMX. Elsewhere torch emulates them (20-75x slower than fp32 on an AVX2 EPYC: benchmarks/bf16_matmul.py)."""
+    or AMX. Elsewhere torch emulates them (22-77x slower than fp32 on an AVX2 EPYC: benchmarks/bf16_matmul.py)."""
     dev = torch.device(device)
     if dev.type == "cuda":
         return torch.cuda.is_bf16_supported()
@@ -28,4 +28,4 @@ def bf16_warning(device: torch.device | str) -> str | None:
         return None
     where = f"this CPU ({cpu_isa()})" if dev.type == "cpu" else f"{dev}"
     return (f"--precision bf16: {where} has no native bfloat16 matmul (AVX512-BF16 or AMX), so torch emulates it "
-            "(measured 20-75x slower than fp32 on an AVX2 CPU: benchmarks/bf16_matmul.py); use --precision fp32 here")
+            "(measured 22-77x slower than fp32 on an AVX2 CPU: benchmarks/bf16_matmul.py); use --precision fp32 here")
