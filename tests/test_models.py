@@ -205,10 +205,13 @@ def test_critic_equals_member_subaction_loop():
         torch.testing.assert_close(q[k], ref)
 
 
-def test_critic_chosen_rows_path_matches_full_product_with_gradients():
-    """forward() sums only the chosen output rows; values and gradients equal the full [B, sum m] product's."""
+@pytest.mark.parametrize("dense_rows", [True, False], ids=["one-hot", "embedding-bag"])
+def test_critic_chosen_rows_path_matches_full_product_with_gradients(dense_rows):
+    """forward() sums only the chosen output rows (either way); values and gradients equal the full
+    [B, sum m] product's."""
     torch.manual_seed(0)
     critic = FactoredTwinCritic(OBS, NVEC, hidden=16, members=2)
+    critic.dense_rows = dense_rows
     obs, act = _obs(), _acts()
     offs = torch.tensor([0, 2, 7])
     grads = []
@@ -232,6 +235,11 @@ def test_critic_loads_in_major_output_layer_state_dict():
     fresh = FactoredTwinCritic(OBS, NVEC, hidden=16, members=2)
     fresh.load_state_dict(old)
     torch.testing.assert_close(fresh(_obs(), _acts()), critic(_obs(), _acts()), rtol=0, atol=0)
+
+
+def test_critic_picks_the_row_sum_by_cardinality():
+    assert FactoredTwinCritic(OBS, [3] * 38).dense_rows  # dog, 3 bins: one-hot matmul
+    assert not FactoredTwinCritic(OBS, [30] * 38).dense_rows  # dog, 30 bins: embedding_bag
 
 
 def test_value_net_shape():

@@ -11,6 +11,10 @@ from torch import nn
 from spinrl.models.layers import _uniform_, concat_offsets, padding_index, to_padded
 
 
+DENSE_ROWS_MAX_MEAN_M = 10
+"""Largest mean cardinality for which the critic sums chosen rows by a one-hot matmul (measured on CPU)."""
+
+
 class FactoredTwinCritic(nn.Module):
     """K MLP critics obs -> h -> h -> sum(m_i), Q_k(s, a) = sum_i q_k,i(s)[a_i] (method.md).
 
@@ -19,6 +23,9 @@ class FactoredTwinCritic(nn.Module):
     chosen sub-actions (one ``embedding_bag``) and dots them with the last hidden layer, so its cost does
     not grow with the cardinalities (38 x 30 for dog: 1140 outputs, 38 of them read). The output weights
     are stored out-major, ``output.weight`` [K, sum m_i, h], so each row is contiguous for that gather.
+    With small cardinalities (mean m_i <= ``DENSE_ROWS_MAX_MEAN_M``) the same row sum is one matmul of the
+    actions' one-hot [B, sum m_i] with that layer instead: ``embedding_bag``'s sort-based backward costs more
+    there than the few FLOPs it saves (crossover measured by ``benchmarks/critic_rows.py``).
 
     Args:
         obs_dim: State dimension.
@@ -46,6 +53,7 @@ class FactoredTwinCritic(nn.Module):
         self.register_buffer("valid_NM", valid, persistent=False)
         self.register_buffer("offsets_N", concat_offsets(self.nvec), persistent=False)
         self.register_buffer("member_rows_K11", (torch.arange(members) * dims[-1]).view(members, 1, 1), persistent=False)
+        self.dense_rows = dims[-1] <= DENSE_ROWS_MAX_MEAN_M * len(self.nvec)
         self.register_load_state_dict_pre_hook(_upgrade_in_major_output)
 
     def hidden(self, obs_BO: torch.Tensor) -> torch.Tensor:
@@ -67,9 +75,16 @@ class FactoredTwinCritic(nn.Module):
         """Q_k(s, a) for every member, shape [K, B]: sum_i (h_k . W_k[a_i] + b_k[a_i]) over chosen rows only."""
         h_KBH = self.hidden(obs_BO)
         K, B, H = h_KBH.shape
-        rows = ((act_BN + self.offsets_N).unsqueeze(0) + self.member_rows_K11).view(K * B, -1)  # rows of [K * sum m, h]
-        w_KBH = F.embedding_bag(rows, self.output.weight.view(-1, H), mode="sum").view(K, B, H)
-        b_KB = self.biases[-1].view(-1).index_select(0, rows.view(-1)).view(K, B, -1).sum(-1)
+        cols_BN = act_BN + self.offsets_N  # rows of one member's [sum m, h]
+        if self.dense_rows:
+            onehot_BM = torch.zeros(B, self.output.weight.shape[1], dtype=h_KBH.dtype, device=h_KBH.device)
+            onehot_BM.scatter_(1, cols_BN, 1.0)
+            w_KBH = torch.matmul(onehot_BM, self.output.weight)
+            b_KB = torch.matmul(onehot_BM, self.biases[-1].view(K, -1, 1)).squeeze(-1)
+        else:
+            rows = (cols_BN.unsqueeze(0) + self.member_rows_K11).view(K * B, -1)  # rows of [K * sum m, h]
+            w_KBH = F.embedding_bag(rows, self.output.weight.view(-1, H), mode="sum").view(K, B, H)
+            b_KB = self.biases[-1].view(-1).index_select(0, rows.view(-1)).view(K, B, -1).sum(-1)
         return (h_KBH * w_KBH).sum(-1) + b_KB
 
 
