@@ -584,7 +584,11 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
         "- The critic's Q(s, a) for given actions (every critic and target-critic pass of IQL, the critic losses "
         "of AWAC and BCQ) never forms the [B, sum m_i] output: it sums the chosen sub-actions' output rows "
         "(`embedding_bag` over an out-major output layer) and dots them with the last hidden layer, so its cost "
-        "does not grow with the cardinalities" + _rows_note(train) + ". In rows measured at code from `65ed400` on.",
+        "does not grow with the cardinalities" + _rows_note(train) + ". In rows measured at code from `65ed400` on. "
+        "With at most 10 choices per sub-action on average the same row sum is one matmul of the actions' one-hot "
+        "with the output layer, because `embedding_bag`'s sort-based backward costs more there than the FLOPs it "
+        "saves (`benchmarks/critic_rows.py`; dog 38 x 3: 1.4 ms against 3.6 ms per critic pass); in rows measured "
+        "at code from `cac4b90` on.",
         "- spin-cached rows use the trainer's own lookup into a cache built once per shape and preset (the build "
         "time is not in the step); above `--feature-cache-gb` the trainer recomputes features per batch instead, "
         "which is slower than these rows.",

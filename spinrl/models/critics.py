@@ -25,7 +25,7 @@ class FactoredTwinCritic(nn.Module):
     are stored out-major, ``output.weight`` [K, sum m_i, h], so each row is contiguous for that gather.
     With small cardinalities (mean m_i <= ``DENSE_ROWS_MAX_MEAN_M``) the same row sum is one matmul of the
     actions' one-hot [B, sum m_i] with that layer instead: ``embedding_bag``'s sort-based backward costs more
-    there than the few FLOPs it saves (crossover measured by ``benchmarks/critic_rows.py``).
+    there than the few FLOPs it saves (crossover measured by ``benchmarks/critic_rows.py``); on CUDA always.
 
     Args:
         obs_dim: State dimension.
@@ -76,7 +76,7 @@ class FactoredTwinCritic(nn.Module):
         h_KBH = self.hidden(obs_BO)
         K, B, H = h_KBH.shape
         cols_BN = act_BN + self.offsets_N  # rows of one member's [sum m, h]
-        if self.dense_rows:
+        if self.dense_rows or h_KBH.is_cuda:  # CUDA: cheap, and deterministic (embedding_bag uses atomics)
             onehot_BM = torch.zeros(B, self.output.weight.shape[1], dtype=h_KBH.dtype, device=h_KBH.device)
             onehot_BM.scatter_(1, cols_BN, 1.0)
             w_KBH = torch.matmul(onehot_BM, self.output.weight)
