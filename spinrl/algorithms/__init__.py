@@ -8,7 +8,7 @@ from spinrl.algorithms.iql import IQLConfig
 from spinrl.algorithms.mam import MAMConfig, asm_loss, corrupt
 
 ALGORITHMS = {"iql": iql, "awac": awac, "bcq": bcq}
-"""Algorithm name -> module exposing UPDATES, TARGETS, *_loss and act."""
+"""Algorithm name -> module exposing UPDATES, TARGETS, *_loss, act and action_probs."""
 
 CONFIGS = {"iql": IQLConfig, "awac": AWACConfig, "bcq": BCQConfig}
 """Algorithm name -> its config dataclass."""

@@ -107,3 +107,32 @@ def act(
         cand_BCN[:, 0] = nets.actor.mode(obs)
     best_B = _candidate_q(nets.critic, obs, cand_BCN).mean(0).argmax(-1)
     return cand_BCN[torch.arange(obs.shape[0], device=obs.device), best_B]
+
+
+@torch.no_grad()
+def action_probs(nets: Nets, obs: torch.Tensor, all_AN: torch.Tensor, cfg: BCQConfig, deterministic: bool) -> torch.Tensor:
+    """Distribution of ``act`` over the joint actions ``all_AN`` [A, N], shape [B, A], in closed form.
+
+    Factored pi_b: ``act`` is deterministic (one-hot). Autoregressive pi_b: the best by mean_k Q of k
+    i.i.d. draws is action a with probability C(a)^k - C_<(a)^k, where C(a) is pi_b's mass on actions with
+    Q <= Q(a) and C_<(a) = C(a) - pi_b(a); with ``deterministic`` the greedy decode is one candidate and
+    k - 1 draws compete with it. (Exactly tied Q values between different actions are not split.)
+    """
+    B, A = obs.shape[0], all_AN.shape[0]
+    if nets.actor.factored:
+        return (act(nets, obs, cfg, True).unsqueeze(1) == all_AN.unsqueeze(0)).all(-1).double()
+    pi_BA = torch.softmax(nets.actor.log_prob(obs.repeat_interleave(A, 0), all_AN.repeat(B, 1)).view(B, A).double(), -1)
+    q_BA = _candidate_q(nets.critic, obs, all_AN.unsqueeze(0).expand(B, A, -1)).mean(0)
+    order = q_BA.argsort(-1)  # ascending Q
+    c_BA = pi_BA.gather(1, order).cumsum(-1).clamp(max=1.0)
+    below_BA = (c_BA - pi_BA.gather(1, order)).clamp(min=0.0)
+    k = cfg.k_candidates
+    if not deterministic:
+        p_sorted = c_BA ** k - below_BA ** k
+    else:
+        mode_B = (nets.actor.mode(obs).unsqueeze(1) == all_AN.unsqueeze(0)).all(-1).double().gather(1, order).argmax(-1)
+        rank_A = torch.arange(A, device=obs.device)
+        above = rank_A.unsqueeze(0) > mode_B.unsqueeze(1)
+        p_sorted = torch.where(above, c_BA ** (k - 1) - below_BA ** (k - 1), 0.0)
+        p_sorted = p_sorted + (rank_A.unsqueeze(0) == mode_B.unsqueeze(1)) * c_BA.gather(1, mode_B.unsqueeze(1)) ** (k - 1)
+    return torch.zeros_like(p_sorted).scatter_(1, order, p_sorted)

@@ -105,3 +105,14 @@ def weighted_likelihood_loss(
 def actor_act(nets: Nets, obs: torch.Tensor, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:
     """The actor's sample (or mode when ``deterministic``), long [B, N]."""
     return nets.actor.mode(obs) if deterministic else nets.actor.sample(obs, generator)
+
+
+@torch.no_grad()
+def actor_action_probs(nets: Nets, obs_BO: torch.Tensor, all_AN: torch.Tensor, deterministic: bool) -> torch.Tensor:
+    """Distribution of ``actor_act`` over the joint actions ``all_AN`` [A, N], shape [B, A]: pi(a|s) from
+    the actor's likelihood, or a one-hot on its mode when ``deterministic``."""
+    B, A = obs_BO.shape[0], all_AN.shape[0]
+    if deterministic:
+        return (nets.actor.mode(obs_BO).unsqueeze(1) == all_AN.unsqueeze(0)).all(-1).double()
+    logp_BA = nets.actor.log_prob(obs_BO.repeat_interleave(A, 0), all_AN.repeat(B, 1)).view(B, A).double()
+    return torch.softmax(logp_BA, dim=-1)  # = exp(log pi), renormalized against float rounding

@@ -11,6 +11,7 @@ from spinrl.algorithms.common import (
     Batch,
     Nets,
     actor_act,
+    actor_action_probs,
     ensemble_mse,
     expectile_loss,
     td_target,
@@ -90,3 +91,8 @@ def act(
 ) -> torch.Tensor:
     """The actor's sample (or mode when ``deterministic``), long [B, N]."""
     return actor_act(nets, obs, deterministic, generator)
+
+
+def action_probs(nets: Nets, obs: torch.Tensor, all_AN: torch.Tensor, cfg: IQLConfig, deterministic: bool) -> torch.Tensor:
+    """Distribution of ``act`` over the joint actions ``all_AN``, [B, A] (exact evaluation on a known model)."""
+    return actor_action_probs(nets, obs, all_AN, deterministic)

@@ -156,7 +156,10 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         last = row if row.get("eval_return_mean") is not None else last
     msg = f"run saved to {cfg.out}"
     if last is not None:
-        msg += f": final eval return {last['eval_return_mean']:.2f} +/- {last['eval_return_std']:.2f}"
+        if last.get("eval_method") == "exact":
+            msg += f": final expected return {last['eval_return_mean']:.4f} (exact, on the env's model)"
+        else:
+            msg += f": final eval return {last['eval_return_mean']:.2f} +/- {last['eval_return_std']:.2f}"
         if last.get("normalized_score") is not None:
             msg += f", normalized {last['normalized_score']:.1f}"
     print(msg)
@@ -167,11 +170,12 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     from spinrl.evaluation.evaluate import evaluate
 
     res = evaluate(args.policy, env=args.env, episodes=args.episodes, seed=args.seed, greedy=args.greedy,
-                   **parse_kwargs(extra))
+                   mode=args.mode, **parse_kwargs(extra))
     if args.json:
         print(json.dumps(res.as_dict(), indent=2))
     else:
-        line = f"return {res.mean:.2f} +/- {res.std:.2f} over {len(res.returns)} episodes"
+        line = (f"expected return {res.mean:.4f} (exact, on the env's model)" if res.exact
+                else f"return {res.mean:.2f} +/- {res.std:.2f} over {len(res.returns)} episodes")
         if res.normalized_mean is not None:
             line += f", normalized {res.normalized_mean:.1f} (reference: {res.reference.get('source')})"
         print(line)
@@ -317,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--episodes", type=int, default=10, help="episodes, reset with seeds seed+100+k (default: 10)")
     ev.add_argument("--seed", type=int, default=0, help="seed of resets and action sampling (default: 0)")
     ev.add_argument("--greedy", action="store_true", help="most likely action instead of a sample")
+    ev.add_argument("--mode", choices=("auto", "rollout", "exact"), default="auto",
+                    help="exact: expected return on the env's known model (sepsis); auto (default): exact where known")
     ev.add_argument("--json", action="store_true", help="machine-readable output")
     ev.set_defaults(fn=cmd_eval, allow_extra=True)
     dm = sub.add_parser("demo", help="the main job: SPIN (and SPIN-cached) vs factored IQL on Maze-12 medium-expert, table + plot",

@@ -8,7 +8,7 @@ Every env has ``action_space = MultiDiscrete(nvec)`` and a float32 Box observati
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
@@ -29,6 +29,8 @@ __all__ = [
     "make",
     "make_vector",
     "reference_scores",
+    "has_exact_return",
+    "exact_return",
     "list_envs",
     "behaviour_policy",
     "ReferenceScores",
@@ -145,6 +147,25 @@ def make_vector(env_id: str, num_envs: int, **kwargs: Any) -> VectorEnv:
     from spinrl.envs.dmc import DMCEnv
 
     return LoopVectorEnv(lambda: DMCEnv(env_id, **kw), num_envs)
+
+
+def has_exact_return(env_id: str, **kwargs: Any) -> bool:
+    """Whether the env's model is known, so a policy's expected return can be computed exactly (sepsis)."""
+    return _resolve(env_id, kwargs)[0] == "sepsis"
+
+
+def exact_return(env_id: str, action_probs: Callable[[np.ndarray], np.ndarray], **kwargs: Any) -> float:
+    """Expected return of a policy computed on the env's known model instead of sampled episodes.
+
+    ``action_probs(obs [S, obs_dim]) -> [S, prod(nvec)]`` gives the policy's probability of every joint
+    action (row-major over the sub-actions) in every state; it is called once with all states.
+    """
+    fam, _ = _resolve(env_id, kwargs)
+    if fam != "sepsis":
+        raise SpinError(f"{env_id} has no known model for exact evaluation (only sepsis has); evaluate with rollouts")
+    from spinrl.envs.sepsis import all_state_observations, policy_value
+
+    return policy_value(action_probs(all_state_observations()))
 
 
 def _key(kw: dict[str, Any]) -> tuple:

@@ -99,6 +99,39 @@ def sepsis_policy_act(p_random: float = 0.0):
     return act
 
 
+def policy_value(probs_SA: np.ndarray | None) -> float:
+    """Exact expected return from the initial distribution of a policy given as action probabilities per
+    state [716, 25] (action = fluid * 5 + vaso), or of the optimal policy for None (value iteration).
+
+    Finite horizon = the episode cap; the probabilities of terminal states are ignored.
+    """
+    d = load_dynamics()
+    P, R = d["tx_mat"], d["r_mat"]
+    if probs_SA is not None:
+        probs_SA = np.asarray(probs_SA, dtype=np.float64)
+        if probs_SA.shape != P.shape[:2]:
+            raise SpinError(f"sepsis policy_value: probabilities must have shape {P.shape[:2]}, got {probs_SA.shape}")
+    exp_r = (P * R).sum(2)  # [S, A] expected immediate reward
+    live = np.ones(P.shape[0])
+    live[list(TERMINAL_STATES)] = 0.0
+    if probs_SA is not None:  # the policy's own chain: [S, S] instead of [S * A, S] per backup
+        P_pi, r_pi = np.einsum("sa,sat->st", probs_SA, P) * live, (probs_SA * exp_r).sum(1)
+    else:
+        P2 = np.ascontiguousarray(P.reshape(-1, P.shape[2])) * live
+    v = np.zeros(P.shape[0])
+    for _ in range(MAX_STEPS):
+        new = r_pi + P_pi @ v if probs_SA is not None else (exp_r + (P2 @ v).reshape(exp_r.shape)).max(1)
+        if np.abs(new - v).max() < 1e-10:
+            break
+        v = new
+    return float(d["d_0"] @ v)
+
+
+def all_state_observations() -> np.ndarray:
+    """The observation of every state [716, 47] (row s is state s; terminal states share the zero vector)."""
+    return load_dynamics()["features"]
+
+
 @lru_cache(maxsize=1)
 def exact_values() -> dict[str, float]:
     """Exact expected returns from the initial distribution (policy evaluation on the known MDP).
@@ -107,22 +140,7 @@ def exact_values() -> dict[str, float]:
     scores about the same as uniform random (~0.78), so only the optimal value (~0.88) gives a usable
     normalisation range.
     """
-    d = load_dynamics()
-    P, R = d["tx_mat"], d["r_mat"]
-    exp_r = (P * R).sum(2)  # [S, A] expected immediate reward
-    P2 = np.ascontiguousarray(P.reshape(-1, P.shape[2]))
-    live = np.ones(P.shape[0])
-    live[list(TERMINAL_STATES)] = 0.0
-    pol = d["expert_policy"]
+    pol = load_dynamics()["expert_policy"]
     pol = np.where(pol.sum(1, keepdims=True) > 0, pol, 1.0 / pol.shape[1])
-    out = {}
-    for name, weights in (("random", np.full_like(pol, 1.0 / pol.shape[1])), ("clinicians", pol), ("optimal", None)):
-        v = np.zeros(P.shape[0])
-        for _ in range(MAX_STEPS):  # finite horizon = the episode cap
-            q = exp_r + (P2 @ (v * live)).reshape(exp_r.shape)
-            new = q.max(1) if weights is None else (weights * q).sum(1)
-            if np.abs(new - v).max() < 1e-10:
-                break
-            v = new
-        out[name] = float(d["d_0"] @ v)
-    return out
+    return {"random": policy_value(np.full_like(pol, 1.0 / pol.shape[1])), "clinicians": policy_value(pol),
+            "optimal": policy_value(None)}

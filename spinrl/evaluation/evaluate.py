@@ -14,11 +14,18 @@ from spinrl.evaluation.policy import Policy
 from spinrl.evaluation.rollout import run_episodes
 
 
+EVAL_MODES = ("auto", "rollout", "exact")
+
+
 @dataclass
 class EvalResult:
+    """Returns of the evaluated episodes; with ``exact`` one expected return computed on the env's model
+    (no sampling error, so the stds are 0)."""
+
     returns: np.ndarray
     normalized: np.ndarray | None
     reference: dict | None
+    exact: bool = False
 
     @property
     def mean(self) -> float:
@@ -34,7 +41,8 @@ class EvalResult:
 
     def as_dict(self) -> dict:
         return {
-            "episodes": int(len(self.returns)),
+            "method": "exact" if self.exact else "rollout",
+            "episodes": 0 if self.exact else int(len(self.returns)),
             "return_mean": self.mean,
             "return_std": self.std,
             "normalized_score": self.normalized_mean,
@@ -66,6 +74,35 @@ def evaluate_act(
     return EvalResult(eps.returns, normalize(eps.returns, reference), reference)
 
 
+def resolve_eval_mode(mode: str, env_id: str, env_kwargs: dict | None = None) -> str:
+    """``auto`` -> ``exact`` where the env's model is known (sepsis: 10 sampled episodes of a 0/1 outcome
+    cannot tell policies 0.1 apart), else ``rollout``; ``exact`` elsewhere is an error."""
+    from spinrl.errors import ConfigError
+
+    if mode not in EVAL_MODES:
+        raise ConfigError(f"--eval-mode must be one of {', '.join(EVAL_MODES)}, got {mode!r}")
+    known = envs.has_exact_return(env_id, **(env_kwargs or {}))
+    if mode == "exact" and not known:
+        raise ConfigError(f"--eval-mode exact: {env_id} has no known model (only sepsis has); use rollout or auto")
+    if mode == "auto":
+        return "exact" if known else "rollout"
+    return mode
+
+
+def exact_evaluate(
+    policy: Policy, env_id: str, env_kwargs: dict | None = None, greedy: bool = False, reference: dict | None = None,
+) -> EvalResult:
+    """The policy's expected return from the env's model (``envs.exact_return``), as a one-value result:
+    the action distributions are computed in closed form (``Policy.action_probs``), so nothing is sampled."""
+
+    def probs(obs: np.ndarray) -> np.ndarray:
+        t = torch.as_tensor(obs, dtype=torch.float32, device=policy.device)
+        return policy.action_probs(t, deterministic=greedy).cpu().numpy()
+
+    ret = np.array([envs.exact_return(env_id, probs, **(env_kwargs or {}))])
+    return EvalResult(ret, normalize(ret, reference), reference, exact=True)
+
+
 def evaluate(
     policy: Policy | str | Path,
     env: str | None = None,
@@ -74,11 +111,14 @@ def evaluate(
     greedy: bool = False,
     num_envs: int = 16,
     reference: dict | None = None,
+    mode: str = "auto",
     **env_kwargs,
 ) -> EvalResult:
     """Evaluate a policy (object or ``policy.pt`` path) in its dataset's environment (or ``env``).
 
     Actions are sampled as in the paper unless ``greedy``; action sampling is seeded by ``seed``.
+    ``mode`` (see ``resolve_eval_mode``): ``exact`` computes the expected return on the env's known model
+    and ignores ``episodes``.
     """
     from spinrl.errors import ConfigError
 
@@ -105,6 +145,8 @@ def evaluate(
         reference = None if ref is None else {"random": ref.random, "expert": ref.expert, "source": ref.source}
     gen = torch.Generator(device=policy.device)
     gen.manual_seed(seed)
+    if resolve_eval_mode(mode, env_id, kwargs) == "exact":
+        return exact_evaluate(policy, env_id, kwargs, greedy, reference)
 
     def act(obs: np.ndarray) -> np.ndarray:
         return policy.act(obs, deterministic=greedy, generator=gen)

@@ -53,6 +53,24 @@ class Policy:
         finally:
             self.nets.actor.train(was)
 
+    def action_probs(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """Probability of every joint action (row-major over sub-actions) in each state, [B, prod(nvec)],
+        as ``act`` draws it (each algorithm's ``action_probs``); for exact evaluation on a known model."""
+        joint = int(np.prod(self.nvec))
+        if joint > 4096:
+            raise SpinError(f"action_probs enumerates joint actions: {joint} is too many (at most 4096)")
+        grids = torch.meshgrid(*[torch.arange(m, device=obs.device) for m in self.nvec], indexing="ij")
+        all_AN = torch.stack([g.reshape(-1) for g in grids], dim=1)
+        chunk = max(1, 65536 // joint)  # states per call: bounded memory
+        was = self.nets.actor.training
+        self.nets.actor.eval()
+        try:
+            with torch.no_grad():
+                return torch.cat([self._module.action_probs(self.nets, obs[i:i + chunk], all_AN, self.algo_cfg, deterministic)
+                                  for i in range(0, obs.shape[0], chunk)])
+        finally:
+            self.nets.actor.train(was)
+
     def act(self, observations: np.ndarray, deterministic: bool = False, generator: torch.Generator | None = None) -> np.ndarray:
         """Actions for a batch of observations ``[B, obs_dim]`` (or one ``[obs_dim]``), int64."""
         obs = np.asarray(observations, dtype=np.float32)

@@ -68,6 +68,9 @@ class TrainConfig:
     """episodes per evaluation, reset with seeds seed+100+k"""
     greedy: bool = False
     """evaluate with the most likely action instead of sampled actions (the paper samples)"""
+    eval_mode: Literal["auto", "rollout", "exact"] = "auto"
+    """rollout = eval_episodes sampled episodes; exact = the expected return computed on the env's known model
+    (sepsis only: no sampling error); auto = exact where the model is known, else rollout"""
     seed: int = 0
     """seed of everything: initialization, minibatches, dropout, action sampling"""
     resume: bool = False

@@ -28,7 +28,7 @@ from spinrl.algorithms.common import Batch, build_nets, polyak
 from spinrl.utils.jsonable import to_jsonable
 from spinrl.data import OfflineDataset, load
 from spinrl.errors import ConfigError, MissingExtraError
-from spinrl.evaluation.evaluate import evaluate_act
+from spinrl.evaluation.evaluate import evaluate_act, exact_evaluate, resolve_eval_mode
 from spinrl.evaluation.policy import Policy
 from spinrl.models import ModelConfig, build_actor
 from spinrl.training.asm_dir import load_asm
@@ -50,7 +50,7 @@ from spinrl.utils.memory import keep_freed_memory
 
 EVAL_COLUMNS = ("eval_return_mean", "eval_return_std", "normalized_score", "normalized_std")
 # Settings a resumed run must share with the original: anything that changes what is computed.
-_FIXED = ("dataset", "algo", "actor", "asm", "preset", "eval_every", "eval_episodes", "greedy", "seed",
+_FIXED = ("dataset", "algo", "actor", "asm", "preset", "eval_every", "eval_episodes", "greedy", "eval_mode", "seed",
           "checkpoint_every", "log_every", "batch_size", "lr", "gamma", "precision", "algo_kwargs", "model_kwargs")
 
 
@@ -85,6 +85,7 @@ def build(cfg: TrainConfig, dataset: OfflineDataset | None = None) -> Setup:
         raise ConfigError(f"algo_kwargs: {e}; see spinrl.algorithms.{cfg.algo} for valid fields") from None
     if cfg.eval_every > 0 and ds.env_id is not None:
         _check_env_matches(ds)
+        resolve_eval_mode(cfg.eval_mode, ds.env_id, ds.env_kwargs)  # --eval-mode exact without a model fails here
     seed_everything(cfg.seed)
     asm, asm_info = None, None
     if cfg.actor in ("spin", "spin-cached"):
@@ -231,7 +232,7 @@ def train(cfg: TrainConfig) -> Iterator[dict]:
         ck = load_checkpoint(ckpt_path, "training checkpoint", kind="train")
         saved = ck["config"]
         now = to_jsonable(cfg)
-        defaults = {"precision": "fp32"}  # fields added after a run was made take their default
+        defaults = {"precision": "fp32", "eval_mode": "auto"}  # fields added after a run was made take their default
         for k in _FIXED:
             if saved.get(k, defaults.get(k)) != now.get(k):
                 raise ConfigError(f"--resume with {k}={now.get(k)!r} but the run used {saved.get(k)!r}; use the same value")
@@ -298,16 +299,17 @@ def train(cfg: TrainConfig) -> Iterator[dict]:
             elapsed += time.perf_counter() - t1
             row.update({"eval_return_mean": res.mean, "eval_return_std": res.std,
                         "normalized_score": res.normalized_mean,
-                        "normalized_std": None if res.normalized is None else float(res.normalized.std())})
+                        "normalized_std": None if res.normalized is None else float(res.normalized.std()),
+                        "eval_method": "exact" if res.exact else "rollout"})  # in the yielded rows, not the CSV
             last_eval = row
         row["wall_seconds"] = round(elapsed, 3)
         if columns is None:
-            columns = ["step", "wall_seconds", "grad_steps_per_s"] + sorted(k for k in row if k not in ("step", "wall_seconds", "grad_steps_per_s") and k not in EVAL_COLUMNS) + list(EVAL_COLUMNS)
+            columns = ["step", "wall_seconds", "grad_steps_per_s"] + sorted(k for k in row if k not in ("step", "wall_seconds", "grad_steps_per_s", "eval_method") and k not in EVAL_COLUMNS) + list(EVAL_COLUMNS)
         rows.append(row)
         _write_csv(out / "metrics.csv", rows, columns)
         if tb is not None:
             for k, v in row.items():
-                if v is not None and k != "step":
+                if v is not None and k not in ("step", "eval_method"):
                     tb.add_scalar(k, v, step)
         post = {k: f"{row[k]:.3g}" for k in ("critic_loss", "actor_loss") if k in row}
         if last_eval is not None:
@@ -366,6 +368,8 @@ def _evaluate(s: Setup, step: int, reference: dict | None):
         return policy.act(obs, deterministic=s.cfg.greedy, generator=gen)
 
     try:
+        if resolve_eval_mode(s.cfg.eval_mode, s.dataset.env_id, s.dataset.env_kwargs) == "exact":
+            return exact_evaluate(policy, s.dataset.env_id, s.dataset.env_kwargs, s.cfg.greedy, reference)
         return evaluate_act(act, s.dataset.env_id, s.dataset.env_kwargs, s.cfg.eval_episodes, s.cfg.seed,
                             s.cfg.eval_num_envs, reference)
     finally:
