@@ -238,7 +238,10 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
                       f"`{carry_json.parent}` (`spinrl behaviour carry`): {info['env_step']:,} env steps in {wall / 3600:.2f} h "
                       f"wall so far (hidden {info['run']['config'].get('hidden')}), best greedy return "
                       f"{best['eval_return_mean']:.1f} +/- {best['eval_return_std']:.1f} at env step {best['env_step']:,}"
-                      + (f" (public expert reference {pub[1]})" if pub else "") + f". Continue: `{info['continue']}`.", ""]
+                      + (f" (public expert reference {pub[1]})" if pub else "") + f". Continue: `{info['continue']}`. "
+                      "A carry holds no replay: continuing refills an empty one from the carried policy, which can undo "
+                      "what the agent learned, so where the original run directory (replay included) still exists, "
+                      "`--resume` it instead.", ""]
             continue
         folder, index = sets[(task, bins)]
         run = index["run"]
