@@ -6,6 +6,7 @@ import csv
 import itertools
 import json
 import shutil
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -148,14 +149,19 @@ def test_carry_continues_a_run_on_another_machine_without_its_replay(full_run, t
         "carry.json", "carry.pt", "policies"]
     ck = torch.load(carry_dir / "carry.pt", weights_only=False)
     assert "replay" not in ck and ck["kind"] == bh.CARRY_KIND
+    with pytest.warns(UserWarning, match="--resume` continues it exactly"):  # the original is still here
+        bh._warn_if_original_run_has_replay(carry_dir)
     shutil.rmtree(first)  # nothing of the first machine is left but the carry
 
     later = replace(cfg, out=str(tmp_path / "second"), env_steps=4000, continue_from=str(carry_dir))
     rows = []
-    for row in train_behaviour(later):
-        rows.append(row)
-        if row["env_step"] == 3000:
-            break
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for row in train_behaviour(later):
+            rows.append(row)
+            if row["env_step"] == 3000:
+                break
+    assert not [w for w in caught if "continues it exactly" in str(w.message)]  # the original is gone: no warning
     full = _rows(full_run)
     cont = _rows(tmp_path / "second")
     assert cont[:2] == full[:2] and [int(float(r["env_step"])) for r in cont] == [1000, 2000, 3000]

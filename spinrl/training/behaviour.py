@@ -28,6 +28,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -201,6 +202,19 @@ class Replay:
                 raise CheckpointError(f"replay file {path} has shape {arr.shape}, expected ({n}, ...); it is corrupted")
             getattr(self, name)[:n] = arr
         self.size, self.ptr = n, int(meta["ptr"])
+
+
+def _warn_if_original_run_has_replay(carry: Path) -> None:
+    """A carry holds no replay, so continuing from it refills an empty one (on dog-trot that undid what the
+    agent had learned); when the run it was carried from is still on this machine, --resume is exact."""
+    try:
+        orig = Path(json.loads((carry / "carry.json").read_text())["run"]["config"]["out"])  # spinrl behaviour carry
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if (orig / "checkpoints" / "last.pt").exists() and any((orig / "checkpoints").glob("replay-*")):
+        warnings.warn(f"--continue-from {carry}: the run it was carried from, {orig}, is on this machine with its "
+                      f"replay buffer; `--out {orig} --resume` continues it exactly, a carry restarts the replay empty",
+                      stacklevel=2)
 
 
 def replay_capacity(requested: int, obs_dim: int, n_sub: int) -> int:
@@ -384,6 +398,8 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
     if not cfg.resume and (last.exists() or (out / "metrics.csv").exists()):
         raise ConfigError(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
     carry = Path(cfg.continue_from) if cfg.continue_from and not cfg.resume else None
+    if carry is not None:
+        _warn_if_original_run_has_replay(carry)
     vec = envs.make_vector(cfg.env, cfg.num_envs, bins=cfg.bins)
     eval_vec = envs.make_vector(cfg.env, cfg.eval_episodes, bins=cfg.bins)
     nvec, obs_dim = vec.nvec, vec.observation_dim
