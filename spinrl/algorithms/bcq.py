@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from spinrl.algorithms.common import Batch, Nets, ensemble_mse, td_target
+from spinrl.algorithms.common import Batch, Nets, ensemble_mse, joint_one_hot, td_target
 from spinrl.models import NEG
 
 UPDATES = ("critic", "actor")
@@ -120,7 +120,7 @@ def action_probs(nets: Nets, obs: torch.Tensor, all_AN: torch.Tensor, cfg: BCQCo
     """
     B, A = obs.shape[0], all_AN.shape[0]
     if nets.actor.factored:
-        return (act(nets, obs, cfg, True).unsqueeze(1) == all_AN.unsqueeze(0)).all(-1).double()
+        return joint_one_hot(act(nets, obs, cfg, True), all_AN)
     pi_BA = torch.softmax(nets.actor.log_prob(obs.repeat_interleave(A, 0), all_AN.repeat(B, 1)).view(B, A).double(), -1)
     q_BA = _candidate_q(nets.critic, obs, all_AN.unsqueeze(0).expand(B, A, -1)).mean(0)
     order = q_BA.argsort(-1)  # ascending Q
@@ -130,7 +130,7 @@ def action_probs(nets: Nets, obs: torch.Tensor, all_AN: torch.Tensor, cfg: BCQCo
     if not deterministic:
         p_sorted = c_BA ** k - below_BA ** k
     else:
-        mode_B = (nets.actor.mode(obs).unsqueeze(1) == all_AN.unsqueeze(0)).all(-1).double().gather(1, order).argmax(-1)
+        mode_B = joint_one_hot(nets.actor.mode(obs), all_AN).gather(1, order).argmax(-1)  # rank of the greedy decode
         rank_A = torch.arange(A, device=obs.device)
         above = rank_A.unsqueeze(0) > mode_B.unsqueeze(1)
         p_sorted = torch.where(above, c_BA ** (k - 1) - below_BA ** (k - 1), 0.0)

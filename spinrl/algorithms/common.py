@@ -107,12 +107,17 @@ def actor_act(nets: Nets, obs: torch.Tensor, deterministic: bool, generator: tor
     return nets.actor.mode(obs) if deterministic else nets.actor.sample(obs, generator)
 
 
+def joint_one_hot(act_BN: torch.Tensor, all_AN: torch.Tensor) -> torch.Tensor:
+    """One-hot [B, A] of each row's joint action among the enumerated ``all_AN`` [A, N] (float64)."""
+    return (act_BN.unsqueeze(1) == all_AN.unsqueeze(0)).all(-1).double()
+
+
 @torch.no_grad()
 def actor_action_probs(nets: Nets, obs_BO: torch.Tensor, all_AN: torch.Tensor, deterministic: bool) -> torch.Tensor:
     """Distribution of ``actor_act`` over the joint actions ``all_AN`` [A, N], shape [B, A]: pi(a|s) from
     the actor's likelihood, or a one-hot on its mode when ``deterministic``."""
     B, A = obs_BO.shape[0], all_AN.shape[0]
     if deterministic:
-        return (nets.actor.mode(obs_BO).unsqueeze(1) == all_AN.unsqueeze(0)).all(-1).double()
+        return joint_one_hot(nets.actor.mode(obs_BO), all_AN)
     logp_BA = nets.actor.log_prob(obs_BO.repeat_interleave(A, 0), all_AN.repeat(B, 1)).view(B, A).double()
     return torch.softmax(logp_BA, dim=-1)  # = exp(log pi), renormalized against float rounding
