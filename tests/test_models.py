@@ -329,6 +329,30 @@ def test_block_attention_training_path_matches_sdpa():
     assert torch.allclose(block(x), ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("B,T,H,dh", [(4, 7, 4, 8), (3, 5, 2, 4)])
+def test_dropout_attention_backward_matches_autograd_of_the_composition(B, T, H, dh):
+    """The CPU training attention (written-out backward) equals autograd through softmax, the same
+    dropout mask and the two products: same seed, same masks, float64 to machine precision."""
+    from spinrl.models.layers import _DropoutAttention, dropout
+
+    def composition(qkv):
+        q, k, v = qkv.view(B, T, 3, H, dh).permute(2, 0, 3, 1, 4).unbind(0)
+        w = torch.softmax((q * dh**-0.5) @ k.transpose(-2, -1), dim=-1)
+        return (dropout(w, 0.3, True) @ v).transpose(1, 2).reshape(B, T, H * dh)
+
+    qkv = torch.randn(B, T, 3 * H * dh, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(B, T, H * dh, dtype=torch.float64)
+    torch.manual_seed(1)
+    y_ref = composition(qkv)
+    (g_ref,) = torch.autograd.grad(y_ref, qkv, g)
+    torch.manual_seed(1)
+    y = _DropoutAttention.apply(qkv, H, 0.3)
+    (g_new,) = torch.autograd.grad(y, qkv, g)
+    assert not torch.allclose(composition(qkv), y_ref)  # another mask, another output: dropout is active
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g_new, g_ref, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("nvec", [(3, 3, 3, 3), (2, 5, 3), (10, 10)])
 def test_padded_layout_and_log_prob_match_loops(nvec):
     """to_padded (a view for equal cardinalities, a gather otherwise) and log_prob (transposed kernel for
