@@ -102,23 +102,24 @@ class _DropoutAttention(torch.autograd.Function):
         scale = dh**-0.5
         w = torch.softmax(torch.bmm(q, k.transpose(1, 2)).mul_(scale), dim=-1)  # [BH, T, T]
         keep = _keep_scale(w.shape, p, w.dtype, w.device)
-        out = torch.bmm(w * keep, v)
-        ctx.save_for_backward(x, w, keep)
+        w_kept = w * keep
+        out = torch.bmm(w_kept, v)
+        ctx.save_for_backward(x, w, keep, w_kept)
         ctx.shape = (B, T, heads, dh)
         return out.view(B, heads, T, dh).transpose(1, 2).reshape(B, T, D)
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, grad_BTD: torch.Tensor):
-        x, w, keep = ctx.saved_tensors
+        x, w, keep, w_kept = ctx.saved_tensors
         B, T, heads, dh = ctx.shape
         dt = x.dtype  # bf16 under autocast (w and keep stay fp32, as autocast's softmax gives them)
         q, k, v = x[0], x[1], x[2]
         g_out = grad_BTD.to(dt).reshape(B, T, heads, dh).transpose(1, 2).reshape(B * heads, T, dh)
         g = torch.empty_like(x)  # [3, BH, T, dh]: dq, dk, dv
-        torch.bmm((w * keep).to(dt).transpose(1, 2), g_out, out=g[2])
+        torch.bmm(w_kept.to(dt).transpose(1, 2), g_out, out=g[2])
         g_w = torch.bmm(g_out, v.transpose(1, 2)).to(w.dtype).mul_(keep)
-        g_s = (g_w - (g_w * w).sum(-1, keepdim=True)).mul_(w).mul_(dh**-0.5).to(dt)  # softmax backward, scaled
+        g_s = torch.ops.aten._softmax_backward_data(g_w, w, -1, w.dtype).mul_(dh**-0.5).to(dt)
         torch.bmm(g_s, k, out=g[0])
         torch.bmm(g_s.transpose(1, 2), q, out=g[1])
         g_qkv = g.view(3, B, heads, T, dh).permute(1, 3, 0, 2, 4).reshape(B, T, 3 * heads * dh)
