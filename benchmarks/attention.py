@@ -6,13 +6,16 @@ Both compute softmax(q k^T / sqrt(dh)) with the same dropout mask, times v, from
 load), as JSON lines, for the shapes of the ASM pretraining step (batch 1024 at the paper preset, 512
 at cpu) and of SPIN's blocks (batch 256): cheetah T = 1 + 6 tokens, dog T = 1 + 38.
 
-    python benchmarks/attention.py --threads 1
+    python benchmarks/attention.py --threads 1 > benchmarks/results/attention_cpu.jsonl
+
+Each line carries the load average: beside other jobs the ratios move by +/- 10-20% between runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -69,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         ms = {k: round(statistics.median(v), 3) for k, v in times.items()}
         print(json.dumps({"shape": name, "batch": B, "tokens": T, "d_model": D, "heads": H, "dropout": args.dropout,
                           "threads": torch.get_num_threads(), **{f"{k}_ms": v for k, v in ms.items()},
-                          "speedup": round(ms["composition"] / ms["written_out"], 3)}), flush=True)
+                          "speedup": round(ms["composition"] / ms["written_out"], 3),
+                          "loadavg": [round(x, 2) for x in os.getloadavg()]}), flush=True)
     return 0
 
 

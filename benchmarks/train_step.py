@@ -589,6 +589,12 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
         "with the output layer, because `embedding_bag`'s sort-based backward costs more there than the FLOPs it "
         "saves (`benchmarks/critic_rows.py`; dog 38 x 3: 1.4 ms against 3.6 ms per critic pass); in rows measured "
         "at code from `cac4b90` on.",
+        "- CPU training attention (dropout on the attention weights) has its own autograd function "
+        "(`spinrl.models.layers._DropoutAttention`): the same values and masks as autograd through softmax, the "
+        "mask and the two products, but dq, dk and dv are written by `bmm(out=)` into one buffer and permuted back "
+        "to the qkv layout in one copy, where autograd's backward assembled them by a stack plus a permuted copy. "
+        "`python benchmarks/attention.py --threads 1` times both per shape (benchmarks/results/attention_cpu.jsonl); "
+        "in rows measured at code from `cbd75b4` on.",
         "- spin-cached rows use the trainer's own lookup into a cache built once per shape and preset (the build "
         "time is not in the step); above `--feature-cache-gb` the trainer recomputes features per batch instead, "
         "which is slower than these rows.",
