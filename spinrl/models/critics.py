@@ -85,9 +85,7 @@ class FactoredTwinCritic(nn.Module):
             rows = (cols_BN.unsqueeze(0) + self.member_rows_K11).view(K * B, -1)  # rows of [K * sum m, h]
             w_KBH = F.embedding_bag(rows, self.output.weight.view(-1, H), mode="sum").view(K, B, H)
             b_KB = self.biases[-1].view(-1).index_select(0, rows.view(-1)).view(K, B, -1).sum(-1)
-        # vecdot: the same dot products as (h * w).sum(-1) without the [K, B, h] product temporary
-        # (forward + backward 1.4x faster at [2, 256, 256] on CPU).
-        return torch.linalg.vecdot(h_KBH, w_KBH) + b_KB
+        return (h_KBH * w_KBH).sum(-1) + b_KB
 
 
 class _OutMajor(nn.Module):
