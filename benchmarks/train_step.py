@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def record(r: dict) -> None:
         r.update(limit_gflop_per_s=start["gflop_per_s"], loadavg=[round(x, 2) for x in os.getloadavg()],
-                 code=head["code"], keep_freed_memory=kept, cpu_isa=head["cpu_isa"], native_bf16=head["native_bf16"],
+                 code=head["code"], host=head["gpu"] or head["cpu"], keep_freed_memory=kept, cpu_isa=head["cpu_isa"], native_bf16=head["native_bf16"],
                  **context)
         _emit(r, args.results)
         results.append(r)
@@ -432,13 +432,17 @@ def _read_results(path: str, context: dict) -> list[dict]:
     if not os.path.exists(path):
         return []
     rows = []
+    host = None  # rows written before they recorded their CPU belong to the setup line above them
     with open(path) as f:
         for line in f:
             try:
                 r = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if r.get("kind") in ("train_step", "asm_step") and all(r.get(k) == v for k, v in context.items()):
+            if r.get("kind") == "setup":
+                host = r.get("gpu") or r.get("cpu")
+            elif r.get("kind") in ("train_step", "asm_step") and all(r.get(k) == v for k, v in context.items()):
+                r.setdefault("host", host)
                 rows.append(r)
             elif r.get("kind") == "limit" and r.get("threads", context["threads"]) == context["threads"]:
                 rows.append(r)
@@ -464,6 +468,16 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
     train = [r for r in results if r["kind"] == "train_step"]
     asm = [r for r in results if r["kind"] == "asm_step"]
     dev = head["gpu"] or head["cpu"]
+    hosts: dict[str, int] = {}  # a results file spans sessions, which can land on different machines
+    for r in train + asm:
+        hosts[r.get("host") or dev] = hosts.get(r.get("host") or dev, 0) + 1
+    label = {h: chr(ord("A") + i) for i, h in enumerate(hosts)} if len(hosts) > 1 else {}
+
+    def host_cell(r):
+        return f" {label[r.get('host') or dev]} |" if label else ""
+
+    run_line = (f"{head['cpu_count']} logical CPUs, torch threads {head['torch_threads']}, torch {head['torch']}, "
+                f"Python {head['python']}, {head['date']}")
     L = [
         "# Speed report",
         "",
@@ -473,8 +487,12 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
         "",
         "(the full run takes hours on 2 cores; rerunning the command measures only the rows the results file lacks).",
         "",
-        f"- Device: **{dev}** ({head['device']}), {head['cpu_count']} logical CPUs, torch threads "
-        f"{head['torch_threads']}, torch {head['torch']}, Python {head['python']}, {head['date']}.",
+        (f"- Device: **{dev}** ({head['device']}), {run_line}." if not label else
+         "- Hosts: the rows come from " + str(len(hosts)) + " machines, "
+         + ", ".join(f"**{label[h]}** = {h} ({n} row{'s' if n != 1 else ''})" for h, n in hosts.items())
+         + "; the `host` column names each row's, and its % of limit uses the limit line measured on that host in "
+           "the same invocation (times from different hosts are not comparable, fractions roughly are). "
+         + f"Rendered on {dev} ({head['device']}), {run_line}."),
         (f"- Load average at start / end: {head['loadavg_start']} / {head.get('loadavg_end')}"
          + (" — **the machine was shared with other jobs; absolute times are inflated.**"
             if head["loadavg_start"][0] > 0.5 * (head["cpu_count"] or 1) else ".")
@@ -536,6 +554,8 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
         base = find(shape=r["shape"], preset=r["preset"], algo=r["algo"], actor="spin")
         if base and r["algo"] == "iql":
             x = base[0]["ms_median"] / r["ms_median"]
+            other = (" (the two rows ran on different hosts: not comparable)"
+                     if label and base[0].get("host") != r.get("host") else "")
             # spin-cached still trains both critics and V: the factored IQL step (the same critics with an MLP
             # actor) bounds how far below spin's step it can go
             flat = find(shape=r["shape"], preset=r["preset"], algo="iql", actor="factored")
@@ -543,7 +563,7 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
             why = (f" (unreachable here: spin's step is {bound:.1f}x the factored IQL step, whose critic and value "
                    "updates spin-cached also runs)" if x < 10 and bound is not None and bound < 10 else "")
             L.append(f"| spin-cached vs spin, IQL {r['shape']} {r['preset']}: >= 10x steps/s | {x:.1f}x | "
-                     f"{'yes' if x >= 10 else 'no'}{why} |")
+                     f"{'yes' if x >= 10 and not other else 'no'}{why}{other} |")
     for r in asm:
         if r["preset"] == "paper":
             L.append(f"| ASM pretraining paper, {r['shape']}: >= 75% of limit | {pct(r):.1f}% | {'yes' if pct(r) >= 75 else 'no'} |")
@@ -551,20 +571,22 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
     for shape in dict.fromkeys(r["shape"] for r in train + asm):
         obs_dim, nvec = SHAPES[shape]
         L += [f"## {shape} shape (state {obs_dim}, {len(nvec)} sub-actions x {nvec[0]})", "",
-              "| preset | algo | actor | ms/step | steps/s | GFLOP/step | GFLOP/s | % of limit | ref ms | ref/lib | bf16 ms | bf16 speedup |",
-              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| preset | algo | actor | ms/step | steps/s | GFLOP/step | GFLOP/s | % of limit | ref ms | ref/lib | bf16 ms | bf16 speedup |"
+              + (" host |" if label else ""),
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---|" if label else "")]
         for r in train:
             if r["shape"] != shape:
                 continue
             L.append(f"| {r['preset']} | {r['algo']} | {r['actor']} | {r['ms_median']:.1f} | {r['grad_steps_per_s']:.1f} | "
                      f"{r['gflop_per_step']:.3f} | {r['gflop_per_s']:.1f} | {pct(r):.0f}% | {_f(r.get('ref_ms_median'))} | "
-                     f"{_f(r.get('ref_over_lib'), 2, 'x')} | {_f(r.get('bf16_ms_median'))} | {_f(r.get('bf16_speedup'), 2, 'x')} |")
-        L += ["", "ASM pretraining step:", "", "| preset | batch | ms/step | samples/s | GFLOP/step | GFLOP/s | % of limit |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+                     f"{_f(r.get('ref_over_lib'), 2, 'x')} | {_f(r.get('bf16_ms_median'))} | {_f(r.get('bf16_speedup'), 2, 'x')} |"
+                     + host_cell(r))
+        L += ["", "ASM pretraining step:", "", "| preset | batch | ms/step | samples/s | GFLOP/step | GFLOP/s | % of limit |"
+              + (" host |" if label else ""), "|---|---:|---:|---:|---:|---:|---:|" + ("---|" if label else "")]
         for r in asm:
             if r["shape"] == shape:
                 L.append(f"| {r['preset']} | {r['batch']} | {r['ms_median']:.1f} | {r['samples_per_s']:.0f} | "
-                         f"{r['gflop_per_step']:.2f} | {r['gflop_per_s']:.1f} | {pct(r):.0f}% |")
+                         f"{r['gflop_per_step']:.2f} | {r['gflop_per_s']:.1f} | {pct(r):.0f}% |" + host_cell(r))
         L.append("")
     L += [
         "## Notes",

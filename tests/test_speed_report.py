@@ -58,3 +58,22 @@ def test_interleaved_timing_alternates_blocks():
     timed = calls[4:]  # after 2 warm-up calls each
     assert timed[:10] == ["a"] * 10 and timed[10:20] == ["b"] * 10 and timed[20:30] == ["a"] * 10
     assert timed[-5:] == ["b"] * 5
+
+
+def test_rows_from_two_hosts_are_labelled(tmp_path):
+    """A results file spans sessions; a row measured on another machine is named, not passed off as this one's."""
+    res, doc = tmp_path / "speed.jsonl", tmp_path / "SPEED.md"
+    argv = ["--quick", "--shapes", "cheetah", "--presets", "cpu", "--algos", "iql", "--actors", "factored",
+            "--no-bf16", "--no-reference", "--no-asm", "--threads", "1", "--results", str(res)]
+    assert train_step.main(argv) == 0
+    row = _rows(res, "train_step")[0]
+    assert row["host"]
+    # the same row as an older session on another machine wrote it: no host field, a setup line above it
+    older = {k: v for k, v in row.items() if k != "host"}
+    with open(res, "a") as f:
+        f.write(json.dumps({**_rows(res, "setup")[0], "cpu": "Other CPU 9000"}) + "\n")
+        f.write(json.dumps({**older, "actor": "saint"}) + "\n")
+    assert train_step.main(argv + ["--render-only", "--write-doc", str(doc)]) == 0
+    text = doc.read_text()
+    assert "**A** = " + row["host"] + " (1 row), **B** = Other CPU 9000 (1 row)" in text
+    assert "| cpu | iql | factored |" in text and text.count(" A |") == 1 and text.count(" B |") == 1
