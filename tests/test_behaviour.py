@@ -307,6 +307,18 @@ def test_exported_set_regenerates_same_dataset(tmp_path, monkeypatch):
 
     md = write_report(tmp_path, tmp_path, tmp_path / "docs" / "datasets.md", tmp_path / "docs" / "img").read_text()
     assert "| random-medium-expert | 2,400 / 200,000 |" in md and (tmp_path / "docs/img/cheetah-run-3-behaviour.png").exists()
+    assert "- Last evaluation: env step 75,000, greedy return 100.0." in md
+    # a run whose returns fell after its best (a diverging Q) says so
+    idx_path = exported / "behaviour.json"
+    kept = idx_path.read_text()
+    idx = json.loads(kept)
+    rows = [{**r, "q_mean": 5.0} for r in idx["run"]["metrics"]]
+    idx["run"]["metrics"] = rows + [{**rows[-1], "env_step": 100_000, "eval_return_mean": 9.0, "q_mean": 900.0}]
+    idx_path.write_text(json.dumps(idx))
+    md_fell = write_report(tmp_path, tmp_path, tmp_path / "docs" / "datasets.md", tmp_path / "docs" / "img").read_text()
+    assert ("- Last evaluation: env step 100,000, greedy return 9.0; the run fell after its best (100.0 at 75,000), its mean Q "
+            "going from 5.0 to 900.0 (diverged).") in md_fell
+    idx_path.write_text(kept)
     # The cache is outside git: a report without the datasets keeps them from its ledger, marked as recorded.
     import shutil
 

@@ -256,6 +256,17 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
             f"({wall / max(run['env_steps'], 1) * 1e6 / 3600:.2f} h per 1M steps; hidden {cfg.get('hidden')}, "
             f"{cfg.get('num_envs')} envs batched, seed {cfg.get('seed')}, {cfg.get('threads')} CPU thread(s) on a shared 2-core machine)."
         )
+        evals = [r for r in run.get("metrics", []) if r.get("eval_return_mean") is not None]
+        if evals:
+            last, top = evals[-1], max(evals, key=lambda r: r["eval_return_mean"])
+            fell = last["eval_return_mean"] < 0.5 * top["eval_return_mean"]
+            lines.append(
+                f"- Last evaluation: env step {int(last['env_step']):,}, greedy return {last['eval_return_mean']:.1f}"
+                + (f"; the run fell after its best ({top['eval_return_mean']:.1f} at {int(top['env_step']):,})"
+                   + (f", its mean Q going from {top['q_mean']:.1f} to {last['q_mean']:.1f} (diverged)"
+                      if top.get("q_mean") is not None and last.get("q_mean") is not None
+                      and abs(last["q_mean"]) > 10 * max(abs(top["q_mean"]), 1e-9) else "")
+                   if fell else "") + ".")
         for level in ("expert", "medium"):
             c = index.get(level)
             if c:
