@@ -318,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def record(r: dict) -> None:
         r.update(limit_gflop_per_s=start["gflop_per_s"], loadavg=[round(x, 2) for x in os.getloadavg()],
-                 code=head["code"], host=head["gpu"] or head["cpu"], keep_freed_memory=kept, cpu_isa=head["cpu_isa"], native_bf16=head["native_bf16"],
-                 **context)
+                 code=head["code"], host=head["gpu"] or head["cpu"], keep_freed_memory=kept, cpu_isa=head["cpu_isa"],
+                 native_bf16=head["native_bf16"], **context)
         _emit(r, args.results)
         results.append(r)
 
@@ -432,7 +432,7 @@ def _read_results(path: str, context: dict) -> list[dict]:
     if not os.path.exists(path):
         return []
     rows = []
-    host = None  # rows written before they recorded their CPU belong to the setup line above them
+    host = None  # rows written before rows recorded their host belong to the setup line above them
     with open(path) as f:
         for line in f:
             try:
