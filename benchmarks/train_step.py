@@ -468,13 +468,16 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
     train = [r for r in results if r["kind"] == "train_step"]
     asm = [r for r in results if r["kind"] == "asm_step"]
     dev = head["gpu"] or head["cpu"]
-    hosts: dict[str, int] = {}  # a results file spans sessions, which can land on different machines
+    def host_of(r):  # a results file spans sessions, which can land on different machines
+        return r.get("host") or dev
+
+    hosts: dict[str, int] = {}
     for r in train + asm:
-        hosts[r.get("host") or dev] = hosts.get(r.get("host") or dev, 0) + 1
+        hosts[host_of(r)] = hosts.get(host_of(r), 0) + 1
     label = {h: chr(ord("A") + i) for i, h in enumerate(hosts)} if len(hosts) > 1 else {}
 
     def host_cell(r):
-        return f" {label[r.get('host') or dev]} |" if label else ""
+        return f" {label[host_of(r)]} |" if label else ""
 
     run_line = (f"{head['cpu_count']} logical CPUs, torch threads {head['torch_threads']}, torch {head['torch']}, "
                 f"Python {head['python']}, {head['date']}")
@@ -555,7 +558,7 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
         if base and r["algo"] == "iql":
             x = base[0]["ms_median"] / r["ms_median"]
             other = (" (the two rows ran on different hosts: not comparable)"
-                     if label and base[0].get("host") != r.get("host") else "")
+                     if label and host_of(base[0]) != host_of(r) else "")
             # spin-cached still trains both critics and V: the factored IQL step (the same critics with an MLP
             # actor) bounds how far below spin's step it can go
             flat = find(shape=r["shape"], preset=r["preset"], algo="iql", actor="factored")
