@@ -55,6 +55,13 @@ class FactoredSpace:
         """Start of each sub-action's block in a concatenated [sum(m_i)] vector."""
         return np.concatenate([[0], np.cumsum(self.nvec)[:-1]]).astype(np.int64)
 
+    def describe(self) -> str:
+        """Short form for logs and summaries: ``[3]*38, 1.35e+18 joint actions`` (exact below 10^6)."""
+        same = len(set(self.nvec)) == 1
+        shape = str(list(self.nvec)) if self.n <= 8 else f"[{self.nvec[0]}]*{self.n}" if same else f"{self.n} sub-actions, m {min(self.nvec)}-{self.max_m}"
+        js = self.joint_size
+        return f"{shape}, {js if js < 10**6 else f'{float(js):.3g}'} joint actions"
+
     @property
     def joint_size(self) -> int:
         """prod(m_i) as an exact Python int (may be astronomically large)."""

@@ -339,6 +339,9 @@ def test_factored_space_flatten_round_trip_and_limit():
     with pytest.raises(SpinError, match="outside"):
         sp.unflatten(np.array([24]))
     assert FactoredSpace([3] * 38).joint_size == 3**38  # exact, never overflows
+    assert FactoredSpace([10] * 38).describe() == "[10]*38, 1e+38 joint actions"  # not a 39-digit integer
+    assert FactoredSpace([2, 3, 4]).describe() == "[2, 3, 4], 24 joint actions"
+    assert FactoredSpace([2] * 9 + [5]).describe() == "10 sub-actions, m 2-5, 2560 joint actions"
 
 
 # ---------------------------------------------------------------------- CLI

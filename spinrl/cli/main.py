@@ -12,6 +12,7 @@ from pathlib import Path
 
 from spinrl.cli.args import add_config_args, config_from_args, parse_kwargs
 from spinrl.errors import ConfigError, SpinError
+from spinrl.spaces import FactoredSpace
 
 COMMANDS = {}
 
@@ -32,13 +33,11 @@ def cmd_envs(args: argparse.Namespace, extra: list[str]) -> int:
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
-    print(f"{'id':<22} {'obs':>5} {'N':>4} {'joint size':>12}  nvec / kwargs")
+    print(f"{'id':<22} {'obs':>5} {'N':>4}  nvec, joint actions / kwargs")
     for r in rows:
         nvec = r.get("nvec") or []
-        short = str(list(nvec)) if len(nvec) <= 8 else f"[{nvec[0]}]*{len(nvec)}" if len(set(nvec)) == 1 else f"{len(nvec)} sub-actions"
-        js = r.get("joint_size")
-        js_s = f"{js:.3g}" if isinstance(js, (int, float)) and js > 1e6 else str(js)
-        print(f"{r['id']:<22} {str(r.get('obs_dim', '?')):>5} {len(nvec):>4} {js_s:>12}  {short} {r.get('kwargs', '')}")
+        short = FactoredSpace(nvec).describe() if nvec else "?"
+        print(f"{r['id']:<22} {str(r.get('obs_dim', '?')):>5} {len(nvec):>4}  {short} {r.get('kwargs', '')}")
         if r.get("note"):
             print(f"{'':<22} {r['note']}")
     return 0

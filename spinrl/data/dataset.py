@@ -100,7 +100,7 @@ class Summary:
         lines = [
             f"env            {m.get('env_id')} {m.get('env_kwargs') or ''}",
             f"level          {m.get('level')}   behaviour: {m.get('behaviour')}",
-            f"nvec           {m.get('nvec')} (N={len(m.get('nvec', []))}, joint size {FactoredSpace(m['nvec']).joint_size})",
+            f"nvec           {FactoredSpace(m['nvec']).describe()} (N={len(m.get('nvec', []))})",
             f"observations   shape {m.get('observation_shape')}",
             f"episodes       {self.episodes}",
             f"transitions    {self.transitions}",
