@@ -55,6 +55,36 @@ def test_double_q_target_and_huber_loss():
     assert set(info) >= {"loss", "q_mean"}
 
 
+def test_symlog_observations_and_policy_files_keep_the_transform(tmp_path):
+    torch.manual_seed(0)
+    plain, logged = DecQNNet(5, [3, 2], 16), DecQNNet(5, [3, 2], 16, obs_transform="symlog")
+    logged.load_state_dict(plain.state_dict())  # a fixed function: no extra state
+    obs = torch.tensor([[0.0, 1e-3, -2.0, 5e4, -5e4]])
+    torch.testing.assert_close(logged.utilities_concat(obs),
+                               plain.utilities_concat(torch.sign(obs) * torch.log1p(obs.abs())))
+    assert not torch.allclose(logged.utilities_concat(obs), plain.utilities_concat(obs))
+    with pytest.raises(ValueError, match="obs_transform 'log'"):
+        DecQNNet(5, [3, 2], 16, obs_transform="log")
+    payload = {"schema": bh.CHECKPOINT_SCHEMA, "kind": bh.POLICY_KIND, "obs_dim": 5, "nvec": [3, 2], "hidden": 16,
+               "obs_transform": "symlog", "state_dict": logged.state_dict()}
+    torch.save(payload, tmp_path / "p.pt")
+    net, meta = bh.load_policy(tmp_path / "p.pt")
+    assert net.obs_transform == "symlog" and meta["obs_transform"] == "symlog"
+    torch.testing.assert_close(net.utilities_concat(obs), logged.utilities_concat(obs))
+    del payload["obs_transform"]  # policy files written before the option: no transform
+    torch.save(payload, tmp_path / "old.pt")
+    assert bh.load_policy(tmp_path / "old.pt")[0].obs_transform == "none"
+
+
+def test_changed_flags_name_what_a_run_changed_and_old_configs_resume():
+    assert bh.changed_flags({"lr": 5e-5, "obs_transform": "symlog", "hidden": 512}) == "--obs-transform symlog --lr 5e-05"
+    old = {k: v for k, v in vars(BehaviourConfig(out="x")).items() if k != "obs_transform"}  # a config.json from before
+    assert bh.changed_flags(old) == ""
+    bh._check_identity(old, BehaviourConfig(out="x"), "runs/old", "resume")  # no error: it had no transform
+    with pytest.raises(ConfigError, match="--obs-transform 'symlog' differs from the run in runs/old \\('none'\\)"):
+        bh._check_identity(old, BehaviourConfig(out="x", obs_transform="symlog"), "runs/old", "resume")
+
+
 @pytest.mark.parametrize("terminated", [False, True])
 def test_nstep_transitions_written_once_with_exact_returns(terminated):
     gamma, n, L = 0.9, 3, 5

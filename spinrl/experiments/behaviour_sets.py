@@ -30,7 +30,7 @@ import torch
 
 from spinrl.envs.core import BehaviourPolicy
 from spinrl.errors import CheckpointError, ConfigError
-from spinrl.training.behaviour import load_policy, save_carry
+from spinrl.training.behaviour import changed_flags, load_policy, save_carry
 from spinrl.utils.checkpoint import load_checkpoint, write_text_atomic
 
 MEDIUM_RANGE = (0.35, 0.55)
@@ -348,6 +348,7 @@ def carry(run_dir: str | Path, out: str | Path) -> dict:
             "best": max(kept, key=lambda c: (c.eval_return_mean, -c.env_step)).__dict__,
             "kept": [c.__dict__ for c in kept], "run": summary,
             "continue": f"spinrl behaviour train {summary['config']['env']} --bins {summary['config']['bins']} "
-                        f"--hidden {summary['config']['hidden']} --continue-from {out} --out NEW_RUN --env-steps N"}
+                        + " ".join(filter(None, [f"--hidden {summary['config']['hidden']}", changed_flags(summary["config"])]))
+                        + f" --continue-from {out} --out NEW_RUN --env-steps N"}
     write_text_atomic(out / "carry.json", json.dumps(info, indent=1) + "\n")
     return info

@@ -27,6 +27,7 @@ from spinrl.data.cache import data_dir
 from spinrl.envs import DMC_REFERENCE
 from spinrl.experiments.behaviour_sets import (REFERENCE_EPISODES, REFERENCE_MAX_EPISODES, REFERENCE_PRECISION,
                                               SELECT_EPISODES)
+from spinrl.training.behaviour import changed_flags
 from spinrl.utils.checkpoint import write_text_atomic
 
 BENCHMARK_SIZES = {"medium": 1_000_000, "expert": 1_000_000, "medium-expert": 2_000_000, "random-medium-expert": 200_000}
@@ -35,6 +36,12 @@ WANTED = [("cheetah-run", 3), ("finger-spin", 3), ("humanoid-stand", 3), ("quadr
           ("dog-trot", 10), ("dog-trot", 30)]
 """Task/bins pairs issue 4 asks for (paper main table and the dog-trot cardinality study)."""
 LEVEL_ORDER = ("random", "medium", "expert", "medium-expert", "random-medium-expert")
+
+
+def _changed(cfg: dict) -> str:
+    """``--lr 5e-05, `` for a run that changed learner flags from their defaults, else empty."""
+    flags = changed_flags(cfg)
+    return f"{flags}, " if flags else ""
 
 
 def _sha(path: Path) -> str:
@@ -254,7 +261,7 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
         lines.append(
             f"- Behaviour run: {run['env_steps']:,} env steps in {wall / 3600:.2f} h wall "
             f"({wall / max(run['env_steps'], 1) * 1e6 / 3600:.2f} h per 1M steps; hidden {cfg.get('hidden')}, "
-            f"{cfg.get('num_envs')} envs batched, seed {cfg.get('seed')}, {cfg.get('threads')} CPU thread(s) on a shared 2-core machine)."
+            f"{_changed(cfg)}{cfg.get('num_envs')} envs batched, seed {cfg.get('seed')}, {cfg.get('threads')} CPU thread(s) on a shared 2-core machine)."
         )
         evals = [r for r in run.get("metrics", []) if r.get("eval_return_mean") is not None]
         if evals:

@@ -24,8 +24,16 @@ class ResidualBlock(nn.Module):
         return x + self.fc2(F.relu(self.fc1(self.norm(x))))
 
 
+OBS_TRANSFORMS = ("none", "symlog")
+
+
+def symlog(x: torch.Tensor) -> torch.Tensor:
+    """sign(x) log(1 + |x|): about x near 0, logarithmic far out (dog's touch sensors reach 5e4)."""
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
 class DecQNNet(nn.Module):
-    """Linear(obs, hidden) -> residual block -> LayerNorm -> one Linear(hidden, sum m_i) head.
+    """[symlog] -> Linear(obs, hidden) -> residual block -> LayerNorm -> one Linear(hidden, sum m_i) head.
 
     The concatenated head output holds every U_i(s, j); ``offsets_N`` and ``pad_index_NM`` turn it
     into per-sub-action values with one gather (no Python loop over sub-actions).
@@ -34,11 +42,16 @@ class DecQNNet(nn.Module):
         obs_dim: State dimension.
         nvec: Cardinalities (m_1, ..., m_N).
         hidden: Torso width (the benchmark used 512; 256 is 2-4x faster here).
+        obs_transform: ``"none"`` (the benchmark's DecQN) or ``"symlog"`` applied to the raw observation
+            first: a fixed function, so nothing to fit or checkpoint beside the weights.
     """
 
-    def __init__(self, obs_dim: int, nvec: Sequence[int], hidden: int = 256):
+    def __init__(self, obs_dim: int, nvec: Sequence[int], hidden: int = 256, obs_transform: str = "none"):
         super().__init__()
+        if obs_transform not in OBS_TRANSFORMS:
+            raise ValueError(f"obs_transform {obs_transform!r}: choose one of {OBS_TRANSFORMS}")
         self.obs_dim, self.nvec, self.hidden = int(obs_dim), tuple(int(m) for m in nvec), int(hidden)
+        self.obs_transform = obs_transform
         self.inp = nn.Linear(self.obs_dim, self.hidden)
         self.block = ResidualBlock(self.hidden)
         self.norm = nn.LayerNorm(self.hidden)
@@ -50,6 +63,8 @@ class DecQNNet(nn.Module):
 
     def utilities_concat(self, obs_BO: torch.Tensor) -> torch.Tensor:
         """All utilities, concatenated: [B, sum m_i]."""
+        if self.obs_transform == "symlog":
+            obs_BO = symlog(obs_BO)
         return self.head(self.norm(self.block(F.relu(self.inp(obs_BO)))))
 
     def utilities(self, obs_BO: torch.Tensor, fill: float = float("-inf")) -> torch.Tensor:

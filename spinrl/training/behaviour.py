@@ -31,7 +31,7 @@ import uuid
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
 import numpy as np
 import torch
@@ -81,6 +81,9 @@ class BehaviourConfig:
     in a new --out with an empty replay that --warmup steps of the carried policy refill (not bit-identical)"""
     hidden: int = 256
     """torso width (the benchmark used 512; 256 is 2-4x faster on CPU)"""
+    obs_transform: Literal["none", "symlog"] = "none"
+    """symlog = sign(x) log(1 + |x|) of each observation entry before the network (none = the benchmark's
+    DecQN); dog-trot's touch sensors reach 5e4 unscaled, and its 10-bin run without a transform diverged"""
     seed: int = 0
     """seed of network init, exploration, replay sampling and episode resets"""
     lr: float = 1e-4
@@ -145,8 +148,22 @@ class BehaviourConfig:
 
 
 # Fields that define the run: a resume with different values would not continue the same experiment.
-_IDENTITY = ("env", "bins", "hidden", "seed", "lr", "grad_clip", "batch_size", "n_step", "gamma", "tau", "warmup",
-             "update_every", "eps_start", "eps_min", "eps_decay", "num_envs", "eval_episodes")
+_IDENTITY = ("env", "bins", "hidden", "obs_transform", "seed", "lr", "grad_clip", "batch_size", "n_step", "gamma",
+             "tau", "warmup", "update_every", "eps_start", "eps_min", "eps_decay", "num_envs", "eval_episodes")
+
+
+def changed_flags(config: dict) -> str:
+    """The learner flags of a saved run config that differ from today's defaults, as CLI flags
+    (``--obs-transform symlog --lr 5e-05``): what a report or a continue command must repeat."""
+    default = asdict(BehaviourConfig())
+    flags = []
+    for name in _IDENTITY:
+        if name in ("env", "bins", "hidden", "seed"):  # always spelled out where a run is named
+            continue
+        value = config.get(name, _ADDED_LATER.get(name, default[name]))
+        if value != default[name]:
+            flags.append(f"--{name.replace('_', '-')} {value}")
+    return " ".join(flags)
 
 
 class Replay:
@@ -233,8 +250,8 @@ class _Run:
 
     def __init__(self, cfg: BehaviourConfig, obs_dim: int, nvec: np.ndarray, capacity: int):
         torch.manual_seed(cfg.seed)
-        self.online = DecQNNet(obs_dim, nvec, cfg.hidden)
-        self.target = DecQNNet(obs_dim, nvec, cfg.hidden)
+        self.online = DecQNNet(obs_dim, nvec, cfg.hidden, cfg.obs_transform)
+        self.target = DecQNNet(obs_dim, nvec, cfg.hidden, cfg.obs_transform)
         self.target.load_state_dict(self.online.state_dict())
         for p in self.target.parameters():
             p.requires_grad_(False)
@@ -261,7 +278,7 @@ def _policy_payload(cfg: BehaviourConfig, run: _Run, obs_dim: int, nvec, returns
     return {
         "schema": CHECKPOINT_SCHEMA, "kind": POLICY_KIND, "env": cfg.env, "bins": int(cfg.bins),
         "obs_dim": int(obs_dim), "nvec": [int(m) for m in nvec], "hidden": int(cfg.hidden),
-        "env_step": int(run.step), "eval_returns": [float(r) for r in returns],
+        "obs_transform": cfg.obs_transform, "env_step": int(run.step), "eval_returns": [float(r) for r in returns],
         "eval_return_mean": float(np.mean(returns)), "eval_return_std": float(np.std(returns)),
         "state_dict": run.online.state_dict(),
     }
@@ -272,7 +289,7 @@ def load_policy(path: str | os.PathLike) -> tuple[DecQNNet, dict]:
     obj = load_checkpoint(path, what="DecQN policy")
     if obj.get("kind") != POLICY_KIND:
         raise CheckpointError(f"{path} is not a DecQN policy file (kind {obj.get('kind')!r}); pass a policies/step_*.pt file")
-    net = DecQNNet(obj["obs_dim"], obj["nvec"], obj["hidden"])
+    net = DecQNNet(obj["obs_dim"], obj["nvec"], obj["hidden"], obj.get("obs_transform", "none"))
     try:
         net.load_state_dict(obj["state_dict"])
     except RuntimeError as e:
@@ -319,11 +336,16 @@ def _save_full(out: Path, cfg: BehaviourConfig, run: _Run) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+_ADDED_LATER = {"obs_transform": "none"}
+"""Identity fields that runs saved before them lack, with the value those runs had."""
+
+
 def _check_identity(saved: dict, cfg: BehaviourConfig, where: str, verb: str) -> None:
     for name in _IDENTITY:
-        if saved.get(name) != getattr(cfg, name):
+        was = saved.get(name, _ADDED_LATER.get(name))
+        if was != getattr(cfg, name):
             raise ConfigError(f"--{name.replace('_', '-')} {getattr(cfg, name)!r} differs from the run in {where} "
-                              f"({saved.get(name)!r}); {verb} with the same value or choose another --out")
+                              f"({was!r}); {verb} with the same value or choose another --out")
 
 
 def _restore(out: Path, cfg: BehaviourConfig, run: _Run, carry: bool = False) -> None:
