@@ -57,8 +57,12 @@ class FactoredSpace:
 
     def describe(self) -> str:
         """Short form for logs and summaries: ``[3]*38, 1.35e+18 joint actions`` (exact below 10^6)."""
-        same = len(set(self.nvec)) == 1
-        shape = str(list(self.nvec)) if self.n <= 8 else f"[{self.nvec[0]}]*{self.n}" if same else f"{self.n} sub-actions, m {min(self.nvec)}-{self.max_m}"
+        if self.n <= 8:
+            shape = str(list(self.nvec))
+        elif len(set(self.nvec)) == 1:
+            shape = f"[{self.nvec[0]}]*{self.n}"
+        else:
+            shape = f"{self.n} sub-actions, m {min(self.nvec)}-{self.max_m}"
         js = self.joint_size
         return f"{shape}, {js if js < 10**6 else f'{float(js):.3g}'} joint actions"
 
