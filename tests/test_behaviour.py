@@ -76,6 +76,12 @@ def test_symlog_observations_and_policy_files_keep_the_transform(tmp_path):
     assert bh.load_policy(tmp_path / "old.pt")[0].obs_transform == "none"
 
 
+def test_a_mean_q_above_what_the_rewards_allow_is_reported_as_diverging():
+    assert bh.q_divergence(None, 0.99) is None and bh.q_divergence(99.0, 0.99) is None
+    assert "mean Q 2465.5 is above 100 = 1/(1-gamma)" in bh.q_divergence(2465.5, 0.99)
+    assert bh.q_divergence(15.0, 0.9) is not None  # the bound follows gamma
+
+
 def test_changed_flags_name_what_a_run_changed_and_old_configs_resume():
     assert bh.changed_flags({"lr": 5e-5, "obs_transform": "symlog", "hidden": 512}) == "--obs-transform symlog --lr 5e-05"
     old = {k: v for k, v in vars(BehaviourConfig(out="x")).items() if k != "obs_transform"}  # a config.json from before
