@@ -660,6 +660,8 @@ CASES: list[Case] = [
          _cli("behaviour", "train", "dmc:cheetah-run", "--env-steps", "0", "--out", "{d}/b")),
     Case("spinrl behaviour train", "a task that is not DM Control", "dmc:<domain>-<task>",
          _cli("behaviour", "train", "maze", "--out", "{d}/b")),
+    Case("spinrl behaviour train", "--obs-transform log", "--obs-transform",
+         _cli("behaviour", "train", "dmc:cheetah-run", "--obs-transform", "log", "--out", "{d}/b")),
     Case("spinrl behaviour train", "--continue-from a folder without a carry", "no carry.pt there",
          _cli("behaviour", "train", "dmc:cheetah-run", "--continue-from", "{d}", "--out", "{d}/b")),
     Case("spinrl behaviour carry", "a folder that is not a behaviour run", "no checkpoints/last.pt",
