@@ -77,3 +77,19 @@ def test_rows_from_two_hosts_are_labelled(tmp_path):
     text = doc.read_text()
     assert "**A** = " + row["host"] + " (1 row), **B** = Other CPU 9000 (1 row)" in text
     assert "| cpu | iql | factored |" in text and text.count(" A |") == 1 and text.count(" B |") == 1
+
+
+def test_spin_cached_goal_refuses_rows_from_two_hosts(tmp_path):
+    """The 10x goal divides two rows' times, which means nothing when they ran on different machines."""
+    res, doc = tmp_path / "speed.jsonl", tmp_path / "SPEED.md"
+    argv = ["--quick", "--shapes", "cheetah", "--presets", "cpu", "--algos", "iql", "--actors", "factored",
+            "--no-bf16", "--no-reference", "--no-asm", "--threads", "1", "--results", str(res)]
+    assert train_step.main(argv) == 0
+    row = _rows(res, "train_step")[0]
+    with open(res, "a") as f:  # spin here; spin-cached 20x faster, but measured on another host
+        f.write(json.dumps({**row, "actor": "spin", "ms_median": 20 * row["ms_median"]}) + "\n")
+        f.write(json.dumps({**_rows(res, "setup")[0], "cpu": "Other CPU 9000"}) + "\n")
+        f.write(json.dumps({**{k: v for k, v in row.items() if k != "host"}, "actor": "spin-cached"}) + "\n")
+    assert train_step.main(argv + ["--render-only", "--write-doc", str(doc)]) == 0
+    goal = next(line for line in doc.read_text().splitlines() if line.startswith("| spin-cached vs spin, IQL cheetah cpu"))
+    assert "| 20.0x | no" in goal and "different hosts: not comparable" in goal
