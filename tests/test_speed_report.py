@@ -60,13 +60,18 @@ def test_interleaved_timing_alternates_blocks():
     assert timed[-5:] == ["b"] * 5
 
 
-def test_rows_from_two_hosts_are_labelled(tmp_path):
-    """A results file spans sessions; a row measured on another machine is named, not passed off as this one's."""
+def _one_measured_row(tmp_path: Path):
+    """One quick IQL factored cheetah row measured here: (results file, doc path, its argv, the row)."""
     res, doc = tmp_path / "speed.jsonl", tmp_path / "SPEED.md"
     argv = ["--quick", "--shapes", "cheetah", "--presets", "cpu", "--algos", "iql", "--actors", "factored",
             "--no-bf16", "--no-reference", "--no-asm", "--threads", "1", "--results", str(res)]
     assert train_step.main(argv) == 0
-    row = _rows(res, "train_step")[0]
+    return res, doc, argv, _rows(res, "train_step")[0]
+
+
+def test_rows_from_two_hosts_are_labelled(tmp_path):
+    """A results file spans sessions; a row measured on another machine is named, not passed off as this one's."""
+    res, doc, argv, row = _one_measured_row(tmp_path)
     assert row["host"]
     # the same row as an older session on another machine wrote it: no host field, a setup line above it
     older = {k: v for k, v in row.items() if k != "host"}
@@ -81,11 +86,7 @@ def test_rows_from_two_hosts_are_labelled(tmp_path):
 
 def test_spin_cached_goal_refuses_rows_from_two_hosts(tmp_path):
     """The 10x goal divides two rows' times, which means nothing when they ran on different machines."""
-    res, doc = tmp_path / "speed.jsonl", tmp_path / "SPEED.md"
-    argv = ["--quick", "--shapes", "cheetah", "--presets", "cpu", "--algos", "iql", "--actors", "factored",
-            "--no-bf16", "--no-reference", "--no-asm", "--threads", "1", "--results", str(res)]
-    assert train_step.main(argv) == 0
-    row = _rows(res, "train_step")[0]
+    res, doc, argv, row = _one_measured_row(tmp_path)
     with open(res, "a") as f:  # spin here; spin-cached 20x faster, but measured on another host
         f.write(json.dumps({**row, "actor": "spin", "ms_median": 20 * row["ms_median"]}) + "\n")
         f.write(json.dumps({**_rows(res, "setup")[0], "cpu": "Other CPU 9000"}) + "\n")
