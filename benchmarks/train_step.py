@@ -468,6 +468,7 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
     train = [r for r in results if r["kind"] == "train_step"]
     asm = [r for r in results if r["kind"] == "asm_step"]
     dev = head["gpu"] or head["cpu"]
+
     def host_of(r):  # a results file spans sessions, which can land on different machines
         return r.get("host") or dev
 

@@ -151,6 +151,7 @@ def test_stopped_and_resumed_run_equals_uninterrupted(full_run, tmp_path):
         (dict(env_steps=0), "--env-steps"),
         (dict(env="dmc:cheetah-fly"), "not a DM Control suite task"),
         (dict(env="maze"), "dmc:<domain>-<task>"),
+        (dict(obs_transform="log"), "--obs-transform 'log': choose one of none, symlog"),
     ],
 )
 def test_bad_flags_are_one_line_errors(tmp_path, change, match):
@@ -353,7 +354,11 @@ def test_exported_set_regenerates_same_dataset(tmp_path, monkeypatch):
     idx_path.write_text(json.dumps(idx))
     md_fell = write_report(tmp_path, tmp_path, tmp_path / "docs" / "datasets.md", tmp_path / "docs" / "img").read_text()
     assert ("- Last evaluation: env step 100,000, greedy return 9.0; the run fell after its best (100.0 at 75,000), its mean Q "
-            "going from 5.0 to 900.0 (diverged).") in md_fell
+            "going from 5.0 to 900.0, above the 100 that [0, 1] rewards allow (diverged).") in md_fell
+    idx["run"]["metrics"][-1]["q_mean"] = 90.0  # 18x its best's Q, but within what the rewards allow: no verdict
+    idx_path.write_text(json.dumps(idx))
+    md_q90 = write_report(tmp_path, tmp_path, tmp_path / "docs" / "datasets.md", tmp_path / "docs" / "img").read_text()
+    assert "the run fell after its best (100.0 at 75,000)." in md_q90 and "diverged" not in md_q90
     idx_path.write_text(kept)
     # The cache is outside git: a report without the datasets keeps them from its ledger, marked as recorded.
     import shutil

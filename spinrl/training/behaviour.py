@@ -39,7 +39,7 @@ import torch
 from spinrl.algorithms.common import polyak
 from spinrl.algorithms.decqn import DecQNConfig, NStepBatch, q_loss
 from spinrl.errors import CheckpointError, ConfigError
-from spinrl.models.decqn import DecQNNet
+from spinrl.models.decqn import OBS_TRANSFORMS, DecQNNet
 from spinrl.utils.checkpoint import (
     CHECKPOINT_SCHEMA,
     capture_rng,
@@ -138,6 +138,8 @@ class BehaviourConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} {v!r}: must be a positive integer")
+        if self.obs_transform not in OBS_TRANSFORMS:
+            raise ConfigError(f"--obs-transform {self.obs_transform!r}: choose one of {', '.join(OBS_TRANSFORMS)}")
         if self.warmup < 0:
             raise ConfigError(f"--warmup {self.warmup}: must be >= 0")
         if self.continue_from is not None and not (Path(self.continue_from) / CARRY_FILE).exists():
