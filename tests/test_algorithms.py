@@ -48,6 +48,14 @@ class _Fixed:
         return self._logits
 
 
+class _RowsFixed(_Fixed):
+    """A value stub giving the same fixed V to every block of len(out) input rows, so a loss may evaluate
+    V(s) and V(s') in one call on the stacked states."""
+
+    def __call__(self, obs):
+        return self.out.repeat(obs.shape[0] // self.out.shape[0])
+
+
 class _LogProbActor(torch.nn.Module):
     factored = True
 
@@ -87,7 +95,7 @@ def test_iql_losses_closed_form():
     q_target = torch.tensor([[1.0, 2.0, 0.0], [3.0, 0.5, -1.0]])  # min_k = [1, 0.5, -1]
     v = torch.tensor([0.5, 1.0, -1.0])
     actor = _LogProbActor(b)
-    nets = Nets(actor=actor, critic=_Fixed(q_target), critic_target=_Fixed(q_target), value=_Fixed(v))
+    nets = Nets(actor=actor, critic=_Fixed(q_target), critic_target=_Fixed(q_target), value=_RowsFixed(v))
     cfg = iql.IQLConfig()
     loss, info = iql.actor_loss(nets, batch, cfg)
     loss.backward()

@@ -60,6 +60,18 @@ def target_q(nets: Nets, batch: Batch, shared: dict | None) -> torch.Tensor:
     return q_B
 
 
+def updated_values(nets: Nets, batch: Batch, shared: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(V(s), V(s')) after the value update, from one forward over both halves: the critic's target reads
+    V(s'), the actor's advantage V(s), and V does not move between those two losses."""
+    if shared is not None and "v_updated" in shared:
+        return shared["v_updated"]
+    with torch.no_grad():
+        v_obs_B, v_next_B = nets.value(torch.cat([batch.obs, batch.next_obs])).chunk(2)
+    if shared is not None:
+        shared["v_updated"] = (v_obs_B, v_next_B)
+    return v_obs_B, v_next_B
+
+
 def value_loss(nets: Nets, batch: Batch, cfg: IQLConfig, shared: dict | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Expectile regression of V(s) on min_k Q_target,k(s, a)."""
     q_B = target_q(nets, batch, shared)
@@ -71,7 +83,7 @@ def value_loss(nets: Nets, batch: Batch, cfg: IQLConfig, shared: dict | None = N
 def critic_loss(nets: Nets, batch: Batch, cfg: IQLConfig, shared: dict | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """MSE of each Q_k(s, a) to r + gamma (1 - terminated) V(s')."""
     with torch.no_grad():
-        target_B = td_target(batch, nets.value(batch.next_obs), cfg.gamma)
+        target_B = td_target(batch, updated_values(nets, batch, shared)[1], cfg.gamma)
     q_KB = nets.critic(batch.obs, batch.actions)
     loss = ensemble_mse(q_KB, target_B)
     return loss, {"critic_loss": loss.detach(), "q": q_KB.detach().mean()}
@@ -81,7 +93,7 @@ def actor_loss(nets: Nets, batch: Batch, cfg: IQLConfig, shared: dict | None = N
     """Advantage-weighted likelihood: -E[w log pi(a|s)] with detached weights (V after its update)."""
     q_B = target_q(nets, batch, shared)
     with torch.no_grad():
-        adv_B = q_B - nets.value(batch.obs)
+        adv_B = q_B - updated_values(nets, batch, shared)[0]
         w_B = actor_weights(adv_B, cfg)
     return weighted_likelihood_loss(nets, batch, adv_B, w_B)
 
