@@ -278,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="append every measurement to this file and skip the rows it already holds (same shape, "
                          "preset, algo, actor, steps, threads, device): a long full run can be stopped and rerun; "
                          "--write-doc then renders every row of the file")
+    ap.add_argument("--remeasure", action="store_true",
+                    help="with --results: measure the selected rows even where the file holds them (after a code "
+                         "change); the report renders the newest row of each (shape, preset, algo, actor)")
     ap.add_argument("--write-doc", default=None, metavar="PATH", help="render the markdown report (docs/SPEED.md)")
     ap.add_argument("--render-only", action="store_true",
                     help="with --results and --write-doc: render the file's rows, measure nothing, append nothing")
@@ -303,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             "argv": sys.argv[1:] if argv is None else argv, "code": code_version(), **device_info(args.device)}
     context = {"threads": head["torch_threads"], "device": head["device"], "quick": args.quick}
     earlier = _read_results(args.results, context) if args.results else []
-    done = {_key(r) for r in earlier if r["kind"] in ("train_step", "asm_step")}
+    done = set() if args.remeasure else {_key(r) for r in earlier if r["kind"] in ("train_step", "asm_step")}
     if args.render_only:
         if not (args.results and args.write_doc):
             ap.error("--render-only needs --results FILE and --write-doc PATH")
@@ -412,6 +415,15 @@ def _key(r: dict) -> tuple:
     return tuple(r.get(k) for k in ("kind", "shape", "preset", "algo", "actor", "n", "threads", "device", "quick"))
 
 
+def _newest(results: list[dict], kind: str) -> list[dict]:
+    """The rows of ``kind``, a row measured again (``--remeasure``) replacing the earlier one in place."""
+    rows: dict[tuple, dict] = {}
+    for r in results:
+        if r["kind"] == kind:
+            rows[_key(r)] = r  # a dict keeps the first row's position: the tables keep their order
+    return list(rows.values())
+
+
 def _emit(r: dict, path: str | None) -> None:
     """Print a JSON line and, with --results, append it to the file at once (a killed run keeps its rows)."""
     line = json.dumps(r)
@@ -465,8 +477,7 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
     def pct(r):  # against the line measured at the start of the invocation that measured the row (or the best)
         return 100 * r["gflop_per_s"] / max(r.get("limit_gflop_per_s") or limit, 1e-9)
 
-    train = [r for r in results if r["kind"] == "train_step"]
-    asm = [r for r in results if r["kind"] == "asm_step"]
+    train, asm = _newest(results, "train_step"), _newest(results, "asm_step")
     dev = head["gpu"] or head["cpu"]
 
     def host_of(r):  # a results file spans sessions, which can land on different machines

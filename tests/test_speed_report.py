@@ -49,6 +49,13 @@ def test_results_file_resumes_and_renders(tmp_path):
     lines = res.read_text().splitlines()
     assert json.loads(lines[-1])["kind"] == "limit"  # rows after the torn one stay whole
     assert "" not in lines and sum(not ln.endswith("}") for ln in lines) == 1  # only the torn line is broken
+    # --remeasure: the row is measured again and the report shows the new one only
+    assert train_step.main(argv + ["--no-asm", "--remeasure", "--write-doc", str(doc)]) == 0
+    again = _rows(res, "train_step")
+    assert len(again) == 2 and again[0] == first[0]
+    text = doc.read_text()
+    row = next(ln for ln in text.splitlines() if ln.startswith("| cpu | iql | factored |"))
+    assert text.count("| cpu | iql | factored |") == 1 and row.split("|")[4].strip() == f"{again[1]['ms_median']:.1f}"
 
 
 def test_interleaved_timing_alternates_blocks():
