@@ -307,9 +307,14 @@ def main(argv: list[str] | None = None) -> int:
     context = {"threads": head["torch_threads"], "device": head["device"], "quick": args.quick}
     earlier = _read_results(args.results, context) if args.results else []
     done = set() if args.remeasure else {_key(r) for r in earlier if r["kind"] in ("train_step", "asm_step")}
+    if args.remeasure and (args.render_only or not args.results):
+        ap.error("--remeasure: needs --results FILE (the rows to measure again) and no --render-only")
     if args.render_only:
         if not (args.results and args.write_doc):
             ap.error("--render-only needs --results FILE and --write-doc PATH")
+        if not any(r["kind"] in ("train_step", "asm_step") for r in earlier):
+            ap.error(f"--results {args.results}: no rows measured with {context['threads']} torch thread(s) on "
+                     f"{context['device']}; pass the --threads (and --device) the rows were measured with")
         head["loadavg_start"] = head["loadavg_end"] = None  # nothing measured by this invocation
         write_doc(args.write_doc, head, earlier, _full_grid())
         print(f"wrote {args.write_doc} from {args.results}", file=sys.stderr)
@@ -513,8 +518,8 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
             if head["loadavg_start"][0] > 0.5 * (head["cpu_count"] or 1) else ".")
          if head.get("loadavg_start") else
          f"- Rendered from the results file without measuring (`--render-only`); each row records the load average "
-         f"while it was measured (`loadavg` in the JSON lines; {sum(1 for r in results if r.get('loadavg') and r['loadavg'][0] > 0.5 * (head['cpu_count'] or 1))} "
-         f"of {sum(1 for r in results if r['kind'] in ('train_step', 'asm_step'))} rows on a shared machine, times inflated)."),
+         f"while it was measured (`loadavg` in the JSON lines; {sum(1 for r in train + asm if r.get('loadavg') and r['loadavg'][0] > 0.5 * (head['cpu_count'] or 1))} "
+         f"of {len(train) + len(asm)} rows on a shared machine, times inflated)."),
         f"- {'**Quick mode** (' + str(head['steps']) + ' timed steps per row, small synthetic dataset): a check that the script runs, not numbers to quote.' if head['quick'] else 'Median of ' + str(head['steps']) + ' timed steps after ' + str(head['warmup']) + ' warm-up steps per row.'}",
         _code_line(train + asm),
         f"- Limit line: a {limits[0]['matmul_n']}x{limits[0]['matmul_n']} fp32 matmul reaches "

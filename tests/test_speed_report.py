@@ -6,6 +6,9 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import train_step  # noqa: E402
 
@@ -56,6 +59,14 @@ def test_results_file_resumes_and_renders(tmp_path):
     text = doc.read_text()
     row = next(ln for ln in text.splitlines() if ln.startswith("| cpu | iql | factored |"))
     assert text.count("| cpu | iql | factored |") == 1 and row.split("|")[4].strip() == f"{again[1]['ms_median']:.1f}"
+    with pytest.raises(SystemExit):  # nothing to measure again without a results file
+        train_step.main(["--quick", "--remeasure", "--shapes", "cheetah"])
+    threads = torch.get_num_threads()
+    try:  # rendering rows of another thread count: an error naming --threads, not a crash
+        with pytest.raises(SystemExit):
+            train_step.main(["--quick", "--threads", "2", "--results", str(res), "--render-only", "--write-doc", str(doc)])
+    finally:
+        torch.set_num_threads(threads)  # main() set 2 for this process
 
 
 def test_interleaved_timing_alternates_blocks():

@@ -48,28 +48,27 @@ def actor_weights(adv_B: torch.Tensor, cfg: IQLConfig) -> torch.Tensor:
     return torch.exp((cfg.beta * adv_B).clamp(max=math.log(cfg.clip)))
 
 
+def _once(shared: dict | None, key: str, compute):
+    """``compute()`` without grad, kept in the step's scratch dict ``shared`` (or None) for a later loss."""
+    if shared is not None and key in shared:
+        return shared[key]
+    with torch.no_grad():
+        out = compute()
+    if shared is not None:
+        shared[key] = out
+    return out
+
+
 def target_q(nets: Nets, batch: Batch, shared: dict | None) -> torch.Tensor:
     """min_k Q_target,k(s, a), computed once per step: the value and actor losses both read it and the
-    target critic only moves after every update (``shared`` is the step's scratch dict, or None)."""
-    if shared is not None and "target_q" in shared:
-        return shared["target_q"]
-    with torch.no_grad():
-        q_B = nets.critic_target(batch.obs, batch.actions).min(0).values
-    if shared is not None:
-        shared["target_q"] = q_B
-    return q_B
+    target critic only moves after every update."""
+    return _once(shared, "target_q", lambda: nets.critic_target(batch.obs, batch.actions).min(0).values)
 
 
 def updated_values(nets: Nets, batch: Batch, shared: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(V(s), V(s')) after the value update, from one forward over both halves: the critic's target reads
     V(s'), the actor's advantage V(s), and V does not move between those two losses."""
-    if shared is not None and "v_updated" in shared:
-        return shared["v_updated"]
-    with torch.no_grad():
-        v_obs_B, v_next_B = nets.value(torch.cat([batch.obs, batch.next_obs])).chunk(2)
-    if shared is not None:
-        shared["v_updated"] = (v_obs_B, v_next_B)
-    return v_obs_B, v_next_B
+    return _once(shared, "v_updated", lambda: nets.value(torch.cat([batch.obs, batch.next_obs])).chunk(2))
 
 
 def value_loss(nets: Nets, batch: Batch, cfg: IQLConfig, shared: dict | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
