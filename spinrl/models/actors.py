@@ -84,7 +84,8 @@ class FactoredMLPActor(FactoredActor):
         self.nvec = tuple(int(m) for m in nvec)
         h = cfg.mlp_hidden
         self.net = nn.Sequential(
-            nn.Linear(obs_dim, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, sum(self.nvec))
+            nn.Linear(obs_dim, h), nn.ReLU(inplace=True), nn.Linear(h, h), nn.ReLU(inplace=True),
+            nn.Linear(h, sum(self.nvec)),
         )
         index, valid = padding_index(self.nvec)
         self.register_buffer("pad_index_NM", index, persistent=False)
@@ -206,7 +207,7 @@ class AutoregressiveActor(nn.Module):
         cfg = cfg or ModelConfig()
         self.nvec = tuple(int(m) for m in nvec)
         h, e = cfg.lstm_hidden, cfg.sub_action_embed
-        self.state_embed = nn.Sequential(nn.Linear(obs_dim, h), nn.ReLU())
+        self.state_embed = nn.Sequential(nn.Linear(obs_dim, h), nn.ReLU(inplace=True))
         # Row 0 = start token; a_j (j < N-1, the only ones ever fed) -> row feed_offsets[j] + a_j.
         fed = torch.as_tensor(self.nvec[:-1], dtype=torch.long)
         self.register_buffer("feed_offsets", 1 + torch.cumsum(fed, 0) - fed, persistent=False)

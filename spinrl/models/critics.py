@@ -60,7 +60,7 @@ class FactoredTwinCritic(nn.Module):
         """Last hidden layer of every member: [K, B, h]."""
         x = obs_BO.unsqueeze(0).expand(self.members, *obs_BO.shape)
         for w, b in zip(self.weights, self.biases):
-            x = F.relu(torch.baddbmm(b, x, w))
+            x = F.relu(torch.baddbmm(b, x, w), inplace=True)  # in place: baddbmm's backward never reads its output
         return x
 
     def q_concat(self, obs_BO: torch.Tensor) -> torch.Tensor:
@@ -109,7 +109,8 @@ class ValueNet(nn.Module):
     def __init__(self, obs_dim: int, hidden: int = 256):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1)
+            nn.Linear(obs_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, 1),
         )
 
     def forward(self, obs_BO: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ import torch
 
 from spinrl.algorithms.mam import MAMConfig, asm_loss
 from spinrl.utils.jsonable import to_jsonable
+from spinrl.utils.optim import FusedAdam
 from spinrl.data import load
 from spinrl.errors import CheckpointError, ConfigError, MissingExtraError
 from spinrl.models import ActionStructureModel, ModelConfig
@@ -93,7 +94,7 @@ def pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[d
     model_cfg = ModelConfig(**res["model"])
     seed_everything(cfg.seed)
     asm = ActionStructureModel(ds.observation_dim, ds.nvec, model_cfg).to(device)
-    opt = torch.optim.Adam(asm.parameters(), lr=res["lr"], fused=True)
+    opt = FusedAdam(asm.parameters(), lr=res["lr"])
     mam = MAMConfig(mask_prob=cfg.mask_prob, variable=cfg.masking == "variable")
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator(device=device)

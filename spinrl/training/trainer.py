@@ -26,6 +26,7 @@ import torch
 from spinrl.algorithms import ALGORITHMS, CONFIGS
 from spinrl.algorithms.common import Batch, build_nets, polyak
 from spinrl.utils.jsonable import to_jsonable
+from spinrl.utils.optim import FusedAdam
 from spinrl.data import OfflineDataset, load
 from spinrl.errors import ConfigError, MissingExtraError
 from spinrl.evaluation.evaluate import evaluate_act, exact_evaluate, resolve_eval_mode
@@ -103,7 +104,7 @@ def build(cfg: TrainConfig, dataset: OfflineDataset | None = None) -> Setup:
     for name in algo.UPDATES:
         net = getattr(nets, name)
         params = [p for p in net.parameters() if p.requires_grad]
-        optimizers[name] = torch.optim.Adam(params, lr=lr, fused=True)  # one kernel for all tensors: ~7% of a small-net step
+        optimizers[name] = FusedAdam(params, lr=lr)  # one kernel for all tensors: ~7% of a small-net step
     return Setup(cfg, ds, nets, algo, algo_cfg, optimizers, model_cfg, device, asm_info)
 
 
