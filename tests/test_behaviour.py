@@ -339,11 +339,19 @@ def test_exported_set_regenerates_same_dataset(tmp_path, monkeypatch):
     assert m1["reference"]["source"].startswith("ours: uniform random / DecQN expert")
     assert [s for s, _ in m1["episode_sources"]] == ["random", "medium", "expert"]
     assert set(m1["behaviour_checkpoints"]) == {"medium", "expert"}
-    assert load(make_dataset(replace(cfg, seed=4, out=str(tmp_path / "d3")))).meta["checksum"] != m1["checksum"]
+    d3 = make_dataset(replace(cfg, seed=4, transitions=1200, out=str(tmp_path / "d3")))
+    assert load(d3).meta["checksum"] != m1["checksum"]
+    from spinrl.experiments import dataset_report
     from spinrl.experiments.dataset_report import write_report
 
     md = write_report(tmp_path, tmp_path, tmp_path / "docs" / "datasets.md", tmp_path / "docs" / "img").read_text()
     assert "| random-medium-expert | 2,400 / 200,000 |" in md and (tmp_path / "docs/img/cheetah-run-3-behaviour.png").exists()
+    assert "| random-medium-expert | 1,200 / 200,000 |" in md
+    assert "Reduced sizes (compute): random-medium-expert 2,400 of 200,000 transitions.\n" in md  # the largest made
+    monkeypatch.setitem(dataset_report.BENCHMARK_SIZES, "random-medium-expert", 2400)
+    md_full = write_report(tmp_path, tmp_path, tmp_path / "docs" / "datasets.md", tmp_path / "docs" / "img").read_text()
+    assert "Reduced sizes" not in md_full  # one full-size set made: the smaller one beside it is not a shortfall
+    monkeypatch.setitem(dataset_report.BENCHMARK_SIZES, "random-medium-expert", 200_000)
     assert "- Last evaluation: env step 75,000, greedy return 100.0." in md
     # a run whose returns fell after its best (a diverging Q) says so
     idx_path = exported / "behaviour.json"
@@ -367,10 +375,11 @@ def test_exported_set_regenerates_same_dataset(tmp_path, monkeypatch):
         shutil.rmtree(p)
     md2 = write_report(tmp_path, tmp_path, tmp_path / "docs" / "datasets.md", tmp_path / "docs" / "img").read_text()
     assert "| random-medium-expert (recorded) | 2,400 / 200,000 |" in md2 and "(recorded)" not in md
-    assert md2.split("| random-medium-expert (recorded) |")[1].split("\n")[0] == md.split("| random-medium-expert |")[1].split("\n")[0]
+    assert (md2.split("| random-medium-expert (recorded) | 2,400")[1].split("\n")[0]
+            == md.split("| random-medium-expert | 2,400")[1].split("\n")[0])
     ledger = json.loads((tmp_path / "docs" / "datasets.json").read_text())["datasets"]
     assert {e["checksum"] for e in ledger} == {m1["checksum"], load(tmp_path / "d3").meta["checksum"]}
-    assert "path" not in ledger[0] and "| random-medium-expert | 2,400 / 200,000 |" in md2  # seed 4 is still present
+    assert "path" not in ledger[0] and "| random-medium-expert | 1,200 / 200,000 |" in md2  # seed 4 is still present
     # references measured by another rule: such datasets are not what `data make` gives now (page and ledger)
     idx_path = exported / "behaviour.json"
     kept = idx_path.read_text()
