@@ -42,6 +42,7 @@ from spinrl.training.config import PRESETS, TrainConfig  # noqa: E402
 from spinrl.training.trainer import _feature_source, build, gradient_step  # noqa: E402
 from spinrl.utils.hardware import cpu_isa, native_bf16  # noqa: E402
 from spinrl.utils.memory import keep_freed_memory  # noqa: E402
+from spinrl.utils.optim import FusedAdam  # noqa: E402
 
 SHAPES = {"cheetah": (17, [3] * 6), "dog": (223, [3] * 38), "dog30": (223, [30] * 38), "maze": (2, [2] * 12)}
 ACTORS = "factored,autoregressive,saint,spin,spin-cached"
@@ -193,7 +194,7 @@ def asm_step(ds, preset: str, device: str):
     p = PRESETS[preset]
     dev = torch.device(device)
     asm = ActionStructureModel(ds.observation_dim, ds.nvec, p["model"]).to(dev)
-    opt = torch.optim.Adam(asm.parameters(), lr=p["asm_lr"], fused=True)  # as spinrl pretrain
+    opt = FusedAdam(asm.parameters(), lr=p["asm_lr"])  # as spinrl pretrain
     rng = np.random.default_rng(0)
     B = p["asm_batch_size"]
     mam = MAMConfig()
