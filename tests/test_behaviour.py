@@ -152,12 +152,33 @@ def test_stopped_and_resumed_run_equals_uninterrupted(full_run, tmp_path):
         (dict(env="dmc:cheetah-fly"), "not a DM Control suite task"),
         (dict(env="maze"), "dmc:<domain>-<task>"),
         (dict(obs_transform="log"), "--obs-transform 'log': choose one of none, symlog"),
+        (dict(explore="sideways"), "--explore 'sideways': choose one of joint, per-dimension"),
     ],
 )
 def test_bad_flags_are_one_line_errors(tmp_path, change, match):
     with pytest.raises(SpinError, match=match) as e:
         next(train_behaviour(BehaviourConfig(out=str(tmp_path / "r"), **{**TINY, **change})))
     assert "\n" not in str(e.value)
+
+
+def test_epsilon_greedy_replaces_whole_rows_or_single_sub_actions():
+    nvec, K, G = np.full(20, 3), 4000, 7  # G: a value no random draw gives, marking greedy entries
+    greedy = lambda: np.full((K, 20), G)  # noqa: E731
+    a, explored = bh.epsilon_greedy(np.random.default_rng(0), K, nvec, 0.3, "joint", greedy)
+    g = a == G
+    assert set(np.unique(g.mean(1))) == {0.0, 1.0}  # a row is all greedy or all random
+    assert abs((~g.all(1)).mean() - 0.3) < 0.03 and np.array_equal(explored, ~g.all(1))
+    a, explored = bh.epsilon_greedy(np.random.default_rng(0), K, nvec, 0.3, "per-dimension", greedy)
+    g = a == G
+    assert abs((~g).mean() - 0.3) < 0.01 and ((g.mean(1) > 0) & (g.mean(1) < 1)).mean() > 0.99 and explored.all()
+    a, _ = bh.epsilon_greedy(np.random.default_rng(0), K, nvec, None, "per-dimension",
+                             lambda: pytest.fail("warm-up needs no greedy action"))
+    assert a.max() == 2 and a.min() == 0
+    # joint draws exactly what the loop drew before this function existed: old runs resume bit for bit
+    r1, r2 = np.random.default_rng(5), np.random.default_rng(5)
+    a1, _ = bh.epsilon_greedy(r1, 6, nvec, 0.5, "joint", lambda: np.zeros((6, 20), np.int64))
+    explore = r2.random(6) < 0.5
+    assert np.array_equal(a1, np.where(explore[:, None], r2.integers(0, nvec, size=(6, 20)), 0))
 
 
 def test_existing_run_needs_resume_and_same_settings(full_run):

@@ -31,7 +31,7 @@ import uuid
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Callable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -52,6 +52,7 @@ from spinrl.utils.memory import keep_freed_memory
 
 EVAL_SEED = 2_000_000_000
 """Evaluation episode k is reset with seed EVAL_SEED + k (the same episodes at every evaluation)."""
+EXPLORE_MODES = ("joint", "per-dimension")
 METRIC_FIELDS = ("env_step", "wall_seconds", "eval_return_mean", "eval_return_std", "epsilon", "loss",
                  "q_mean", "updates", "episodes", "train_return_mean")
 """``q_mean``: mean Q(s, a) of the replay batches since the last row; a steady climb with a rising loss
@@ -109,7 +110,11 @@ class BehaviourConfig:
     eps_min: float = 0.05
     """epsilon floor"""
     eps_decay: float = 0.999
-    """epsilon is multiplied by this after every exploratory (random) action"""
+    """epsilon is multiplied by this after every exploratory (random) action (per-dimension: every env step)"""
+    explore: Literal["joint", "per-dimension"] = "joint"
+    """joint = with probability epsilon the whole action is uniform random (the benchmark's DecQN);
+    per-dimension = each sub-action independently, as epsilon-greedy over each dimension's utilities in
+    DecQN's original agent: an exploratory step perturbs ~epsilon x N joints instead of all of them"""
     num_envs: int = 5
     """episodes stepped together through one batched policy call"""
     eval_every: int = 25_000
@@ -138,6 +143,8 @@ class BehaviourConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} {v!r}: must be a positive integer")
+        if self.explore not in EXPLORE_MODES:
+            raise ConfigError(f"--explore {self.explore!r}: choose one of {', '.join(EXPLORE_MODES)}")
         if self.obs_transform not in OBS_TRANSFORMS:
             raise ConfigError(f"--obs-transform {self.obs_transform!r}: choose one of {', '.join(OBS_TRANSFORMS)}")
         if self.warmup < 0:
@@ -151,7 +158,8 @@ class BehaviourConfig:
 
 # Fields that define the run: a resume with different values would not continue the same experiment.
 _IDENTITY = ("env", "bins", "hidden", "obs_transform", "seed", "lr", "grad_clip", "batch_size", "n_step", "gamma",
-             "tau", "warmup", "update_every", "eps_start", "eps_min", "eps_decay", "num_envs", "eval_episodes")
+             "tau", "warmup", "update_every", "eps_start", "eps_min", "eps_decay", "explore", "num_envs",
+             "eval_episodes")
 
 
 def changed_flags(config: dict) -> str:
@@ -234,6 +242,27 @@ def _warn_if_original_run_has_replay(carry: Path) -> None:
         warnings.warn(f"--continue-from {carry}: the run it was carried from, {orig}, is on this machine with its "
                       f"replay buffer; `--out {orig} --resume` continues it exactly, a carry restarts the replay empty",
                       stacklevel=2)
+
+
+def epsilon_greedy(rng: np.random.Generator, K: int, nvec: np.ndarray, epsilon: float | None, mode: str,
+                   greedy: Callable[[], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Actions [K, N] for K envs, and which rows count as exploratory for the epsilon decay [K].
+
+    joint: each row is uniform random with probability epsilon, else ``greedy()`` (called only when some
+    row needs it); per-dimension: each entry independently, and every row counts (epsilon decays per env
+    step). epsilon None = warm-up: uniform random actions, no uniforms drawn (the RNG stream of every run).
+    """
+    if epsilon is None:
+        explore = np.ones((K, 1), bool)
+    elif mode == "joint":
+        explore = rng.random(K)[:, None] < epsilon
+    else:
+        explore = rng.random((K, len(nvec))) < epsilon
+    a = rng.integers(0, nvec, size=(K, len(nvec)))
+    if not explore.all():
+        with torch.no_grad():
+            a = np.where(explore, a, greedy())
+    return a, (explore[:, 0] if mode == "joint" else np.ones(K, bool))
 
 
 def replay_capacity(requested: int, obs_dim: int, n_sub: int) -> int:
@@ -338,7 +367,7 @@ def _save_full(out: Path, cfg: BehaviourConfig, run: _Run) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-_ADDED_LATER = {"obs_transform": "none"}
+_ADDED_LATER = {"obs_transform": "none", "explore": "joint"}
 """Identity fields that runs saved before them lack, with the value those runs had."""
 
 
@@ -472,14 +501,11 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
         ret = np.zeros(K)
         while active.any():
             before = run.step
-            explore = np.ones(K, bool) if run.step < cfg.warmup else run.rng.random(K) < run.epsilon
-            a = run.rng.integers(0, nvec, size=(K, len(nvec)))
-            if not explore.all():
-                with torch.no_grad():
-                    g = run.online.greedy(torch.from_numpy(obs)).numpy()
-                a = np.where(explore[:, None], a, g)
-            if run.step >= cfg.warmup:  # epsilon x decay per exploratory action (benchmarks.md s.1)
-                run.epsilon = max(cfg.eps_min, run.epsilon * cfg.eps_decay ** int((explore & active).sum()))
+            warm = run.step < cfg.warmup
+            a, explored = epsilon_greedy(run.rng, K, nvec, None if warm else run.epsilon, cfg.explore,
+                                         lambda: run.online.greedy(torch.from_numpy(obs)).numpy())
+            if not warm:  # epsilon x decay per exploratory action (benchmarks.md s.1)
+                run.epsilon = max(cfg.eps_min, run.epsilon * cfg.eps_decay ** int((explored & active).sum()))
             obs, r, te, tr = vec.step(a)
             r = np.where(active, r, 0.0)
             O.append(obs); A.append(a); R.append(r)
