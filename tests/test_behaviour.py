@@ -236,8 +236,11 @@ def test_carry_continues_a_run_on_another_machine_without_its_replay(full_run, t
     assert _rows(tmp_path / "second") == _rows(tmp_path / "through")
     from spinrl.experiments.dataset_report import write_report
 
+    carry(tmp_path / "second", tmp_path / "sets" / "carry" / "cheetah-run-3-again")  # another attempt, carried
     md = write_report(tmp_path / "sets", tmp_path / "nodata", tmp_path / "datasets.md", tmp_path / "img").read_text()
     assert "in progress, carried between machines" in md and "2,000 env steps" in md
+    attempt = [ln for ln in md.splitlines() if ln.startswith("| `cheetah-run-3-again` |")]
+    assert len(attempt) == 1 and "| 4,000 |" in attempt[0] and f"--hidden {cfg.hidden}" in attempt[0]
     assert (tmp_path / "img" / "cheetah-run-3-behaviour.png").exists()
     with pytest.raises(ConfigError, match="--hidden 64 differs"):
         next(train_behaviour(replace(later, out=str(tmp_path / "x"), hidden=64)))

@@ -181,6 +181,26 @@ def _current(d: dict, current: dict) -> bool:
                               for k in ("random", "expert"))
 
 
+def _attempts(behaviour_root: Path, task: str, bins: int) -> list[str]:
+    """Lines listing the carried runs of a task other than its main carry (``carry/<task>-<bins>-<name>``):
+    attempts with other learner flags, kept so the page says what was tried and how far each got."""
+    rows = []
+    for carry_json in sorted((behaviour_root / "carry").glob(f"{task}-{bins}-*/carry.json")):
+        info = json.loads(carry_json.read_text())
+        if info.get("env") != f"dmc:{task}" or int(info.get("bins", -1)) != bins:
+            continue
+        cfg, best = info["run"]["config"], info["best"]
+        flags = " ".join(f for f in (f"--hidden {cfg.get('hidden')}", changed_flags(cfg)) if f)
+        rows.append(f"| `{carry_json.parent.name}` | `{flags}` | {info['env_step']:,} | "
+                    f"{(info['run'].get('wall_seconds') or 0.0) / 3600:.2f} h | {best['eval_return_mean']:.1f} +/- "
+                    f"{best['eval_return_std']:.1f} at {best['env_step']:,} |")
+    if not rows:
+        return []
+    return ["Other attempts, carried in `behaviour_checkpoints/carry` (continue one with `spinrl behaviour train "
+            "--continue-from` and its flags):", "",
+            "| carry | learner flags | env steps | wall | best greedy return |", "|---|---|---|---|---|", *rows, ""]
+
+
 def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path,
                  ledger: list[dict] | None = None) -> tuple[str, list[dict]]:
     """Returns the markdown and the new ledger (see the module docstring)."""
@@ -233,7 +253,8 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
         if (task, bins) not in sets:
             carry_json = behaviour_root / "carry" / f"{task}-{bins}" / "carry.json"
             if not carry_json.exists():
-                lines += ["Not made: no behaviour agent was trained for this task and bin count yet (compute).", ""]
+                lines += ["Not made: no behaviour agent was trained for this task and bin count yet (compute).", "",
+                          *_attempts(behaviour_root, task, bins)]
                 continue
             info = json.loads(carry_json.read_text())
             img = img_dir / f"{task}-{bins}-behaviour.png"
@@ -248,7 +269,7 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
                       + (f" (public expert reference {pub[1]})" if pub else "") + f". Continue: `{info['continue']}`. "
                       "A carry holds no replay: continuing refills an empty one from the carried policy, which can undo "
                       "what the agent learned, so where the original run directory (replay included) still exists, "
-                      "`--resume` it instead.", ""]
+                      "`--resume` it instead.", "", *_attempts(behaviour_root, task, bins)]
             continue
         folder, index = sets[(task, bins)]
         run = index["run"]
@@ -325,7 +346,7 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
         if missing:
             lines.append("Not made here: " + ", ".join(missing) + ".")
         lines += ["", f"Regenerate: `spinrl data make dmc:{task} --bins {bins} --level LEVEL --behaviour {folder} "
-                  f"--transitions N --seed S` (same seed, same checksum).", ""]
+                  f"--transitions N --seed S` (same seed, same checksum).", "", *_attempts(behaviour_root, task, bins)]
     if any_recorded:
         lines += ["Rows marked *(recorded)* were not in this machine's data cache when the report ran: they come from "
                   "the ledger `datasets.json` beside this page, written by an earlier `spinrl data report` from the "
