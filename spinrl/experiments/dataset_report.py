@@ -339,7 +339,8 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
         for d in mine:
             largest[d["level"]] = max(largest.get(d["level"], 0), d["transitions"])
         short = [(lv, n) for lv, n in largest.items() if n < BENCHMARK_SIZES.get(lv, 0)]  # no full-size one made
-        lines.append("")
+        if short or missing:
+            lines.append("")
         if short:
             lines.append("Reduced sizes (compute): " + "; ".join(
                 f"{lv} {n:,} of {BENCHMARK_SIZES[lv]:,} transitions" for lv, n in short) + ".")
