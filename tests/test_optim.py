@@ -61,7 +61,7 @@ def test_state_dict_loads_into_torch_adam_and_back():
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
-def test_hooks_take_torch_path():
+def test_step_hooks_run_once_per_step():
     a, b = _pair(7)
     calls = []
     fb = FusedAdam(b.parameters(), lr=1e-3)

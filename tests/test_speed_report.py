@@ -25,7 +25,7 @@ def _rows(path: Path, kind: str) -> list[dict]:
     return out
 
 
-def test_results_file_resumes_and_renders(tmp_path):
+def test_results_file_resumes_and_renders(tmp_path, capsys):
     res, doc = tmp_path / "speed.jsonl", tmp_path / "SPEED.md"
     argv = ["--quick", "--shapes", "cheetah", "--presets", "cpu", "--algos", "iql", "--actors", "factored",
             "--no-bf16", "--threads", "1", "--results", str(res)]
@@ -59,12 +59,16 @@ def test_results_file_resumes_and_renders(tmp_path):
     text = doc.read_text()
     row = next(ln for ln in text.splitlines() if ln.startswith("| cpu | iql | factored |"))
     assert text.count("| cpu | iql | factored |") == 1 and row.split("|")[4].strip() == f"{again[1]['ms_median']:.1f}"
+    capsys.readouterr()
     with pytest.raises(SystemExit):  # nothing to measure again without a results file
         train_step.main(["--quick", "--remeasure", "--shapes", "cheetah"])
+    assert "--remeasure: needs --results FILE" in capsys.readouterr().err
     threads = torch.get_num_threads()
     try:  # rendering rows of another thread count: an error naming --threads, not a crash
         with pytest.raises(SystemExit):
             train_step.main(["--quick", "--threads", "2", "--results", str(res), "--render-only", "--write-doc", str(doc)])
+        err = capsys.readouterr().err
+        assert "no rows measured with 2 torch thread(s)" in err and "pass the --threads" in err
     finally:
         torch.set_num_threads(threads)  # main() set 2 for this process
 
