@@ -470,6 +470,23 @@ def _read_results(path: str, context: dict) -> list[dict]:
 # ---- the markdown report -------------------------------------------------------------------------------
 
 
+def _host_name(r: dict, dev: str) -> str:
+    """The machine a row ran on: the CPU's (or GPU's) name, and for CPU rows its vector ISA, because sessions
+    land on different hosts that report the same CPU name (an AVX2 and an AVX512 "AMD EPYC" are not one host)."""
+    name = r.get("host") or dev
+    if r.get("device", "cpu") != "cpu":
+        return name
+    return f"{name}, {r.get('cpu_isa') or 'ISA not recorded'}"
+
+
+def _newest_per_host(rows: list[dict], host_of) -> list[dict]:
+    """The newest measurement of each row on each host (a goal reads each host's own numbers)."""
+    out: dict[tuple, dict] = {}
+    for r in rows:
+        out[(_key(r), host_of(r))] = r
+    return list(out.values())
+
+
 def _f(x, nd=1, suffix=""):
     return "" if x is None else f"{x:.{nd}f}{suffix}"
 
@@ -487,11 +504,17 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
     dev = head["gpu"] or head["cpu"]
 
     def host_of(r):  # a results file spans sessions, which can land on different machines
-        return r.get("host") or dev
+        return _host_name(r, dev)
 
+    # Each goal is read per host (the newest row of each host): a row remeasured on another machine does not
+    # hide the earlier host's number, and the spin-cached ratio pairs two rows of one host.
+    train_h = _newest_per_host([r for r in results if r["kind"] == "train_step"], host_of)
+    asm_h = _newest_per_host([r for r in results if r["kind"] == "asm_step"], host_of)
     hosts: dict[str, int] = {}
+    for r in train_h + asm_h:
+        hosts.setdefault(host_of(r), 0)
     for r in train + asm:
-        hosts[host_of(r)] = hosts.get(host_of(r), 0) + 1
+        hosts[host_of(r)] += 1
     label = {h: chr(ord("A") + i) for i, h in enumerate(hosts)} if len(hosts) > 1 else {}
 
     def host_cell(r):
@@ -510,7 +533,9 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
         "",
         (f"- Device: **{dev}** ({head['device']}), {run_line}." if not label else
          "- Hosts: the rows come from " + str(len(hosts)) + " machines, "
-         + ", ".join(f"**{label[h]}** = {h} ({n} row{'s' if n != 1 else ''})" for h, n in hosts.items())
+         + ", ".join(f"**{label[h]}** = {h} ({n} row{'s' if n != 1 else ''}" + ("" if n else
+                     " in the tables: all measured again elsewhere; its own numbers stay in the goals") + ")"
+                     for h, n in hosts.items())
          + "; the `host` column names each row's, and its % of limit uses the limit line measured on that host in "
            "the same invocation (times from different hosts are not comparable, fractions roughly are). "
          + f"Rendered on {dev} ({head['device']}), {run_line}."),
@@ -560,34 +585,41 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
                   "them): " + ", ".join(f"{shape} {n} of {sum(1 for k in expected if k[0] == shape)}"
                                          for shape, n in missing.items()) + ". Goals below cover only the rows present.", ""]
     # goals (issue 6), computed from this run
-    L += ["## Goals (issue 6), from this run", "", "| goal | measured | met |", "|---|---|---|"]
+    L += ["## Goals (issue 6), per host", "", "| goal | measured | met |", "|---|---|---|"]
+
+    def on(r):
+        return f" ({label[host_of(r)]})" if label else ""
 
     def find(**kw):
-        return [r for r in train if all(r.get(k) == v for k, v in kw.items())]
+        return [r for r in train_h if all(r.get(k) == v for k, v in kw.items())]
 
     for r in find(algo="iql", actor="factored"):
         if r["shape"].startswith("dog") and r.get("ref_over_lib"):
-            L.append(f"| IQL factored, {r['shape']} {r['preset']}: >= 2x reference steps/s | {r['ref_over_lib']:.2f}x | "
+            L.append(f"| IQL factored, {r['shape']} {r['preset']}{on(r)}: >= 2x reference steps/s | {r['ref_over_lib']:.2f}x | "
                      f"{'yes' if r['ref_over_lib'] >= 2 else 'no'} |")
     for r in find(algo="iql", actor="spin", preset="paper"):
-        L.append(f"| SPIN-IQL paper, {r['shape']}: >= 75% of limit | {pct(r):.1f}% | {'yes' if pct(r) >= 75 else 'no'} |")
+        L.append(f"| SPIN-IQL paper, {r['shape']}{on(r)}: >= 75% of limit | {pct(r):.1f}% | {'yes' if pct(r) >= 75 else 'no'} |")
     for r in find(actor="spin-cached"):
-        base = find(shape=r["shape"], preset=r["preset"], algo=r["algo"], actor="spin")
-        if base and r["algo"] == "iql":
-            x = base[0]["ms_median"] / r["ms_median"]
-            other = (" (the two rows ran on different hosts: not comparable)"
-                     if label and host_of(base[0]) != host_of(r) else "")
-            # spin-cached still trains both critics and V: the factored IQL step (the same critics with an MLP
-            # actor) bounds how far below spin's step it can go
-            flat = find(shape=r["shape"], preset=r["preset"], algo="iql", actor="factored")
-            bound = base[0]["ms_median"] / flat[0]["ms_median"] if flat else None
-            why = (f" (unreachable here: spin's step is {bound:.1f}x the factored IQL step, whose critic and value "
-                   "updates spin-cached also runs)" if x < 10 and bound is not None and bound < 10 else "")
-            L.append(f"| spin-cached vs spin, IQL {r['shape']} {r['preset']}: >= 10x steps/s | {x:.1f}x | "
-                     f"{'yes' if x >= 10 and not other else 'no'}{why}{other} |")
-    for r in asm:
+        if r["algo"] != "iql":
+            continue
+        same = find(shape=r["shape"], preset=r["preset"], algo=r["algo"], actor="spin")
+        base = [b for b in same if host_of(b) == host_of(r)] or same
+        if not base:
+            continue
+        x = base[0]["ms_median"] / r["ms_median"]
+        other = " (the two rows ran on different hosts: not comparable)" if host_of(base[0]) != host_of(r) else ""
+        # spin-cached still trains both critics and V: the factored IQL step (the same critics with an MLP
+        # actor) bounds how far below spin's step it can go
+        flat = [f for f in find(shape=r["shape"], preset=r["preset"], algo="iql", actor="factored")
+                if host_of(f) == host_of(base[0])]
+        bound = base[0]["ms_median"] / flat[0]["ms_median"] if flat else None
+        why = (f" (unreachable here: spin's step is {bound:.1f}x the factored IQL step, whose critic and value "
+               "updates spin-cached also runs)" if x < 10 and bound is not None and bound < 10 else "")
+        L.append(f"| spin-cached vs spin, IQL {r['shape']} {r['preset']}{on(r)}: >= 10x steps/s | {x:.1f}x | "
+                 f"{'yes' if x >= 10 and not other else 'no'}{why}{other} |")
+    for r in asm_h:
         if r["preset"] == "paper":
-            L.append(f"| ASM pretraining paper, {r['shape']}: >= 75% of limit | {pct(r):.1f}% | {'yes' if pct(r) >= 75 else 'no'} |")
+            L.append(f"| ASM pretraining paper, {r['shape']}{on(r)}: >= 75% of limit | {pct(r):.1f}% | {'yes' if pct(r) >= 75 else 'no'} |")
     L.append("")
     for shape in dict.fromkeys(r["shape"] for r in train + asm):
         obs_dim, nvec = SHAPES[shape]

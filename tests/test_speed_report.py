@@ -102,8 +102,27 @@ def test_rows_from_two_hosts_are_labelled(tmp_path):
         f.write(json.dumps({**older, "actor": "saint"}) + "\n")
     assert train_step.main(argv + ["--render-only", "--write-doc", str(doc)]) == 0
     text = doc.read_text()
-    assert "**A** = " + row["host"] + " (1 row), **B** = Other CPU 9000 (1 row)" in text
+    isa = row["cpu_isa"]
+    assert f"**A** = {row['host']}, {isa} (1 row), **B** = Other CPU 9000, {isa} (1 row)" in text
     assert "| cpu | iql | factored |" in text and text.count(" A |") == 1 and text.count(" B |") == 1
+
+
+def test_same_cpu_name_with_another_isa_is_another_host(tmp_path):
+    """Sessions land on an AVX2 and an AVX512 machine that both say "AMD EPYC": their rows are two hosts, and a
+    goal remeasured on one keeps the other's number beside it instead of replacing it."""
+    res, doc, argv, row = _one_measured_row(tmp_path)
+    spin = {**row, "actor": "spin", "preset": "paper", "gflop_per_s": 0.9 * row["limit_gflop_per_s"]}
+    other_isa = "AVX2" if row["cpu_isa"] != "AVX2" else "AVX512"
+    with open(res, "a") as f:
+        f.write(json.dumps({**spin, "cpu_isa": other_isa, "gflop_per_s": 0.5 * row["limit_gflop_per_s"]}) + "\n")
+        f.write(json.dumps(spin) + "\n")  # the same row measured again on this host, later
+    assert train_step.main(argv + ["--render-only", "--write-doc", str(doc)]) == 0
+    text = doc.read_text()
+    assert f"**A** = {row['host']}, {row['cpu_isa']} (2 rows), **B** = {row['host']}, {other_isa} (0 rows in the tables" in text
+    goals = [ln for ln in text.splitlines() if ln.startswith("| SPIN-IQL paper, cheetah")]
+    assert goals == ["| SPIN-IQL paper, cheetah (B): >= 75% of limit | 50.0% | no |",
+                     "| SPIN-IQL paper, cheetah (A): >= 75% of limit | 90.0% | yes |"]
+    assert text.count("| paper | iql | spin |") == 1  # the tables show the newest row only
 
 
 def test_spin_cached_goal_refuses_rows_from_two_hosts(tmp_path):
