@@ -59,3 +59,29 @@ def test_doc_lists_every_row():
             key = (f"`{c.entry}`", c.bad_input.replace("|", "\\|"))
             assert key in cells, f"{c.id} missing from {DOC.name}: run python -m spinrl.reliability"
     assert all(re.search(r"\| (2|raises \w+Error) \|$", ln) for ln in rows)
+
+
+def _subcommands(parser, prefix=()):
+    """Every (sub)command path of the CLI, e.g. ("data", "make")."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield prefix + (name,)
+                yield from _subcommands(sub, prefix + (name,))
+
+
+def test_every_subcommand_help_renders(capsys):
+    """argparse %-formats help strings: a field doc with a bare '%' ("80% [MASK]") crashed `pretrain --help`."""
+    from spinrl.cli.main import build_parser, main
+
+    paths = list(_subcommands(build_parser()))
+    assert ("pretrain",) in paths and ("data", "make") in paths and ("behaviour", "train") in paths
+    for path in paths:
+        with pytest.raises(SystemExit) as e:
+            main([*path, "--help"])
+        assert e.value.code == 0, path
+        assert "usage: spinrl " + " ".join(path) in capsys.readouterr().out
+    main_help = build_parser().format_help()
+    assert "pretrain" in main_help

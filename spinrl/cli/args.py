@@ -72,7 +72,7 @@ def add_config_args(
         help_ = docs.get(f.name, "")
         if default not in (None, "", ()) and not isinstance(default, (dict, list)):
             help_ += f" (default: {default})"
-        kw: dict[str, Any] = {"help": help_}
+        kw: dict[str, Any] = {"help": help_.replace("%", "%%")}  # argparse %-formats help ("80% [MASK]")
         origin = get_origin(tp)
         if tp is dict or origin is dict:
             continue  # free-form kwargs are parsed by the caller
