@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from spinrl.cli.args import add_config_args, config_from_args, parse_kwargs
@@ -480,7 +481,13 @@ def _experiment_parsers(sub) -> None:
 _EXTRA_PARSERS.append(_experiment_parsers)
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A library warning on the command line: its one-line message, not Python's file:line and source echo."""
+    return f"spinrl: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     args, extra = parser.parse_known_args(argv)

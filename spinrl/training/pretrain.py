@@ -14,6 +14,7 @@ import io
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -40,6 +41,7 @@ from spinrl.training.config import PretrainConfig
 from spinrl.training.runinfo import environment_info
 from spinrl.utils.progress import progress_bar
 from spinrl.utils.memory import keep_freed_memory
+from spinrl.utils.hardware import threads_warning
 
 # Settings that define the result; a resume with other values would silently mix two runs.
 _FIXED = ("dataset", "preset", "patience", "min_delta", "min_epochs", "steps_per_epoch", "batch_size", "lr",
@@ -124,6 +126,8 @@ def pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[d
     elif dist.main:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "config.json", json.dumps(config_json, indent=2))
+    if dist.main and (msg := threads_warning(cfg.threads, device)):  # once inputs are checked
+        warnings.warn(msg, stacklevel=2)
     max_epochs = res["max_epochs"]
     stop_reason = "max_epochs"
     bar = progress_bar(total=max_epochs, desc="pretrain ASM", unit="epoch", disable=None if cfg.progress and dist.main else True)

@@ -46,7 +46,7 @@ from spinrl.utils.checkpoint import (
 from spinrl.training.config import TrainConfig
 from spinrl.training.runinfo import environment_info
 from spinrl.utils.progress import progress_bar
-from spinrl.utils.hardware import bf16_warning
+from spinrl.utils.hardware import bf16_warning, threads_warning
 from spinrl.utils.memory import keep_freed_memory
 
 EVAL_COLUMNS = ("eval_return_mean", "eval_return_std", "normalized_score", "normalized_std")
@@ -258,6 +258,8 @@ def train(cfg: TrainConfig) -> Iterator[dict]:
         + (f" (resuming at step {step})" if step else ""),
         flush=True,
     )
+    if msg := threads_warning(cfg.threads, s.device):  # once every input has been checked
+        warnings.warn(msg, stacklevel=2)
     bar = progress_bar(total=cfg.steps, desc=f"{cfg.algo}/{cfg.actor}", unit="step", disable=None if cfg.progress else True)
     bar.update(step)
     last_eval = next((r for r in reversed(rows) if r.get("eval_return_mean") is not None), None)

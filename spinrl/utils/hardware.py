@@ -1,6 +1,10 @@
-"""What the CPU or GPU can do natively: bf16 autocast only pays where matmuls run in bf16 in hardware."""
+"""What the CPU or GPU can do natively (bf16 autocast only pays where matmuls run in bf16 in hardware), and how
+many torch threads the cores other jobs leave free can serve."""
 
 from __future__ import annotations
+
+import os
+import time
 
 import torch
 
@@ -29,3 +33,45 @@ def bf16_warning(device: torch.device | str) -> str | None:
     where = f"this CPU ({cpu_isa()})" if dev.type == "cpu" else f"{dev}"
     return (f"--precision bf16: {where} has no native bfloat16 matmul (AVX512-BF16 or AMX), so torch emulates it "
             "(measured 22-77x slower than fp32 on an AVX2 CPU: benchmarks/bf16_matmul.py); use --precision fp32 here")
+
+
+def _busy_cores(samples: int = 5, every_s: float = 0.005) -> float:
+    """Cores other processes keep busy now: the median over a few samples of ``/proc/loadavg``'s count of
+    runnable processes, less this one (the load average would count a parent that has just gone idle, such as
+    the shell or test runner that started us); the 1-minute load average where /proc is missing."""
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/loadavg") as f:
+                counts.append(int(f.read().split()[3].split("/")[0]) - 1)
+        except (OSError, IndexError, ValueError):
+            break
+        if i + 1 < samples:
+            time.sleep(every_s)
+    if counts:
+        return float(max(0, sorted(counts)[len(counts) // 2]))
+    try:
+        return float(os.getloadavg()[0])
+    except OSError:
+        return 0.0
+
+
+def threads_warning(threads: int | None, device: torch.device | str = "cpu") -> str | None:
+    """The one-line warning for a CPU run whose torch thread count exceeds the cores other jobs leave free.
+
+    torch's CPU kernels split every op across their threads and wait for the slowest; with a core taken by
+    another process each op waits on a descheduled thread: a cpu-preset SPIN step ran 19x slower with 2
+    threads beside one other job on 2 cores than with 1 (README, "Two jobs on one machine"). The thread
+    count is not changed behind the user's back (it changes float reductions, and a resume assumes the same
+    count), so this only says what to pass."""
+    if torch.device(device).type != "cpu":
+        return None
+    n = threads or torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy = _busy_cores()
+    free = max(1, int(cores - busy + 0.5))
+    if n <= 1 or n <= free:
+        return None
+    return (f"--threads {n}{'' if threads else ' (torch default)'}: other jobs keep ~{busy:.1f} of {cores} cores busy, "
+            f"and threads beyond the free cores stall every op (measured 19x slower beside one other job on 2 cores); "
+            f"pass --threads {free}")
