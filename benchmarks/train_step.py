@@ -614,8 +614,11 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
     def on(r):
         return f" ({label[host_of(r)]})" if label else ""
 
+    def order(r):  # goal rows grouped by shape, then preset, then host
+        return (list(SHAPES).index(r["shape"]) if r["shape"] in SHAPES else 99, r["preset"], label.get(host_of(r), ""))
+
     def find(**kw):
-        return [r for r in train_h if all(r.get(k) == v for k, v in kw.items())]
+        return sorted((r for r in train_h if all(r.get(k) == v for k, v in kw.items())), key=order)
 
     for r in find(algo="iql", actor="factored"):
         if r["shape"].startswith("dog") and r.get("ref_over_lib"):
@@ -641,7 +644,7 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
                "updates spin-cached also runs)" if x < 10 and bound is not None and bound < 10 else "")
         L.append(f"| spin-cached vs spin, IQL {r['shape']} {r['preset']}{on(r)}: >= 10x steps/s | {x:.1f}x | "
                  f"{'yes' if x >= 10 and not other else 'no'}{why}{other} |")
-    for r in asm_h:
+    for r in sorted(asm_h, key=order):
         if r["preset"] == "paper":
             L.append(f"| ASM pretraining paper, {r['shape']}{on(r)}: >= 75% of limit | {pct(r):.1f}% | {'yes' if pct(r) >= 75 else 'no'} |")
     L.append("")

@@ -120,8 +120,8 @@ def test_same_cpu_name_with_another_isa_is_another_host(tmp_path):
     text = doc.read_text()
     assert f"**A** = {row['host']}, {row['cpu_isa']} (2 rows), **B** = {row['host']}, {other_isa} (0 rows in the tables" in text
     goals = [ln for ln in text.splitlines() if ln.startswith("| SPIN-IQL paper, cheetah")]
-    assert goals == ["| SPIN-IQL paper, cheetah (B): >= 75% of limit | 50.0% | no |",
-                     "| SPIN-IQL paper, cheetah (A): >= 75% of limit | 90.0% | yes |"]
+    assert goals == ["| SPIN-IQL paper, cheetah (A): >= 75% of limit | 90.0% | yes |",
+                     "| SPIN-IQL paper, cheetah (B): >= 75% of limit | 50.0% | no |"]
     assert text.count("| paper | iql | spin |") == 1  # the tables show the newest row only
 
 
