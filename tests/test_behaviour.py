@@ -227,6 +227,13 @@ def test_carry_continues_a_run_on_another_machine_without_its_replay(full_run, t
     assert 95 <= int(full[2]["updates"]) - int(cont[2]["updates"]) <= 105
     conf = json.loads((tmp_path / "second" / "config.json").read_text())
     assert conf["continued_at"] == [2000]
+    # --refill 1000: 500 more carried-policy transitions than the --warmup (500) default before updates resume
+    for row in train_behaviour(replace(later, out=str(tmp_path / "refill"), refill=1000)):
+        if row["env_step"] == 3000:
+            break
+    assert 95 <= int(cont[2]["updates"]) - int(_rows(tmp_path / "refill")[2]["updates"]) <= 105
+    with pytest.raises(ConfigError, match="--refill is for --continue-from"):
+        next(train_behaviour(replace(cfg, out=str(tmp_path / "z"), refill=10)))
     kept = {Path(c["file"]).name for c in info["kept"]}  # the tiny run is far below half the public expert: its best only
     assert len(kept) == 1 and kept | {"step_0003000.pt"} == {p.name for p in (tmp_path / "second" / "policies").iterdir()}
     # the continued run checkpoints like any other: stopping and resuming it equals running it through
