@@ -85,3 +85,14 @@ def test_every_subcommand_help_renders(capsys):
         assert "usage: spinrl " + " ".join(path) in capsys.readouterr().out
     main_help = build_parser().format_help()
     assert "pretrain" in main_help
+
+
+def test_cli_warnings_are_one_line_and_only_spinrls():
+    """The CLI prints spinrl's warnings as one line; a third-party warning (Ray's deprecations) keeps Python's
+    format instead of being passed off as spinrl's."""
+    import spinrl.cli.main as cli
+
+    own = cli._one_line_warning("--threads 2: pass --threads 1", UserWarning, cli.__file__, 1)
+    assert own == "spinrl: warning: --threads 2: pass --threads 1\n"
+    other = cli._one_line_warning("`use_polars` is deprecated", DeprecationWarning, "/site-packages/ray/data/context.py", 7)
+    assert other.startswith("/site-packages/ray/data/context.py:7: DeprecationWarning:") and "spinrl" not in other

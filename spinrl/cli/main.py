@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -481,9 +482,16 @@ def _experiment_parsers(sub) -> None:
 _EXTRA_PARSERS.append(_experiment_parsers)
 
 
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_python_formatwarning = warnings.formatwarning
+
+
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
-    """A library warning on the command line: its one-line message, not Python's file:line and source echo."""
-    return f"spinrl: warning: {message}\n"
+    """spinrl's own warnings on the command line: the one-line message, not Python's file:line and source echo;
+    other packages' warnings (Ray, torch) keep Python's format, so none is passed off as spinrl's."""
+    if os.path.abspath(filename).startswith(_PACKAGE + os.sep):
+        return f"spinrl: warning: {message}\n"
+    return _python_formatwarning(message, category, filename, lineno, line)
 
 
 def main(argv: list[str] | None = None) -> int:
