@@ -211,7 +211,7 @@ def test_carry_continues_a_run_on_another_machine_without_its_replay(full_run, t
         bh._warn_if_original_run_has_replay(carry_dir)
     shutil.rmtree(first)  # nothing of the first machine is left but the carry
 
-    later = replace(cfg, out=str(tmp_path / "second"), env_steps=4000, continue_from=str(carry_dir))
+    later = replace(cfg, out=str(tmp_path / "second"), env_steps=4000, continue_from=str(carry_dir), refill=500)
     rows = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -223,15 +223,21 @@ def test_carry_continues_a_run_on_another_machine_without_its_replay(full_run, t
     full = _rows(full_run)
     cont = _rows(tmp_path / "second")
     assert cont[:2] == full[:2] and [int(float(r["env_step"])) for r in cont] == [1000, 2000, 3000]
-    # the replay restarted: no updates until --warmup (500) new transitions, so 100 fewer than uninterrupted
+    # the replay restarted: no updates until --refill (500) new transitions, so 100 fewer than uninterrupted
     assert 95 <= int(full[2]["updates"]) - int(cont[2]["updates"]) <= 105
     conf = json.loads((tmp_path / "second" / "config.json").read_text())
     assert conf["continued_at"] == [2000]
-    # --refill 1000: 500 more carried-policy transitions than the --warmup (500) default before updates resume
+    # --refill 1000: 500 more carried-policy transitions before updates resume, 100 fewer updates
     for row in train_behaviour(replace(later, out=str(tmp_path / "refill"), refill=1000)):
         if row["env_step"] == 3000:
             break
     assert 95 <= int(cont[2]["updates"]) - int(_rows(tmp_path / "refill")[2]["updates"]) <= 105
+    # the default refill (100k carried-policy transitions) is far beyond this tiny run: no update after the carry
+    for row in train_behaviour(replace(later, out=str(tmp_path / "default"), refill=None)):
+        if row["env_step"] == 3000:
+            break
+    default = _rows(tmp_path / "default")
+    assert bh.DEFAULT_REFILL == 100_000 and default[2]["updates"] == default[1]["updates"]
     with pytest.raises(ConfigError, match="--refill is for --continue-from"):
         next(train_behaviour(replace(cfg, out=str(tmp_path / "z"), refill=10)))
     kept = {Path(c["file"]).name for c in info["kept"]}  # the tiny run is far below half the public expert: its best only

@@ -322,12 +322,6 @@ def carry_candidates(checkpoints: list[Checkpoint], lo: float = MEDIUM_RANGE[0],
     return sorted({c.file: c for c in keep.values()}.values(), key=lambda c: c.env_step)
 
 
-CONTINUE_REFILL = 100_000
-"""The refill a carry's suggested continue command passes: dog-trot at 30 bins continued at 1.0M env steps with
-the default 10k refill lost its TD fit (loss 0.07 -> 1.8, greedy return 70 -> 31 in 225k steps); with 100k
-the loss stayed at ~0.1 and the greedy return reached 91.8 by 1.2M (this stop's runs, docs/datasets.md)."""
-
-
 def carry(run_dir: str | Path, out: str | Path) -> dict:
     """``spinrl behaviour carry``: the run's state without its replay, plus medium candidates, in ``out``.
 
@@ -355,6 +349,6 @@ def carry(run_dir: str | Path, out: str | Path) -> dict:
             "kept": [c.__dict__ for c in kept], "run": summary,
             "continue": f"spinrl behaviour train {summary['config']['env']} --bins {summary['config']['bins']} "
                         + " ".join(filter(None, [f"--hidden {summary['config']['hidden']}", changed_flags(summary["config"])]))
-                        + f" --continue-from {out} --refill {CONTINUE_REFILL} --out NEW_RUN --env-steps N"}
+                        + f" --continue-from {out} --out NEW_RUN --env-steps N"}
     write_text_atomic(out / "carry.json", json.dumps(info, indent=1) + "\n")
     return info

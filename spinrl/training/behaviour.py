@@ -13,7 +13,7 @@ A run can also outlive its machine through a *carry* (``spinrl behaviour carry``
 optimizer, RNG streams, epsilon, counters, metrics and a few policy files for the later medium choice,
 a few MB without the replay buffer (hundreds of MB). ``--continue-from CARRY`` starts a new run directory
 from it: env steps, wall time and metrics continue, the replay restarts empty and gradient updates
-pause until ``--refill`` (default ``--warmup``) transitions of the carried epsilon-greedy policy refill it. That is *not*
+pause until ``--refill`` (default 100k) transitions of the carried epsilon-greedy policy refill it. That is *not*
 bit-identical to an uninterrupted run (the replay was lost); the env steps where it happened are kept
 in ``config.json`` (``continued_at``) and marked on the learning curve.
 """
@@ -82,9 +82,9 @@ class BehaviourConfig:
     in a new --out with an empty replay that --refill steps of the carried policy refill (not bit-identical)"""
     refill: int | None = None
     """with --continue-from: transitions of the carried policy that refill the empty replay before gradient
-    updates resume (default: --warmup). A larger refill gives the learner more than one policy's recent
-    data to start from (dog-trot at 30 bins, continued at 1.0M env steps with a 10k refill: the TD loss rose
-    20x and the greedy return fell from 70 to 31 within 225k steps)"""
+    updates resume (default: 100000, at most the replay capacity). dog-trot at 30 bins continued at 1.0M env
+    steps with a 10k refill lost its fit (TD loss 0.07 -> 1.8, greedy return 70 -> 31 within 225k steps); with
+    100k the loss stayed ~0.1 and the greedy return rose to 122 by 1.9M"""
     hidden: int = 256
     """torso width (the benchmark used 512; 256 is 2-4x faster on CPU)"""
     obs_transform: Literal["none", "symlog"] = "none"
@@ -164,6 +164,9 @@ class BehaviourConfig:
         if not (0 < self.eps_decay <= 1 and 0 <= self.eps_min <= self.eps_start <= 1):
             raise ConfigError("--eps-start/--eps-min/--eps-decay: need 0 <= eps-min <= eps-start <= 1 and 0 < eps-decay <= 1")
 
+
+DEFAULT_REFILL = 100_000
+"""Carried-policy transitions that refill a continued run's replay unless --refill says otherwise (see its help)."""
 
 # Fields that define the run: a resume with different values would not continue the same experiment.
 _IDENTITY = ("env", "bins", "hidden", "obs_transform", "seed", "lr", "grad_clip", "batch_size", "n_step", "gamma",
@@ -420,7 +423,7 @@ def _restore(out: Path, cfg: BehaviourConfig, run: _Run, carry: bool = False) ->
     run.min_replay, run.continued_at = int(st.get("min_replay", cfg.batch_size)), list(st.get("continued_at", []))
     run.skipped = int(st.get("skipped", 0))
     if carry:  # the replay is gone: refill it before learning resumes
-        refill = cfg.warmup if cfg.refill is None else cfg.refill
+        refill = DEFAULT_REFILL if cfg.refill is None else cfg.refill
         run.min_replay = min(max(cfg.batch_size, refill), run.replay.capacity)
         run.continued_at.append(run.step)
 
