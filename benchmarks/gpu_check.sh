@@ -43,7 +43,7 @@ timeout 240 bash -c "
   $SPINRL pretrain $W/m.d --out $W/asm --device $DEVICE --no-progress $PRE
   $SPINRL train $W/m.d --algo iql --actor spin --asm $W/asm --steps $STEPS --eval-every $EVAL --device $DEVICE \
       --no-progress --out $W/spin
-  cat $W/spin/metrics.csv | tail -n 3
+  tail -n 3 $W/spin/metrics.csv
 " > "$OUT/e2e.log" 2>&1
 echo "e2e rc $? in $(( $(date +%s) - start )) s" | tee -a "$OUT/e2e.log"
 tail -n 5 "$OUT/e2e.log"

@@ -450,7 +450,7 @@ def _read_results(path: str, context: dict) -> list[dict]:
     if not os.path.exists(path):
         return []
     rows = []
-    host = isa = None  # rows written before rows recorded their host belong to the setup line above them
+    host = isa = device = None  # rows written before rows recorded their host belong to the setup line above them
     with open(path) as f:
         for line in f:
             try:
@@ -458,13 +458,14 @@ def _read_results(path: str, context: dict) -> list[dict]:
             except json.JSONDecodeError:
                 continue
             if r.get("kind") == "setup":
-                host, isa = r.get("gpu") or r.get("cpu"), r.get("cpu_isa")
+                host, isa, device = r.get("gpu") or r.get("cpu"), r.get("cpu_isa"), r.get("device")
             elif r.get("kind") in ("train_step", "asm_step") and all(r.get(k) == v for k, v in context.items()):
                 r.setdefault("host", host)
                 rows.append(r)
             elif r.get("kind") == "limit" and r.get("threads", context["threads"]) == context["threads"]:
                 r.setdefault("host", host)  # the limit line of the invocation whose setup line is above it
                 r.setdefault("cpu_isa", isa)
+                r.setdefault("device", device)  # so a GPU run's limit line is named like its rows
                 rows.append(r)
     return rows
 
@@ -473,12 +474,12 @@ def _read_results(path: str, context: dict) -> list[dict]:
 
 
 GPU_RESULTS = "benchmarks/results/speed_cuda.jsonl"
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 
 
 def _gpu_note() -> str:
     """Where the CUDA rows are, or that there are none yet (the CPU report says so rather than staying silent)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if os.path.exists(os.path.join(root, GPU_RESULTS)):
+    if os.path.exists(os.path.join(_ROOT, GPU_RESULTS)):
         return (f"- GPU: rows measured on a GPU machine are in `{GPU_RESULTS}`, rendered to "
                 "[SPEED_cuda.md](SPEED_cuda.md) by `benchmarks/gpu_check.sh`'s render command.")
     return ("- GPU: no rows yet (no GPU machine was lent to the sessions that measured this report). `benchmarks/gpu_check.sh` is the prepared "
@@ -488,9 +489,8 @@ def _gpu_note() -> str:
 
 def _rel(path: str) -> str:
     """A path as the regenerate command should show it: relative to the repository where it lies inside it."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     full = os.path.abspath(path)
-    return os.path.relpath(full, root) if full.startswith(root + os.sep) else path
+    return os.path.relpath(full, _ROOT) if full.startswith(_ROOT + os.sep) else path
 
 
 def _host_name(r: dict, dev: str) -> str:
@@ -610,7 +610,7 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
             L += ["**Incomplete:** rows not measured yet (the full run spans sessions; rerun the command above to add "
                   "them): " + ", ".join(f"{shape} {n} of {sum(1 for k in expected if k[0] == shape)}"
                                          for shape, n in missing.items()) + ". Goals below cover only the rows present.", ""]
-    # goals (issue 6), computed from this run
+    # goals (issue 6), each host's own numbers
     spread = {}
     for r in limits:
         if r.get("host") and host_of(r) in label:
