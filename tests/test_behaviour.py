@@ -243,7 +243,9 @@ def test_carry_continues_a_run_on_another_machine_without_its_replay(full_run, t
     kept = {Path(c["file"]).name for c in info["kept"]}  # the tiny run is far below half the public expert: its best only
     assert len(kept) == 1 and kept | {"step_0003000.pt"} == {p.name for p in (tmp_path / "second" / "policies").iterdir()}
     # the continued run checkpoints like any other: stopping and resuming it equals running it through
-    list(train_behaviour(replace(later, resume=True)))
+    list(train_behaviour(replace(later, resume=True, continue_from=None, refill=None)))  # as `--resume` alone
+    conf = json.loads((tmp_path / "second" / "config.json").read_text())
+    assert (conf["continue_from"], conf["refill"], conf["continued_at"]) == (str(carry_dir), 500, [2000])
     through = replace(later, out=str(tmp_path / "through"))
     list(train_behaviour(through))
     assert _rows(tmp_path / "second") == _rows(tmp_path / "through")

@@ -479,8 +479,9 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
     vec = envs.make_vector(cfg.env, cfg.num_envs, bins=cfg.bins)
     eval_vec = envs.make_vector(cfg.env, cfg.eval_episodes, bins=cfg.bins)
     nvec, obs_dim = vec.nvec, vec.observation_dim
-    if cfg.resume:
-        capacity = int(load_checkpoint(last, what="behaviour checkpoint")["replay"]["capacity"])
+    saved = load_checkpoint(last, what="behaviour checkpoint") if cfg.resume else None
+    if saved is not None:
+        capacity = int(saved["replay"]["capacity"])
     else:
         capacity = replay_capacity(cfg.replay_capacity, obs_dim, len(nvec))
     run = _Run(cfg, obs_dim, nvec, capacity)
@@ -496,6 +497,10 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
         _write_metrics(out, run.rows)
     resolved = {**asdict(cfg), "replay_capacity_resolved": capacity, "nvec": [int(m) for m in nvec], "obs_dim": obs_dim,
                 "continued_at": run.continued_at}
+    if saved is not None:  # a plain --resume keeps where the run came from (a carry's report names it)
+        for name in ("continue_from", "refill"):
+            resolved[name] = resolved[name] if resolved[name] is not None else saved["config"].get(name)
+    del saved
     resolved.pop("resume"); resolved.pop("progress")
     write_text_atomic(out / "config.json", json.dumps(resolved, indent=2) + "\n")
     algo = DecQNConfig(gamma=cfg.gamma, n_step=cfg.n_step)
