@@ -392,6 +392,24 @@ def test_exported_set_regenerates_same_dataset(tmp_path, monkeypatch):
     assert "Reduced sizes" not in md_full  # one full-size set made: the smaller one beside it is not a shortfall
     monkeypatch.setitem(dataset_report.BENCHMARK_SIZES, "random-medium-expert", 200_000)
     assert "- Last evaluation: env step 75,000, greedy return 100.0." in md
+    assert "went on after" not in md
+    # the run went on after the export (its main carry is further along): the page says so, with the longer curve
+    run = json.loads((exported / "behaviour.json").read_text())["run"]
+    on = {"env": "dmc:cheetah-run", "bins": 3, "env_step": 100_000, "continue": "spinrl behaviour train CONTINUE",
+          "best": {"env_step": 100_000, "eval_return_mean": 150.0, "eval_return_std": 5.0},
+          "run": {**run, "wall_seconds": 7200.0, "metrics": run["metrics"] + [
+              {**run["metrics"][-1], "env_step": 100_000, "eval_return_mean": 150.0}]}}
+    (tmp_path / "carry" / "cheetah-run-3").mkdir(parents=True)
+    (tmp_path / "carry" / "cheetah-run-3" / "carry.json").write_text(json.dumps({**on, "env_step": run["env_steps"]}))
+    md_same = write_report(tmp_path, tmp_path, tmp_path / "docs" / "datasets.md", tmp_path / "docs" / "img").read_text()
+    assert "went on after" not in md_same  # a carry of the exported run itself adds nothing
+    (tmp_path / "carry" / "cheetah-run-3" / "carry.json").write_text(json.dumps(on))
+    md_on = write_report(tmp_path, tmp_path, tmp_path / "docs" / "datasets.md", tmp_path / "docs" / "img").read_text()
+    assert (f"- The run went on after this set was exported (at {run['env_steps']:,} env steps), carried in "
+            f"`{tmp_path / 'carry' / 'cheetah-run-3'}`: 100,000 env steps in 2.00 h so far, best greedy return 150.0 "
+            "+/- 5.0 at env step 100,000.") in md_on and "Continue: `spinrl behaviour train CONTINUE`." in md_on
+    assert "| random-medium-expert | 2,400 / 200,000 |" in md_on  # the exported set's datasets stay on the page
+    shutil.rmtree(tmp_path / "carry")
     # a run whose returns fell after its best (a diverging Q) says so
     idx_path = exported / "behaviour.json"
     kept = idx_path.read_text()
@@ -408,8 +426,6 @@ def test_exported_set_regenerates_same_dataset(tmp_path, monkeypatch):
     assert "the run fell after its best (100.0 at 75,000)." in md_q90 and "diverged" not in md_q90
     idx_path.write_text(kept)
     # The cache is outside git: a report without the datasets keeps them from its ledger, marked as recorded.
-    import shutil
-
     for p in (p1, p2):
         shutil.rmtree(p)
     md2 = write_report(tmp_path, tmp_path, tmp_path / "docs" / "datasets.md", tmp_path / "docs" / "img").read_text()

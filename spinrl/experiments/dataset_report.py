@@ -181,6 +181,15 @@ def _current(d: dict, current: dict) -> bool:
                               for k in ("random", "expert"))
 
 
+def _going_on(behaviour_root: Path, task: str, bins: int, exported_steps: int) -> dict | None:
+    """The task's main carry (``carry/<task>-<bins>/carry.json``) when it is further along than the exported set."""
+    carry_json = behaviour_root / "carry" / f"{task}-{bins}" / "carry.json"
+    if not carry_json.exists():
+        return None
+    info = json.loads(carry_json.read_text())
+    return info if int(info["env_step"]) > int(exported_steps) else None
+
+
 def _attempts(behaviour_root: Path, task: str, bins: int) -> list[str]:
     """Lines listing the carried runs of a task other than its main carry (``carry/<task>-<bins>-<name>``):
     attempts with other learner flags, kept so the page says what was tried and how far each got."""
@@ -274,11 +283,14 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
         folder, index = sets[(task, bins)]
         run = index["run"]
         img = img_dir / f"{task}-{bins}-behaviour.png"
-        plot_curve(index, img)
+        going_on = _going_on(behaviour_root, task, bins, run["env_steps"])
+        # a run that went on after the export: its longer curve, with the exported choices marked on it
+        plot_curve({**index, "run": going_on["run"]} if going_on else index, img)
         rel_img = os.path.relpath(img, out.parent)
         cfg = run["config"]
         wall = run.get("wall_seconds") or 0.0
-        lines += [f"![behaviour learning curve]({rel_img})", ""]
+        lines += [f"![behaviour learning curve{' (the run went on after this set was exported)' if going_on else ''}]"
+                  f"({rel_img})", ""]
         lines.append(
             f"- Behaviour run: {run['env_steps']:,} env steps in {wall / 3600:.2f} h wall "
             f"({wall / max(run['env_steps'], 1) * 1e6 / 3600:.2f} h per 1M steps; hidden {cfg.get('hidden')}, "
@@ -295,6 +307,15 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
                       f"{1 / (1 - cfg.get('gamma', 0.99)):.0f} that [0, 1] rewards allow (diverged)"
                       if top.get("q_mean") is not None and q_divergence(last.get("q_mean"), cfg.get("gamma", 0.99)) else "")
                    if fell else "") + ".")
+        if going_on:
+            best = going_on["best"]
+            lines.append(
+                f"- The run went on after this set was exported (at {run['env_steps']:,} env steps), carried in "
+                f"`{behaviour_root / 'carry' / f'{task}-{bins}'}`: {going_on['env_step']:,} env steps in "
+                f"{(going_on['run'].get('wall_seconds') or 0.0) / 3600:.2f} h so far, best greedy return "
+                f"{best['eval_return_mean']:.1f} +/- {best['eval_return_std']:.1f} at env step {best['env_step']:,}. "
+                f"The set below is the exported one until `spinrl behaviour export` re-exports the run. "
+                f"Continue: `{going_on['continue']}`.")
         for level in ("expert", "medium"):
             c = index.get(level)
             if c:
