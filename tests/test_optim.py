@@ -71,3 +71,19 @@ def test_step_hooks_run_once_per_step():
     ta = torch.optim.Adam(a.parameters(), lr=1e-3, fused=True)
     _train(a, ta, 3)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_state_saved_by_foreach_adam_continues_in_fused_adam():
+    """Behaviour runs and carries saved before the learner switched to FusedAdam (torch's foreach Adam)
+    continue in it: the state loads, and the next steps match foreach Adam's to float tolerance."""
+    a, b = _pair()
+    ta = torch.optim.Adam(a.parameters(), lr=3e-3, foreach=True)
+    _train(a, ta, 10)
+    b.load_state_dict(a.state_dict())
+    fb = FusedAdam(b.parameters(), lr=3e-3)
+    fb.load_state_dict(copy.deepcopy(ta.state_dict()))
+    _train(a, ta, 10, seed=2)
+    _train(b, fb, 10, seed=2)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+    assert int(fb.state[next(b.parameters())]["step"]) == 20
