@@ -8,6 +8,14 @@ at cpu) and of SPIN's blocks (batch 256): cheetah T = 1 + 6 tokens, dog T = 1 + 
 
     python benchmarks/attention.py --threads 1 > benchmarks/results/attention_cpu.jsonl
 
+``--softmax`` times the attention softmax alone instead, forward and backward, over [1024, T, T] weights
+(batch 256 x 4 heads) for T from 3 to 39 tokens: torch's kernels against the same math written out as max,
+exp, sum (``layers.softmax_lastdim``, which the block uses where T is shorter than one CPU vector); then the
+actors' log pi(a|s) over [256, 38, M] logits, last-dim log_softmax against the transposed view
+(``distributions.log_prob``), for M from 3 to 30 choices.
+
+    python benchmarks/attention.py --softmax --threads 1 > benchmarks/results/softmax_cpu.jsonl
+
 Each line carries the load average: beside other jobs the ratios move by +/- 10-20% between runs.
 """
 
@@ -24,7 +32,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from spinrl.models import layers  # noqa: E402
 from spinrl.models.layers import _DropoutAttention, dropout  # noqa: E402
+from spinrl.utils.hardware import cpu_isa  # noqa: E402
 
 # (name, batch, tokens, d_model, heads)
 SHAPES = [
@@ -43,14 +53,72 @@ def composition(qkv: torch.Tensor, heads: int, p: float) -> torch.Tensor:
     return (dropout(w, p, True) @ v).transpose(1, 2).reshape(B, T, D)
 
 
+def _interleaved(fns: dict, steps: int) -> dict[str, float]:
+    """Median ms of each function, timed in alternating blocks of 5 calls (so both see the same load)."""
+    for f in fns.values():
+        for _ in range(3):
+            f()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    while any(len(v) < steps for v in times.values()):
+        for k, f in fns.items():
+            for _ in range(5):
+                t = time.perf_counter()
+                f()
+                times[k].append((time.perf_counter() - t) * 1e3)
+    return {k: round(statistics.median(v), 4) for k, v in times.items()}
+
+
+def softmax_rows(steps: int) -> None:
+    """torch's softmax kernels against the written-out ones, per token count (``--softmax``)."""
+    g = torch.Generator().manual_seed(0)
+    for T in (3, 7, 13, 16, 22, 39):
+        s = torch.randn(1024, T, T, generator=g)
+        w, gw = torch.softmax(s, -1), torch.randn(1024, T, T, generator=g)
+        e = (s - s.amax(-1, keepdim=True)).exp_()  # the written-out math, whatever this host's vector width
+        torch.testing.assert_close(e / e.sum(-1, keepdim=True), w)
+        ms = _interleaved({
+            "torch_fwd": lambda: torch.softmax(s, -1),
+            "written_fwd": lambda: (lambda e: e.div_(e.sum(-1, keepdim=True)))((s - s.amax(-1, keepdim=True)).exp_()),
+            "torch_bwd": lambda: torch.ops.aten._softmax_backward_data(gw, w, -1, w.dtype),
+            "written_bwd": lambda: (gw - (gw * w).sum(-1, keepdim=True)).mul_(w)}, steps)
+        print(json.dumps({"softmax_tokens": T, "rows": 1024 * T, "isa": cpu_isa(),
+                          "library_writes_out": bool(layers.short_lastdim(s)), "threads": torch.get_num_threads(),
+                          **{f"{k}_ms": v for k, v in ms.items()},
+                          "fwd_speedup": round(ms["torch_fwd"] / ms["written_fwd"], 3),
+                          "bwd_speedup": round(ms["torch_bwd"] / ms["written_bwd"], 3),
+                          "loadavg": [round(x, 2) for x in os.getloadavg()]}), flush=True)
+    # log pi(a|s) of a product of categoricals over [256, 38, M] (dog-like), forward + backward: the last-dim
+    # log_softmax against the transposed view that models.distributions.log_prob uses for short M
+    for M in (3, 8, 10, 13, 16, 30):
+        x = torch.randn(256, 38, M, generator=g, requires_grad=True)
+        a = torch.randint(0, M, (256, 38), generator=g)
+
+        def last():
+            torch.log_softmax(x, -1).gather(-1, a.unsqueeze(-1)).squeeze(-1).sum(-1).sum().backward()
+
+        def transposed():
+            torch.log_softmax(x.transpose(1, 2), 1).gather(1, a.unsqueeze(1)).squeeze(1).sum(-1).sum().backward()
+
+        ms = _interleaved({"lastdim": last, "transposed": transposed}, steps)
+        print(json.dumps({"log_prob_choices": M, "shape": [256, 38, M], "isa": cpu_isa(),
+                          "library_transposes": bool(layers.short_lastdim(x)), "threads": torch.get_num_threads(),
+                          **{f"{k}_ms": v for k, v in ms.items()},
+                          "transposed_speedup": round(ms["lastdim"] / ms["transposed"], 3),
+                          "loadavg": [round(v, 2) for v in os.getloadavg()]}), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=30, help="timed passes of each (interleaved in blocks of 5)")
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--softmax", action="store_true", help="time the attention softmax alone (see above)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.softmax:
+        softmax_rows(args.steps * 3)
+        return 0
     g = torch.Generator().manual_seed(0)
     for name, B, T, D, H in SHAPES:
         x0 = torch.randn(B, T, 3 * D, generator=g)

@@ -356,7 +356,7 @@ def test_dropout_attention_backward_matches_autograd_of_the_composition(B, T, H,
 @pytest.mark.parametrize("nvec", [(3, 3, 3, 3), (2, 5, 3), (10, 10)])
 def test_padded_layout_and_log_prob_match_loops(nvec):
     """to_padded (a view for equal cardinalities, a gather otherwise) and log_prob (transposed kernel for
-    fewer than 8 choices) against per-sub-action loops, for critic, DecQN and factored actor layouts."""
+    fewer choices than one CPU vector holds) against per-sub-action loops, for critic, DecQN and factored actor layouts."""
     g = torch.Generator().manual_seed(0)
     index, valid = padding_index(nvec)
     flat = torch.randn(2, 5, sum(nvec), generator=g)
@@ -377,3 +377,24 @@ def test_padded_layout_and_log_prob_match_loops(nvec):
     q_all, q_cat = critic.q_all(obs, fill=3.0), critic.q_concat(obs)
     for i, (o, m) in enumerate(zip(offs, nvec)):
         assert torch.equal(q_all[:, :, i, :m], q_cat[:, :, o : o + m]) and (q_all[:, :, i, m:] == 3.0).all()
+
+
+@pytest.mark.parametrize("T", [3, 7, 13, 16, 39])
+def test_written_out_softmax_equals_torch_on_either_side_of_one_cpu_vector(T, monkeypatch):
+    """softmax_lastdim / softmax_backward_lastdim (max, exp, sum where T is shorter than one CPU vector) equal
+    torch's kernels: forced down either path, in fp32, and bf16 in / fp32 out as autocast's softmax gives."""
+    from spinrl.models import layers
+
+    g = torch.Generator().manual_seed(T)
+    s, gw = torch.randn(6, T, T, generator=g), torch.randn(6, T, T, generator=g)
+    w_ref = torch.softmax(s, -1)
+    assert layers.short_lastdim(s) == (T < layers.cpu_vector_floats())
+    for width in (1, 64):  # 1: torch's kernels everywhere; 64: written out everywhere
+        monkeypatch.setattr(layers, "cpu_vector_floats", lambda: width)
+        w = layers.softmax_lastdim(s)
+        torch.testing.assert_close(w, w_ref)
+        torch.testing.assert_close(layers.softmax_backward_lastdim(gw, w),
+                                   torch.ops.aten._softmax_backward_data(gw, w_ref, -1, torch.float32))
+        wb = layers.softmax_lastdim(s.bfloat16())
+        assert wb.dtype == torch.float32
+        torch.testing.assert_close(wb, torch.softmax(s.bfloat16().float(), -1))

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import torch
 
+from spinrl.models.layers import short_lastdim
+
 
 def log_prob(logits_BNM: torch.Tensor, act_BN: torch.Tensor) -> torch.Tensor:
     """log pi(a|s) = sum_i log softmax(logits_i)[a_i], shape [B] (one gather, no loop over N).
 
-    With fewer than 8 choices per sub-action, CPU log_softmax over the short last dim does not vectorize
-    (measured 2x slower, forward + backward, for [256, 38, 3]); over dim 1 of the transposed [B, M, N]
-    view it vectorizes across sub-actions. Same values to float rounding.
+    With fewer choices per sub-action than one CPU vector holds (8 floats with AVX2, 16 with AVX512), CPU
+    log_softmax over the short last dim does not vectorize (forward + backward for [256, 38, M] on an AVX512
+    host: 2.9x slower at M = 3, 4.1x at M = 10, while at M = 16 the last dim is 1.7x faster;
+    benchmarks/results/softmax_cpu.jsonl); over dim 1 of the transposed [B, M, N] view it vectorizes across
+    sub-actions. Same values to float rounding.
     """
-    if logits_BNM.shape[-1] < 8 and not logits_BNM.is_cuda:
+    if short_lastdim(logits_BNM):
         logp = torch.log_softmax(logits_BNM.transpose(1, 2), dim=1)
         return logp.gather(1, act_BN.unsqueeze(1)).squeeze(1).sum(-1)
     logp = torch.log_softmax(logits_BNM, dim=-1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spinrl.errors import ConfigError
+from spinrl.utils.hardware import cpu_isa
 
 NEG = -1e9
 """Logit of padded entries j >= m_i: finite so that 0 * NEG = 0 and log_softmax stays finite."""
@@ -48,6 +50,37 @@ def concat_offsets(nvec: Sequence[int]) -> torch.Tensor:
     """Start of each sub-action's block in a concatenated [sum m_i] vector, shape [N]."""
     m = torch.as_tensor(list(nvec), dtype=torch.long)
     return torch.cumsum(m, 0) - m
+
+
+@functools.cache
+def cpu_vector_floats() -> int:
+    """fp32 lanes of the vectors torch's CPU kernels use here: 16 with AVX512, 8 with AVX2 (4 otherwise: a guess)."""
+    isa = cpu_isa()
+    return 16 if "AVX512" in isa else 8 if "AVX" in isa else 4
+
+
+def short_lastdim(x: torch.Tensor) -> bool:
+    """Whether a CPU (log-)softmax over x's last dim takes torch's scalar path: over a last dim shorter than
+    one vector (attention over 7 or 13 tokens, 3 or 10 choices per sub-action) it runs 4-7x slower than the
+    same work written as max, exp, sum (``python benchmarks/attention.py --softmax``)."""
+    return not x.is_cuda and x.shape[-1] < cpu_vector_floats()
+
+
+def softmax_lastdim(s: torch.Tensor) -> torch.Tensor:
+    """``torch.softmax(s, -1)``, written out where the last dim is short (bf16 in, fp32 out, as under autocast)."""
+    if s.dtype in (torch.bfloat16, torch.float16):
+        s = s.float()
+    if not short_lastdim(s):
+        return torch.softmax(s, dim=-1)
+    e = (s - s.amax(-1, keepdim=True)).exp_()
+    return e.div_(e.sum(-1, keepdim=True))
+
+
+def softmax_backward_lastdim(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """d softmax: w * (g - sum_j g_j w_j), the gradient through w = softmax(s, -1) (same dtype as w)."""
+    if not short_lastdim(w):
+        return torch.ops.aten._softmax_backward_data(g, w, -1, w.dtype)
+    return (g - (g * w).sum(-1, keepdim=True)).mul_(w)
 
 
 def _uniform_(t: torch.Tensor, fan_in: int) -> None:
@@ -100,7 +133,7 @@ class _DropoutAttention(torch.autograd.Function):
         x = qkv_BTE.view(B, T, 3, heads, dh).permute(2, 0, 3, 1, 4).reshape(3, B * heads, T, dh)
         q, k, v = x[0], x[1], x[2]
         scale = dh**-0.5
-        w = torch.softmax(torch.bmm(q, k.transpose(1, 2)).mul_(scale), dim=-1)  # [BH, T, T]
+        w = softmax_lastdim(torch.bmm(q, k.transpose(1, 2)).mul_(scale))  # [BH, T, T]
         keep = _keep_scale(w.shape, p, w.dtype, w.device)
         w_kept = w * keep
         out = torch.bmm(w_kept, v)
@@ -119,7 +152,7 @@ class _DropoutAttention(torch.autograd.Function):
         g = torch.empty_like(x)  # [3, BH, T, dh]: dq, dk, dv
         torch.bmm(w_kept.to(dt).transpose(1, 2), g_out, out=g[2])
         g_w = torch.bmm(g_out, v.transpose(1, 2)).to(w.dtype).mul_(keep)
-        g_s = torch.ops.aten._softmax_backward_data(g_w, w, -1, w.dtype).mul_(dh**-0.5).to(dt)
+        g_s = softmax_backward_lastdim(g_w, w).mul_(dh**-0.5).to(dt)
         torch.bmm(g_s, k, out=g[0])
         torch.bmm(g_s.transpose(1, 2), q, out=g[1])
         g_qkv = g.view(3, B, heads, T, dh).permute(1, 3, 0, 2, 4).reshape(B, T, 3 * heads * dh)
