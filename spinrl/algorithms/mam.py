@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from spinrl.models import ActionStructureModel
+from spinrl.models.distributions import log_probs_each
 
 
 @dataclass
@@ -93,7 +93,7 @@ def asm_loss(
         full_rows = u_B2[:, 1] < cfg.full_mask_fraction
     tokens_BN, chosen_BN = corrupt(actions, asm.nvec, generator, mask_prob, (cfg.p_mask, cfg.p_random), full_rows)
     logits_BNM = asm(obs, tokens_BN)
-    ce_BN = F.cross_entropy(logits_BNM.flatten(0, 1), actions.flatten(), reduction="none").view_as(actions)
+    ce_BN = -log_probs_each(logits_BNM, actions)  # = F.cross_entropy per position; vectorizes for short m_i
     chosen = chosen_BN.float()
     count = chosen.sum()
     loss = (ce_BN * chosen).sum() / count.clamp(min=1.0)

@@ -8,7 +8,12 @@ from spinrl.models.layers import short_lastdim
 
 
 def log_prob(logits_BNM: torch.Tensor, act_BN: torch.Tensor) -> torch.Tensor:
-    """log pi(a|s) = sum_i log softmax(logits_i)[a_i], shape [B] (one gather, no loop over N).
+    """log pi(a|s) = sum_i log softmax(logits_i)[a_i], shape [B] (one gather, no loop over N)."""
+    return log_probs_each(logits_BNM, act_BN).sum(-1)
+
+
+def log_probs_each(logits_BNM: torch.Tensor, act_BN: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits_i)[a_i] per sub-action, shape [B, N] (minus the cross-entropy of each).
 
     With fewer choices per sub-action than one CPU vector holds (8 floats with AVX2, 16 with AVX512), CPU
     log_softmax over the short last dim does not vectorize (forward + backward for [256, 38, M] on an AVX512
@@ -18,9 +23,9 @@ def log_prob(logits_BNM: torch.Tensor, act_BN: torch.Tensor) -> torch.Tensor:
     """
     if short_lastdim(logits_BNM):
         logp = torch.log_softmax(logits_BNM.transpose(1, 2), dim=1)
-        return logp.gather(1, act_BN.unsqueeze(1)).squeeze(1).sum(-1)
+        return logp.gather(1, act_BN.unsqueeze(1)).squeeze(1)
     logp = torch.log_softmax(logits_BNM, dim=-1)
-    return logp.gather(-1, act_BN.unsqueeze(-1)).squeeze(-1).sum(-1)
+    return logp.gather(-1, act_BN.unsqueeze(-1)).squeeze(-1)
 
 
 def gumbel_argmax(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
