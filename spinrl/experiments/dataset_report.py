@@ -277,7 +277,8 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
                       f"{best['eval_return_mean']:.1f} +/- {best['eval_return_std']:.1f} at env step {best['env_step']:,}"
                       + (f" (public expert reference {pub[1]})" if pub else "") + f". Continue: `{info['continue']}`. "
                       "A carry holds no replay: continuing refills an empty one from the carried policy (`--refill`, "
-                      "default 100k: with 10k a dog-trot continuation lost its fit, with 100k it kept it), so where the "
+                      "default 100k: with 10k a dog-trot continuation lost its fit; with 100k two continuations dipped for 25-50k steps "
+                      "and then went on rising), so where the "
                       "original run directory (replay included) still exists, `--resume` it instead.", "", *_attempts(behaviour_root, task, bins)]
             continue
         folder, index = sets[(task, bins)]

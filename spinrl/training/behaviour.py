@@ -85,7 +85,8 @@ class BehaviourConfig:
     """with --continue-from: transitions of the carried policy that refill the empty replay before gradient
     updates resume (default: 100000, at most the replay capacity). dog-trot at 30 bins continued at 1.0M env
     steps with a 10k refill lost its fit (TD loss 0.07 -> 1.8, greedy return 70 -> 31 within 225k steps); with
-    100k the loss stayed ~0.1 and the greedy return rose to 122 by 1.9M"""
+    100k the loss stayed ~0.1 and the greedy return rose to 122 by 1.9M; a second 100k continuation at 1.975M dipped
+    for 50k steps (133 -> 65 at 2.15M) and then rose past its carried best (150) to 267 by 3.075M"""
     hidden: int = 256
     """torso width (the benchmark used 512; 256 is 2-4x faster on CPU)"""
     obs_transform: Literal["none", "symlog"] = "none"
