@@ -36,6 +36,9 @@ from spinrl.models import layers  # noqa: E402
 from spinrl.models.layers import _DropoutAttention, dropout  # noqa: E402
 from spinrl.utils.hardware import cpu_isa  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_step import time_interleaved  # noqa: E402  (beside this file)
+
 # (name, batch, tokens, d_model, heads)
 SHAPES = [
     ("cheetah asm paper", 1024, 7, 256, 4),
@@ -54,17 +57,8 @@ def composition(qkv: torch.Tensor, heads: int, p: float) -> torch.Tensor:
 
 
 def _interleaved(fns: dict, steps: int) -> dict[str, float]:
-    """Median ms of each function, timed in alternating blocks of 5 calls (so both see the same load)."""
-    for f in fns.values():
-        for _ in range(3):
-            f()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    while any(len(v) < steps for v in times.values()):
-        for k, f in fns.items():
-            for _ in range(5):
-                t = time.perf_counter()
-                f()
-                times[k].append((time.perf_counter() - t) * 1e3)
+    """Median ms of each function, timed in alternating blocks (train_step.time_interleaved)."""
+    times = time_interleaved(fns, steps, warmup=3, block=5)
     return {k: round(statistics.median(v), 4) for k, v in times.items()}
 
 
@@ -74,13 +68,12 @@ def softmax_rows(steps: int) -> None:
     for T in (3, 7, 13, 16, 22, 39):
         s = torch.randn(1024, T, T, generator=g)
         w, gw = torch.softmax(s, -1), torch.randn(1024, T, T, generator=g)
-        e = (s - s.amax(-1, keepdim=True)).exp_()  # the written-out math, whatever this host's vector width
-        torch.testing.assert_close(e / e.sum(-1, keepdim=True), w)
+        torch.testing.assert_close(layers.softmax_written(s), w)  # the library's written-out path, forced
         ms = _interleaved({
             "torch_fwd": lambda: torch.softmax(s, -1),
-            "written_fwd": lambda: (lambda e: e.div_(e.sum(-1, keepdim=True)))((s - s.amax(-1, keepdim=True)).exp_()),
+            "written_fwd": lambda: layers.softmax_written(s),
             "torch_bwd": lambda: torch.ops.aten._softmax_backward_data(gw, w, -1, w.dtype),
-            "written_bwd": lambda: (gw - (gw * w).sum(-1, keepdim=True)).mul_(w)}, steps)
+            "written_bwd": lambda: layers.softmax_backward_written(gw, w)}, steps)
         print(json.dumps({"softmax_tokens": T, "rows": 1024 * T, "isa": cpu_isa(),
                           "library_writes_out": bool(layers.short_lastdim(s)), "threads": torch.get_num_threads(),
                           **{f"{k}_ms": v for k, v in ms.items()},

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
-import time
+import sys
 
 import torch
 
@@ -23,6 +24,9 @@ from spinrl.algorithms.decqn import DecQNConfig, NStepBatch, q_loss
 from spinrl.models.decqn import DecQNNet
 from spinrl.utils.memory import keep_freed_memory
 from spinrl.utils.optim import FusedAdam
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train_step import time_interleaved  # noqa: E402  (beside this file: the same interleaved timing)
 
 SHAPES = {"humanoid-stand-3": (67, [3] * 21, "none"), "dog-trot-3": (223, [3] * 38, "symlog"),
           "dog-trot-30": (223, [30] * 38, "symlog")}
@@ -57,16 +61,7 @@ def main() -> None:
     keep_freed_memory()  # as the learner
     for name, (obs_dim, nvec, transform) in SHAPES.items():
         fns = {"fused": update_fn(obs_dim, nvec, transform, True), "foreach": update_fn(obs_dim, nvec, transform, False)}
-        for fn in fns.values():
-            for _ in range(20):
-                fn()
-        times: dict[str, list[float]] = {k: [] for k in fns}
-        while len(times["fused"]) < args.steps:
-            for k, fn in fns.items():
-                for _ in range(10):
-                    t = time.perf_counter()
-                    fn()
-                    times[k].append((time.perf_counter() - t) * 1000)
+        times = time_interleaved(fns, args.steps, warmup=20)
         fused, foreach = statistics.median(times["fused"]), statistics.median(times["foreach"])
         print(json.dumps({"shape": name, "threads": args.threads, "ms_fused_adam": round(fused, 3),
                           "ms_torch_adam_foreach": round(foreach, 3), "speedup": round(foreach / fused, 3)}), flush=True)

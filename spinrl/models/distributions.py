@@ -13,7 +13,7 @@ def log_prob(logits_BNM: torch.Tensor, act_BN: torch.Tensor) -> torch.Tensor:
 
 
 def log_probs_each(logits_BNM: torch.Tensor, act_BN: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits_i)[a_i] per sub-action, shape [B, N] (minus the cross-entropy of each).
+    """log softmax(logits_i)[a_i] per sub-action, shape [B, N]: each sub-action's cross-entropy, negated.
 
     With fewer choices per sub-action than one CPU vector holds (8 floats with AVX2, 16 with AVX512), CPU
     log_softmax over the short last dim does not vectorize (forward + backward for [256, 38, M] on an AVX512

@@ -61,8 +61,8 @@ def cpu_vector_floats() -> int:
 
 def short_lastdim(x: torch.Tensor) -> bool:
     """Whether a CPU (log-)softmax over x's last dim takes torch's scalar path: over a last dim shorter than
-    one vector (attention over 7 or 13 tokens, 3 or 10 choices per sub-action) it runs 4-7x slower than the
-    same work written as max, exp, sum (``python benchmarks/attention.py --softmax``)."""
+    one vector (attention over 7 or 13 tokens, 3 or 10 choices per sub-action) it runs 4-8x slower forward and
+    2-6x backward than the same work written as max, exp, sum (``python benchmarks/attention.py --softmax``)."""
     return not x.is_cuda and x.shape[-1] < cpu_vector_floats()
 
 
@@ -70,16 +70,22 @@ def softmax_lastdim(s: torch.Tensor) -> torch.Tensor:
     """``torch.softmax(s, -1)``, written out where the last dim is short (bf16 in, fp32 out, as under autocast)."""
     if s.dtype in (torch.bfloat16, torch.float16):
         s = s.float()
-    if not short_lastdim(s):
-        return torch.softmax(s, dim=-1)
+    return softmax_written(s) if short_lastdim(s) else torch.softmax(s, dim=-1)
+
+
+def softmax_backward_lastdim(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The gradient through w = softmax(s, -1) (same dtype as w), written out where the last dim is short."""
+    return softmax_backward_written(g, w) if short_lastdim(w) else torch.ops.aten._softmax_backward_data(g, w, -1, w.dtype)
+
+
+def softmax_written(s: torch.Tensor) -> torch.Tensor:
+    """softmax over the last dim as max, exp, sum (vectorized along the other dims whatever the last dim's length)."""
     e = (s - s.amax(-1, keepdim=True)).exp_()
     return e.div_(e.sum(-1, keepdim=True))
 
 
-def softmax_backward_lastdim(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """d softmax: w * (g - sum_j g_j w_j), the gradient through w = softmax(s, -1) (same dtype as w)."""
-    if not short_lastdim(w):
-        return torch.ops.aten._softmax_backward_data(g, w, -1, w.dtype)
+def softmax_backward_written(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """d softmax written out: w * (g - sum_j g_j w_j)."""
     return (g - (g * w).sum(-1, keepdim=True)).mul_(w)
 
 
