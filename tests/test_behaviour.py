@@ -188,6 +188,22 @@ def test_existing_run_needs_resume_and_same_settings(full_run):
         next(train_behaviour(BehaviourConfig(out=str(full_run), env_steps=5000, resume=True, **{**TINY, "hidden": 64})))
 
 
+def test_cli_resume_needs_only_out_and_keeps_the_runs_own_flags(full_run, tmp_path, capsys):
+    """`behaviour train ENV --out DIR --resume` continues with the run's saved flags (not the CLI defaults);
+    a flag given on the command line is still checked against the run."""
+    from spinrl.cli.main import main
+
+    out = tmp_path / "run"
+    flags = ["--bins", "3", "--hidden", "32", "--warmup", "500", "--batch-size", "32", "--num-envs", "1",
+             "--eval-every", "1000", "--checkpoint-every", "1000", "--eval-episodes", "1", "--no-progress"]
+    assert main(["behaviour", "train", "dmc:cheetah-run", "--out", str(out), "--env-steps", "2000", *flags]) == 0
+    assert main(["behaviour", "train", "dmc:cheetah-run", "--out", str(out), "--resume", "--hid", "64"]) == 2
+    assert "--hidden 64 differs from the run" in capsys.readouterr().err
+    assert main(["behaviour", "train", "dmc:cheetah-run", "--out", str(out), "--resume", "--env-steps", "3000"]) == 0
+    assert json.loads((out / "config.json").read_text())["hidden"] == 32
+    assert _rows(out) == _rows(full_run)  # extending a finished run continues it exactly
+
+
 def test_carry_continues_a_run_on_another_machine_without_its_replay(full_run, tmp_path):
     """A carry (no replay) continues steps, metrics and policies; the continued run resumes exactly itself."""
     from spinrl.experiments.behaviour_sets import carry

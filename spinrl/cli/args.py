@@ -58,8 +58,10 @@ def add_config_args(
     positional: tuple[str, ...] = (),
     skip: tuple[str, ...] = (),
     defaults: dict | None = None,
+    suppress: bool = False,
 ) -> None:
-    """Add one flag per dataclass field (``positional`` ones as positionals)."""
+    """Add one flag per dataclass field (``positional`` ones as positionals); ``suppress`` leaves a flag that
+    is not given out of the namespace (to tell given flags from defaults)."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):
@@ -96,7 +98,16 @@ def add_config_args(
             else:
                 parser.add_argument(f.name, **kw)  # required
         else:
-            parser.add_argument(flag(f.name), dest=f.name, default=default, **kw)
+            parser.add_argument(flag(f.name), dest=f.name, default=argparse.SUPPRESS if suppress else default, **kw)
+
+
+def given_fields(cls: type, argv: list[str], skip: tuple[str, ...] = ()) -> set[str]:
+    """The fields of ``cls`` whose flags appear in ``argv`` (the subcommand's own tokens), abbreviations and
+    ``--no-`` forms included: what a resume must take from the command line rather than the saved run."""
+    p = argparse.ArgumentParser(add_help=False)
+    add_config_args(p, cls, skip=skip, suppress=True)
+    ns, _ = p.parse_known_args(argv)
+    return set(vars(ns))
 
 
 def config_from_args(cls: type, ns: argparse.Namespace, **overrides: Any):

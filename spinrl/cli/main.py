@@ -12,7 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from spinrl.cli.args import add_config_args, config_from_args, parse_kwargs
+from spinrl.cli.args import add_config_args, config_from_args, given_fields, parse_kwargs
 from spinrl.errors import ConfigError, SpinError
 from spinrl.spaces import FactoredSpace
 
@@ -191,9 +191,13 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_behaviour_train(args: argparse.Namespace, extra: list[str]) -> int:
-    from spinrl.training.behaviour import BehaviourConfig, q_divergence, train_behaviour
+    from spinrl.training.behaviour import BehaviourConfig, q_divergence, resume_config, train_behaviour
 
     cfg = config_from_args(BehaviourConfig, args)
+    if cfg.resume:  # flags not given keep the run's own values: `--out DIR --resume` alone continues it
+        argv = args.argv[args.argv.index("train") + 1:]
+        given = (given_fields(BehaviourConfig, argv, skip=("env",)) | {"env"}) - {"out", "resume"}
+        cfg = resume_config(cfg.out, **{name: getattr(cfg, name) for name in given})
     for row in train_behaviour(cfg):
         q = "-" if row["q_mean"] is None else f"{row['q_mean']:.2f}"
         print(f"step {row['env_step']}: eval return {row['eval_return_mean']:.1f} +/- {row['eval_return_std']:.1f}, "
@@ -499,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     args, extra = parser.parse_known_args(argv)
+    args.argv = list(argv)  # a command that resumes tells the flags given from their defaults
     if extra and not getattr(args, "allow_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:

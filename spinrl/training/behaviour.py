@@ -29,7 +29,7 @@ import shutil
 import time
 import uuid
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Iterator, Literal
 
@@ -160,7 +160,7 @@ class BehaviourConfig:
             raise ConfigError(f"--refill {self.refill!r}: must be an integer >= 0")
         if self.refill is not None and not self.continue_from:
             raise ConfigError("--refill is for --continue-from CARRY (a run's own --resume keeps its replay); drop --refill")
-        if self.continue_from is not None and not (Path(self.continue_from) / CARRY_FILE).exists():
+        if self.continue_from is not None and not self.resume and not (Path(self.continue_from) / CARRY_FILE).exists():
             raise ConfigError(f"--continue-from {self.continue_from}: no {CARRY_FILE} there; pass a folder written by "
                               "`spinrl behaviour carry RUN --out DIR`")
         if not (0 < self.eps_decay <= 1 and 0 <= self.eps_min <= self.eps_start <= 1):
@@ -384,6 +384,20 @@ def _save_full(out: Path, cfg: BehaviourConfig, run: _Run) -> None:
 
 _ADDED_LATER = {"obs_transform": "none", "explore": "joint"}
 """Identity fields that runs saved before them lack, with the value those runs had."""
+
+
+def resume_config(out: str | Path, **given) -> BehaviourConfig:
+    """The config of the run in ``out`` with resume on: a resume repeats the run's own settings (config.json),
+    so a caller names only what changes (a larger ``env_steps``, ``progress``); a given identity field that
+    differs from the run is still refused by ``train_behaviour``."""
+    path = Path(out) / "config.json"
+    if not path.exists():
+        raise ConfigError(f"--resume: {path} does not exist; start without --resume or point --out at a run directory")
+    saved = json.loads(path.read_text())
+    values = {f.name: saved[f.name] for f in fields(BehaviourConfig) if f.init and f.name in saved}
+    values.update(given)
+    values.update(out=str(out), resume=True)
+    return BehaviourConfig(**values)
 
 
 def q_divergence(q_mean: float | None, gamma: float) -> str | None:
