@@ -134,6 +134,35 @@ def test_resume_is_bit_identical(maze, tmp_path):
         assert torch.equal(v, pb.nets.actor.state_dict()[k])
 
 
+def test_cli_resume_needs_only_out_and_keeps_the_runs_own_flags(maze, tmp_path, capsys):
+    """`spinrl train DATA --out DIR --resume` (and pretrain's) continue with the run's saved settings, not the
+    CLI defaults, exactly as the uninterrupted run; a flag given that differs is still refused."""
+    from spinrl.cli.main import main
+    from spinrl.training.pretrain import pretrain_iter
+
+    kw = dict(algo="awac", actor="saint", steps=18, checkpoint_every=6)
+    run(tiny_cfg(maze, tmp_path / "full", **kw))
+    gen = train(tiny_cfg(maze, tmp_path / "part", **kw))
+    for row in gen:
+        if row["step"] >= 9:
+            break
+    gen.close()
+    part = str(tmp_path / "part")
+    assert main(["train", maze, "--out", part, "--resume", "--seed", "3"]) == 2
+    assert "seed" in capsys.readouterr().err
+    assert main(["train", maze, "--out", part, "--resume", "--no-progress"]) == 0
+    assert metrics(tmp_path / "part") == metrics(tmp_path / "full")
+
+    pkw = dict(dataset=maze, max_epochs=4, steps_per_epoch=3, batch_size=32, model_kwargs=TINY, progress=False,
+               patience=10)
+    pretrain(PretrainConfig(out=str(tmp_path / "asm-full"), **pkw))
+    it = pretrain_iter(PretrainConfig(out=str(tmp_path / "asm-part"), **pkw))
+    next(it), next(it)
+    it.close()
+    assert main(["pretrain", maze, "--out", str(tmp_path / "asm-part"), "--resume", "--no-progress"]) == 0
+    assert metrics(tmp_path / "asm-part") == metrics(tmp_path / "asm-full")
+
+
 def test_resume_from_checkpoint_with_in_major_critic_output(maze, tmp_path):
     """A checkpoint written before the critic stored its output layer out-major ([K, h, sum m] as
     ``weights.2``, Adam moments of that shape) resumes to the same metrics as an uninterrupted run."""

@@ -101,8 +101,25 @@ def add_config_args(
             parser.add_argument(flag(f.name), dest=f.name, default=argparse.SUPPRESS if suppress else default, **kw)
 
 
+def resumed_config(cls: type, cfg: Any, argv: list[str], saved: dict, positional: tuple[str, ...] = ()):
+    """``cfg`` with each field whose flag is not in ``argv`` taken from ``saved`` (the run's own config): a
+    ``--resume`` continues the run as it was made, not with today's defaults; what is given (a larger
+    ``--steps``, a changed setting the run then refuses) still counts."""
+    given = given_fields(cls, argv, skip=positional) | set(positional) | {"out", "resume"}
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        v = getattr(cfg, f.name) if f.name in given or f.name not in saved else saved[f.name]
+        if isinstance(v, list) and get_origin(_unwrap_optional(hints[f.name])[0]) is tuple:
+            v = tuple(v)
+        values[f.name] = v
+    return cls(**values)
+
+
 def given_fields(cls: type, argv: list[str], skip: tuple[str, ...] = ()) -> set[str]:
-    """The fields of ``cls`` whose flags appear in ``argv`` (the subcommand's own tokens), abbreviations and
+    """The fields of ``cls`` whose flags appear in ``argv`` (positionals and subcommands are skipped), abbreviations and
     ``--no-`` forms included: what a resume must take from the command line rather than the saved run."""
     p = argparse.ArgumentParser(add_help=False)
     add_config_args(p, cls, skip=skip, suppress=True)

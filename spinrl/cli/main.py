@@ -12,7 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from spinrl.cli.args import add_config_args, config_from_args, given_fields, parse_kwargs
+from spinrl.cli.args import add_config_args, config_from_args, given_fields, parse_kwargs, resumed_config
 from spinrl.errors import ConfigError, SpinError
 from spinrl.spaces import FactoredSpace
 
@@ -134,11 +134,20 @@ def cmd_data_import_minari(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 # ---------------------------------------------------------------------- learning
+def _resumed(cls: type, cfg, args: argparse.Namespace, positional: tuple[str, ...]):
+    """With --resume, the flags not given keep the values in the run's config.json (`--out DIR --resume` alone
+    continues a run made with other flags); without it, or before the run has a config.json, ``cfg``."""
+    path = Path(cfg.out) / "config.json" if cfg.out else None
+    if not cfg.resume or path is None or not path.exists():
+        return cfg
+    return resumed_config(cls, cfg, args.argv, json.loads(path.read_text())["config"], positional)
+
+
 def cmd_pretrain(args: argparse.Namespace, extra: list[str]) -> int:
     from spinrl.training.config import PretrainConfig
     from spinrl.training.pretrain import pretrain
 
-    out = pretrain(config_from_args(PretrainConfig, args))
+    out = pretrain(_resumed(PretrainConfig, config_from_args(PretrainConfig, args), args, ("dataset",)))
     info = json.loads((out / "asm.json").read_text())
     print(
         f"ASM saved to {out}: chosen epoch {info['chosen_epoch']} of {info['epochs_run']} ({info['stop_reason']}), "
@@ -151,7 +160,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from spinrl.training.config import TrainConfig
     from spinrl.training.trainer import train
 
-    cfg = config_from_args(TrainConfig, args)
+    cfg = _resumed(TrainConfig, config_from_args(TrainConfig, args), args, ("dataset",))
     last = None
     for row in train(cfg):
         last = row if row.get("eval_return_mean") is not None else last
@@ -195,9 +204,8 @@ def cmd_behaviour_train(args: argparse.Namespace, extra: list[str]) -> int:
 
     cfg = config_from_args(BehaviourConfig, args)
     if cfg.resume:  # flags not given keep the run's own values: `--out DIR --resume` alone continues it
-        argv = args.argv[args.argv.index("train") + 1:]
-        given = (given_fields(BehaviourConfig, argv, skip=("env",)) | {"env"}) - {"out", "resume"}
-        cfg = resume_config(cfg.out, **{name: getattr(cfg, name) for name in given})
+        given = given_fields(BehaviourConfig, args.argv, skip=("env",)) - {"out", "resume"}
+        cfg = resume_config(cfg.out, **{name: getattr(cfg, name) for name in given | {"env"}})
     for row in train_behaviour(cfg):
         q = "-" if row["q_mean"] is None else f"{row['q_mean']:.2f}"
         print(f"step {row['env_step']}: eval return {row['eval_return_mean']:.1f} +/- {row['eval_return_std']:.1f}, "

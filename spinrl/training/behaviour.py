@@ -77,7 +77,8 @@ class BehaviourConfig:
     env_steps: int = 1_000_000
     """training env steps; the run stops at the first episode boundary at or after this"""
     resume: bool = False
-    """continue the run in --out from checkpoints/last.pt (a larger --env-steps extends it)"""
+    """continue the run in --out from checkpoints/last.pt (a larger --env-steps extends it); flags not given
+    keep the run's own values (`resume_config(out)` in Python)"""
     continue_from: str | None = None
     """a carry folder (`spinrl behaviour carry`) of an earlier run, possibly from another machine: continue it
     in a new --out with an empty replay that --refill steps of the carried policy refill (not bit-identical)"""

@@ -74,7 +74,8 @@ class TrainConfig:
     seed: int = 0
     """seed of everything: initialization, minibatches, dropout, action sampling"""
     resume: bool = False
-    """continue from the run directory's last checkpoint (bit-identical to an uninterrupted run)"""
+    """continue from the run directory's last checkpoint (bit-identical to an uninterrupted run); on the command
+    line, flags not given keep the run's own values"""
     checkpoint_every: int | None = None
     """gradient steps between checkpoints (default: eval_every, or 5000 without evaluation)"""
     log_every: int = 500
@@ -193,7 +194,7 @@ class PretrainConfig:
     seed: int = 0
     """seed of initialization, minibatches and masking"""
     resume: bool = False
-    """continue from the last epoch checkpoint"""
+    """continue from the last epoch checkpoint; on the command line, flags not given keep the run's own values"""
     device: str = "cpu"
     """torch device: cpu, cuda or auto"""
     threads: int | None = None
