@@ -53,6 +53,43 @@ def test_double_q_target_and_huber_loss():
     loss, info = q_loss(online, target, b, DecQNConfig())
     torch.testing.assert_close(loss, torch.nn.functional.huber_loss(online.q_value(b.obs, b.actions), y))
     assert set(info) >= {"loss", "q_mean"}
+    w = torch.tensor([1.0, 0.5, 0.25, 1.0, 0.0, 2.0])
+    loss, info = q_loss(online, target, b, DecQNConfig(), w)
+    q = online.q_value(b.obs, b.actions)
+    torch.testing.assert_close(loss, (torch.nn.functional.huber_loss(q, y, reduction="none") * w).mean())
+    torch.testing.assert_close(info["td_abs"], (q - y).abs().detach())
+
+
+def test_sum_tree_samples_in_proportion_and_rebuilds_bit_identically():
+    from spinrl.training.sumtree import SumTree
+
+    tree = SumTree(5)  # padded to 8 leaves; slots 3, 4 empty
+    tree.set(np.array([0, 1, 2, 1]), np.array([1.0, 9.0, 3.0, 2.0]))  # a repeated slot: the last value wins
+    assert tree.total == 6.0
+    idx = np.concatenate([tree.sample(np.random.default_rng(k), 300, 3) for k in range(100)])
+    freq = np.bincount(idx, minlength=3) / idx.size
+    np.testing.assert_allclose(freq, [1 / 6, 2 / 6, 3 / 6], atol=0.01)
+    rng = np.random.default_rng(0)
+    big = SumTree(1000)
+    for _ in range(50):  # incremental updates in batches, repeats included
+        big.set(rng.integers(0, 1000, 64), rng.random(64))
+    again = SumTree(1000)
+    again.rebuild(big.leaves(1000).copy())
+    assert np.array_equal(again.tree, big.tree)  # a resumed run samples exactly what the original would
+    assert np.array_equal(again.sample(np.random.default_rng(3), 256, 1000), big.sample(np.random.default_rng(3), 256, 1000))
+
+
+def test_prioritized_replay_weights_and_new_transitions_at_max_priority():
+    rep = bh.Replay(8, 2, 1, prioritized=True)
+    rep.add(np.zeros((4, 2)), np.zeros((4, 1)), np.arange(4.0), np.zeros((4, 2)), np.ones(4))
+    rep.update_priorities(np.array([0, 1, 2, 3]), np.array([0.0, 1.0, 3.0, 7.0]), 0.5)
+    p = (np.array([0.0, 1.0, 3.0, 7.0]) + rep.PRIORITY_FLOOR) ** 0.5
+    rep.add(np.zeros((1, 2)), np.zeros((1, 1)), np.array([9.0]), np.zeros((1, 2)), np.ones(1))
+    np.testing.assert_allclose(rep.tree.leaves(5), [*p, p.max()])  # the newcomer gets the largest priority
+    b, slots, w = rep.sample_prioritized(np.random.default_rng(0), 64, 0.4)
+    assert torch.equal(b.returns, torch.from_numpy(rep.returns[slots]))
+    expected = (5 * rep.tree.leaves(5)[slots] / rep.tree.total) ** -0.4
+    np.testing.assert_allclose(w.numpy(), expected / expected.max(), rtol=1e-6)
 
 
 def test_symlog_observations_and_policy_files_keep_the_transform(tmp_path):
@@ -127,6 +164,22 @@ def full_run(tmp_path_factory) -> Path:
     return out
 
 
+def test_prioritized_run_stopped_and_resumed_equals_uninterrupted(full_run, tmp_path):
+    """Prioritized replay resumes exactly: its priorities are saved beside the replay and the tree rebuilt."""
+    full = BehaviourConfig(out=str(tmp_path / "full"), env_steps=3000, replay="prioritized", **TINY)
+    list(train_behaviour(full))
+    part = replace(full, out=str(tmp_path / "part"))
+    for row in train_behaviour(part):
+        if row["env_step"] == 2000:
+            break
+    assert (next((tmp_path / "part" / "checkpoints").glob("replay-*")) / "priorities.npy").exists()
+    list(train_behaviour(replace(part, resume=True)))
+    assert _rows(tmp_path / "part") == _rows(tmp_path / "full")
+    assert _rows(tmp_path / "full") != _rows(full_run)  # the same run with uniform replay learns otherwise
+    with pytest.raises(ConfigError, match="--replay 'uniform' differs"):
+        next(train_behaviour(replace(full, replay="uniform", env_steps=4000, resume=True)))
+
+
 def test_stopped_and_resumed_run_equals_uninterrupted(full_run, tmp_path):
     out = tmp_path / "run"
     cfg = BehaviourConfig(out=str(out), env_steps=3000, **TINY)
@@ -153,6 +206,8 @@ def test_stopped_and_resumed_run_equals_uninterrupted(full_run, tmp_path):
         (dict(env="maze"), "dmc:<domain>-<task>"),
         (dict(obs_transform="log"), "--obs-transform 'log': choose one of none, symlog"),
         (dict(explore="sideways"), "--explore 'sideways': choose one of joint, per-dimension"),
+        (dict(replay="ranked"), "--replay 'ranked': choose one of uniform, prioritized"),
+        (dict(priority_exponent=1.5), "--priority-exponent 1.5: must be in"),
     ],
 )
 def test_bad_flags_are_one_line_errors(tmp_path, change, match):

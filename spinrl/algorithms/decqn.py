@@ -45,9 +45,14 @@ def q_target(online: DecQNNet, target: DecQNNet, batch: NStepBatch) -> torch.Ten
         return batch.returns + batch.discount * target.q_value(batch.next_obs, a_next)
 
 
-def q_loss(online: DecQNNet, target: DecQNNet, batch: NStepBatch, cfg: DecQNConfig) -> tuple[torch.Tensor, dict]:
-    """Huber TD loss of the mean-decomposed Q; returns (loss, info)."""
+def q_loss(online: DecQNNet, target: DecQNNet, batch: NStepBatch, cfg: DecQNConfig,
+           weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """Huber TD loss of the mean-decomposed Q, each row times ``weights`` [B] when given (prioritized
+    replay's importance weights); returns (loss, info) with info["td_abs"] = |Q - y| [B], the new priorities."""
     y = q_target(online, target, batch)  # no_grad forwards: backward only through the 256 rows of s_t
     q = online.q_value(batch.obs, batch.actions)
-    loss = F.huber_loss(q, y, delta=cfg.huber_delta)
-    return loss, {"loss": float(loss.detach()), "q_mean": float(q.detach().mean())}
+    if weights is None:
+        loss = F.huber_loss(q, y, delta=cfg.huber_delta)
+    else:
+        loss = (F.huber_loss(q, y, delta=cfg.huber_delta, reduction="none") * weights).mean()
+    return loss, {"loss": float(loss.detach()), "q_mean": float(q.detach().mean()), "td_abs": (q.detach() - y).abs()}

@@ -40,6 +40,7 @@ from spinrl.algorithms.common import polyak
 from spinrl.algorithms.decqn import DecQNConfig, NStepBatch, q_loss
 from spinrl.errors import CheckpointError, ConfigError
 from spinrl.models.decqn import OBS_TRANSFORMS, DecQNNet
+from spinrl.training.sumtree import SumTree
 from spinrl.utils.checkpoint import (
     CHECKPOINT_SCHEMA,
     capture_rng,
@@ -54,6 +55,7 @@ from spinrl.utils.optim import FusedAdam
 EVAL_SEED = 2_000_000_000
 """Evaluation episode k is reset with seed EVAL_SEED + k (the same episodes at every evaluation)."""
 EXPLORE_MODES = ("joint", "per-dimension")
+REPLAY_MODES = ("uniform", "prioritized")
 METRIC_FIELDS = ("env_step", "wall_seconds", "eval_return_mean", "eval_return_std", "epsilon", "loss",
                  "q_mean", "updates", "episodes", "train_return_mean")
 """``q_mean``: mean Q(s, a) of the replay batches since the last row; a steady climb with a rising loss
@@ -119,6 +121,14 @@ class BehaviourConfig:
     """epsilon floor"""
     eps_decay: float = 0.999
     """epsilon is multiplied by this after every exploratory (random) action (per-dimension: every env step)"""
+    replay: Literal["uniform", "prioritized"] = "uniform"
+    """uniform = the benchmark's DecQN; prioritized = proportional prioritized replay as in DecQN's original
+    agent (transitions drawn in proportion to |TD error|^--priority-exponent, losses weighted by importance
+    weights with --importance-exponent): rare rewarding transitions are replayed more often"""
+    priority_exponent: float = 0.6
+    """with --replay prioritized: how strongly |TD error| skews sampling (0 = uniform)"""
+    importance_exponent: float = 0.2
+    """with --replay prioritized: strength of the importance-weight correction (1 = full)"""
     explore: Literal["joint", "per-dimension"] = "joint"
     """joint = with probability epsilon the whole action is uniform random (the benchmark's DecQN);
     per-dimension = each sub-action independently, as epsilon-greedy over each dimension's utilities in
@@ -153,6 +163,11 @@ class BehaviourConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} {v!r}: must be a positive integer")
         if self.explore not in EXPLORE_MODES:
             raise ConfigError(f"--explore {self.explore!r}: choose one of {', '.join(EXPLORE_MODES)}")
+        if self.replay not in REPLAY_MODES:
+            raise ConfigError(f"--replay {self.replay!r}: choose one of {', '.join(REPLAY_MODES)}")
+        for name in ("priority_exponent", "importance_exponent"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: must be in [0, 1]")
         if self.obs_transform not in OBS_TRANSFORMS:
             raise ConfigError(f"--obs-transform {self.obs_transform!r}: choose one of {', '.join(OBS_TRANSFORMS)}")
         if self.warmup < 0:
@@ -173,8 +188,8 @@ DEFAULT_REFILL = 100_000
 
 # Fields that define the run: a resume with different values would not continue the same experiment.
 _IDENTITY = ("env", "bins", "hidden", "obs_transform", "seed", "lr", "grad_clip", "batch_size", "n_step", "gamma",
-             "tau", "warmup", "update_every", "eps_start", "eps_min", "eps_decay", "explore", "num_envs",
-             "eval_episodes")
+             "tau", "warmup", "update_every", "eps_start", "eps_min", "eps_decay", "explore", "replay",
+             "priority_exponent", "importance_exponent", "num_envs", "eval_episodes")
 
 
 def changed_flags(config: dict) -> str:
@@ -192,31 +207,54 @@ def changed_flags(config: dict) -> str:
 
 
 class Replay:
-    """Uniform replay of n-step transitions in preallocated numpy rings (no Python objects per row)."""
+    """Replay of n-step transitions in preallocated numpy rings (no Python objects per row): uniform, or
+    with a ``SumTree`` of priorities (``prioritized``)."""
 
     ARRAYS = ("obs", "actions", "returns", "next_obs", "discount")
+    PRIORITY_FLOOR = 1e-6
+    """added to |TD error| so that no transition's probability reaches 0"""
 
-    def __init__(self, capacity: int, obs_dim: int, n_sub: int):
+    def __init__(self, capacity: int, obs_dim: int, n_sub: int, prioritized: bool = False):
         self.capacity, self.size, self.ptr = int(capacity), 0, 0
         self.obs = np.zeros((capacity, obs_dim), np.float32)
         self.next_obs = np.zeros((capacity, obs_dim), np.float32)
         self.actions = np.zeros((capacity, n_sub), np.int16)
         self.returns = np.zeros(capacity, np.float32)
         self.discount = np.zeros(capacity, np.float32)
+        self.tree = SumTree(capacity) if prioritized else None
 
     def add(self, obs, actions, returns, next_obs, discount) -> None:
         n = len(returns)
         idx = (self.ptr + np.arange(n)) % self.capacity
         self.obs[idx], self.actions[idx], self.returns[idx] = obs, actions, returns
         self.next_obs[idx], self.discount[idx] = next_obs, discount
+        if self.tree is not None:  # new transitions are sampled at least once soon: the largest priority so far
+            self.tree.set(idx, self.tree.max_priority)
         self.ptr = int((self.ptr + n) % self.capacity)
         self.size = int(min(self.size + n, self.capacity))
 
-    def sample(self, rng: np.random.Generator, batch: int) -> NStepBatch:
-        i = rng.integers(0, self.size, batch)
+    def _batch(self, i: np.ndarray) -> NStepBatch:
         t = torch.from_numpy
         return NStepBatch(t(self.obs[i]), t(self.actions[i].astype(np.int64)), t(self.returns[i]),
                           t(self.next_obs[i]), t(self.discount[i]))
+
+    def sample(self, rng: np.random.Generator, batch: int) -> NStepBatch:
+        return self._batch(rng.integers(0, self.size, batch))
+
+    def sample_prioritized(self, rng: np.random.Generator, batch: int,
+                           importance_exponent: float) -> tuple[NStepBatch, np.ndarray, torch.Tensor]:
+        """(batch, slots, importance weights [B]): slot i drawn with probability p_i / sum p, weighted by
+        (size * P(i))^-importance_exponent / max (the bias correction of prioritized replay)."""
+        assert self.tree is not None, "sample_prioritized needs Replay(prioritized=True)"
+        i = self.tree.sample(rng, batch, self.size)
+        prob = self.tree.tree[self.tree.width + i] / self.tree.total
+        w = (self.size * prob) ** -importance_exponent
+        return self._batch(i), i, torch.from_numpy((w / w.max()).astype(np.float32))
+
+    def update_priorities(self, slots: np.ndarray, td_abs: np.ndarray, priority_exponent: float) -> None:
+        p = (np.asarray(td_abs, np.float64) + self.PRIORITY_FLOOR) ** priority_exponent
+        self.tree.set(slots, p)
+        self.tree.max_priority = max(self.tree.max_priority, float(p.max()))
 
     def save(self, folder: Path) -> dict:
         """Write each array's filled part as .npy (fsynced); returns the metadata ``last.pt`` keeps."""
@@ -229,7 +267,16 @@ class Replay:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, folder / f"{name}.npy")
-        return {"folder": folder.name, "size": self.size, "ptr": self.ptr, "capacity": self.capacity}
+        meta = {"folder": folder.name, "size": self.size, "ptr": self.ptr, "capacity": self.capacity}
+        if self.tree is not None:
+            tmp = folder / f".priorities.npy.tmp-{uuid.uuid4().hex[:8]}"
+            with open(tmp, "wb") as f:
+                np.save(f, self.tree.leaves(self.size), allow_pickle=False)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, folder / "priorities.npy")
+            meta["max_priority"] = self.tree.max_priority
+        return meta
 
     def load(self, folder: Path, meta: dict) -> None:
         if int(meta["capacity"]) != self.capacity:
@@ -244,6 +291,15 @@ class Replay:
                 raise CheckpointError(f"replay file {path} has shape {arr.shape}, expected ({n}, ...); it is corrupted")
             getattr(self, name)[:n] = arr
         self.size, self.ptr = n, int(meta["ptr"])
+        if self.tree is not None:
+            path = folder / "priorities.npy"
+            if not path.exists() or "max_priority" not in meta:
+                raise CheckpointError(f"replay priorities {path} are missing; the checkpoint folder is incomplete")
+            leaves = np.load(path, allow_pickle=False)
+            if leaves.shape != (n,):
+                raise CheckpointError(f"replay file {path} has shape {leaves.shape}, expected ({n},); it is corrupted")
+            self.tree.rebuild(leaves)
+            self.tree.max_priority = float(meta["max_priority"])
 
 
 def _warn_if_original_run_has_replay(carry: Path) -> None:
@@ -304,7 +360,7 @@ class _Run:
         # as train/pretrain; 1.08x the updates/s of Adam(foreach=True) here (python benchmarks/decqn_update.py)
         self.opt = FusedAdam(self.online.parameters(), lr=cfg.lr)
         self.rng = np.random.default_rng(cfg.seed)
-        self.replay = Replay(capacity, obs_dim, len(nvec))
+        self.replay = Replay(capacity, obs_dim, len(nvec), prioritized=cfg.replay == "prioritized")
         self.step = 0
         self.rounds = 0
         self.updates = 0
@@ -383,7 +439,8 @@ def _save_full(out: Path, cfg: BehaviourConfig, run: _Run) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-_ADDED_LATER = {"obs_transform": "none", "explore": "joint"}
+_ADDED_LATER = {"obs_transform": "none", "explore": "joint", "replay": "uniform", "priority_exponent": 0.6,
+                "importance_exponent": 0.2}
 """Identity fields that runs saved before them lack, with the value those runs had."""
 
 
@@ -557,8 +614,14 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
                 run.skipped += max(0, due - run.updates)  # these updates are dropped, not queued for later
                 due = run.updates
             while run.updates < due and run.replay.size >= run.min_replay:
-                batch = run.replay.sample(run.rng, cfg.batch_size)
-                loss, info = q_loss(run.online, run.target, batch, algo)
+                if run.replay.tree is None:
+                    batch, weights = run.replay.sample(run.rng, cfg.batch_size), None
+                else:
+                    batch, slots, weights = run.replay.sample_prioritized(run.rng, cfg.batch_size,
+                                                                          cfg.importance_exponent)
+                loss, info = q_loss(run.online, run.target, batch, algo, weights)
+                if weights is not None:
+                    run.replay.update_priorities(slots, info["td_abs"].numpy(), cfg.priority_exponent)
                 run.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(run.online.parameters(), cfg.grad_clip, foreach=True)
