@@ -117,7 +117,10 @@ def test_bf16_precision_runs_autocast_and_stays_close(maze, asm_dir, tmp_path):
         tiny_cfg(maze, tmp_path / "bad", precision="fp16").validate()
 
 
-def test_resume_is_bit_identical(maze, tmp_path):
+@pytest.mark.parametrize("via", ["api", "cli"])
+def test_resume_is_bit_identical(maze, tmp_path, capsys, via):
+    """Also through the CLI with only --out --resume: the flags not given keep the run's own values (its
+    batch size and model are not the CLI defaults); a given flag that differs is refused."""
     full = tiny_cfg(maze, tmp_path / "full", algo="awac", actor="saint", steps=18, checkpoint_every=6)
     run(full)
     part = tiny_cfg(maze, tmp_path / "part", algo="awac", actor="saint", steps=18, checkpoint_every=6)
@@ -126,41 +129,18 @@ def test_resume_is_bit_identical(maze, tmp_path):
         if row["step"] >= 9:
             break
     gen.close()
-    resumed = tiny_cfg(maze, tmp_path / "part", algo="awac", actor="saint", steps=18, checkpoint_every=6, resume=True)
-    run(resumed)
+    if via == "api":
+        run(tiny_cfg(maze, tmp_path / "part", algo="awac", actor="saint", steps=18, checkpoint_every=6, resume=True))
+    else:
+        from spinrl.cli.main import main
+
+        assert main(["train", maze, "--out", part.out, "--resume", "--seed", "3"]) == 2
+        assert "seed=3 but the run used 0" in capsys.readouterr().err
+        assert main(["train", maze, "--out", part.out, "--resume", "--no-progress"]) == 0
     assert metrics(tmp_path / "part") == metrics(tmp_path / "full")
     pa, pb = Policy.load(tmp_path / "part" / "policy.pt"), Policy.load(tmp_path / "full" / "policy.pt")
     for k, v in pa.nets.actor.state_dict().items():
         assert torch.equal(v, pb.nets.actor.state_dict()[k])
-
-
-def test_cli_resume_needs_only_out_and_keeps_the_runs_own_flags(maze, tmp_path, capsys):
-    """`spinrl train DATA --out DIR --resume` (and pretrain's) continue with the run's saved settings, not the
-    CLI defaults, exactly as the uninterrupted run; a flag given that differs is still refused."""
-    from spinrl.cli.main import main
-    from spinrl.training.pretrain import pretrain_iter
-
-    kw = dict(algo="awac", actor="saint", steps=18, checkpoint_every=6)
-    run(tiny_cfg(maze, tmp_path / "full", **kw))
-    gen = train(tiny_cfg(maze, tmp_path / "part", **kw))
-    for row in gen:
-        if row["step"] >= 9:
-            break
-    gen.close()
-    part = str(tmp_path / "part")
-    assert main(["train", maze, "--out", part, "--resume", "--seed", "3"]) == 2
-    assert "seed" in capsys.readouterr().err
-    assert main(["train", maze, "--out", part, "--resume", "--no-progress"]) == 0
-    assert metrics(tmp_path / "part") == metrics(tmp_path / "full")
-
-    pkw = dict(dataset=maze, max_epochs=4, steps_per_epoch=3, batch_size=32, model_kwargs=TINY, progress=False,
-               patience=10)
-    pretrain(PretrainConfig(out=str(tmp_path / "asm-full"), **pkw))
-    it = pretrain_iter(PretrainConfig(out=str(tmp_path / "asm-part"), **pkw))
-    next(it), next(it)
-    it.close()
-    assert main(["pretrain", maze, "--out", str(tmp_path / "asm-part"), "--resume", "--no-progress"]) == 0
-    assert metrics(tmp_path / "asm-part") == metrics(tmp_path / "asm-full")
 
 
 def test_resume_from_checkpoint_with_in_major_critic_output(maze, tmp_path):
@@ -273,7 +253,8 @@ def test_pretrain_stops_early_on_a_plateau(maze, tmp_path):
     assert info["stop_reason"] == "early_stop" and info["epochs_run"] == 3 and info["chosen_epoch"] == 1
 
 
-def test_pretrain_resume_matches(maze, tmp_path):
+@pytest.mark.parametrize("via", ["api", "cli"])
+def test_pretrain_resume_matches(maze, tmp_path, via):
     kw = dict(dataset=maze, max_epochs=4, steps_per_epoch=3, batch_size=32, model_kwargs=TINY, progress=False,
               patience=10)
     pretrain(PretrainConfig(out=str(tmp_path / "full"), **kw))
@@ -282,7 +263,12 @@ def test_pretrain_resume_matches(maze, tmp_path):
     it = pretrain_iter(PretrainConfig(out=str(tmp_path / "part"), **kw))
     next(it), next(it)
     it.close()
-    pretrain(PretrainConfig(out=str(tmp_path / "part"), resume=True, **kw))
+    if via == "api":
+        pretrain(PretrainConfig(out=str(tmp_path / "part"), resume=True, **kw))
+    else:  # only --out --resume: the run's batch size and model come from its config.json
+        from spinrl.cli.main import main
+
+        assert main(["pretrain", maze, "--out", str(tmp_path / "part"), "--resume", "--no-progress"]) == 0
     a = [{k: v for k, v in r.items() if k != "wall_seconds"} for r in csv.DictReader(open(tmp_path / "full" / "metrics.csv"))]
     b = [{k: v for k, v in r.items() if k != "wall_seconds"} for r in csv.DictReader(open(tmp_path / "part" / "metrics.csv"))]
     assert a == b
