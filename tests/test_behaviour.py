@@ -165,8 +165,9 @@ def full_run(tmp_path_factory) -> Path:
 
 
 def test_prioritized_run_stopped_and_resumed_equals_uninterrupted(full_run, tmp_path):
-    """Prioritized replay resumes exactly: its priorities are saved beside the replay and the tree rebuilt."""
-    full = BehaviourConfig(out=str(tmp_path / "full"), env_steps=3000, replay="prioritized", **TINY)
+    """Prioritized replay resumes exactly: its priorities are saved beside the replay and the tree rebuilt
+    (temporal exploration holds no state across episodes, so it resumes exactly too)."""
+    full = BehaviourConfig(out=str(tmp_path / "full"), env_steps=3000, replay="prioritized", explore="temporal", **TINY)
     list(train_behaviour(full))
     part = replace(full, out=str(tmp_path / "part"))
     for row in train_behaviour(part):
@@ -175,7 +176,7 @@ def test_prioritized_run_stopped_and_resumed_equals_uninterrupted(full_run, tmp_
     assert (next((tmp_path / "part" / "checkpoints").glob("replay-*")) / "priorities.npy").exists()
     list(train_behaviour(replace(part, resume=True)))
     assert _rows(tmp_path / "part") == _rows(tmp_path / "full")
-    assert _rows(tmp_path / "full") != _rows(full_run)  # the same run with uniform replay learns otherwise
+    assert _rows(tmp_path / "full") != _rows(full_run)  # the same run with uniform replay, joint exploration
     with pytest.raises(ConfigError, match="--replay 'uniform' differs"):
         next(train_behaviour(replace(full, replay="uniform", env_steps=4000, resume=True)))
 
@@ -205,7 +206,7 @@ def test_stopped_and_resumed_run_equals_uninterrupted(full_run, tmp_path):
         (dict(env="dmc:cheetah-fly"), "not a DM Control suite task"),
         (dict(env="maze"), "dmc:<domain>-<task>"),
         (dict(obs_transform="log"), "--obs-transform 'log': choose one of none, symlog"),
-        (dict(explore="sideways"), "--explore 'sideways': choose one of joint, per-dimension"),
+        (dict(explore="sideways"), "--explore 'sideways': choose one of joint, per-dimension, temporal"),
         (dict(replay="ranked"), "--replay 'ranked': choose one of uniform, prioritized"),
         (dict(priority_exponent=1.5), "--priority-exponent 1.5: must be in"),
     ],
@@ -234,6 +235,25 @@ def test_epsilon_greedy_replaces_whole_rows_or_single_sub_actions():
     a1, _ = bh.epsilon_greedy(r1, 6, nvec, 0.5, "joint", lambda: np.zeros((6, 20), np.int64))
     explore = r2.random(6) < 0.5
     assert np.array_equal(a1, np.where(explore[:, None], r2.integers(0, nvec, size=(6, 20)), 0))
+
+
+def test_temporal_exploration_holds_random_actions_for_zipf_durations():
+    nvec, K, G = np.full(20, 3), 20000, 7
+    greedy = lambda: np.full((K, 20), G)  # noqa: E731
+    rng, hold = np.random.default_rng(0), (np.zeros(K, np.int64), np.zeros((K, 20), np.int64))
+    a, started = bh.epsilon_greedy(rng, K, nvec, 0.3, "temporal", greedy, hold)
+    assert abs(started.mean() - 0.3) < 0.01 and ((a != G).all(1) == started).all()
+    first, steps = a.copy(), [a]
+    for _ in range(bh.TEMPORAL_MAX_HOLD + 1):  # epsilon 0: no new holds, the started ones run out
+        a, started = bh.epsilon_greedy(rng, K, nvec, 0.0, "temporal", greedy, hold)
+        assert not started.any()
+        steps.append(a)
+    a = np.stack(steps, 1)  # [K, T, N]
+    held = (a == first[:, None]).all(2) & (first != G).all(1)[:, None]
+    duration = held.sum(1)[(first != G).all(1)]
+    assert (held == (np.arange(a.shape[1]) < held.sum(1)[:, None])).all()  # one unbroken hold, then greedy
+    assert (a[~held] == G).all() and duration.max() <= bh.TEMPORAL_MAX_HOLD
+    assert abs(np.mean(duration == 1) - 6 / np.pi**2) < 0.02 and abs(np.mean(duration == 2) - 1.5 / np.pi**2) < 0.02
 
 
 def test_existing_run_needs_resume_and_same_settings(full_run):

@@ -54,7 +54,9 @@ from spinrl.utils.optim import FusedAdam
 
 EVAL_SEED = 2_000_000_000
 """Evaluation episode k is reset with seed EVAL_SEED + k (the same episodes at every evaluation)."""
-EXPLORE_MODES = ("joint", "per-dimension")
+EXPLORE_MODES = ("joint", "per-dimension", "temporal")
+TEMPORAL_MAX_HOLD = 100
+"""--explore temporal: the longest a random action is held (env steps)"""
 REPLAY_MODES = ("uniform", "prioritized")
 METRIC_FIELDS = ("env_step", "wall_seconds", "eval_return_mean", "eval_return_std", "epsilon", "loss",
                  "q_mean", "updates", "episodes", "train_return_mean")
@@ -129,10 +131,12 @@ class BehaviourConfig:
     """with --replay prioritized: how strongly |TD error| skews sampling (0 = uniform)"""
     importance_exponent: float = 0.2
     """with --replay prioritized: strength of the importance-weight correction (1 = full)"""
-    explore: Literal["joint", "per-dimension"] = "joint"
+    explore: Literal["joint", "per-dimension", "temporal"] = "joint"
     """joint = with probability epsilon the whole action is uniform random (the benchmark's DecQN);
     per-dimension = each sub-action independently, as epsilon-greedy over each dimension's utilities in
-    DecQN's original agent: an exploratory step perturbs ~epsilon x N joints instead of all of them"""
+    DecQN's original agent: an exploratory step perturbs ~epsilon x N joints instead of all of them;
+    temporal = ez-greedy (Dabney et al. 2021): a random action is held for a zipf(2)-distributed number of
+    steps (at most 100), so exploration makes sustained motions instead of one-step jitter"""
     num_envs: int = 5
     """episodes stepped together through one batched policy call"""
     eval_every: int = 25_000
@@ -316,13 +320,29 @@ def _warn_if_original_run_has_replay(carry: Path) -> None:
 
 
 def epsilon_greedy(rng: np.random.Generator, K: int, nvec: np.ndarray, epsilon: float | None, mode: str,
-                   greedy: Callable[[], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+                   greedy: Callable[[], np.ndarray],
+                   hold: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Actions [K, N] for K envs, and which rows count as exploratory for the epsilon decay [K].
 
     joint: each row is uniform random with probability epsilon, else ``greedy()`` (called only when some
     row needs it); per-dimension: each entry independently, and every row counts (epsilon decays per env
-    step). epsilon None = warm-up: uniform random actions, no uniforms drawn (the RNG stream of every run).
+    step); temporal: ``hold`` = (steps left [K], held actions [K, N]), updated in place: a row not holding
+    starts holding a uniform random action with probability epsilon, for zipf(2) steps (at most
+    TEMPORAL_MAX_HOLD), and only those starts count. epsilon None = warm-up: uniform random actions, no
+    uniforms drawn (the RNG stream of every run).
     """
+    if mode == "temporal" and epsilon is not None:
+        left, held = hold
+        start = (left == 0) & (rng.random(K) < epsilon)
+        if start.any():
+            held[start] = rng.integers(0, nvec, size=(int(start.sum()), len(nvec)))
+            left[start] = np.minimum(rng.zipf(2.0, int(start.sum())), TEMPORAL_MAX_HOLD)
+        holding = left > 0
+        left[holding] -= 1
+        if holding.all():
+            return held.copy(), start
+        with torch.no_grad():
+            return np.where(holding[:, None], held, greedy()), start
     if epsilon is None:
         explore = np.ones((K, 1), bool)
     elif mode == "joint":
@@ -589,6 +609,7 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
     while run.step < cfg.env_steps:
         # ---- one round: K whole episodes, acting through one batched policy call per step
         obs = vec.reset([(cfg.seed * 1_000_003 + run.rounds * K + i) % EVAL_SEED for i in range(K)])
+        hold = (np.zeros(K, np.int64), np.zeros((K, len(nvec)), np.int64))  # --explore temporal, per episode
         O, A, R = [obs], [], []
         active = np.ones(K, bool)
         ret = np.zeros(K)
@@ -596,7 +617,7 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
             before = run.step
             warm = run.step < cfg.warmup
             a, explored = epsilon_greedy(run.rng, K, nvec, None if warm else run.epsilon, cfg.explore,
-                                         lambda: run.online.greedy(torch.from_numpy(obs)).numpy())
+                                         lambda: run.online.greedy(torch.from_numpy(obs)).numpy(), hold)
             if not warm:  # epsilon x decay per exploratory action (benchmarks.md s.1)
                 run.epsilon = max(cfg.eps_min, run.epsilon * cfg.eps_decay ** int((explored & active).sum()))
             obs, r, te, tr = vec.step(a)
