@@ -276,6 +276,8 @@ def test_cli_resume_needs_only_out_and_keeps_the_runs_own_flags(full_run, tmp_pa
     assert "--hidden 64 differs from the run" in capsys.readouterr().err
     assert main(["behaviour", "train", "dmc:cheetah-run", "--out", str(out), "--resume", "--env-steps", "3000"]) == 0
     assert json.loads((out / "config.json").read_text())["hidden"] == 32
+    again = bh.resume_config(out, env_steps=4000)  # the same for the Python API
+    assert again.resume and again.hidden == 32 and again.warmup == 500 and again.env_steps == 4000
     assert _rows(out) == _rows(full_run)  # extending a finished run continues it exactly
 
 

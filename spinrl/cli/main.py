@@ -12,7 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from spinrl.cli.args import add_config_args, config_from_args, given_fields, parse_kwargs, resumed_config
+from spinrl.cli.args import add_config_args, config_from_args, parse_kwargs, resumed_config
 from spinrl.errors import ConfigError, SpinError
 from spinrl.spaces import FactoredSpace
 
@@ -134,13 +134,15 @@ def cmd_data_import_minari(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 # ---------------------------------------------------------------------- learning
-def _resumed(cls: type, cfg, args: argparse.Namespace, positional: tuple[str, ...]):
-    """With --resume, the flags not given keep the values in the run's config.json (`--out DIR --resume` alone
-    continues a run made with other flags); without it, or before the run has a config.json, ``cfg``."""
+def _resumed(cls: type, cfg, args: argparse.Namespace, positional: tuple[str, ...], key: str | None = "config"):
+    """With --resume, the flags not given keep the values in the run's config.json (under ``key``; None: the
+    whole file) so that `--out DIR --resume` alone continues a run made with other flags; without --resume,
+    or before the run has a config.json, ``cfg`` (the command then says what is missing)."""
     path = Path(cfg.out) / "config.json" if cfg.out else None
     if not cfg.resume or path is None or not path.exists():
         return cfg
-    return resumed_config(cls, cfg, args.argv, json.loads(path.read_text())["config"], positional)
+    saved = json.loads(path.read_text())
+    return resumed_config(cls, cfg, args.argv, saved if key is None else saved[key], positional)
 
 
 def cmd_pretrain(args: argparse.Namespace, extra: list[str]) -> int:
@@ -200,12 +202,9 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_behaviour_train(args: argparse.Namespace, extra: list[str]) -> int:
-    from spinrl.training.behaviour import BehaviourConfig, q_divergence, resume_config, train_behaviour
+    from spinrl.training.behaviour import BehaviourConfig, q_divergence, train_behaviour
 
-    cfg = config_from_args(BehaviourConfig, args)
-    if cfg.resume:  # flags not given keep the run's own values: `--out DIR --resume` alone continues it
-        given = given_fields(BehaviourConfig, args.argv, skip=("env",)) - {"out", "resume"}
-        cfg = resume_config(cfg.out, **{name: getattr(cfg, name) for name in given | {"env"}})
+    cfg = _resumed(BehaviourConfig, config_from_args(BehaviourConfig, args), args, ("env",), key=None)
     for row in train_behaviour(cfg):
         q = "-" if row["q_mean"] is None else f"{row['q_mean']:.2f}"
         print(f"step {row['env_step']}: eval return {row['eval_return_mean']:.1f} +/- {row['eval_return_std']:.1f}, "
