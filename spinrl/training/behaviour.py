@@ -210,6 +210,16 @@ def changed_flags(config: dict) -> str:
     return " ".join(flags)
 
 
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    """``arr`` as .npy, fsynced under a temporary name and then renamed: complete or absent, never partial."""
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    with open(tmp, "wb") as f:
+        np.save(f, arr, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 class Replay:
     """Replay of n-step transitions in preallocated numpy rings (no Python objects per row): uniform, or
     with a ``SumTree`` of priorities (``prioritized``)."""
@@ -264,21 +274,10 @@ class Replay:
         """Write each array's filled part as .npy (fsynced); returns the metadata ``last.pt`` keeps."""
         folder.mkdir(parents=True, exist_ok=True)
         for name in self.ARRAYS:
-            arr = getattr(self, name)[: self.size]
-            tmp = folder / f".{name}.npy.tmp-{uuid.uuid4().hex[:8]}"
-            with open(tmp, "wb") as f:
-                np.save(f, arr, allow_pickle=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, folder / f"{name}.npy")
+            _save_npy(folder / f"{name}.npy", getattr(self, name)[: self.size])
         meta = {"folder": folder.name, "size": self.size, "ptr": self.ptr, "capacity": self.capacity}
         if self.tree is not None:
-            tmp = folder / f".priorities.npy.tmp-{uuid.uuid4().hex[:8]}"
-            with open(tmp, "wb") as f:
-                np.save(f, self.tree.leaves(self.size), allow_pickle=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, folder / "priorities.npy")
+            _save_npy(folder / "priorities.npy", self.tree.leaves(self.size))
             meta["max_priority"] = self.tree.max_priority
         return meta
 
