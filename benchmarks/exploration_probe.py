@@ -45,16 +45,24 @@ def rollout(env, values: np.ndarray, scheme: str, rng: np.random.Generator, afte
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--task", default="humanoid-stand", help="a DM Control domain-task with a head (humanoid-*)")
+    p.add_argument("--task", default="humanoid-stand", help="a humanoid task (humanoid-stand, -walk, -run)")
     p.add_argument("--bins", type=int, default=3)
     p.add_argument("--episodes", type=int, default=8)
     p.add_argument("--after", type=int, default=100, help="count head height and reward from this step on")
     p.add_argument("--schemes", nargs="+", default=["uniform", "zero", "zipf", "hold-10", "hold-30"])
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    domain, _, task = args.task.partition("-")
+    if domain != "humanoid" or not task:
+        p.error(f"--task {args.task!r}: the probe measures head height, so it needs humanoid-<task> (e.g. humanoid-stand)")
+    held = lambda s: s.startswith("hold-") and s[5:].isdigit() and int(s[5:]) > 0  # noqa: E731
+    bad = [s for s in args.schemes if s not in ("uniform", "zero", "zipf") and not held(s)]
+    if bad:
+        p.error(f"--schemes {' '.join(bad)}: use uniform, zero, zipf or hold-K with K a positive number of steps")
+    if args.bins < 2 or args.episodes < 1 or not 0 <= args.after < 1000:
+        p.error("--bins >= 2, --episodes >= 1 and 0 <= --after < 1000 (episodes last 1000 steps)")
     from dm_control import suite
 
-    domain, task = args.task.split("-", 1)
     env = suite.load(domain, task, task_kwargs={"random": args.seed})
     spec = env.action_spec()
     values = np.linspace(spec.minimum, spec.maximum, args.bins).T  # [N, bins], as the dmc: environments
