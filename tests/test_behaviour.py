@@ -119,6 +119,29 @@ def test_a_mean_q_above_what_the_rewards_allow_is_reported_as_diverging():
     assert bh.q_divergence(15.0, 0.9) is not None  # the bound follows gamma
 
 
+def test_head_height_shaping_changes_only_the_training_reward(tmp_path):
+    """The replay holds task reward + scale x min(head height / 1.4, 1) of the next state; the metrics keep
+    the task's own return (here the one warm-up episode's: replay rewards minus the bonus, summed)."""
+    cfg = BehaviourConfig(out=str(tmp_path / "r"), env="dmc:humanoid-stand", bins=3, hidden=32, warmup=1000,
+                          n_step=1, num_envs=1, env_steps=1000, eval_every=1000, checkpoint_every=1000,
+                          eval_episodes=1, progress=False, shaping="head-height", shaping_scale=0.5)
+    (row,) = train_behaviour(cfg)
+    folder = next((tmp_path / "r" / "checkpoints").glob("replay-*"))
+    returns, next_obs = np.load(folder / "returns.npy"), np.load(folder / "next_obs.npy")
+    head = next_obs[:, 21]  # humanoid's flat observation: 21 joint angles, then head_height
+    bonus = 0.5 * np.clip(head / bh.STAND_HEIGHT, 0, 1)
+    assert returns.shape == (1000,) and bonus.min() > 0.01  # the head never reaches the floor's height 0
+    task = returns - bonus
+    assert task.min() > -1e-6 and task.max() < 1 + 1e-6
+    assert row["train_return_mean"] == pytest.approx(task.sum(), abs=1e-3)
+    assert returns.sum() - task.sum() > 10  # the bonus is in the replay
+    assert bh.reward_max(vars(cfg)) == 1.5 and bh.q_divergence(140.0, 0.99, 1.5) is None
+    with pytest.raises(ConfigError, match="--shaping head-height: dmc:cheetah-run's observation has no head_height"):
+        BehaviourConfig(out="x", shaping="head-height").validate()
+    with pytest.raises(ConfigError, match="--shaping 'up': choose one of none, head-height"):
+        BehaviourConfig(out="x", shaping="up").validate()
+
+
 def test_changed_flags_name_what_a_run_changed_and_old_configs_resume():
     assert bh.changed_flags({"lr": 5e-5, "obs_transform": "symlog", "hidden": 512}) == "--obs-transform symlog --lr 5e-05"
     old = {k: v for k, v in vars(BehaviourConfig(out="x")).items() if k != "obs_transform"}  # a config.json from before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from typing import Sequence
 
 import gymnasium as gym
@@ -42,6 +43,19 @@ def parse_task(env_id: str) -> tuple[str, str]:
         valid = ", ".join(f"dmc:{d}-{t}" for d, t in suite.BENCHMARKING)
         raise SpinError(f"env_id '{env_id}' is not a DM Control suite task; use one of {valid}")
     return domain, task
+
+
+@lru_cache(maxsize=None)
+def observation_slices(env_id: str) -> dict[str, slice]:
+    """Where each named observation of a task lies in DMCEnv's flat observation (e.g. humanoid's head_height)."""
+    domain, task = parse_task(env_id)
+    _quiet_absl()
+    out, at = {}, 0
+    for key, spec in suite.load(domain, task).observation_spec().items():
+        size = int(np.prod(spec.shape))
+        out[key] = slice(at, at + size)
+        at += size
+    return out
 
 
 def bin_values(bins: int | Sequence[int], low: np.ndarray, high: np.ndarray) -> list[np.ndarray]:

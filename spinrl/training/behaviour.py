@@ -58,6 +58,9 @@ EXPLORE_MODES = ("joint", "per-dimension", "temporal")
 TEMPORAL_MAX_HOLD = 100
 """--explore temporal: the longest a random action is held (env steps)"""
 REPLAY_MODES = ("uniform", "prioritized")
+SHAPINGS = ("none", "head-height")
+STAND_HEIGHT = 1.4
+"""dm_control humanoid's head height of a standing body (``humanoid._STAND_HEIGHT``): --shaping head-height's cap"""
 METRIC_FIELDS = ("env_step", "wall_seconds", "eval_return_mean", "eval_return_std", "epsilon", "loss",
                  "q_mean", "updates", "episodes", "train_return_mean")
 """``q_mean``: mean Q(s, a) of the replay batches since the last row; a steady climb with a rising loss
@@ -137,6 +140,14 @@ class BehaviourConfig:
     DecQN's original agent: an exploratory step perturbs ~epsilon x N joints instead of all of them;
     temporal = ez-greedy (Dabney et al. 2021): a random action is held for a zipf(2)-distributed number of
     steps (at most 100), so exploration makes sustained motions instead of one-step jitter"""
+    shaping: Literal["none", "head-height"] = "none"
+    """training reward only (evaluations, metrics and datasets keep the task's reward): head-height adds
+    --shaping-scale x min(head height / 1.4, 1) to each step's reward, for tasks whose observation has a
+    head_height (humanoid). humanoid-stand's reward is ~0 until the head is above ~1 m, so from the floor
+    the learner sees no signal (3 runs, up to 7.5M env steps, stayed at the random policy's level); the
+    bonus is largest when standing, so it points where the task's reward does"""
+    shaping_scale: float = 0.5
+    """with --shaping head-height: the bonus of a head at standing height (the task's reward is at most 1)"""
     num_envs: int = 5
     """episodes stepped together through one batched policy call"""
     eval_every: int = 25_000
@@ -153,7 +164,7 @@ class BehaviourConfig:
     def validate(self) -> None:
         if not isinstance(self.env, str) or not self.env.startswith("dmc:"):
             raise ConfigError(f"env {self.env!r}: behaviour training is for DM Control tasks; use dmc:<domain>-<task> (e.g. dmc:cheetah-run)")
-        from spinrl.envs.dmc import parse_task
+        from spinrl.envs.dmc import observation_slices, parse_task
 
         parse_task(self.env)  # raises naming the valid tasks
         if int(self.bins) < 2:
@@ -172,6 +183,13 @@ class BehaviourConfig:
         for name in ("priority_exponent", "importance_exponent"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: must be in [0, 1]")
+        if self.shaping not in SHAPINGS:
+            raise ConfigError(f"--shaping {self.shaping!r}: choose one of {', '.join(SHAPINGS)}")
+        if not 0 < self.shaping_scale <= 10:
+            raise ConfigError(f"--shaping-scale {self.shaping_scale!r}: must be in (0, 10]")
+        if self.shaping == "head-height" and "head_height" not in observation_slices(self.env):
+            raise ConfigError(f"--shaping head-height: {self.env}'s observation has no head_height (humanoid tasks "
+                              "have it); drop --shaping")
         if self.obs_transform not in OBS_TRANSFORMS:
             raise ConfigError(f"--obs-transform {self.obs_transform!r}: choose one of {', '.join(OBS_TRANSFORMS)}")
         if self.warmup < 0:
@@ -193,7 +211,7 @@ DEFAULT_REFILL = 100_000
 # Fields that define the run: a resume with different values would not continue the same experiment.
 _IDENTITY = ("env", "bins", "hidden", "obs_transform", "seed", "lr", "grad_clip", "batch_size", "n_step", "gamma",
              "tau", "warmup", "update_every", "eps_start", "eps_min", "eps_decay", "explore", "replay",
-             "priority_exponent", "importance_exponent", "num_envs", "eval_episodes")
+             "priority_exponent", "importance_exponent", "shaping", "shaping_scale", "num_envs", "eval_episodes")
 
 
 def changed_flags(config: dict) -> str:
@@ -459,7 +477,7 @@ def _save_full(out: Path, cfg: BehaviourConfig, run: _Run) -> None:
 
 
 _ADDED_LATER = {"obs_transform": "none", "explore": "joint", "replay": "uniform", "priority_exponent": 0.6,
-                "importance_exponent": 0.2}
+                "importance_exponent": 0.2, "shaping": "none", "shaping_scale": 0.5}
 """Identity fields that runs saved before them lack, with the value those runs had."""
 
 
@@ -477,14 +495,19 @@ def resume_config(out: str | Path, **given) -> BehaviourConfig:
     return BehaviourConfig(**values)
 
 
-def q_divergence(q_mean: float | None, gamma: float) -> str | None:
-    """A warning when the mean Q exceeds 1 / (1 - gamma), the most that DM Control's per-step rewards in
-    [0, 1] allow: the estimates have run away (dog-trot at 10 bins: 8.8 -> 2465 within 150k steps)."""
-    bound = 1.0 / (1.0 - gamma)
+def reward_max(config: dict) -> float:
+    """The largest per-step training reward of a run config: DM Control's 1, plus a --shaping bonus."""
+    return 1.0 + (config.get("shaping_scale", 0.5) if config.get("shaping", "none") != "none" else 0.0)
+
+
+def q_divergence(q_mean: float | None, gamma: float, r_max: float = 1.0) -> str | None:
+    """A warning when the mean Q exceeds r_max / (1 - gamma), the most that DM Control's per-step rewards in
+    [0, r_max] allow: the estimates have run away (dog-trot at 10 bins: 8.8 -> 2465 within 150k steps)."""
+    bound = r_max / (1.0 - gamma)
     if q_mean is None or q_mean <= bound:
         return None
-    return (f"mean Q {q_mean:.1f} is above {bound:.0f} = 1/(1-gamma), the most [0, 1] rewards allow: the Q estimates "
-            "are diverging (the policies saved before it stay candidates for export)")
+    return (f"mean Q {q_mean:.1f} is above {bound:.0f} = {r_max:g}/(1-gamma), the most [0, {r_max:g}] rewards allow: "
+            "the Q estimates are diverging (the policies saved before it stay candidates for export)")
 
 
 def _check_identity(saved: dict, cfg: BehaviourConfig, where: str, verb: str) -> None:
@@ -605,6 +628,9 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
     last_eval = run.rows[-1]["eval_return_mean"] if run.rows else None
     t_start = time.time() - run.wall
     K = cfg.num_envs
+    from spinrl.envs.dmc import observation_slices
+
+    head = observation_slices(cfg.env)["head_height"] if cfg.shaping == "head-height" else None
     while run.step < cfg.env_steps:
         # ---- one round: K whole episodes, acting through one batched policy call per step
         obs = vec.reset([(cfg.seed * 1_000_003 + run.rounds * K + i) % EVAL_SEED for i in range(K)])
@@ -621,7 +647,9 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
                 run.epsilon = max(cfg.eps_min, run.epsilon * cfg.eps_decay ** int((explored & active).sum()))
             obs, r, te, tr = vec.step(a)
             r = np.where(active, r, 0.0)
-            O.append(obs); A.append(a); R.append(r)
+            O.append(obs); A.append(a)
+            R.append(r if head is None else r + active * cfg.shaping_scale
+                     * np.clip(obs[:, head].ravel() / STAND_HEIGHT, 0.0, 1.0))  # training reward (--shaping)
             ret += r
             run.step += int(active.sum())
             ended = active & (te | tr)
@@ -675,7 +703,7 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
             last_eval = row["eval_return_mean"]
             bar.set_postfix(eval=f"{last_eval:.1f}", eps=f"{run.epsilon:.3f}",
                             q="-" if row["q_mean"] is None else f"{row['q_mean']:.2f}"
-                            + (" DIVERGING" if q_divergence(row["q_mean"], cfg.gamma) else ""))
+                            + (" DIVERGING" if q_divergence(row["q_mean"], cfg.gamma, reward_max(asdict(cfg))) else ""))
         if run.step >= run.next_ckpt or finished:
             while run.next_ckpt <= run.step:
                 run.next_ckpt += cfg.checkpoint_every
