@@ -117,6 +117,14 @@ def test_a_mean_q_above_what_the_rewards_allow_is_reported_as_diverging():
     assert bh.q_divergence(None, 0.99) is None and bh.q_divergence(99.0, 0.99) is None
     assert "mean Q 2465.5 is above 100 = 1/(1-gamma)" in bh.q_divergence(2465.5, 0.99)
     assert bh.q_divergence(15.0, 0.9) is not None  # the bound follows gamma
+    # the dog-trot 10-bin run that collapsed (rows of its metrics.csv): Q against what its episodes earn
+    assert bh.q_divergence(15.1, 0.99, train_return=75.5) is None  # 775k: return still ~75
+    assert bh.q_divergence(20.4, 0.99, train_return=18.6) == "mean Q 20.4 is over 4x the 1.9 that the training episodes' return 18.6 supports"
+    assert bh.q_divergence(5.2, 0.99, train_return=17.0) is None  # dog-trot 30 bins early on (healthy): the floor of 2
+    shaped = {"shaping": "head-height"}
+    assert bh.training_return({"train_return_mean": 8.0, "train_reward_return_mean": 270.0}, shaped) == 270.0
+    assert bh.training_return({"train_return_mean": 8.0}, shaped) is None  # a row from before the field
+    assert bh.training_return({"train_return_mean": 8.0}, {}) == 8.0
 
 
 def test_head_height_shaping_changes_only_the_training_reward(tmp_path):
@@ -134,6 +142,7 @@ def test_head_height_shaping_changes_only_the_training_reward(tmp_path):
     task = returns - bonus
     assert task.min() > -1e-6 and task.max() < 1 + 1e-6
     assert row["train_return_mean"] == pytest.approx(task.sum(), abs=1e-3)
+    assert row["train_reward_return_mean"] == pytest.approx(returns.sum(), abs=1e-3)
     assert returns.sum() - task.sum() > 10  # the bonus is in the replay
     assert bh.reward_max(vars(cfg)) == 1.5 and bh.q_divergence(140.0, 0.99, 1.5) is None
     with pytest.raises(ConfigError, match="--shaping head-height: dmc:cheetah-run's observation has no head_height"):
@@ -535,7 +544,7 @@ def test_exported_set_regenerates_same_dataset(tmp_path, monkeypatch):
     idx_path.write_text(json.dumps(idx))
     md_fell = write_report(tmp_path, tmp_path, tmp_path / "docs" / "datasets.md", tmp_path / "docs" / "img").read_text()
     assert ("- Last evaluation: env step 100,000, greedy return 9.0; the run fell after its best (100.0 at 75,000), its mean Q "
-            "going from 5.0 to 900.0, above the 100 that [0, 1] rewards allow (diverged).") in md_fell
+            "going from 5.0 to 900.0 (diverged: mean Q 900.0 is above 100 = 1/(1-gamma), the most [0, 1] rewards allow).") in md_fell
     idx["run"]["metrics"][-1]["q_mean"] = 90.0  # 18x its best's Q, but within what the rewards allow: no verdict
     idx_path.write_text(json.dumps(idx))
     md_q90 = write_report(tmp_path, tmp_path, tmp_path / "docs" / "datasets.md", tmp_path / "docs" / "img").read_text()

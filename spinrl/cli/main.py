@@ -202,16 +202,16 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_behaviour_train(args: argparse.Namespace, extra: list[str]) -> int:
-    from spinrl.training.behaviour import BehaviourConfig, q_divergence, reward_max, train_behaviour
+    from spinrl.training.behaviour import DIVERGING, BehaviourConfig, q_divergence, reward_max, train_behaviour, training_return
 
     cfg = _resumed(BehaviourConfig, config_from_args(BehaviourConfig, args), args, ("env",), key=None)
     for row in train_behaviour(cfg):
         q = "-" if row["q_mean"] is None else f"{row['q_mean']:.2f}"
         print(f"step {row['env_step']}: eval return {row['eval_return_mean']:.1f} +/- {row['eval_return_std']:.1f}, "
               f"epsilon {row['epsilon']:.3f}, loss {row['loss']}, q {q}, wall {row['wall_seconds']:.0f}s", flush=True)
-        warning = q_divergence(row["q_mean"], cfg.gamma, reward_max(vars(cfg)))
+        warning = q_divergence(row["q_mean"], cfg.gamma, reward_max(vars(cfg)), training_return(row, vars(cfg)))
         if warning:
-            print(f"warning: step {row['env_step']}: {warning}", file=sys.stderr, flush=True)
+            print(f"warning: step {row['env_step']}: {warning}{DIVERGING}", file=sys.stderr, flush=True)
     print(f"run saved to {cfg.out}")
     return 0
 

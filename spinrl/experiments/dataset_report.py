@@ -27,7 +27,7 @@ from spinrl.data.cache import data_dir
 from spinrl.envs import DMC_REFERENCE
 from spinrl.experiments.behaviour_sets import (REFERENCE_EPISODES, REFERENCE_MAX_EPISODES, REFERENCE_PRECISION,
                                               SELECT_EPISODES)
-from spinrl.training.behaviour import changed_flags, q_divergence, reward_max
+from spinrl.training.behaviour import changed_flags, q_divergence, reward_max, training_return
 from spinrl.utils.checkpoint import write_text_atomic
 
 BENCHMARK_SIZES = {"medium": 1_000_000, "expert": 1_000_000, "medium-expert": 2_000_000, "random-medium-expert": 200_000}
@@ -301,13 +301,12 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
         if evals:
             last, top = evals[-1], max(evals, key=lambda r: r["eval_return_mean"])
             fell = last["eval_return_mean"] < 0.5 * top["eval_return_mean"]
+            why = q_divergence(last.get("q_mean"), cfg.get("gamma", 0.99), reward_max(cfg), training_return(last, cfg))
             lines.append(
                 f"- Last evaluation: env step {int(last['env_step']):,}, greedy return {last['eval_return_mean']:.1f}"
                 + (f"; the run fell after its best ({top['eval_return_mean']:.1f} at {int(top['env_step']):,})"
-                   + (f", its mean Q going from {top['q_mean']:.1f} to {last['q_mean']:.1f}, above the "
-                      f"{reward_max(cfg) / (1 - cfg.get('gamma', 0.99)):.0f} that [0, {reward_max(cfg):g}] rewards allow "
-                      "(diverged)" if top.get("q_mean") is not None
-                      and q_divergence(last.get("q_mean"), cfg.get("gamma", 0.99), reward_max(cfg)) else "")
+                   + (f", its mean Q going from {top['q_mean']:.1f} to {last['q_mean']:.1f} (diverged: {why})"
+                      if top.get("q_mean") is not None and why else "")
                    if fell else "") + ".")
         if going_on:
             best = going_on["best"]

@@ -62,9 +62,14 @@ SHAPINGS = ("none", "head-height")
 STAND_HEIGHT = 1.4
 """dm_control humanoid's head height of a standing body (``humanoid._STAND_HEIGHT``): --shaping head-height's cap"""
 METRIC_FIELDS = ("env_step", "wall_seconds", "eval_return_mean", "eval_return_std", "epsilon", "loss",
-                 "q_mean", "updates", "episodes", "train_return_mean")
+                 "q_mean", "updates", "episodes", "train_return_mean", "train_reward_return_mean")
 """``q_mean``: mean Q(s, a) of the replay batches since the last row; a steady climb with a rising loss
-warns of divergence before the returns show it."""
+warns of divergence before the returns show it. ``train_return_mean``: the training episodes' task return;
+``train_reward_return_mean``: their return under the reward the learner trains on (--shaping included)."""
+DIVERGENCE_RATIO = 4.0
+"""q_divergence: a mean Q this many times above what the training episodes' rewards support (at least 2 per
+step's worth) is reported as diverging. Over the committed and carried runs the healthy ones stayed below
+0.71 of that bound; the two dog-trot 10-bin runs that collapsed crossed it at the row where the collapse began"""
 TIMING_FIELDS = ("wall_seconds",)
 POLICY_KIND = "decqn-policy"
 CARRY_KIND = "decqn-behaviour-carry"
@@ -407,6 +412,7 @@ class _Run:
         self.losses: list[float] = []  # since the last metrics row
         self.q_means: list[float] = []
         self.train_returns: list[float] = []
+        self.train_rewards: list[float] = []  # the same episodes' returns under the training reward
         self.next_eval = cfg.eval_every
         self.next_ckpt = cfg.checkpoint_every
         self.min_replay = cfg.batch_size  # a continued run first refills its replay to --warmup
@@ -467,7 +473,8 @@ def _save_full(out: Path, cfg: BehaviourConfig, run: _Run) -> None:
         "rng": capture_rng(run.rng), "replay": meta, "step": run.step, "rounds": run.rounds, "updates": run.updates,
         "epsilon": run.epsilon, "wall": run.wall, "rows": json.dumps(run.rows), "losses": list(run.losses),
         "q_means": list(run.q_means),
-        "train_returns": list(run.train_returns), "next_eval": run.next_eval, "next_ckpt": run.next_ckpt,
+        "train_returns": list(run.train_returns),
+        "train_rewards": list(run.train_rewards), "next_eval": run.next_eval, "next_ckpt": run.next_ckpt,
         "min_replay": run.min_replay, "continued_at": list(run.continued_at), "skipped": run.skipped,
     }
     save_atomic(state, ck / "last.pt")
@@ -500,14 +507,36 @@ def reward_max(config: dict) -> float:
     return 1.0 + (config.get("shaping_scale", 0.5) if config.get("shaping", "none") != "none" else 0.0)
 
 
-def q_divergence(q_mean: float | None, gamma: float, r_max: float = 1.0) -> str | None:
-    """A warning when the mean Q exceeds r_max / (1 - gamma), the most that DM Control's per-step rewards in
-    [0, r_max] allow: the estimates have run away (dog-trot at 10 bins: 8.8 -> 2465 within 150k steps)."""
-    bound = r_max / (1.0 - gamma)
-    if q_mean is None or q_mean <= bound:
+DIVERGING = ": the Q estimates are diverging (the policies saved before it stay candidates for export)"
+
+
+def training_return(row: dict, config: dict) -> float | None:
+    """A metrics row's mean training-episode return under the reward the learner trains on (rows written
+    before ``train_reward_return_mean`` have it only without --shaping, as ``train_return_mean``)."""
+    value = row.get("train_reward_return_mean")
+    if value in (None, "") and config.get("shaping", "none") == "none":
+        value = row.get("train_return_mean")
+    return None if value in (None, "") else float(value)
+
+
+def q_divergence(q_mean: float | None, gamma: float, r_max: float = 1.0, train_return: float | None = None,
+                 episode_steps: int = 1000) -> str | None:
+    """A warning when the mean Q has run away: above r_max / (1 - gamma), the most that per-step rewards in
+    [0, r_max] allow (dog-trot at 10 bins: 8.8 -> 2465 within 150k steps), or DIVERGENCE_RATIO times above
+    the discounted value the training episodes' return supports, return / episode_steps / (1 - gamma) (a
+    second dog-trot 10-bin run: Q 10 -> 42 while its return fell 95 -> 12, below the first bound).
+    Returns the reason (append DIVERGING to warn), or None."""
+    if q_mean is None:
         return None
-    return (f"mean Q {q_mean:.1f} is above {bound:.0f} = {r_max:g}/(1-gamma), the most [0, {r_max:g}] rewards allow: "
-            "the Q estimates are diverging (the policies saved before it stay candidates for export)")
+    bound = r_max / (1.0 - gamma)
+    if q_mean > bound:
+        return f"mean Q {q_mean:.1f} is above {bound:.0f} = {r_max:g}/(1-gamma), the most [0, {r_max:g}] rewards allow"
+    if train_return is not None:
+        supported = train_return / episode_steps / (1.0 - gamma)
+        if q_mean > DIVERGENCE_RATIO * max(supported, 2.0):
+            return (f"mean Q {q_mean:.1f} is over {DIVERGENCE_RATIO:g}x the {supported:.1f} that the training "
+                    f"episodes' return {train_return:.1f} supports")
+    return None
 
 
 def _check_identity(saved: dict, cfg: BehaviourConfig, where: str, verb: str) -> None:
@@ -535,6 +564,7 @@ def _restore(out: Path, cfg: BehaviourConfig, run: _Run, carry: bool = False) ->
     run.epsilon, run.wall = float(st["epsilon"]), float(st["wall"])
     run.rows = json.loads(st["rows"])
     run.losses, run.train_returns = list(st["losses"]), list(st["train_returns"])
+    run.train_rewards = list(st.get("train_rewards", []))  # checkpoints from before the field: none
     run.q_means = list(st.get("q_means", []))  # checkpoints written before q_mean was logged have none
     run.next_eval, run.next_ckpt = int(st["next_eval"]), int(st["next_ckpt"])
     run.min_replay, run.continued_at = int(st.get("min_replay", cfg.batch_size)), list(st.get("continued_at", []))
@@ -637,7 +667,7 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
         hold = (np.zeros(K, np.int64), np.zeros((K, len(nvec)), np.int64))  # --explore temporal, per episode
         O, A, R = [obs], [], []
         active = np.ones(K, bool)
-        ret = np.zeros(K)
+        ret, ret_train = np.zeros(K), np.zeros(K)
         while active.any():
             before = run.step
             warm = run.step < cfg.warmup
@@ -651,6 +681,7 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
             R.append(r if head is None else r + active * cfg.shaping_scale
                      * np.clip(obs[:, head].ravel() / STAND_HEIGHT, 0.0, 1.0))  # training reward (--shaping)
             ret += r
+            ret_train += R[-1]
             run.step += int(active.sum())
             ended = active & (te | tr)
             _add_complete(run.replay, O, A, R, active & ~ended, ended, te, cfg.n_step, cfg.gamma)
@@ -680,6 +711,7 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
                 run.updates += 1
         run.rounds += 1
         run.train_returns.extend(ret.tolist())
+        run.train_rewards.extend(ret_train.tolist())
         run.wall = time.time() - t_start
         # ---- episode boundary: evaluate, save policy, checkpoint
         finished = run.step >= cfg.env_steps
@@ -694,16 +726,18 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
                 "q_mean": round(float(np.mean(run.q_means)), 6) if run.q_means else None,
                 "updates": run.updates, "episodes": run.rounds * K,
                 "train_return_mean": round(float(np.mean(run.train_returns)), 4) if run.train_returns else None,
+                "train_reward_return_mean": round(float(np.mean(run.train_rewards)), 4) if run.train_rewards else None,
             }
             run.rows.append(row)
-            run.losses, run.q_means, run.train_returns = [], [], []
+            run.losses, run.q_means, run.train_returns, run.train_rewards = [], [], [], []
             while run.next_eval <= run.step:
                 run.next_eval += cfg.eval_every
             _write_metrics(out, run.rows)
             last_eval = row["eval_return_mean"]
             bar.set_postfix(eval=f"{last_eval:.1f}", eps=f"{run.epsilon:.3f}",
                             q="-" if row["q_mean"] is None else f"{row['q_mean']:.2f}"
-                            + (" DIVERGING" if q_divergence(row["q_mean"], cfg.gamma, reward_max(asdict(cfg))) else ""))
+                            + (" DIVERGING" if q_divergence(row["q_mean"], cfg.gamma, reward_max(asdict(cfg)),
+                                                           training_return(row, asdict(cfg))) else ""))
         if run.step >= run.next_ckpt or finished:
             while run.next_ckpt <= run.step:
                 run.next_ckpt += cfg.checkpoint_every
