@@ -534,6 +534,17 @@ def test_exported_set_regenerates_same_dataset(tmp_path, monkeypatch):
             f"`{tmp_path / 'carry' / 'cheetah-run-3'}`: 100,000 env steps in 2.00 h so far, best greedy return 150.0 "
             "+/- 5.0 at env step 100,000.") in md_on and "Continue: `spinrl behaviour train CONTINUE`." in md_on
     assert "| random-medium-expert | 2,400 / 200,000 |" in md_on  # the exported set's datasets stay on the page
+    # another attempt (carry/<task>-<bins>-<name>) is a table row: its flags, best and last return, a divergence
+    (tmp_path / "carry" / "cheetah-run-3-lr").mkdir()
+    cfg_lr = {**run["config"], "lr": 5e-5}
+    metrics_lr = run["metrics"] + [{**run["metrics"][-1], "env_step": 100_000, "eval_return_mean": 12.0,
+                                    "q_mean": 60.0, "train_return_mean": 20.0}]
+    (tmp_path / "carry" / "cheetah-run-3-lr" / "carry.json").write_text(
+        json.dumps({**on, "run": {**on["run"], "config": cfg_lr, "metrics": metrics_lr}}))
+    md_try = write_report(tmp_path, tmp_path, tmp_path / "docs" / "datasets.md", tmp_path / "docs" / "img").read_text()
+    assert (f"| `cheetah-run-3-lr` | `--hidden {cfg_lr['hidden']} --lr 5e-05` | 100,000 | 2.00 h | 150.0 +/- 5.0 at "
+            "100,000 | 12.0 (diverged: mean Q 60.0 is over 4x the 2.0 that the training episodes' return 20.0 supports) |"
+            ) in md_try
     shutil.rmtree(tmp_path / "carry")
     # a run whose returns fell after its best (a diverging Q) says so
     idx_path = exported / "behaviour.json"

@@ -200,14 +200,19 @@ def _attempts(behaviour_root: Path, task: str, bins: int) -> list[str]:
             continue
         cfg, best = info["run"]["config"], info["best"]
         flags = " ".join(f for f in (f"--hidden {cfg.get('hidden')}", changed_flags(cfg)) if f)
+        evals = [r for r in info["run"].get("metrics", []) if r.get("eval_return_mean") is not None]
+        last = evals[-1] if evals else None
+        why = last and q_divergence(last.get("q_mean"), cfg.get("gamma", 0.99), reward_max(cfg), training_return(last, cfg))
         rows.append(f"| `{carry_json.parent.name}` | `{flags}` | {info['env_step']:,} | "
                     f"{(info['run'].get('wall_seconds') or 0.0) / 3600:.2f} h | {best['eval_return_mean']:.1f} +/- "
-                    f"{best['eval_return_std']:.1f} at {best['env_step']:,} |")
+                    f"{best['eval_return_std']:.1f} at {best['env_step']:,} | "
+                    + (f"{last['eval_return_mean']:.1f}" + (f" (diverged: {why})" if why else "") if last else "") + " |")
     if not rows:
         return []
     return ["Other attempts, carried in `behaviour_checkpoints/carry` (continue one with `spinrl behaviour train "
             "--continue-from` and its flags):", "",
-            "| carry | learner flags | env steps | wall | best greedy return |", "|---|---|---|---|---|", *rows, ""]
+            "| carry | learner flags | env steps | wall | best greedy return | last greedy return |",
+            "|---|---|---|---|---|---|", *rows, ""]
 
 
 def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path,
@@ -273,7 +278,9 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
             lines += [f"![behaviour learning curve (in progress)]({os.path.relpath(img, out.parent)})", "",
                       f"Not made yet: the DecQN behaviour run is in progress, carried between machines in "
                       f"`{carry_json.parent}` (`spinrl behaviour carry`): {info['env_step']:,} env steps in {wall / 3600:.2f} h "
-                      f"wall so far (hidden {info['run']['config'].get('hidden')}), best greedy return "
+                      f"wall so far (hidden {info['run']['config'].get('hidden')}"
+                      + (f"; {changed_flags(info['run']['config'])}" if changed_flags(info['run']['config']) else "")
+                      + "), best greedy return "
                       f"{best['eval_return_mean']:.1f} +/- {best['eval_return_std']:.1f} at env step {best['env_step']:,}"
                       + (f" (public expert reference {pub[1]})" if pub else "") + f". Continue: `{info['continue']}`. "
                       "A carry holds no replay: continuing refills an empty one from the carried policy (`--refill`, "
