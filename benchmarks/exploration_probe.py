@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from spinrl.envs.dmc import DMCEnv
 from spinrl.training.behaviour import TEMPORAL_MAX_HOLD, load_policy
 
 
@@ -37,7 +37,7 @@ def rollout(env, values: np.ndarray, scheme: str, rng: np.random.Generator, afte
     left, held, head, ret, heads = 0, np.zeros(n, np.int64), 0.0, 0.0, []
     for t in range(1000):
         if greedy is not None:
-            a = greedy(np.concatenate([np.asarray(v, np.float64).ravel() for v in ts.observation.values()]))
+            a = greedy(DMCEnv._flat(ts.observation))  # the flat observation the policy was trained on
         elif scheme == "uniform":
             a = rng.integers(0, bins, n)
         elif scheme == "zero":
@@ -88,7 +88,7 @@ def main() -> None:
         net, meta = load_policy(f)
         if list(meta["nvec"]) != [args.bins] * values.shape[0]:
             p.error(f"--policies {f}: a policy for nvec {meta['nvec']}, not {args.task} at --bins {args.bins}")
-        greedy[f] = lambda obs, net=net: net.greedy(torch.from_numpy(obs.astype(np.float32)[None])).numpy()[0]
+        greedy[f] = lambda obs, net=net: net.greedy(torch.from_numpy(obs[None])).numpy()[0]
     for scheme, act in greedy.items():
         rng, t0 = np.random.default_rng(args.seed), time.perf_counter()
         heads, means, rets = zip(*(rollout(env, values, scheme, rng, args.after, act) for _ in range(args.episodes)))
