@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spinrl.envs.dmc import DMCEnv
+from spinrl.envs.dmc import DMCEnv, bin_values
 from spinrl.training.behaviour import TEMPORAL_MAX_HOLD, load_policy
 
 
@@ -82,7 +82,7 @@ def main() -> None:
     torch.set_num_threads(1)
     env = suite.load(domain, task, task_kwargs={"random": args.seed})
     spec = env.action_spec()
-    values = np.linspace(spec.minimum, spec.maximum, args.bins).T  # [N, bins], as the dmc: environments
+    values = np.stack(bin_values(args.bins, spec.minimum, spec.maximum))  # [N, bins]: the dmc: environments' values
     greedy = {s: None for s in args.schemes}
     for f in args.policies:
         net, meta = load_policy(f)
