@@ -670,6 +670,8 @@ CASES: list[Case] = [
          _cli("behaviour", "export", "{d}", "--out", "{d}/e", "--select-top", "0")),
     Case("spinrl behaviour export", "--select-episodes -1", "--select-episodes >= 0",
          _cli("behaviour", "export", "{d}", "--out", "{d}/e", "--select-episodes", "-1")),
+    Case("spinrl behaviour export", "--threads 0", "--threads must be a positive integer",
+         _cli("behaviour", "export", "{d}", "--out", "{d}/e", "--threads", "0")),
     Case("spinrl behaviour export", "a folder that is neither a run nor a set", "neither a run directory",
          _cli("behaviour", "export", "{d}", "--out", "{d}/e")),
     # ------------------------------------------------------------------ CLI in general

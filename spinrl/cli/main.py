@@ -228,8 +228,10 @@ def cmd_behaviour_export(args: argparse.Namespace, extra: list[str]) -> int:
 
     if args.select_top < 1 or args.select_episodes < 0:
         raise ConfigError("--select-top must be >= 1 and --select-episodes >= 0 (0 keeps the training evaluations' choice)")
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
     bset = BehaviourSet(args.run)
-    out = bset.export(args.out, top=args.select_top, episodes=args.select_episodes)
+    out = bset.export(args.out, top=args.select_top, episodes=args.select_episodes, threads=args.threads)
     for level in ("expert", "medium"):
         c = bset.index.get(level)
         again = f", {c['selection_episodes']} fresh episodes {c['selection_return_mean']:.1f}" if c and "selection_episodes" in c else ""
@@ -368,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="re-evaluate this many best checkpoints and medium candidates before choosing (default: %(default)s)")
     bx.add_argument("--select-episodes", type=int, default=SELECT_EPISODES,
                     help="fresh greedy episodes per re-evaluated checkpoint; 0 keeps the training evaluations' choice "
+                         "(default: %(default)s)")
+    bx.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads for the policies' forward passes; more only spin beside other jobs "
                          "(default: %(default)s)")
     bx.set_defaults(fn=cmd_behaviour_export)
     bc = bsub.add_parser("carry", help="a run's state without its replay (a few MB) to continue it elsewhere with "

@@ -276,9 +276,22 @@ class BehaviourSet:
         self.index.pop("reference", None)  # belongs to the expert chosen before
         write_text_atomic(self.root / INDEX, json.dumps(self.index, indent=2) + "\n")
 
-    def export(self, out: str | Path, top: int = SELECT_TOP, episodes: int = SELECT_EPISODES, progress: bool = True) -> Path:
-        """Re-select (``episodes`` > 0), compute references, copy the chosen policy files and the index to ``out``."""
-        out = Path(out)
+    def export(self, out: str | Path, top: int = SELECT_TOP, episodes: int = SELECT_EPISODES, progress: bool = True,
+               threads: int = 1) -> Path:
+        """Re-select (``episodes`` > 0), compute references, copy the chosen policy files and the index to ``out``.
+
+        ``threads``: torch CPU threads for the rollouts' forward passes (restored afterwards), 1 as in ``data
+        make``: the policies are small, and beside a training job extra threads only spin."""
+        if not isinstance(threads, int) or threads <= 0:
+            raise ConfigError(f"--threads must be a positive integer, got {threads!r}")
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return self._export(Path(out), top, episodes, progress)
+        finally:
+            torch.set_num_threads(before)
+
+    def _export(self, out: Path, top: int, episodes: int, progress: bool) -> Path:
         if episodes > 0:
             self.reselect(top, episodes, progress)
         out.mkdir(parents=True, exist_ok=True)
