@@ -25,9 +25,10 @@ import torch
 from spinrl.training.behaviour import BehaviourConfig, Replay
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from decqn_update import update_fn  # noqa: E402  (beside this file: one learner update at a shape)
+from decqn_update import SHAPES as UPDATE_SHAPES  # noqa: E402  (beside this file: the carried runs' shapes)
+from decqn_update import update_fn  # noqa: E402  (one learner update at a shape)
 
-SHAPES = {"humanoid-stand-3": (67, [3] * 21, "none"), "dog-trot-3": (223, [3] * 38, "symlog")}
+SHAPES = {k: UPDATE_SHAPES[k] for k in ("humanoid-stand-3", "dog-trot-3")}  # 3 bins: the prioritized attempts'
 
 
 def filled(capacity: int, obs_dim: int, n_sub: int, prioritized: bool, rng: np.random.Generator) -> Replay:
