@@ -152,7 +152,7 @@ class BehaviourConfig:
     --shaping-scale x min(head height / 1.4, 1) to each step's reward, for tasks whose observation has a
     head_height (humanoid). humanoid-stand's reward is ~0 until the head is above ~1 m, so from the floor
     the learner sees no signal (3 runs without it, up to 7.5M env steps, stayed at the random policy's
-    level; with it one stood up: greedy return 606.6 at 3.15M); the bonus is largest when standing, so it
+    level; with it one stood up: the committed expert, 800.5 on 50 fresh greedy episodes at 4.25M); the bonus is largest when standing, so it
     points where the task's reward does"""
     shaping_scale: float = 0.5
     """with --shaping head-height: the bonus of a head at standing height (the task's reward is at most 1)"""
