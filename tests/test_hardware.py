@@ -40,3 +40,20 @@ def test_busy_cores_reads_this_machine():
 
     busy = _busy_cores()
     assert isinstance(busy, float) and busy >= 0.0
+
+
+def test_torch_threads_restores_the_callers_count_even_on_error():
+    """Library calls that pick their own thread count (data make, behaviour export) give the caller's back."""
+    import pytest
+
+    from spinrl.utils.hardware import torch_threads
+
+    before = torch.get_num_threads()
+    other = 1 if before != 1 else 2
+    with torch_threads(other):
+        assert torch.get_num_threads() == other
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError):
+        with torch_threads(other):
+            raise RuntimeError("rollout failed")
+    assert torch.get_num_threads() == before

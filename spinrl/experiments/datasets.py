@@ -132,14 +132,10 @@ def _trim(eps: Episodes, n_transitions: int) -> Episodes:
 def generate(cfg: DataMakeConfig, progress: bool | None = None) -> OfflineDataset:
     """Roll out the level's behaviour policies and return the dataset (not yet saved)."""
     cfg.validate()
-    import torch
+    from spinrl.utils.hardware import torch_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         return _generate(cfg, progress)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _generate(cfg: DataMakeConfig, progress: bool | None) -> OfflineDataset:

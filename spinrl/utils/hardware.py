@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 
@@ -33,6 +35,18 @@ def bf16_warning(device: torch.device | str) -> str | None:
     where = f"this CPU ({cpu_isa()})" if dev.type == "cpu" else f"{dev}"
     return (f"--precision bf16: {where} has no native bfloat16 matmul (AVX512-BF16 or AMX), so torch emulates it "
             "(measured 22-77x slower than fp32 on an AVX2 CPU: benchmarks/bf16_matmul.py); use --precision fp32 here")
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch CPU threads and restore the caller's count after it, so that a library
+    call (dataset rollouts, a behaviour export) does not change the thread count of the process that made it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _busy_cores(samples: int = 5, every_s: float = 0.005) -> float:
