@@ -103,4 +103,6 @@ def test_cli_eval_offline_writes_the_report_column(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["simulator_discounted_return"] is not None and 0.0 <= res["exact_match"] <= 1.0
     assert json.loads((out / "offline_eval.json").read_text())["fqe_value"] == res["fqe_value"]
+    assert main(["eval", str(out / "policy.pt"), "--offline", data, "--fqe-iterations", "2", "--json", "--threads", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["exact_match"] == res["exact_match"]
     assert main(["eval", str(out / "policy.pt"), "--offline", str(tmp_path / "nope.d")]) == 2

@@ -201,6 +201,9 @@ def test_policy_load_round_trip_and_evaluate(maze, asm_dir, tmp_path):
     res = evaluate(tmp_path / "r" / "policy.pt", episodes=3, seed=1)
     assert len(res.returns) == 3 and res.normalized_mean is not None
     assert np.array_equal(res.returns, evaluate(p, episodes=3, seed=1).returns)
+    before = torch.get_num_threads()
+    assert np.allclose(res.returns, evaluate(p, episodes=3, seed=1, threads=1).returns)  # --threads: same episodes
+    assert torch.get_num_threads() == before  # and the caller's thread count back
     with pytest.raises(Exception, match="shape"):
         p.act(np.zeros((3, 4), np.float32))
 

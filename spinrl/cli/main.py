@@ -182,7 +182,7 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     from spinrl.evaluation.evaluate import evaluate
 
     res = evaluate(args.policy, env=args.env, episodes=args.episodes, seed=args.seed, greedy=args.greedy,
-                   mode=args.mode, **parse_kwargs(extra))
+                   mode=args.mode, threads=args.threads, **parse_kwargs(extra))
     if args.json:
         print(json.dumps(res.as_dict(), indent=2))
     else:
@@ -342,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--mode", choices=("auto", "rollout", "exact"), default="auto",
                     help="exact: expected return on the env's known model (sepsis); auto (default): exact where known")
     ev.add_argument("--json", action="store_true", help="machine-readable output")
+    ev.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's own count); 1 beside another job, where more only stall")
     ev.set_defaults(fn=cmd_eval, allow_extra=True)
     dm = sub.add_parser("demo", help="the main job: SPIN (and SPIN-cached) vs factored IQL on Maze-12 medium-expert, table + plot",
                         description=DemoConfig.__doc__)
@@ -434,7 +436,7 @@ def cmd_eval_or_offline(args: argparse.Namespace, extra: list[str]) -> int:
         return cmd_eval(args, extra)
     from spinrl.evaluation.offline import offline_evaluate
 
-    res = offline_evaluate(args.policy, args.offline, seed=args.seed, iterations=args.fqe_iterations)
+    res = offline_evaluate(args.policy, args.offline, seed=args.seed, iterations=args.fqe_iterations, threads=args.threads)
     if Path(args.policy).name == "policy.pt" and (Path(args.policy).parent / "config.json").exists():
         from spinrl.evaluation.offline import write_offline_eval
 

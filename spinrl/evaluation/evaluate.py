@@ -12,6 +12,7 @@ import torch
 from spinrl import envs
 from spinrl.evaluation.policy import Policy
 from spinrl.evaluation.rollout import run_episodes
+from spinrl.utils.hardware import check_threads, torch_threads
 
 
 EVAL_MODES = ("auto", "rollout", "exact")
@@ -112,18 +113,24 @@ def evaluate(
     num_envs: int = 16,
     reference: dict | None = None,
     mode: str = "auto",
+    threads: int | None = None,
     **env_kwargs,
 ) -> EvalResult:
     """Evaluate a policy (object or ``policy.pt`` path) in its dataset's environment (or ``env``).
 
     Actions are sampled as in the paper unless ``greedy``; action sampling is seeded by ``seed``.
     ``mode`` (see ``resolve_eval_mode``): ``exact`` computes the expected return on the env's known model
-    and ignores ``episodes``.
+    and ignores ``episodes``. ``threads``: torch CPU threads for the run (the caller's count is restored),
+    1 beside another job; None keeps the process's.
     """
     from spinrl.errors import ConfigError
 
     if not isinstance(episodes, int) or episodes <= 0:
         raise ConfigError(f"--episodes must be a positive integer, got {episodes!r}")
+    check_threads(threads)
+    if threads is not None:
+        with torch_threads(threads):
+            return evaluate(policy, env, episodes, seed, greedy, num_envs, reference, mode, None, **env_kwargs)
     if not isinstance(policy, Policy):
         policy = Policy.load(policy)
     sig = policy.meta.get("signature", {})

@@ -29,6 +29,7 @@ from torch import nn
 
 from spinrl.errors import ConfigError
 from spinrl.utils.checkpoint import write_text_atomic
+from spinrl.utils.hardware import check_threads, torch_threads
 
 
 class ActsLikePolicy(Protocol):
@@ -195,7 +196,7 @@ def simulator_discounted_return(policy: ActsLikePolicy, env_id: str, env_kwargs:
 
 def offline_evaluate(policy: str | Path | ActsLikePolicy, dataset: str | Path | Any, cfg: FQEConfig | None = None,
                      seed: int | None = None, iterations: int | None = None, simulate: bool = True,
-                     sim_episodes: int = 20, progress: bool = True) -> dict:
+                     sim_episodes: int = 20, progress: bool = True, threads: int | None = None) -> dict:
     """FQE and action agreement on the held-out episodes of ``dataset`` (+ the simulator's truth if available).
 
     Args:
@@ -203,7 +204,13 @@ def offline_evaluate(policy: str | Path | ActsLikePolicy, dataset: str | Path | 
         dataset: a dataset directory or an OfflineDataset.
         simulate: also roll the policy out in the dataset's environment (when it names one) for the
             discounted return that FQE estimates.
+        threads: torch CPU threads for the FQE fit and rollouts (the caller's count is restored); None keeps
+            the process's.
     """
+    check_threads(threads)
+    if threads is not None:
+        with torch_threads(threads):
+            return offline_evaluate(policy, dataset, cfg, seed, iterations, simulate, sim_episodes, progress)
     from spinrl.data import load
     from spinrl.evaluation.policy import Policy
 

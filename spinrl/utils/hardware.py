@@ -37,6 +37,14 @@ def bf16_warning(device: torch.device | str) -> str | None:
             "(measured 22-77x slower than fp32 on an AVX2 CPU: benchmarks/bf16_matmul.py); use --precision fp32 here")
 
 
+def check_threads(threads: int | None) -> None:
+    """One-line error for a thread count that is not a positive integer (None = keep the process's)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads <= 0):
+        from spinrl.errors import ConfigError
+
+        raise ConfigError(f"--threads must be a positive integer, got {threads!r}")
+
+
 @contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Run the block with ``n`` torch CPU threads and restore the caller's count after it, so that a library
