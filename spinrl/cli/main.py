@@ -225,11 +225,11 @@ def cmd_data_report(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_behaviour_export(args: argparse.Namespace, extra: list[str]) -> int:
     from spinrl.experiments.behaviour_sets import BehaviourSet
+    from spinrl.utils.hardware import check_threads
 
     if args.select_top < 1 or args.select_episodes < 0:
         raise ConfigError("--select-top must be >= 1 and --select-episodes >= 0 (0 keeps the training evaluations' choice)")
-    if args.threads < 1:
-        raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
+    check_threads(args.threads)  # before the run folder is read
     bset = BehaviourSet(args.run)
     out = bset.export(args.out, top=args.select_top, episodes=args.select_episodes, threads=args.threads)
     for level in ("expert", "medium"):

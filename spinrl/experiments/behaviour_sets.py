@@ -32,7 +32,7 @@ from spinrl.envs.core import BehaviourPolicy
 from spinrl.errors import CheckpointError, ConfigError
 from spinrl.training.behaviour import changed_flags, load_policy, save_carry
 from spinrl.utils.checkpoint import load_checkpoint, write_text_atomic
-from spinrl.utils.hardware import torch_threads
+from spinrl.utils.hardware import check_threads, torch_threads
 
 MEDIUM_RANGE = (0.35, 0.55)
 """medium = a checkpoint with greedy return in this fraction of the expert's ..."""
@@ -283,8 +283,7 @@ class BehaviourSet:
 
         ``threads``: torch CPU threads for the rollouts' forward passes (restored afterwards), 1 as in ``data
         make``: the policies are small, and beside a training job extra threads only spin."""
-        if not isinstance(threads, int) or threads <= 0:
-            raise ConfigError(f"--threads must be a positive integer, got {threads!r}")
+        check_threads(threads)
         with torch_threads(threads):
             return self._export(Path(out), top, episodes, progress)
 

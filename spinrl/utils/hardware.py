@@ -46,11 +46,12 @@ def check_threads(threads: int | None) -> None:
 
 
 @contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` torch CPU threads and restore the caller's count after it, so that a library
-    call (dataset rollouts, a behaviour export) does not change the thread count of the process that made it."""
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch CPU threads (None: the process's own) and restore the caller's count after
+    it, so that a library call (dataset rollouts, a behaviour export) does not change the thread count of the
+    process that made it."""
     before = torch.get_num_threads()
-    torch.set_num_threads(int(n))
+    torch.set_num_threads(before if n is None else int(n))
     try:
         yield
     finally:
