@@ -38,6 +38,8 @@ def _run(env_value: str) -> dict:
 def test_keep_freed_memory_removes_page_faults_and_can_be_turned_off():
     on, off = _run("1"), _run("0")
     assert on["on"] is True and off["on"] is False
-    # Default glibc maps and unmaps each 48 MB temporary: ~12k faults each (2 per round); kept memory: none.
+    # Default glibc maps and unmaps each 48 MB temporary: ~12k faults each (2 per round, ~117k in 5 rounds).
+    # Kept memory: none per round; in some runs the heap still grows once inside the measured rounds (exactly one
+    # 48 MB first touch, 11719 faults, seen in ~3 of 4 runs on one host), so allow one buffer, not one per round.
     assert off["faults"] > 5 * 2 * 10_000
-    assert on["faults"] < 500
+    assert on["faults"] <= 12_000
