@@ -128,9 +128,13 @@ def evaluate(
     if not isinstance(episodes, int) or episodes <= 0:
         raise ConfigError(f"--episodes must be a positive integer, got {episodes!r}")
     check_threads(threads)
-    if threads is not None:
-        with torch_threads(threads):
-            return evaluate(policy, env, episodes, seed, greedy, num_envs, reference, mode, None, **env_kwargs)
+    with torch_threads(threads):
+        return _evaluate(policy, env, episodes, seed, greedy, num_envs, reference, mode, env_kwargs)
+
+
+def _evaluate(policy, env, episodes, seed, greedy, num_envs, reference, mode, env_kwargs) -> EvalResult:
+    from spinrl.errors import ConfigError
+
     if not isinstance(policy, Policy):
         policy = Policy.load(policy)
     sig = policy.meta.get("signature", {})

@@ -208,9 +208,11 @@ def offline_evaluate(policy: str | Path | ActsLikePolicy, dataset: str | Path | 
             the process's.
     """
     check_threads(threads)
-    if threads is not None:
-        with torch_threads(threads):
-            return offline_evaluate(policy, dataset, cfg, seed, iterations, simulate, sim_episodes, progress)
+    with torch_threads(threads):
+        return _offline_evaluate(policy, dataset, cfg, seed, iterations, simulate, sim_episodes, progress)
+
+
+def _offline_evaluate(policy, dataset, cfg, seed, iterations, simulate, sim_episodes, progress) -> dict:
     from spinrl.data import load
     from spinrl.evaluation.policy import Policy
 
