@@ -136,11 +136,12 @@ def make_asm_dir(ds, preset: str, tmp: str) -> str:
     return d
 
 
-def bench_train(ds, data_path: str, algo: str, actor: str, preset: str, asm_dir: str | None, args) -> dict:
-    """The trainer's step as it runs it: sample indices, gather the batch on the device, hand spin-cached its
-    cached features (the trainer's own lookup into the fp16 memmap), then ``gradient_step``."""
+def train_setup(ds, data_path: str, algo: str, actor: str, preset: str, asm_dir: str | None, device: str):
+    """The trainer's setup for one row, and its step as the trainer runs it: sample indices, gather the batch
+    on the device, hand spin-cached its cached features (the trainer's own lookup into the fp16 memmap), then
+    ``gradient_step``. Returns (setup, config, make_step); ``make_step(bf16)`` gives the step."""
     cfg = TrainConfig(dataset=data_path, out="<none>", algo=algo, actor=actor, preset=preset, asm=asm_dir,
-                      eval_every=0, device=args.device, progress=False)
+                      eval_every=0, device=device, progress=False)
     s = build(cfg, dataset=ds)
     features = _feature_source(s)  # None unless spin-cached; builds the cache beside data_path once
     rng = np.random.default_rng(0)
@@ -160,6 +161,15 @@ def bench_train(ds, data_path: str, algo: str, actor: str, preset: str, asm_dir:
 
         return step
 
+    return s, cfg, make_step
+
+
+def bench_train(ds, data_path: str, algo: str, actor: str, preset: str, asm_dir: str | None, args) -> dict:
+    """Time the row's step (:func:`train_setup`), interleaved with its bf16 and reference steps where it has them."""
+    s, cfg, make_step = train_setup(ds, data_path, algo, actor, preset, asm_dir, args.device)
+    B = cfg.resolved()["batch_size"]
+    dev = s.device
+    rng = np.random.default_rng(0)
     step = make_step(False)
     fns = {"lib": step}
     if args.bf16 and algo == "iql" and actor in BF16_ACTORS:
@@ -474,6 +484,7 @@ def _read_results(path: str, context: dict) -> list[dict]:
 
 
 GPU_RESULTS = "benchmarks/results/speed_cuda.jsonl"
+BREAKDOWN_DOC = "docs/SPEED_BREAKDOWN.md"  # benchmarks/step_breakdown.py's page, linked from the goals
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 
 
@@ -660,6 +671,11 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
         if r["preset"] == "paper":
             L.append(f"| ASM pretraining paper, {r['shape']}{on(r)}: >= 75% of limit | {pct(r):.1f}% | {'yes' if pct(r) >= 75 else 'no'} |")
     L.append("")
+    if os.path.exists(os.path.join(_ROOT, BREAKDOWN_DOC)):
+        L += [f"Where a 75% goal is missed, [{os.path.basename(BREAKDOWN_DOC)}]({os.path.basename(BREAKDOWN_DOC)}) "
+              "splits the goal rows' steps into matmul kernels and the rest (`benchmarks/step_breakdown.py`): "
+              "how near the limit the matmuls alone run, and how little time the rest may take for the step to "
+              "reach 75%.", ""]
     for shape in dict.fromkeys(r["shape"] for r in train + asm):
         obs_dim, nvec = SHAPES[shape]
         L += [f"## {shape} shape (state {obs_dim}, {len(nvec)} sub-actions x {nvec[0]})", "",

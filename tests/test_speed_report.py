@@ -135,3 +135,48 @@ def test_spin_cached_goal_refuses_rows_from_two_hosts(tmp_path):
     assert train_step.main(argv + ["--render-only", "--write-doc", str(doc)]) == 0
     goal = next(line for line in doc.read_text().splitlines() if line.startswith("| spin-cached vs spin, IQL cheetah cpu"))
     assert "| 20.0x | no" in goal and "different hosts: not comparable" in goal
+
+
+def test_step_breakdown_splits_a_step_and_renders(tmp_path, capsys):
+    import step_breakdown
+
+    res, doc = tmp_path / "bd.jsonl", tmp_path / "BD.md"
+    threads = torch.get_num_threads()
+    try:
+        argv = ["--rows", "cheetah:cpu:iql:factored,maze:cpu:asm:asm", "--steps", "4", "--asm-steps", "4",
+                "--warmup", "1", "--transitions", "2000", "--threads", "1", "--results", str(res)]
+        assert step_breakdown.main(argv + ["--write-doc", str(doc)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    rows = _rows(res, "breakdown")
+    assert [(r["shape"], r["algo"]) for r in rows] == [("cheetah", "iql"), ("maze", "asm")]
+    for r in rows:
+        # the split is of a real step: matmul kernels took time, and the step is more than its matmuls
+        assert 0 < r["matmul_ms"] < r["ms_median"] and r["rest_ms"] == pytest.approx(r["ms_median"] - r["matmul_ms"], abs=1e-2)
+        assert r["gflop_per_step"] > 0 and r["fraction_of_limit"] < r["matmul_fraction_of_limit"]
+        assert r["top_rest_ops"] and all(not k.endswith("mm") for k, _ in r["top_rest_ops"])
+    text = doc.read_text()
+    assert "| cheetah cpu IQL factored |" in text and "| maze cpu ASM pretraining |" in text
+    capsys.readouterr()
+    for bad, msg in ((["--rows", "cheetah:paper:iql"], "is not shape:preset:algo:actor"),
+                     (["--rows", "cat:paper:iql:spin"], "shape 'cat' is not one of"),
+                     (["--rows", "cheetah:paper:iql:lstm"], "is not an algorithm"),
+                     (["--steps", "0"], "--steps: must be at least 1")):
+        with pytest.raises(SystemExit):
+            step_breakdown.main(bad)
+        out = capsys.readouterr()
+        assert msg in out.err + out.out
+
+
+def test_breakdown_page_is_the_render_of_its_results(tmp_path):
+    """docs/SPEED_BREAKDOWN.md is what --render-only makes of the committed results file (no hand edits)."""
+    import step_breakdown
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "SPEED_BREAKDOWN.md"
+    results = root / "benchmarks" / "results" / "step_breakdown_cpu.jsonl"
+    assert step_breakdown.main(["--results", str(results), "--write-doc", str(out), "--render-only"]) == 0
+    page = (root / "docs" / "SPEED_BREAKDOWN.md").read_text()
+    ours = out.read_text()
+    # the regenerate line names the paths as given; everything from the table on must match
+    assert ours[ours.index("| row |"):] == page[page.index("| row |"):]
