@@ -23,7 +23,6 @@ to the goals' rows: SPIN-IQL and the ASM step at the paper preset on the cheetah
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -162,14 +161,9 @@ def write_doc(path: str, rows: list[dict], results_path: str | None) -> None:
 def read_rows(path: str) -> list[dict]:
     """The newest row of each (row, host, threads) in a results file (a torn last line is skipped)."""
     newest: dict[tuple, dict] = {}
-    with open(path) as f:
-        for line in f:
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if r.get("kind") == "breakdown":
-                newest[(r["shape"], r["preset"], r["algo"], r["actor"], r["host"], r["threads"])] = r
+    for r in ts.json_lines(path):
+        if r.get("kind") == "breakdown":
+            newest[(r["shape"], r["preset"], r["algo"], r["actor"], r["host"], r["threads"])] = r
     return list(newest.values())
 
 

@@ -461,23 +461,28 @@ def _read_results(path: str, context: dict) -> list[dict]:
         return []
     rows = []
     host = isa = device = None  # rows written before rows recorded their host belong to the setup line above them
+    for r in json_lines(path):
+        if r.get("kind") == "setup":
+            host, isa, device = r.get("gpu") or r.get("cpu"), r.get("cpu_isa"), r.get("device")
+        elif r.get("kind") in ("train_step", "asm_step") and all(r.get(k) == v for k, v in context.items()):
+            r.setdefault("host", host)
+            rows.append(r)
+        elif r.get("kind") == "limit" and r.get("threads", context["threads"]) == context["threads"]:
+            r.setdefault("host", host)  # the limit line of the invocation whose setup line is above it
+            r.setdefault("cpu_isa", isa)
+            r.setdefault("device", device)  # so a GPU run's limit line is named like its rows
+            rows.append(r)
+    return rows
+
+
+def json_lines(path: str):
+    """The JSON objects of a results file, one per line; a torn line (a run killed mid-write) is skipped."""
     with open(path) as f:
         for line in f:
             try:
-                r = json.loads(line)
+                yield json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if r.get("kind") == "setup":
-                host, isa, device = r.get("gpu") or r.get("cpu"), r.get("cpu_isa"), r.get("device")
-            elif r.get("kind") in ("train_step", "asm_step") and all(r.get(k) == v for k, v in context.items()):
-                r.setdefault("host", host)
-                rows.append(r)
-            elif r.get("kind") == "limit" and r.get("threads", context["threads"]) == context["threads"]:
-                r.setdefault("host", host)  # the limit line of the invocation whose setup line is above it
-                r.setdefault("cpu_isa", isa)
-                r.setdefault("device", device)  # so a GPU run's limit line is named like its rows
-                rows.append(r)
-    return rows
 
 
 # ---- the markdown report -------------------------------------------------------------------------------
