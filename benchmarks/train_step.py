@@ -654,6 +654,10 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
                      f"{'yes' if r['ref_over_lib'] >= 2 else 'no'} |")
     for r in find(algo="iql", actor="spin", preset="paper"):
         L.append(f"| SPIN-IQL paper, {r['shape']}{on(r)}: >= 75% of limit | {pct(r):.1f}% | {'yes' if pct(r) >= 75 else 'no'} |")
+        if r.get("bf16_ms_median"):  # the opt-in bf16 step, for comparison: its matmuls are not the limit line's
+            bf = pct(r) * r["ms_median"] / r["bf16_ms_median"]
+            L.append(f"| (for comparison) SPIN-IQL paper with `--precision bf16`, {r['shape']}{on(r)}: model FLOP/s "
+                     f"against the fp32 limit | {bf:.1f}% | not the goal: bf16 matmuls, opt-in (returns: BF16.md) |")
     for r in find(actor="spin-cached"):
         if r["algo"] != "iql":
             continue
