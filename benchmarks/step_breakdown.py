@@ -120,6 +120,9 @@ def write_doc(path: str, rows: list[dict], results_path: str | None) -> None:
         "measured in the same invocation (as in SPEED.md).",
         "- `matmul ms`: the matmul kernels' self time (profiled); `matmuls' % of limit`: their own FLOP/s, i.e. "
         "the step's fraction if the rest took no time at all (the ceiling).",
+        "- `biggest rest ops`: self time per step of the largest non-matmul ops in the profiled steps, which run "
+        "slower than unprofiled ones (per-op overhead; `profiled_ms` in the JSON lines), so they rank the rest "
+        "rather than add up to it.",
         f"- `rest budget for {GOAL:.0%}`: the ms the rest may take for the step to reach the goal with its matmuls "
         "as they are; negative means the goal is out of reach even with the rest at zero.",
         f"- Hosts: {', '.join(hosts)}; torch threads {', '.join(sorted({str(r['threads']) for r in rows}))}, "
@@ -202,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         ap.error(str(e))
     keep_freed_memory()  # as train and pretrain run
-    head = {"kind": "setup", **ts.device_info(args.device), "code": ts.code_version()}
+    head = {**ts.device_info(args.device), "code": ts.code_version()}
     limit = ts.limit_line(2048, 20, args.device)["gflop_per_s"]
     out = []
     with tempfile.TemporaryDirectory() as tmp:
