@@ -34,6 +34,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_step as ts  # noqa: E402  (beside this file: the same setup, step, limit line and FLOP count)
 
+from spinrl.utils.checkpoint import write_text_atomic  # noqa: E402
 from spinrl.utils.memory import keep_freed_memory  # noqa: E402
 
 DEFAULT_ROWS = "cheetah:paper:iql:spin,dog:paper:iql:spin,cheetah:paper:asm:asm,dog:paper:asm:asm"
@@ -155,10 +156,8 @@ def write_doc(path: str, rows: list[dict], results_path: str | None) -> None:
         limits.setdefault(r["host"], []).append(r["limit_gflop_per_s"])
     lines += ["", "Limit line (a 2048 x 2048 fp32 matmul, GFLOP/s, measured at the start of each invocation): " + "; ".join(
         f"{h}: {min(v):.1f}" + (f"-{max(v):.1f}" if max(v) > min(v) else "") for h, v in limits.items()) + ".", ""]
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines))
-    os.replace(tmp, path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_text_atomic(path, "\n".join(lines))
 
 
 def read_rows(path: str) -> list[dict]:
@@ -209,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     limit = ts.limit_line(2048, 20, args.device)["gflop_per_s"]
     out = []
     with tempfile.TemporaryDirectory() as tmp:
-        for row in rows:
+        for i, row in enumerate(rows, 1):  # a row takes seconds (cheetah) to minutes (dog ASM): say which runs
+            print(f"[{i}/{len(rows)}] {':'.join(row)}: {args.steps if row[2] != 'asm' else args.asm_steps} timed steps, "
+                  "then profiled ones", file=sys.stderr, flush=True)
             r = measure(*row, args, tmp, limit)
             r.update(host=f"{head['cpu']}, {head['cpu_isa']}", limit_gflop_per_s=limit, threads=head["torch_threads"],
                      torch=head["torch"],

@@ -41,6 +41,7 @@ from spinrl.models import ActionStructureModel, ModelConfig  # noqa: E402
 from spinrl.training.config import PRESETS, TrainConfig  # noqa: E402
 from spinrl.training.trainer import _feature_source, build, gradient_step  # noqa: E402
 from spinrl.utils.hardware import cpu_isa, native_bf16  # noqa: E402
+from spinrl.utils.checkpoint import write_text_atomic  # noqa: E402
 from spinrl.utils.memory import keep_freed_memory  # noqa: E402
 from spinrl.utils.optim import FusedAdam  # noqa: E402
 
@@ -746,10 +747,7 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
         "",
     ]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(L))
-    os.replace(tmp, path)
+    write_text_atomic(path, "\n".join(L))
 
 
 if __name__ == "__main__":

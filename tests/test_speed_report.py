@@ -157,7 +157,8 @@ def test_step_breakdown_splits_a_step_and_renders(tmp_path, capsys):
         assert r["top_rest_ops"] and all(not k.endswith("mm") for k, _ in r["top_rest_ops"])
     text = doc.read_text()
     assert "| cheetah cpu IQL factored |" in text and "| maze cpu ASM pretraining |" in text
-    capsys.readouterr()
+    err = capsys.readouterr().err  # a progress line per row, before its measurement
+    assert "[1/2] cheetah:cpu:iql:factored" in err and "[2/2] maze:cpu:asm:asm" in err
     for bad, msg in ((["--rows", "cheetah:paper:iql"], "is not shape:preset:algo:actor"),
                      (["--rows", "cat:paper:iql:spin"], "shape 'cat' is not one of"),
                      (["--rows", "cheetah:paper:iql:lstm"], "is not an algorithm"),
