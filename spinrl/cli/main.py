@@ -100,7 +100,7 @@ def cmd_data_import_dmc(args: argparse.Namespace, extra: list[str]) -> int:
     ds, report = import_public_dmc(args.path, env_id=args.env, bins=args.bins, level=args.level,
                                    done_means=args.done_means, time_limit=args.time_limit)
     print(report)
-    out = ds.save(args.out)
+    out = ds.save(args.out, overwrite=args.overwrite)
     print(f"saved {out}")
     return 0
 
@@ -127,7 +127,7 @@ def cmd_data_import_minari(args: argparse.Namespace, extra: list[str]) -> int:
     from spinrl.data.minari_io import import_minari
 
     ds = import_minari(args.dataset_id)
-    out = ds.save(args.out)
+    out = ds.save(args.out, overwrite=args.overwrite)
     print(ds.summary().format())
     print(f"saved {out}")
     return 0
@@ -147,14 +147,16 @@ def _resumed(cls: type, cfg, args: argparse.Namespace, positional: tuple[str, ..
 
 def cmd_pretrain(args: argparse.Namespace, extra: list[str]) -> int:
     from spinrl.training.config import PretrainConfig
-    from spinrl.training.pretrain import pretrain
+    from spinrl.evaluation.structure import describe
+    from spinrl.training.pretrain import pretrain, stop_summary
 
-    out = pretrain(_resumed(PretrainConfig, config_from_args(PretrainConfig, args), args, ("dataset",)))
+    with warnings.catch_warnings():  # the still-falling warning is printed below, once
+        warnings.filterwarnings("ignore", message="ASM stopped")
+        out = pretrain(_resumed(PretrainConfig, config_from_args(PretrainConfig, args), args, ("dataset",)))
     info = json.loads((out / "asm.json").read_text())
-    print(
-        f"ASM saved to {out}: chosen epoch {info['chosen_epoch']} of {info['epochs_run']} ({info['stop_reason']}), "
-        f"best validation masked loss {info['best_val_loss']:.4f}, wall {info['wall_seconds']:.1f}s"
-    )
+    print(f"ASM saved to {out} (wall {info['wall_seconds']:.1f}s)")
+    print(stop_summary(info))
+    print(describe(info["structure"]))
     return 0
 
 
@@ -245,7 +247,7 @@ def cmd_behaviour_export(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_behaviour_carry(args: argparse.Namespace, extra: list[str]) -> int:
     from spinrl.experiments.behaviour_sets import carry
 
-    info = carry(args.run, args.out)
+    info = carry(args.run, args.out, overwrite=args.overwrite)
     best = info["best"]
     print(f"carried {info['env']} bins {info['bins']} at env step {info['env_step']:,} "
           f"(best greedy return {best['eval_return_mean']:.1f} at {best['env_step']:,}; {len(info['kept'])} policy files) "
@@ -254,6 +256,9 @@ def cmd_behaviour_carry(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 # ---------------------------------------------------------------------- parser
+_OVERWRITE = "write into --out even if it is a directory spinrl did not write (files spinrl did not write are kept)"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage block), like every other spinrl error; exit code 2."""
 
@@ -308,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="how to read the done flag: auto = truncation when the episode ran to the time limit, "
                           "else termination (DMC never terminates: pass truncation for DMC files with short episodes)")
     imp.add_argument("--time-limit", type=int, default=None, help="episode time limit for --done-means auto (dmc: 1000)")
+    imp.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
     imp.set_defaults(fn=cmd_data_import_dmc)
     exp = dsub.add_parser("export-dmc", help="export a dataset to the public pickle layout <root>/<bins>_bins/<domain>-<task>-<level>")
     exp.add_argument("path")
@@ -320,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     im = dsub.add_parser("import-minari", help="import a local Minari dataset with a MultiDiscrete action space (extra: minari)")
     im.add_argument("dataset_id")
     im.add_argument("--out", required=True)
+    im.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
     im.set_defaults(fn=cmd_data_import_minari)
 
     from spinrl.experiments.demo import DemoConfig
@@ -381,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "`behaviour train --continue-from`")
     bc.add_argument("run", help="run directory of `spinrl behaviour train`")
     bc.add_argument("--out", required=True, help="output folder, e.g. behaviour_checkpoints/carry/humanoid-stand-3")
+    bc.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
     bc.set_defaults(fn=cmd_behaviour_carry)
 
     for hook in _EXTRA_PARSERS:
@@ -528,6 +536,35 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("spinrl: interrupted; rerun with --resume where the command supports it", file=sys.stderr)
         return 130
+    except (OSError, MemoryError, RecursionError, OverflowError) as e:
+        print(f"spinrl: error: {os_error_line(e)}", file=sys.stderr)
+        return 2
+
+
+def os_error_line(e: BaseException) -> str:
+    """One line for an OS or resource error (disk full, read-only, permission, out of memory), naming the path
+    and the fix: these come from the machine, not from a bug, so no traceback."""
+    import errno
+
+    where = " ".join(f"'{f}'" for f in (getattr(e, "filename", None), getattr(e, "filename2", None)) if f)
+    fixes = {errno.ENOSPC: "the disk is full; free space or write elsewhere",
+             errno.EDQUOT: "the disk quota is exceeded; free space or write elsewhere",
+             errno.EROFS: "the file system is read-only; write somewhere writable",
+             errno.EACCES: "permission denied; check the path's permissions or choose another path",
+             errno.EPERM: "operation not permitted; check the path's permissions or choose another path",
+             errno.ENOTDIR: "a path component is a file, not a directory; choose another path",
+             errno.EISDIR: "a directory is in the way where a file is written; choose another path",
+             errno.EEXIST: "something is already there; choose another path",
+             errno.ENAMETOOLONG: "the path is too long; choose a shorter one"}
+    if isinstance(e, MemoryError):
+        return "out of memory for the requested size; use smaller sizes (--batch-size, --transitions, ...)"
+    if isinstance(e, RecursionError):
+        return "input nested too deeply to read; the file is malformed"
+    if isinstance(e, OverflowError):
+        return f"a number is out of range ({e}); use a smaller value"
+    fix = fixes.get(getattr(e, "errno", None), "check the path and the machine's resources")
+    msg = (e.strerror or str(e)).replace("\n", " ")
+    return f"{msg}{' ' + where if where else ''}: {fix}"
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ The spec is a TOML grid (see ``benchmarks/smoke.toml``)::
     [data]                        # fixed DataMakeConfig fields (seed, num_envs, ...)
     [train]                       # fixed TrainConfig fields (log_every, model_kwargs, algo_kwargs, ...)
     [pretrain]                    # fixed PretrainConfig fields for the SPIN runs' ASMs
+                                  # (grid keys asm_<field>, e.g. asm_max_steps = [0, 5000], grid them,
+                                  #  asm_seed = [0] shares one ASM across policy seeds)
 
 Why it is built this way: datasets are made once in the parent (they are cached by name); each ASM is
 pretrained once per (dataset, seed, preset, pretrain settings) and shared by every spin/spin-cached run
@@ -151,7 +153,8 @@ def parse_only(items: list[str] | None) -> dict[str, list[str]]:
 
 
 def _values(t: Trial) -> dict:
-    return {**{k: v for k, v in t.data.items() if k != "env_kwargs"}, **t.data["env_kwargs"], **t.train}
+    return {**{k: v for k, v in t.data.items() if k != "env_kwargs"}, **t.data["env_kwargs"], **t.train,
+            **{f"asm_{k}": v for k, v in (t.asm or {}).items() if k not in ("seed", "preset", "model_kwargs")}}
 
 
 def _matches(t: Trial, only: dict[str, list[str]]) -> bool:
@@ -228,12 +231,16 @@ def _expand_grid(spec: dict, grid: dict, out: Path, tf: dict, pf: dict, df: dict
     if "transitions" in grid and "episodes" in grid:
         raise ConfigError(f"sweep spec: give only one of {where}.transitions and {where}.episodes")
     train_grid_keys = [k for k in tf if k not in _TRAIN_OWNED]
+    asm_grid_keys = [f"asm_{k}" for k in pf if k not in _PRETRAIN_OWNED or k == "seed"]
     for k, v in grid.items():
-        if k not in DATA_GRID and k not in train_grid_keys:
-            raise ConfigError(f"sweep spec: unknown key grid.{k}; valid keys: {', '.join(DATA_GRID + tuple(train_grid_keys))}")
+        if k not in DATA_GRID and k not in train_grid_keys and k not in asm_grid_keys:
+            raise ConfigError(f"sweep spec: unknown key grid.{k}; valid keys: {', '.join(DATA_GRID + tuple(train_grid_keys))}, "
+                              f"and asm_<pretrain field>")
         vals = _as_list(f"{where}.{k}", v)
         for x in vals:
-            if k in ("env", "level"):
+            if k in asm_grid_keys:
+                _check_type(f"{where}.{k}", x, pf[k[4:]])
+            elif k in ("env", "level"):
                 _check_type(f"{where}.{k}", x, str)
             elif k in ("transitions", "episodes"):
                 _check_type(f"{where}.{k}", x, int)
@@ -277,13 +284,16 @@ def _expand_grid(spec: dict, grid: dict, out: Path, tf: dict, pf: dict, df: dict
                         raise ConfigError(f"sweep spec: dataset {env} {kw} {level}: {e}") from None
                     for combo in itertools.product(*[grid[k] for k in train_keys]):
                         tr = {**train_fixed, **dict(zip(train_keys, combo))}
-                        trials.append(_make_trial(data, tr, pre_fixed, out))
+                        t = _make_trial(data, tr, pre_fixed, out)
+                        if not (t.asm is None and any(x.id == t.id for x in trials)):  # asm_ keys: one baseline run
+                            trials.append(t)
     return trials
 
 
 def _make_trial(data: dict, tr: dict, pre_fixed: dict, out: Path) -> Trial:
     from spinrl.training.config import TrainConfig
 
+    asm_grid = {k[4:]: tr.pop(k) for k in list(tr) if k.startswith("asm_")}
     actor = tr.get("actor", "factored")
     algo = tr.get("algo", "iql")
     seed = tr.get("seed", 0)
@@ -291,24 +301,27 @@ def _make_trial(data: dict, tr: dict, pre_fixed: dict, out: Path) -> Trial:
     size = f"{data['transitions']}t" if "transitions" in data else f"{data['episodes']}ep"
     task = "_".join(p for p in (data["env"].replace(":", "-"), _kw_tag(data["env_kwargs"]), data["level"], size) if p)
     defining = {"data": data, "train": {k: v for k, v in sorted(tr.items()) if k not in ("threads", "device", "progress")}}
+    if asm_grid and actor in ("spin", "spin-cached"):  # gridded ASM settings define the trial (absent: ids unchanged)
+        defining["asm_grid"] = dict(sorted(asm_grid.items()))
     if str(data["env"]).startswith("dmc:") and data["level"] != "random":
         from spinrl.experiments.datasets import DataMakeConfig
 
         # the dataset's cache name carries a digest of the chosen behaviour policies: new policies, new trials
         defining["dataset"] = DataMakeConfig(**data).default_out().name
     prec = "" if tr.get("precision", "fp32") == "fp32" else f"_{tr['precision']}"
-    tid = f"{task}/{algo}-{actor}_{preset}{prec}_seed{seed}_{_short_hash(defining)}"
+    asm_tag = "".join(f"_asm-{k}{v}" for k, v in sorted(defining.get("asm_grid", {}).items())).replace("_", "-")[1:]
+    tid = f"{task}/{algo}-{actor}_{preset}{prec}{'_' + asm_tag if asm_tag else ''}_seed{seed}_{_short_hash(defining)}"
     asm, asm_id = None, None
     train = {**tr, "out": str(out / "runs" / tid), "progress": False}
     train.setdefault("threads", 1)
     if actor in ("spin", "spin-cached"):
-        asm = {"seed": seed, "preset": preset, **pre_fixed}
+        asm = {"seed": seed, "preset": preset, **pre_fixed, **asm_grid}
         if actor == "spin-cached":
             asm.setdefault("masking", "variable")
         if "model_kwargs" in tr and "model_kwargs" not in asm:
             asm["model_kwargs"] = tr["model_kwargs"]
         asm_def = {"data": data, "asm": asm, **({"dataset": defining["dataset"]} if "dataset" in defining else {})}
-        asm_id = f"{task}/asm_{preset}_{asm.get('masking', 'bert')}_seed{seed}_{_short_hash(asm_def)}"
+        asm_id = f"{task}/asm_{preset}_{asm.get('masking', 'bert')}_seed{asm['seed']}_{_short_hash(asm_def)}"
         train["asm"] = str(out / "asm" / asm_id)
     assert set(train) - {f.name for f in dataclasses.fields(TrainConfig)} <= {"dataset"}
     return Trial(id=tid, train=train, data=data, asm=asm, asm_id=asm_id)

@@ -8,6 +8,7 @@ from typing import Literal
 
 from spinrl.errors import ConfigError
 from spinrl.models.config import ModelConfig
+from spinrl.utils.checks import MAX_BATCH, MAX_EPISODES, check_finite, check_int, check_seed
 
 ALGOS = ("iql", "awac", "bcq")
 ACTORS = ("factored", "autoregressive", "saint", "spin", "spin-cached")
@@ -51,6 +52,9 @@ class TrainConfig:
     """path of the dataset directory (made by `spinrl data make` or imported)"""
     out: str = ""
     """run directory: config.json, metrics.csv, checkpoints/, policy.pt"""
+    overwrite: bool = False
+    """write into --out even if spinrl did not make it as a run directory, or replace the run there (files
+    spinrl did not write are kept)"""
     algo: Literal["iql", "awac", "bcq"] = "iql"
     """offline RL algorithm"""
     actor: Literal["factored", "autoregressive", "saint", "spin", "spin-cached"] = "factored"
@@ -132,8 +136,17 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"--precision {self.precision!r} is unknown; choose fp32 or bf16")
+        check_finite(self.lr, "--lr")
         if self.lr is not None and not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
+        check_finite(self.feature_cache_gb, "--feature-cache-gb")
+        check_seed(self.seed)
+        check_int(self.steps, "--steps")
+        check_int(self.batch_size, "--batch-size", hi=MAX_BATCH, none_ok=True)
+        check_int(self.eval_episodes, "--eval-episodes", hi=MAX_EPISODES)
+        from spinrl.utils.hardware import check_threads
+
+        check_threads(self.threads)
         if not 0.0 < self.gamma <= 1.0:
             raise ConfigError(f"--gamma must be in (0, 1], got {self.gamma}")
         fields = {f.name for f in dataclasses.fields(ModelConfig)}
@@ -158,24 +171,30 @@ class TrainConfig:
 
 @dataclass
 class PretrainConfig:
-    """Pretrain an Action Structure Model by masked action modelling, stopping on validation loss."""
+    """Pretrain an Action Structure Model by masked action modelling, stopping on a validation plateau or a budget."""
 
     dataset: str = ""
     """path of the dataset directory"""
     out: str = ""
     """ASM directory: asm.pt, asm.json (signature, chosen epoch, wall time), metrics.csv, curve PNG"""
+    overwrite: bool = False
+    """write into --out even if spinrl did not make it as an ASM directory (files spinrl did not write are kept)"""
     preset: Literal["cpu", "paper"] = "cpu"
     """model sizes: paper = d_model 256, 3 blocks, batch 1024 (method.md); cpu = d_model 64, 2 blocks, batch 512"""
     max_epochs: int | None = None
-    """upper bound on epochs (default: the preset's; the paper trains 100)"""
+    """budget in validations ("epochs" of steps_per_epoch steps; default: the preset's, cpu 40, paper 100)"""
+    max_steps: int | None = None
+    """budget in gradient steps (0 = save the random initial ASM: the paper's epoch-0 control); none by default"""
+    max_minutes: float | None = None
+    """budget in wall-clock minutes of training (checked after each validation); none by default"""
     patience: int = 5
-    """stop after this many epochs without a validation-loss improvement larger than min_delta"""
+    """stop on a plateau: this many validations without an improvement larger than min_delta"""
     min_delta: float = 1e-3
     """smallest decrease of the validation masked loss that counts as an improvement"""
     min_epochs: int = 3
-    """never stop before this many epochs"""
+    """never stop on a plateau before this many validations"""
     steps_per_epoch: int | None = None
-    """minibatches per epoch (default: training transitions / batch size, sampled with replacement)"""
+    """gradient steps between validations (default: one pass over the training transitions, at most 1,000)"""
     batch_size: int | None = None
     """minibatch size (default: the preset's)"""
     lr: float | None = None
@@ -214,10 +233,20 @@ class PretrainConfig:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v <= 0):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 0):
+            raise ConfigError(f"--max-steps must be an integer >= 0 (0 = the random ASM), got {self.max_steps!r}")
+        if self.max_minutes is not None and not (0 < self.max_minutes < float("inf")):
+            raise ConfigError(f"--max-minutes must be a positive finite number, got {self.max_minutes!r}")
         for name in ("patience", "val_batches", "min_epochs"):
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
+        check_finite(self.min_delta, "--min-delta")
+        check_finite(self.lr, "--lr")
+        check_seed(self.seed)
+        from spinrl.utils.hardware import check_threads
+
+        check_threads(self.threads)
         if self.min_delta < 0:
             raise ConfigError(f"--min-delta must be >= 0, got {self.min_delta}")
         if not 0.0 < self.mask_prob <= 1.0:

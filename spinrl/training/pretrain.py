@@ -1,9 +1,14 @@
-"""ASM pretraining by masked action modelling, with an automatic stop on validation loss.
+"""ASM pretraining by masked action modelling, with a budget, a plateau stop and a structure check.
 
-The paper trains a fixed number of epochs and gives no stopping rule, although too short hurts and
-too long wastes SPIN's speed advantage. We hold out whole episodes, measure the masked loss on them
-after every epoch with a fixed corruption seed (so epochs are comparable), keep the best epoch's
-weights, and stop after ``patience`` epochs without an improvement of at least ``min_delta``.
+The paper trains a fixed 100 epochs and gives no stopping rule, although too short hurts and too long
+wastes SPIN's speed advantage. We hold out whole episodes and measure the masked loss on them every
+``steps_per_epoch`` gradient steps (a pass over the training data, at most 1,000 steps) with a fixed
+corruption seed, so the points are comparable; we keep the best point's weights and stop on a plateau
+(``patience`` validations without an improvement of ``min_delta``) or at the first budget reached
+(validations, gradient steps, minutes). ``asm.json`` says which, and warns when a budget stopped a loss
+that was still falling. At the end the chosen ASM's leave-one-out reconstruction on the held-out
+episodes is compared with an independence baseline and the random initial ASM
+(``spinrl.evaluation.structure``): that tells a user whether their data have structure SPIN can use.
 """
 
 from __future__ import annotations
@@ -37,15 +42,17 @@ from spinrl.utils.checkpoint import (
     seed_everything,
     write_text_atomic,
 )
+from spinrl.evaluation.structure import marginal_modes, structure_diagnostics
 from spinrl.training.config import PretrainConfig
 from spinrl.training.runinfo import environment_info
 from spinrl.utils.progress import progress_bar
 from spinrl.utils.memory import keep_freed_memory
 from spinrl.utils.hardware import threads_warning
+from spinrl.utils import outdir
 
 # Settings that define the result; a resume with other values would silently mix two runs.
 _FIXED = ("dataset", "preset", "patience", "min_delta", "min_epochs", "steps_per_epoch", "batch_size", "lr",
-          "grad_clip", "mask_prob", "masking", "val_fraction", "val_batches", "seed", "model_kwargs")
+          "grad_clip", "mask_prob", "masking", "val_fraction", "val_batches", "seed", "model_kwargs", "max_steps")
 
 
 def _write_metrics(path: Path, rows: list[dict]) -> None:
@@ -84,6 +91,8 @@ def pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[d
     res = cfg.resolved()
     out = Path(cfg.out)
     ckpt_path = out / "checkpoints" / "last.pt"
+    if dist.main:  # never write into a directory spinrl did not make (creates nothing)
+        outdir.check_out(out, "asm", cfg.overwrite)
     if out.exists() and (out / "asm.json").exists() and not cfg.resume:
         raise ConfigError(f"--out {out} already holds a finished ASM; choose another --out or pass --resume")
     if out.exists() and ckpt_path.exists() and not cfg.resume:
@@ -96,6 +105,7 @@ def pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[d
     model_cfg = ModelConfig(**res["model"])
     seed_everything(cfg.seed)
     asm = ActionStructureModel(ds.observation_dim, ds.nvec, model_cfg).to(device)
+    init_state = {k: v.detach().clone() for k, v in asm.state_dict().items()}  # the random ASM (diagnostics)
     opt = FusedAdam(asm.parameters(), lr=res["lr"])
     mam = MAMConfig(mask_prob=cfg.mask_prob, variable=cfg.masking == "variable")
     rng = np.random.default_rng(cfg.seed)
@@ -104,13 +114,14 @@ def pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[d
     B = res["batch_size"]
     if dist.world > 1 and B % dist.world:
         raise ConfigError(f"--batch-size {B} must be divisible by the {dist.world} processes (the global batch is split across them)")
-    steps_per_epoch = cfg.steps_per_epoch or max(1, train_ds.num_transitions // B)
+    steps_per_epoch = cfg.steps_per_epoch or min(1000, max(1, train_ds.num_transitions // B))
+    max_steps = cfg.max_steps if cfg.max_steps is not None else float("inf")
     # Fixed validation minibatches and corruption: the curve measures the model, not the noise.
     val_rng = np.random.default_rng(cfg.seed + 10_007)
     val_idx = [val_rng.integers(0, val_ds.num_transitions, size=B) for _ in range(cfg.val_batches)]
 
     rows: list[dict] = []
-    state = {"epoch": 0, "best": float("inf"), "best_epoch": 0, "bad": 0, "elapsed": 0.0}
+    state = {"epoch": 0, "step": 0, "best": float("inf"), "best_epoch": 0, "best_step": 0, "bad": 0, "elapsed": 0.0}
     config_json = {"config": to_jsonable(cfg), "resolved": res, **environment_info(device)}
     if cfg.resume and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path, "pretraining checkpoint", kind="asm_pretrain")
@@ -118,28 +129,31 @@ def pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[d
         for k in _FIXED:
             if saved.get(k) != to_jsonable(cfg).get(k):
                 raise ConfigError(f"--resume with {k}={to_jsonable(cfg).get(k)!r} but the run used {saved.get(k)!r}; use the same value")
+        if dist.main:
+            outdir.hold(out, "asm")  # one writer (lock released at exit), marked as spinrl's ASM directory
         asm.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         restore_rng(ck["rng"], rng, gen)
-        state = dict(ck["state"])
+        state = {**state, **ck["state"]}
         rows = list(ck["rows"])
     elif dist.main:
-        out.mkdir(parents=True, exist_ok=True)
+        outdir.hold(out, "asm")
         write_text_atomic(out / "config.json", json.dumps(config_json, indent=2))
     if dist.main and (msg := threads_warning(cfg.threads, device)):  # once inputs are checked
         warnings.warn(msg, stacklevel=2)
     max_epochs = res["max_epochs"]
-    stop_reason = "max_epochs"
-    bar = progress_bar(total=max_epochs, desc="pretrain ASM", unit="epoch", disable=None if cfg.progress and dist.main else True)
+    max_seconds = cfg.max_minutes * 60 if cfg.max_minutes is not None else float("inf")
+    bar = progress_bar(total=max_epochs, desc="pretrain ASM", unit="val", disable=None if cfg.progress and dist.main else True)
     bar.update(state["epoch"])
-    while state["epoch"] < max_epochs:
-        if state["bad"] >= cfg.patience and state["epoch"] >= cfg.min_epochs:
-            stop_reason = "early_stop"
+    while True:
+        stop_reason = _stop_reason(state, cfg, max_epochs, max_steps, max_seconds)
+        if stop_reason:
             break
+        n_steps = int(min(steps_per_epoch, max_steps - state["step"]))
         t0 = time.perf_counter()
         asm.train()
         loss_sum = torch.zeros((), device=device)
-        for _ in range(steps_per_epoch):
+        for _ in range(n_steps):
             if dist.world == 1:
                 s, a, _, _, _ = train_ds.sample(B, rng, device=device)
                 loss, _ = asm_loss(asm, s, a, mam, gen)
@@ -164,18 +178,20 @@ def pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[d
         v_loss /= len(val_idx)
         acc_N = (correct / count.clamp(min=1)).tolist()
         state["epoch"] += 1
+        state["step"] += n_steps
         state["elapsed"] += time.perf_counter() - t0
         improved = v_loss < state["best"] - cfg.min_delta
         if improved:
-            state["best"], state["best_epoch"], state["bad"] = v_loss, state["epoch"], 0
+            state["best"], state["best_epoch"], state["best_step"], state["bad"] = v_loss, state["epoch"], state["step"], 0
             if dist.main:
                 save_atomic({"schema": CHECKPOINT_SCHEMA, "kind": "asm", "model": asm.state_dict()}, out / "asm.pt")
         else:
             state["bad"] += 1
         row = {
             "epoch": state["epoch"],
+            "step": state["step"],
             "wall_seconds": round(state["elapsed"], 3),
-            "train_loss": float(loss_sum) / steps_per_epoch,
+            "train_loss": float(loss_sum) / n_steps,
             "val_loss": v_loss,
             "val_masked_acc": float(correct.sum() / count.sum().clamp(min=1)),
             "best": int(improved),
@@ -203,36 +219,87 @@ def pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[d
         bar.update(1)
         bar.set_postfix(train=f"{row['train_loss']:.3f}", val=f"{v_loss:.3f}", acc=f"{row['val_masked_acc']:.2f}", best=state["best_epoch"])
         yield row
-    else:
-        stop_reason = "max_epochs"
-    if state["bad"] >= cfg.patience and state["epoch"] >= cfg.min_epochs:
-        stop_reason = "early_stop"
     bar.close()
     if not dist.main:
         return
+    still_falling = stop_reason != "plateau" and state["bad"] == 0 and state["epoch"] > 0  # last validation was the best
+    if state["epoch"] == 0:  # a zero budget: the random ASM itself (the paper's epoch-0 point)
+        save_atomic({"schema": CHECKPOINT_SCHEMA, "kind": "asm", "model": asm.state_dict()}, out / "asm.pt")
+    best = load_checkpoint(out / "asm.pt", "ASM", kind="asm")["model"]
+    asm.load_state_dict(best)
+    random_asm = ActionStructureModel(ds.observation_dim, ds.nvec, model_cfg).to(device)
+    random_asm.load_state_dict(init_state)
+    diag_batches = [val_ds.batch_at(idx, device=device)[:2] for idx in val_idx]
+    diagnostics = structure_diagnostics(asm, random_asm, diag_batches, marginal_modes(train_ds.actions, ds.nvec))
     info = {
         "signature": ds.signature,
         "dataset": {"path": str(cfg.dataset), "checksum": ds.meta.get("checksum"), "level": ds.meta.get("level")},
         "model": res["model"],
         "masking": cfg.masking,
         "chosen_epoch": state["best_epoch"],
-        "best_val_loss": state["best"],
+        "chosen_step": state["best_step"],
+        "best_val_loss": state["best"] if state["epoch"] else None,
         "epochs_run": state["epoch"],
+        "steps_run": state["step"],
         "stop_reason": stop_reason,
+        "stop_explained": _STOP_TEXT[stop_reason],
+        "still_falling": still_falling,
         "patience": cfg.patience,
         "min_delta": cfg.min_delta,
         "steps_per_epoch": steps_per_epoch,
+        "max_steps": cfg.max_steps,
+        "max_minutes": cfg.max_minutes,
+        "max_epochs": max_epochs,
         "batch_size": B,
         "wall_seconds": round(state["elapsed"], 3),
+        "structure": diagnostics,
         **({"world_size": dist.world, "per_rank_batch": B // dist.world} if dist.world > 1 else {}),
-        "curve": [{k: r[k] for k in ("epoch", "train_loss", "val_loss", "val_masked_acc", "wall_seconds")} for r in rows],
+        "curve": [{k: r[k] for k in ("epoch", "step", "train_loss", "val_loss", "val_masked_acc", "wall_seconds") if k in r}
+                  for r in rows],
         **environment_info(device),
     }
     write_text_atomic(out / "asm.json", json.dumps(info, indent=2))
+    if still_falling:
+        warnings.warn(stop_summary(info), stacklevel=2)
+    if not rows:
+        return
     try:
-        plot_pretrain_curve(rows, state["best_epoch"], out / "pretrain_curve.png")
+        plot_pretrain_curve(rows, state["best_step"], out / "pretrain_curve.png")
     except Exception as e:  # a plot must never lose a finished model, but say it is missing
         print(f"warning: pretrain_curve.png not written ({type(e).__name__}: {e}); the ASM is saved", flush=True)
+
+
+_STOP_TEXT = {
+    "plateau": "stopped on a plateau: patience validations without an improvement of min_delta",
+    "epoch_budget": "stopped by the budget of max_epochs validations",
+    "step_budget": "stopped by the budget of max_steps gradient steps",
+    "time_budget": "stopped by the budget of max_minutes",
+}
+
+
+def _stop_reason(state: dict, cfg: PretrainConfig, max_epochs: int, max_steps: float, max_seconds: float) -> str | None:
+    """Why pretraining stops now, or None to go on (the plateau first: it is the only converged stop)."""
+    if state["bad"] >= cfg.patience and state["epoch"] >= cfg.min_epochs:
+        return "plateau"
+    if state["step"] >= max_steps:
+        return "step_budget"
+    if state["epoch"] >= max_epochs:
+        return "epoch_budget"
+    if state["elapsed"] >= max_seconds:
+        return "time_budget"
+    return None
+
+
+def stop_summary(info: dict) -> str:
+    """What the command prints last: where it stopped, why, and whether the loss was still falling."""
+    if info["steps_run"] == 0:
+        return "ASM not trained (a budget of 0 steps): the random initial ASM was saved, as the paper's epoch-0 control"
+    msg = (f"ASM {info['stop_explained']} after {info['steps_run']} gradient steps ({info['epochs_run']} validations); "
+           f"chosen step {info['chosen_step']}, best validation masked loss {info['best_val_loss']:.4f}")
+    if info.get("still_falling"):
+        msg += (f"; WARNING: the validation loss was still falling when the budget stopped it (best at step "
+                f"{info['chosen_step']}): raise --max-steps / --max-epochs / --max-minutes for a converged ASM")
+    return msg
 
 
 def _distributed_backward(asm, opt, train_ds, B: int, rng, mam, gen, device, dist: _Dist) -> torch.Tensor:
@@ -358,23 +425,24 @@ def pretrain(cfg: PretrainConfig) -> Path:
     return Path(cfg.out)
 
 
-def plot_pretrain_curve(rows: list[dict], chosen: int, path: Path) -> None:
+def plot_pretrain_curve(rows: list[dict], chosen_step: int, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ep = [r["epoch"] for r in rows]
+    ep = [r["step"] for r in rows]
+    chosen = chosen_step
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
     ax[0].plot(ep, [r["train_loss"] for r in rows], label="train")
     ax[0].plot(ep, [r["val_loss"] for r in rows], label="validation")
-    ax[0].axvline(chosen, color="k", ls="--", lw=1, label=f"chosen epoch {chosen}")
-    ax[0].set_xlabel("epoch")
+    ax[0].axvline(chosen, color="k", ls="--", lw=1, label=f"chosen step {chosen}")
+    ax[0].set_xlabel("gradient step")
     ax[0].set_ylabel("masked cross-entropy")
     ax[0].legend()
     ax[1].plot(ep, [r["val_masked_acc"] for r in rows])
     ax[1].axvline(chosen, color="k", ls="--", lw=1)
-    ax[1].set_xlabel("epoch")
+    ax[1].set_xlabel("gradient step")
     ax[1].set_ylabel("validation masked accuracy")
     fig.suptitle("ASM pretraining (masked action modelling)")
     fig.tight_layout()
