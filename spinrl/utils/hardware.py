@@ -38,11 +38,16 @@ def bf16_warning(device: torch.device | str) -> str | None:
 
 
 def check_threads(threads: int | None) -> None:
-    """One-line error for a thread count that is not a positive integer (None = keep the process's)."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads <= 0):
-        from spinrl.errors import ConfigError
+    """One-line error for a thread count that is not a positive integer or exceeds the machine's cores (None = keep
+    the process's)."""
+    from spinrl.errors import ConfigError
 
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads <= 0):
         raise ConfigError(f"--threads must be a positive integer, got {threads!r}")
+    cores = os.cpu_count() or 1
+    if threads is not None and threads > cores:
+        # thousands of OpenMP threads hang or crash the process (segfault at 100000), and more than the cores only stall
+        raise ConfigError(f"--threads {threads} is more than this machine's {cores} cores; pass --threads {cores} or fewer")
 
 
 @contextmanager
