@@ -14,6 +14,8 @@ import numpy as np
 from spinrl.errors import SpinError
 
 MAX_FLAT_JOINT = 2**20
+MAX_SUB_ACTIONS = 2**16
+MAX_CHOICES = 2**20
 
 
 def as_nvec(nvec: Sequence[int] | np.ndarray, field: str = "nvec") -> np.ndarray:
@@ -22,13 +24,18 @@ def as_nvec(nvec: Sequence[int] | np.ndarray, field: str = "nvec") -> np.ndarray
     if arr.ndim != 1 or arr.size == 0:
         raise SpinError(f"{field} must be a non-empty 1-D list of cardinalities, got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.integer):
-        if np.issubdtype(arr.dtype, np.floating) and np.all(np.mod(arr, 1) == 0):
+        if np.issubdtype(arr.dtype, np.floating) and np.all(np.mod(arr, 1) == 0) and np.all(np.abs(arr) <= 2**62):
             arr = arr.astype(np.int64)
         else:
             raise SpinError(f"{field} must hold integers, got dtype {arr.dtype}")
     if np.any(arr < 2):
         bad = int(np.argmin(arr))
         raise SpinError(f"{field}[{bad}] = {int(arr[bad])}: every sub-action needs at least 2 choices")
+    if arr.size > MAX_SUB_ACTIONS or np.any(arr > MAX_CHOICES):
+        # heads, embeddings and one-hot buffers scale with these: 10**15 choices would fail far from the cause
+        bad = int(np.argmax(arr))
+        raise SpinError(f"{field} has {arr.size} sub-actions, {field}[{bad}] = {int(arr[bad])}: at most {MAX_SUB_ACTIONS} "
+                        f"sub-actions of at most {MAX_CHOICES} choices each are supported")
     return arr.astype(np.int64)
 
 

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,6 +228,7 @@ class OfflineDataset:
             if key not in meta:
                 raise DatasetError(f"metadata field '{key}' is missing; pass nvec=... when building the dataset")
         space = FactoredSpace(as_nvec(meta["nvec"], "meta.nvec"))
+        check_meta_names(meta, "metadata")
         lengths = np.asarray(self.episode_lengths)
         if lengths.ndim != 1 or not np.issubdtype(lengths.dtype, np.integer):
             raise DatasetError(f"episode_lengths must be a 1-D integer array, got shape {lengths.shape} dtype {lengths.dtype}")
@@ -527,8 +529,11 @@ def read_meta(path: str | os.PathLike) -> dict:
         raise DatasetError(f"dataset path {path} does not exist; create it with 'spinrl data make' or check the path")
     if not path.is_dir() or not (path / "meta.json").exists():
         raise DatasetError(f"{path} is not a spinrl dataset directory (no meta.json); import foreign formats with 'spinrl data import-dmc'")
+    mpath = _regular_file(path, "meta.json")
+    if mpath.stat().st_size > MAX_META_BYTES:
+        raise DatasetError(f"{mpath} is larger than {MAX_META_BYTES >> 20} MB, not a spinrl meta.json; regenerate the dataset")
     try:
-        meta = json.loads((path / "meta.json").read_text())
+        meta = json.loads(mpath.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, OSError) as e:
         raise DatasetError(f"{path}/meta.json is corrupted ({e.__class__.__name__}); regenerate the dataset") from None
     if not isinstance(meta, dict):
@@ -548,7 +553,81 @@ def read_meta(path: str | os.PathLike) -> dict:
     shape = meta.get("observation_shape", [])
     if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise DatasetError(f"{path}/meta.json field 'observation_shape' must list non-negative integers, got {shape}; regenerate the dataset")
+    if int(np.prod([float(d) for d in shape])) > MAX_ELEMENTS:
+        raise DatasetError(f"{path}/meta.json field 'observation_shape' {shape[:8]} is implausibly large; regenerate the dataset")
+    for key in ("num_transitions", "num_episodes"):
+        v = meta.get(key, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_ELEMENTS:
+            raise DatasetError(f"{path}/meta.json field '{key}' must be an integer in [0, {MAX_ELEMENTS:.0e}], got {v!r}; "
+                               "regenerate the dataset")
+    check_meta_names(meta, f"{path}/meta.json")
     return meta
+
+
+MAX_META_BYTES = 16 << 20
+"""a meta.json is a few KB; a bigger one (or /dev/zero behind a symlink) is not read into memory"""
+MAX_ELEMENTS = 10**12
+"""largest element count of one array a dataset may declare (about 4 TB of float32)"""
+_NAME_FIELDS = ("env_id", "level")
+
+
+def safe_name(value: Any, field: str) -> None:
+    """Metadata strings that become file names (export-dmc writes <task>-<level>) must not escape a folder:
+    no path separators, no NUL, not '.' or '..', bounded length."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise DatasetError(f"metadata field '{field}' must be a string, got {type(value).__name__}; fix the metadata")
+    if (any(c in value for c in "/\\\0") or value.split(":")[-1] in (".", "..") or value.startswith(".")
+            or len(value) > 200):
+        raise DatasetError(f"metadata field '{field}' = {value[:80]!r} is not a safe name (no '/', '\\', '..', leading "
+                           "'.' or absolute paths); fix the metadata")
+
+
+def check_meta_names(meta: dict, where: str) -> None:
+    for key in _NAME_FIELDS:
+        try:
+            safe_name(meta.get(key), key)
+        except DatasetError as e:
+            raise DatasetError(f"{where}: {e}") from None
+
+
+def _regular_file(root: Path, name: str) -> Path:
+    """``root/name`` as a regular file inside ``root``: a symlink out of the dataset, a FIFO or a device (e.g.
+    /dev/zero) would make reading it hang or fill memory, so it is refused before anything is read."""
+    p = root / name
+    if p.is_symlink():
+        target, base = p.resolve(), root.resolve()
+        if base not in target.parents:
+            raise DatasetError(f"{p} is a symlink out of the dataset (to {target}); copy the real file in")
+    try:
+        st = p.stat()
+    except OSError as e:
+        raise DatasetError(f"cannot read {p} ({e.strerror}); regenerate the dataset") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DatasetError(f"{p} is not a regular file (a directory, FIFO or device); regenerate the dataset")
+    return p
+
+
+def _check_npy_size(fpath: Path, name: str) -> None:
+    """The array header's declared shape must match the file size before the file is hashed or mapped."""
+    try:
+        with open(fpath, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f, max_header_size=10000)
+            offset = f.tell()
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
+        raise DatasetError(f"cannot read array '{name}' from {fpath} ({str(e)[:120]}); regenerate the dataset") from None
+    n = 1
+    for dim in shape:
+        n *= int(dim)
+    if n > MAX_ELEMENTS or dtype.hasobject:
+        raise DatasetError(f"cannot read array '{name}' from {fpath}: it declares shape {shape} dtype {dtype}, not a "
+                           "spinrl array; regenerate the dataset")
+    if offset + n * dtype.itemsize != fpath.stat().st_size:
+        raise DatasetError(f"cannot read array '{name}' from {fpath}: {fpath.stat().st_size} bytes but its header declares "
+                           f"{offset + n * dtype.itemsize} (shape {shape}): truncated or padded; regenerate the dataset")
 
 
 def meta_digest(meta: dict) -> str:
@@ -576,6 +655,7 @@ def load(path: str | os.PathLike, mmap: bool = True, verify: bool = True) -> Off
         fpath = path / f"{name}.npy"
         if not fpath.exists():
             raise DatasetError(f"dataset {path} is missing array '{name}' ({fpath.name}); regenerate the dataset")
+        _regular_file(path, fpath.name)
         if verify:
             if name not in checksums:
                 raise DatasetError(f"meta.json has no checksum for '{name}'; regenerate the dataset")
@@ -583,6 +663,7 @@ def load(path: str | os.PathLike, mmap: bool = True, verify: bool = True) -> Off
                 raise DatasetError(
                     f"checksum mismatch for '{name}' in {path}: the file was truncated or edited; regenerate or re-copy the dataset"
                 )
+        _check_npy_size(fpath, name)
         try:
             arrays[name] = np.load(fpath, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
@@ -758,6 +839,10 @@ def collect(
         n = 0
         while True:
             a = np.asarray(policy(o)).reshape(-1)
+            if not np.issubdtype(a.dtype, np.integer):  # 0.7 would be truncated to 0 without a word
+                if not (np.issubdtype(a.dtype, np.number) and np.isfinite(a).all() and (a == np.round(a)).all()):
+                    raise DatasetError(f"policy returned non-integer action {a.tolist()[:8]} in episode {k}; "
+                                       "return sub-action indices (integers in [0, nvec))")
             o, r, te, tr, _ = env.step(a)
             ep_obs.append(np.asarray(o, dtype=np.float32).reshape(-1))
             act_l.append(a.astype(np.int64))

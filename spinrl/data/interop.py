@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from spinrl.data.dataset import OfflineDataset, from_arrays
+from spinrl.data.dataset import OfflineDataset, check_meta_names, from_arrays
 from spinrl.errors import DatasetError
 
 # Public benchmark reference scores (benchmarks.md section 1): (domain-task, bins) -> (random, expert).
@@ -59,7 +59,6 @@ DoneMeans = Literal["auto", "truncation", "termination"]
 # ---------------------------------------------------------------------- restricted unpickler
 def _allowed_globals() -> dict[tuple[str, str], Any]:
     import builtins
-    import codecs
 
     try:  # numpy >= 2
         from numpy._core import multiarray, numeric
@@ -67,21 +66,70 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
         from numpy.core import multiarray, numeric  # type: ignore[no-redef]
 
     allowed: dict[tuple[str, str], Any] = {
-        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "ndarray"): _NDARRAY,  # ndarray(shape) allocates what it is told: bounded
         ("numpy", "dtype"): np.dtype,
         # protocol 2 pickles of bytes (numpy array payloads) go through _codecs.encode(str, "latin1")
-        ("_codecs", "encode"): codecs.encode,
+        ("_codecs", "encode"): _encode_latin1,
     }
     # Files written under numpy 1.x name numpy.core, under numpy 2.x numpy._core: accept both, and
     # resolve them to the installed objects ourselves (never by importing the named module).
     for pkg in ("numpy.core", "numpy._core"):
-        allowed[(f"{pkg}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        allowed[(f"{pkg}.multiarray", "_reconstruct")] = _bounded(_reconstruct, lambda c=None, s=0, *a: _shape_bytes(s))
         allowed[(f"{pkg}.multiarray", "scalar")] = multiarray.scalar
         allowed[(f"{pkg}.numeric", "_frombuffer")] = numeric._frombuffer  # protocol 5 arrays
     for name in ("list", "tuple", "dict", "set", "frozenset", "bytearray", "bytes", "complex", "int", "float", "bool"):
         allowed[("builtins", name)] = getattr(builtins, name)
         allowed[("__builtin__", name)] = getattr(builtins, name)  # protocol <= 2 from Python 2
+    for key in [k for k in allowed if k[1] in ("bytes", "bytearray")]:  # bytes(10**12) allocates what it is told
+        allowed[key] = _bounded(allowed[key], lambda x=0, *a: x if isinstance(x, int) else 0)
     return allowed
+
+
+MAX_ALLOC = 1 << 28
+"""largest allocation (bytes) a pickle may request by size (bytes(n), ndarray(shape)); real files never do"""
+
+
+def _shape_bytes(shape: Any, dtype: Any = None) -> int:
+    try:
+        dims = [int(d) for d in (shape if isinstance(shape, (tuple, list)) else (shape,))]
+        n = int(np.dtype(dtype).itemsize) if dtype is not None else 8
+    except (TypeError, ValueError):
+        return 0  # not a size: the callable itself raises
+    for d in dims:
+        n *= max(d, 0)
+    return n
+
+
+def _bounded(fn: Any, size: Any) -> Any:
+    """``fn`` refusing calls whose ``size(*args)`` exceeds MAX_ALLOC (a few bytes asking for terabytes)."""
+
+    def call(*args, **kw):
+        if size(*args) > MAX_ALLOC:
+            raise DatasetError(f"the pickle asks {getattr(fn, '__name__', fn)} for more than {MAX_ALLOC >> 20} MB in "
+                               "one call; refused (a real public dataset never does)")
+        return fn(*args, **kw)
+
+    return call
+
+
+def _encode_latin1(obj: Any, encoding: str = "utf-8", errors: str = "strict") -> Any:
+    import codecs
+
+    if encoding not in ("latin1", "latin-1"):
+        raise DatasetError(f"the pickle calls _codecs.encode with {encoding!r}; refused (only latin1 is used for arrays)")
+    return codecs.encode(obj, encoding, errors)
+
+
+_NDARRAY = _bounded(np.ndarray, lambda shape=0, dtype=float, *a: _shape_bytes(shape, dtype))
+
+
+def _reconstruct(cls: Any, *args: Any) -> Any:
+    """numpy's ``_reconstruct`` given the real ndarray class for the bounded stand-in that ``numpy.ndarray`` resolves to."""
+    try:  # numpy >= 2
+        from numpy._core.multiarray import _reconstruct as rec
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core.multiarray import _reconstruct as rec  # type: ignore[no-redef]
+    return rec(np.ndarray if cls is _NDARRAY else cls, *args)
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -139,7 +187,8 @@ def restricted_load(path: str | os.PathLike) -> tuple[Any, str]:
             reader.sha256.update(f.read())  # trailing bytes after STOP, if any
     except DatasetError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError) as e:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError,
+            RecursionError, OverflowError) as e:
         raise DatasetError(
             f"{path} is not a readable pickle ({e.__class__.__name__}: {e}); the file is truncated, corrupted or not "
             "a public factorised-DMC dataset"
@@ -240,6 +289,56 @@ def _decode_actions(raw: np.ndarray, bins: int | None) -> tuple[np.ndarray, str,
     return idx, encoding, bins
 
 
+_SCALARS = (int, float, bool, np.number, np.bool_)
+
+
+def _size(x: Any, depth: int, limit: int) -> int:
+    """Elements in a numeric vector (ndarray or flat list of numbers, nested ``depth`` more levels at most);
+    -1 if ``x`` is anything else, ``limit + 1`` as soon as it is known to hold more than ``limit``."""
+    if isinstance(x, np.ndarray):
+        return x.size if x.ndim <= depth + 1 and (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) else -1
+    if not isinstance(x, (list, tuple)):
+        return -1
+    if len(x) > limit:
+        return limit + 1
+    if all(isinstance(v, _SCALARS) for v in x):
+        return len(x)
+    if depth == 0:
+        return -1
+    n = 0
+    for v in x:
+        k = _size(v, depth - 1, limit - n)
+        if k < 0 or n + k > limit:
+            return k if k < 0 else limit + 1
+        n += k
+    return n
+
+
+def check_items(data: list, path: Path, budget: int) -> None:
+    """Every item is (state, action, reward, next_state, done) of numbers, vectors at most one level nested
+    (one-hot actions), and the elements of all items together stay within ``budget`` (about one per byte of
+    the file): pickle memo references let a few KB name the same nested list 10**10 times, and converting
+    that would never finish. Checked before anything is converted."""
+    total = 0
+    for t, item in enumerate(data):
+        if not isinstance(item, (tuple, list)) or len(item) != 5:
+            raise DatasetError(
+                f"item {t} of {path} is a {type(item).__name__}"
+                f"{f' of length {len(item)}' if isinstance(item, (tuple, list)) else ''}; "
+                "expected (state, action, reward, next_state, done)"
+            )
+        for j, (what, depth) in enumerate((("state", 0), ("action", 1), ("reward", 0), ("next_state", 0), ("done", 0))):
+            x = item[j]
+            n = 1 if isinstance(x, _SCALARS) else _size(x, depth, budget - total)
+            if n < 0 or (j in (2, 4) and n != 1):
+                raise DatasetError(f"item {t} of {path}: {what} is a {type(x).__name__} that is not "
+                                   f"{'a number' if j in (2, 4) else 'a numeric vector'}; the file is malformed")
+            total += n
+        if total > budget:
+            raise DatasetError(f"{path} expands to more than {budget} numbers by item {t} (repeated references to the "
+                               "same objects); refused, the file is malformed or hostile")
+
+
 def _describe_lengths(lengths: np.ndarray, limit: int = 6) -> str:
     vals, counts = np.unique(lengths, return_counts=True)
     order = np.argsort(-counts, kind="stable")[:limit]
@@ -295,13 +394,7 @@ def import_public_dmc(
             f"{path} holds a {type(data).__name__}{' (empty)' if isinstance(data, (list, tuple)) else ''}; "
             "expected a non-empty list of (state, action, reward, next_state, done) tuples"
         )
-    for t in (0, len(data) - 1):
-        if not isinstance(data[t], (tuple, list)) or len(data[t]) != 5:
-            raise DatasetError(
-                f"item {t} of {path} is a {type(data[t]).__name__}"
-                f"{f' of length {len(data[t])}' if isinstance(data[t], (tuple, list)) else ''}; "
-                "expected (state, action, reward, next_state, done)"
-            )
+    check_items(data, path, budget=path.stat().st_size + 10**6)
     T = len(data)
 
     # One chunked pass: float32 outputs, boundary test in the file's own precision.
@@ -466,7 +559,10 @@ def export_public_dmc(ds: OfflineDataset, root: str | os.PathLike) -> Path:
     if not level or "/" in str(level):
         raise DatasetError(f"export-dmc needs a level in the metadata (e.g. medium) for the file name, got {level!r}")
     task = env_id.split(":", 1)[1]
+    check_meta_names(ds.meta, "export-dmc")
     out = Path(root) / f"{bins}_bins" / f"{task}-{level}"
+    if Path(root).resolve() not in out.resolve().parents:  # never write outside --root, whatever the metadata says
+        raise DatasetError(f"export-dmc: the file name from env_id {env_id!r} and level {level!r} leaves --root; fix the metadata")
     out.parent.mkdir(parents=True, exist_ok=True)
 
     obs = ds.observations

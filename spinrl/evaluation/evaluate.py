@@ -12,6 +12,7 @@ import torch
 from spinrl import envs
 from spinrl.evaluation.policy import Policy
 from spinrl.evaluation.rollout import run_episodes
+from spinrl.utils.checks import MAX_EPISODES, check_int, check_seed
 from spinrl.utils.hardware import check_threads, torch_threads
 
 
@@ -127,6 +128,8 @@ def evaluate(
 
     if not isinstance(episodes, int) or episodes <= 0:
         raise ConfigError(f"--episodes must be a positive integer, got {episodes!r}")
+    check_int(episodes, "--episodes", hi=MAX_EPISODES)
+    check_seed(seed)
     check_threads(threads)
     with torch_threads(threads):
         return _evaluate(policy, env, episodes, seed, greedy, num_envs, reference, mode, env_kwargs)

@@ -79,6 +79,9 @@ class Policy:
             obs = obs[None]
         if obs.ndim != 2 or obs.shape[1] != self.observation_dim:
             raise SpinError(f"observations must have shape [B, {self.observation_dim}], got {np.asarray(observations).shape}")
+        if not np.isfinite(obs).all():  # a NaN/inf observation would silently get an arbitrary action
+            r = int(np.argwhere(~np.isfinite(obs))[0][0])
+            raise SpinError(f"observations[{r}] contains NaN/inf; a policy acts only on finite observations")
         a = self.act_tensor(torch.from_numpy(obs).to(self.device), deterministic, generator).cpu().numpy()
         return a[0] if single else a
 
@@ -120,6 +123,11 @@ class Policy:
             algo_cfg = CONFIGS[algo](**ck["algo_cfg"])
         except (KeyError, TypeError, RuntimeError) as e:
             raise CheckpointError(f"policy file {path} is incomplete or from another version ({str(e).splitlines()[0][:120]})") from None
+        for part, state in (("actor", ck["actor"]), ("critic", ck["critic"])):
+            for name, t in state.items():  # a NaN-weight policy (a diverged run) must not get a score
+                if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():
+                    raise CheckpointError(f"policy file {path} has NaN/inf {part} weights ({name}): the run diverged; "
+                                          "retrain (e.g. with a smaller --lr)")
         dev = torch.device(device)
         nets = Nets(actor=actor.to(dev).eval(), critic=critic.to(dev).eval(), critic_target=critic)
         return cls(nets, algo, algo_cfg, meta, dev)

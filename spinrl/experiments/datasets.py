@@ -16,6 +16,8 @@ from spinrl.data import OfflineDataset, from_episodes
 from spinrl.data.cache import data_dir, dataset_name
 from spinrl.errors import ConfigError
 from spinrl.evaluation.rollout import Episodes, run_episodes
+from spinrl.utils.checks import check_int, check_seed
+from spinrl.utils.hardware import check_threads
 from spinrl.utils.progress import progress_bar
 
 LEVELS = ("random", "medium", "expert", "medium-expert", "random-medium-expert")
@@ -66,12 +68,12 @@ class DataMakeConfig:
             raise ConfigError("give exactly one of --episodes N or --transitions N")
         n = self.episodes if self.episodes is not None else self.transitions
         name = "--episodes" if self.episodes is not None else "--transitions"
-        if n is None or n <= 0:
-            raise ConfigError(f"{name} must be a positive integer, got {n}")
+        check_int(n, name, hi=10**10)
+        check_seed(self.seed)
         if self.num_envs <= 0:
             raise ConfigError(f"--num-envs must be positive, got {self.num_envs}")
-        if not isinstance(self.threads, int) or self.threads <= 0:
-            raise ConfigError(f"--threads must be a positive integer, got {self.threads!r}")
+        check_int(self.threads, "--threads")
+        check_threads(self.threads)
         if self.behaviour is not None and not str(self.env).startswith("dmc:"):
             raise ConfigError(f"--behaviour is for dmc tasks; {self.env} has scripted medium/expert policies, drop --behaviour")
         if str(self.env).startswith("dmc:") and self.level != "random" and self.resolved_behaviour() is None:

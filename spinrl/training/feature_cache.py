@@ -43,13 +43,17 @@ def build_feature_cache(
     actor, ds: OfflineDataset, path: Path, device: torch.device, batch: int = 4096, progress: bool = True
 ) -> np.ndarray:
     """Compute (or reuse) the fp16 feature array [rows, N, d] and return it memory-mapped."""
-    if path.exists():
-        arr = np.load(path, mmap_mode="r")
-        if arr.shape[0] == ds.observations.shape[0]:
-            return arr
-    path.parent.mkdir(parents=True, exist_ok=True)
     rows = int(ds.observations.shape[0])
     d = actor.cfg.d_model
+    if path.exists():
+        try:  # a damaged (truncated, overwritten) cache is rebuilt, not trusted or fatal for every later run
+            arr = np.load(path, mmap_mode="r")
+            if arr.shape == (rows, len(ds.nvec), d) and arr.dtype == np.float16:
+                return arr
+        except (ValueError, OSError, EOFError):
+            pass
+        path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(rows, len(ds.nvec), d))
