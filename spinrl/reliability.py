@@ -178,6 +178,8 @@ class Case:
     """environment variables set while the case runs"""
     needs: str | None = None
     """a module that must be importable for the case to apply (else it is skipped)"""
+    patch: Callable[[Path], Any] | None = None
+    """a context manager (given the case directory) active while the case runs, e.g. to make writes fail"""
 
     @property
     def id(self) -> str:
@@ -371,6 +373,74 @@ def _subprocess_block(case_block: tuple[str, ...], argv: list[str]) -> list[str]
     return [sys.executable, "-c", code]
 
 
+def _relink(ds: Path, name: str, target: str) -> Path:
+    (ds / name).unlink()
+    (ds / name).symlink_to(target)
+    return ds
+
+
+def _resigned_truncate(ds: Path, name: str = "rewards") -> Path:
+    """Cut an array file short and re-sign its checksum, so that only the header-vs-size check can catch it."""
+    from spinrl.data.dataset import _sha256_file, meta_digest
+
+    _truncate(ds / f"{name}.npy", 0.9)
+    m = json.loads((ds / "meta.json").read_text())
+    m["checksums"][name] = _sha256_file(ds / f"{name}.npy")
+    m["meta_sha256"] = meta_digest(m)
+    (ds / "meta.json").write_text(json.dumps(m))
+    return ds
+
+
+def _nested_refs(fx: Fixtures) -> list:
+    L: Any = [0.0]
+    for _ in range(10):
+        L = [L] * 10
+    return [(L, np.zeros(6, np.int64), 0.0, L, False)] * 100
+
+
+class _Alloc:
+    def __reduce__(self):
+        return (bytes, (10**12,))
+
+
+def _nan_weights(ck: dict) -> None:
+    t = next(v for v in ck["actor"].values() if v.is_floating_point())
+    t.view(-1)[0] = float("nan")
+
+
+def _act_on_nan(fx: Fixtures, d: Path) -> Callable[[], Any]:
+    from spinrl.evaluation import Policy
+
+    p = Policy.load(fx.run3 / "policy.pt")
+    obs = np.zeros((3, p.observation_dim), np.float32)
+    obs[1, 0] = np.nan
+    return lambda: p.act(obs)
+
+
+def _collect_floats(fx: Fixtures, d: Path) -> Callable[[], Any]:
+    from spinrl import envs
+    from spinrl.data import collect
+
+    env = envs.make("maze", actuators=3)
+    return lambda: collect(env, lambda o: np.full(3, 0.7), episodes=1, progress=False)
+
+
+@contextlib.contextmanager
+def _os_fails(fn: str, errno_: int):
+    """``os.<fn>`` raises OSError(errno_) while the case runs: a full disk, a read-only mount or a permission
+    error that a test cannot make for real (as root, or without a second file system)."""
+    real = getattr(os, fn)
+
+    def fail(*a, **kw):
+        raise OSError(errno_, os.strerror(errno_), str(a[0]) if a and not isinstance(a[0], int) else None)
+
+    setattr(os, fn, fail)
+    try:
+        yield
+    finally:
+        setattr(os, fn, real)
+
+
 CASES: list[Case] = [
     # ------------------------------------------------------------------ our dataset directory format
     Case("load / data validate", "path does not exist", "does not exist", _cli("data", "validate", "{d}/nope")),
@@ -425,7 +495,7 @@ CASES: list[Case] = [
     Case("load / data validate", "empty dataset (no episodes)", "dataset has no episodes", _validate(_empty)),
     Case("load / data validate", "termination in the middle of an episode", "is marked done but is not the last step",
          _validate(lambda fx, d: fx.forge(d, {"terminations": _with(fx.array("terminations"), (0,), True)}))),
-    Case("spinrl.data.read_meta", "meta.json is a directory", "meta.json is corrupted",
+    Case("spinrl.data.read_meta", "meta.json is a directory", "meta.json is not a regular file",
          lambda fx, d: (_ := fx.forge(d)) and ((_ / "meta.json").unlink() or (_ / "meta.json").mkdir() or
                                                (lambda: __import__("spinrl.data", fromlist=["x"]).read_meta(_)))),
     # ------------------------------------------------------------------ from_arrays (Python API)
@@ -678,6 +748,64 @@ CASES: list[Case] = [
          _cli("behaviour", "export", "{d}", "--out", "{d}/e", "--threads", "0")),
     Case("spinrl behaviour export", "a folder that is neither a run nor a set", "neither a run directory",
          _cli("behaviour", "export", "{d}", "--out", "{d}/e")),
+    # ------------------------------------------------------------------ untrusted input: paths, special files, sizes (#32)
+    Case("load / data validate", "meta.json is a symlink to /dev/zero", "is a symlink out of the dataset",
+         _validate(lambda fx, d: _relink(fx.forge(d), "meta.json", "/dev/zero"))),
+    Case("load / data validate", "an array file is a symlink to /dev/zero", "is a symlink out of the dataset",
+         _validate(lambda fx, d: _relink(fx.forge(d), "rewards.npy", "/dev/zero"))),
+    Case("load / data validate", "an array file is a FIFO", "is not a regular file",
+         _validate(lambda fx, d: (_ := fx.forge(d)) and ((_ / "actions.npy").unlink() or os.mkfifo(_ / "actions.npy") or _))),
+    Case("load / data validate", "env_id that climbs out of a folder (dmc:../../../../victim)", "is not a safe name",
+         _validate(lambda fx, d: fx.forge(d, meta={"env_id": "dmc:../../../../victim"}))),
+    Case("spinrl data export-dmc", "level that climbs out of --root", "is not a safe name",
+         lambda fx, d: ["data", "export-dmc", str(fx.forge(d, meta={"level": "../../victim"})), "--root", str(d / "r")]),
+    Case("load / data validate", "nvec of 10**15 choices", "at most 65536 sub-actions of at most 1048576 choices",
+         _validate(lambda fx, d: fx.forge(d, meta={"nvec": [10**15] * 3}))),
+    Case("load / data validate", "num_transitions is a string", "field 'num_transitions' must be an integer",
+         _validate(lambda fx, d: fx.forge(d, meta={"num_transitions": "many"}))),
+    Case("load / data info --no-verify", "array file shorter than its header declares (checksums resigned)",
+         "its header declares", lambda fx, d: ["data", "info", "--no-verify", str(_resigned_truncate(fx.forge(d)))]),
+    Case("spinrl.data.from_arrays", "nvec of 10**15 choices", "at most 65536 sub-actions", _from_arrays(nvec=[10**15] * 3)),
+    Case("spinrl data import-dmc", "8 KB of nested repeated references ([L]*10, ten levels deep)",
+         "is not a numeric vector", _public(lambda fx, d: _nested_refs(fx))),
+    Case("spinrl data import-dmc", "one list referenced 10**4 times (expands to 10**8 numbers)", "expands to more than",
+         _public(lambda fx, d: [(r[0], [[0.0] * 10**4] * 10**4, r[2], r[3], r[4]) for r in _public_rows(fx)[:1]])),
+    Case("spinrl data import-dmc", "pickle asking bytes(10**12)", "for more than 256 MB in one call",
+         _public(lambda fx, d: [_Alloc()])),
+    Case("spinrl data import-dmc", "malformed item in the middle", "item 15 of",
+         _public(lambda fx, d: (_ := _public_rows(fx)) and _[:15] + [(_[15][0], 1)] + _[16:])),
+    # ------------------------------------------------------------------ silent wrong results, numbers out of range (#32)
+    Case("spinrl train", "--lr inf", "--lr must be a finite number", _train("--lr", "inf")),
+    Case("spinrl train", "--seed -1", "--seed must be an integer in [0, 2**63)", _train("--seed", "-1")),
+    Case("spinrl train", "--seed 10**23", "--seed must be an integer in [0, 2**63)", _train("--seed", str(10**23))),
+    Case("spinrl train", "--batch-size 10**11", "--batch-size must be a positive integer of at most",
+         _train("--batch-size", str(10**11))),
+    Case("spinrl train", "--threads 100000", "more than this machine's", _train("--threads", "100000")),
+    Case("spinrl data make", "--transitions 10**20", "--transitions must be a positive integer of at most",
+         _cli("data", "make", "maze", "--transitions", str(10**20), "--out", "{d}/ds")),
+    Case("spinrl eval", "--episodes 10**14", "--episodes must be a positive integer of at most",
+         _cli("eval", "{run3}/policy.pt", "--episodes", str(10**14))),
+    Case("spinrl eval", "policy with NaN weights", "has NaN/inf actor weights",
+         _policy_with(lambda fx, d, p: fx.resave(p, _nan_weights))),
+    Case("Policy.act", "NaN observation", "observations[1] contains NaN/inf", _act_on_nan),
+    Case("spinrl.data.collect", "policy returning 0.7 (non-integer actions)", "non-integer action", _collect_floats),
+    Case("spinrl sweep", "sweep.workers = -3", "sweep.workers = -3 must be a number >= 0",
+         _spec("[sweep]\nworkers=-3\n[grid]\nenv=['maze']\ntransitions=[100]\n")),
+    Case("spinrl sweep", "binary (non-UTF-8) spec", "is not UTF-8 text",
+         lambda fx, d: (_write(d / "spec.toml", b"\xff\xfe\x00\x81binary"), ["sweep", str(d / "spec.toml"), "--out",
+                                                                             str(d / "sweep"), "--dry-run"])[1]),
+    Case("spinrl report", "non-numeric metrics.csv", "is not numeric",
+         lambda fx, d: (shutil.copytree(fx.run3, d / "runs" / "r"), _write(d / "runs" / "r" / "metrics.csv", b"step,loss\nabc,x\n"),
+                        ["report", str(d / "runs")])[2]),
+    # ------------------------------------------------------------------ OS and resource errors (#32)
+    Case("spinrl data make", "disk full (ENOSPC while writing)", "the disk is full",
+         _cli("data", "make", "maze", "--transitions", "50", "--out", "{d}/ds"), patch=lambda d: _os_fails("fsync", 28)),
+    Case("spinrl data make", "read-only file system (EROFS)", "the file system is read-only",
+         _cli("data", "make", "maze", "--transitions", "50", "--out", "{d}/x/ds"), patch=lambda d: _os_fails("mkdir", 30)),
+    Case("spinrl data make", "permission denied (EACCES)", "permission denied",
+         _cli("data", "make", "maze", "--transitions", "50", "--out", "{d}/x/ds"), patch=lambda d: _os_fails("mkdir", 13)),
+    Case("spinrl data make", "--out is a file", "--out",
+         lambda fx, d: (_write(d / "f", b"mine"), ["data", "make", "maze", "--transitions", "50", "--out", str(d / "f")])[1]),
     # ------------------------------------------------------------------ CLI in general
     Case("spinrl", "unknown command", "argument COMMAND: invalid choice: 'bogus'", _cli("bogus")),
     Case("spinrl", "no command", "the following arguments are required: COMMAND", _cli()),
@@ -766,7 +894,8 @@ def run_case(case: Case, fx: Fixtures) -> Outcome:
         code = r.returncode
         err.write(r.stderr)
     else:
-        with _blocked(case.block), _environ(env), contextlib.redirect_stderr(err), \
+        with _blocked(case.block), _environ(env), (case.patch(d) if case.patch else contextlib.nullcontext()), \
+                contextlib.redirect_stderr(err), \
                 contextlib.redirect_stdout(io.StringIO()):
             if isinstance(target, list):
                 try:

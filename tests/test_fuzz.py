@@ -175,3 +175,69 @@ def test_read_meta_and_load_on_garbage_meta(saved, tmp_path_factory, raw):
         except SpinError:
             return
     assert_valid(ds)
+
+
+# ---------------------------------------------------------------------- public-pickle importer (#32)
+def _peak_ok(fn, mb: int = 500):
+    """Run ``fn`` and assert the process's peak RSS grew by less than ``mb`` (a hostile input must not balloon)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        return fn()
+    finally:
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < mb * 1024
+
+
+scalars = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32), st.integers(-3, 5), st.booleans(),
+                    st.none(), st.text(max_size=3))
+vectors = st.one_of(
+    st.lists(scalars, max_size=4),
+    st.integers(0, 4).map(lambda n: np.zeros(n, np.float32)),
+    st.integers(0, 3).map(lambda n: np.zeros((n, 3), np.int64)),
+    st.just(np.array(["a"], dtype=object)),
+    st.recursive(st.lists(st.floats(0, 1), max_size=2), lambda inner: st.lists(inner, max_size=3).map(lambda L: L * 3),
+                 max_leaves=6),
+)
+items = st.one_of(st.tuples(vectors, vectors, scalars, vectors, scalars), vectors, scalars)
+
+
+@FUZZ
+@given(st.lists(items, max_size=8), st.integers(0, 3))
+def test_public_pickle_import_valid_or_spinerror(tmp_path_factory, rows, depth):
+    import pickle
+
+    from spinrl.data.interop import import_public_dmc
+
+    L: object = rows
+    for _ in range(depth):  # shared references: a few bytes that name the same list many times
+        L = [L] * 10
+    p = tmp_path_factory.mktemp("pk") / "3_bins" / "maze-x-medium"
+    p.parent.mkdir()
+    p.write_bytes(pickle.dumps(L, protocol=4))
+    with time_limit(5):
+        try:
+            ds, _ = _peak_ok(lambda: import_public_dmc(p, env_id="maze", level="medium"))
+        except SpinError:
+            return
+    assert_valid(ds)
+
+
+@FUZZ
+@given(st.sampled_from(["env_id", "level"]),
+       st.sampled_from(["dmc:../../x", "../x", "/abs", "a/b", "a\\b", "..", ".hidden", "ok\0", "dmc:cheetah-run", "medium"]))
+def test_metadata_names_never_become_paths_outside(saved, tmp_path_factory, key, value):
+    from spinrl.data.dataset import meta_digest
+
+    d = tmp_path_factory.mktemp("n") / "ds"
+    shutil.copytree(saved, d)
+    m = json.loads((d / "meta.json").read_text())
+    m[key] = value
+    m["meta_sha256"] = meta_digest(m)
+    (d / "meta.json").write_text(json.dumps(m))
+    try:
+        load(d)
+    except SpinError:
+        assert any(c in value for c in "/\\\0") or value.startswith(".")
+        return
+    assert not any(c in value for c in "/\\\0") and not value.startswith(".")

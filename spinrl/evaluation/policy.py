@@ -121,7 +121,7 @@ class Policy:
             critic = FactoredTwinCritic(meta["obs_dim"], meta["nvec"], model_cfg.critic_hidden)
             critic.load_state_dict(ck["critic"])
             algo_cfg = CONFIGS[algo](**ck["algo_cfg"])
-        except (KeyError, TypeError, RuntimeError) as e:
+        except (KeyError, TypeError, RuntimeError, ValueError, AttributeError, OverflowError) as e:
             raise CheckpointError(f"policy file {path} is incomplete or from another version ({str(e).splitlines()[0][:120]})") from None
         for part, state in (("actor", ck["actor"]), ("critic", ck["critic"])):
             for name, t in state.items():  # a NaN-weight policy (a diverged run) must not get a score

@@ -128,9 +128,11 @@ def load_spec(path: str | os.PathLike) -> dict:
     if not p.exists():
         raise ConfigError(f"sweep spec {p} does not exist")
     try:
-        return tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"sweep spec {p} is not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"sweep spec {p} is not UTF-8 text (a binary file?); pass a TOML spec") from None
 
 
 def _short_hash(obj: Any) -> str:
@@ -184,6 +186,8 @@ def expand(spec: dict, out: str | os.PathLike, spec_path: str = "", only: dict[s
         if k not in SWEEP_KEYS:
             raise ConfigError(f"sweep spec: unknown key sweep.{k}; valid keys: {', '.join(SWEEP_KEYS)}")
         _check_type(f"sweep.{k}", v, SWEEP_KEYS[k])
+        if k in ("workers", "cpus_per_trial", "gpus_per_trial") and not 0 <= v < 10**6:  # -3 workers hung the sweep
+            raise ConfigError(f"sweep spec: sweep.{k} = {v} must be a number >= 0 (workers 0: one per core); fix the spec")
     tf, pf, df = _fields(TrainConfig), _fields(PretrainConfig), _fields(DataMakeConfig)
 
     grids = spec.get("grid", {})
