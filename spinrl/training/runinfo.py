@@ -23,6 +23,23 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def source_commit() -> str | None:
+    """The git commit of the spinrl source that ran (with "+dirty" for uncommitted changes), so every record
+    names its code; None for an installed package outside a checkout."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no", "--", "."],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def environment_info(device: torch.device | str = "cpu") -> dict:
     from spinrl import __version__
 
@@ -36,6 +53,7 @@ def environment_info(device: torch.device | str = "cpu") -> dict:
     except ImportError:  # pragma: no cover
         pass
     return {
+        "commit": source_commit(),
         "versions": versions,
         "device": {"type": dev.type, "name": name, "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
                    "cpu_isa": cpu_isa(), "native_bf16": native_bf16(dev)},

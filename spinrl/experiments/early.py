@@ -1,0 +1,341 @@
+"""The paper's early-learning protocol (its Table 4): where each method stands after a fixed number of
+gradient steps, against a converged factored-IQL, with statistics that hold up on a handful of seeds.
+
+Read from run directories or committed records only (like ``spinrl report``):
+
+- **Score at step S** (default 10,000) per run; across seeds the interquartile mean (IQM) with a 95%
+  stratified-bootstrap interval (rliable's method: resample seeds with replacement within each task,
+  2,000 draws, percentile interval). With 3 seeds the IQM is the mean (25% of 3 rounds down to 0).
+- **Paired differences** SPIN - SAINT and SPIN - factored on the seeds both ran (same data, same seed):
+  the mean difference and its bootstrap interval over seeds.
+- **Converged reference**: factored-IQL runs given with ``reference`` (long runs); its return is the mean of
+  each seed's last five evaluations, averaged over seeds, and the page shows how flat those five were.
+  Percentages of it and the wall time to 95% of it (ASM pretraining time included for SPIN) need it;
+  without it they are left blank, never filled from a run's own last point.
+- **ASM controls**: SPIN runs are told apart by their ASM's budget (``asm.json``: max_steps, masking, steps
+  run, stop reason) and the ASM's held-out structure diagnostics are listed beside them.
+- **Why curves rise and fall**: the critic's mean Q against the discounted return it should reach, and the
+  actor's mean advantage weight, at step S.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from spinrl.errors import ConfigError
+from spinrl.experiments.report import ACTOR_ORDER, find_asms, find_runs, method_name, task_name
+from spinrl.utils.checkpoint import write_text_atomic
+
+BOOT_DRAWS = 2000
+
+
+# ---------------------------------------------------------------------- statistics (rliable's, in numpy)
+def iqm(x) -> float:
+    """Interquartile mean: the mean of the middle 50% (scipy.stats.trim_mean(x, 0.25), as rliable)."""
+    v = np.sort(np.asarray(x, dtype=float).ravel())
+    k = int(0.25 * v.size)
+    return float(v[k:v.size - k].mean())
+
+
+def stratified_bootstrap(per_task: list, stat=iqm, draws: int = BOOT_DRAWS, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of ``stat`` over all scores, resampling runs with replacement within each task."""
+    rng = np.random.default_rng(seed)
+    arrays = [np.asarray(a, dtype=float) for a in per_task if len(a)]
+    if not arrays:
+        return (float("nan"), float("nan"))
+    vals = np.empty(draws)
+    for i in range(draws):
+        vals[i] = stat(np.concatenate([a[rng.integers(0, a.size, a.size)] for a in arrays]))
+    lo, hi = np.percentile(vals, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def summarize(values: list[float]) -> dict:
+    v = [x for x in values if x is not None]
+    if not v:
+        return {"iqm": None, "ci": None, "n": 0, "values": []}
+    return {"iqm": iqm(v), "ci": stratified_bootstrap([v]), "n": len(v), "values": [round(x, 2) for x in v]}
+
+
+def paired(a: dict[int, float], b: dict[int, float]) -> dict | None:
+    """Mean of a - b over the seeds both have, with a bootstrap interval over those seeds."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None
+    d = [a[s] - b[s] for s in seeds]
+    return {"mean": float(np.mean(d)), "ci": stratified_bootstrap([d], stat=np.mean), "n": len(d),
+            "wins": sum(x > 0 for x in d), "diffs": [round(x, 2) for x in d]}
+
+
+# ---------------------------------------------------------------------- runs
+def _at(run: dict, step: int, key: str) -> float | None:
+    """The value of ``key`` on the evaluation row at ``step`` (None if the run stopped before it)."""
+    for r in run["evals"]:
+        if int(r["step"]) == step:
+            return r.get(key)
+    return None
+
+
+def _row_at(run: dict, step: int) -> dict:
+    rows = [r for r in run["rows"] if r.get("step") is not None and int(r["step"]) <= step]
+    return rows[-1] if rows else {}
+
+
+def _asm_for(run: dict, asms: list[dict]) -> dict | None:
+    """The run's ASM record, matched on the ASM directory's last two path parts (task/asm_id), so records
+    copied elsewhere still find theirs."""
+    p = run["config"].get("asm")
+    if not p:
+        return None
+    tail = Path(p).parts[-2:]
+    for a in asms:
+        if Path(a["dir"]).parts[-2:] == tail:
+            return a
+    return None
+
+
+def _variant(run: dict, asm: dict | None) -> str:
+    name = method_name(run["config"]["algo"], run["config"]["actor"])
+    if run["config"].get("preset", "cpu") != "cpu":
+        name += f" ({run['config']['preset']})"
+    if asm is not None:
+        info = asm["info"]
+        budget = info.get("max_steps")
+        name += f" [ASM {'random (0 steps)' if budget == 0 else f'budget {budget:,} steps' if budget else 'no step budget'}"
+        name += f", {info.get('masking', 'bert')}]"
+    return name
+
+
+def _sort_key(name: str) -> tuple:
+    actor = name.split("-")[0].split(" ")[0]
+    order = {"F": 0, "AR": 1, "SAINT": 2, "SPIN": 3, "SPIN-cached": 4}
+    budget = 0
+    if "budget" in name:
+        budget = int(name.split("budget ")[1].split(" ")[0].replace(",", ""))
+    elif "no step budget" in name:
+        budget = 10**12
+    return (order.get(actor, 9), budget, name)
+
+
+def converged_reference(runs: list[dict], key: str, last: int = 5) -> dict | None:
+    """Reference return of converged factored-IQL runs: mean over seeds of the mean of the last evaluations."""
+    if not runs:
+        return None
+    per_seed = []
+    spread = []
+    for r in runs:
+        tail = [e[key] for e in r["evals"][-last:]]
+        per_seed.append(float(np.mean(tail)))
+        spread.append(float(np.max(tail) - np.min(tail)))
+    return {"value": float(np.mean(per_seed)), "per_seed": [round(x, 2) for x in per_seed],
+            "last_evals_range": [round(x, 2) for x in spread], "steps": sorted({int(r["config"]["steps"]) for r in runs}),
+            "n": len(runs)}
+
+
+def _time_to(run: dict, target: float, key: str, asm_seconds: float) -> float | None:
+    for e in run["evals"]:
+        if e.get(key) is not None and e[key] >= target:
+            return float(e["wall_seconds"]) + asm_seconds
+    return None
+
+
+def build(root: str | Path, step: int = 10_000, reference: str | Path | None = None, key: str = "eval_return_mean") -> dict:
+    """Everything the page shows, as JSON-able data."""
+    runs = [r for r in find_runs(root) if any(int(e["step"]) == step for e in r["evals"])]
+    if not runs:
+        raise ConfigError(f"no finished run under {root} has an evaluation at step {step}; pass --early-step STEP "
+                          "matching the runs' eval_every")
+    asms = find_asms(root)
+    refs = [r for r in find_runs(reference) if r["config"]["actor"] == "factored"] if reference else []
+    tasks: dict[str, dict] = {}
+    by_task: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        a = _asm_for(r, asms)
+        r["asm"] = a
+        by_task[task_name(r["env_id"], r["env_kwargs"], r["level"])][_variant(r, a)].append(r)
+    for task, variants in sorted(by_task.items()):
+        t_refs = [r for r in refs if task_name(r["env_id"], r["env_kwargs"], r["level"]) == task]
+        ref = converged_reference(t_refs, key)
+        target = 0.95 * ref["value"] if ref else None
+        out: dict[str, dict] = {}
+        seeds_of: dict[str, dict[int, float]] = {}
+        for name in sorted(variants, key=_sort_key):
+            rs = sorted(variants[name], key=lambda r: r["config"].get("seed", 0))
+            vals = {int(r["config"].get("seed", 0)): _at(r, step, key) for r in rs}
+            seeds_of[name] = vals
+            norm = [_at(r, step, "normalized_score") for r in rs]
+            asm_s = [float(r["cj"].get("asm_wall_seconds") or 0.0) for r in rs]
+            curve_steps = sorted({int(e["step"]) for r in rs for e in r["evals"] if int(e["step"]) <= step})
+            last = [_row_at(r, step) for r in rs]
+            entry = {
+                "runs": [str(r["dir"]) for r in rs],
+                "seeds": sorted(vals),
+                "return": summarize(list(vals.values())),
+                "normalized": summarize(norm) if all(x is not None for x in norm) else None,
+                "curve": {s: iqm([_at(r, s, key) for r in rs if _at(r, s, key) is not None]) for s in curve_steps},
+                "best_step": None,
+                "q": _mean([x.get("q") for x in last]), "v": _mean([x.get("v") for x in last]),
+                "q_half": _mean([_row_at(r, step // 2).get("q") for r in rs]),
+                "weight": _mean([x.get("weight") for x in last]),
+                "train_seconds": _mean([_at(r, step, "wall_seconds") for r in rs]),
+                "asm_seconds": _mean(asm_s),
+            }
+            if entry["curve"]:
+                entry["best_step"] = max(entry["curve"], key=entry["curve"].get)
+            if ref:
+                entry["pct_of_converged"] = summarize([100 * v / ref["value"] for v in vals.values() if v is not None])
+                ttt = [_time_to(r, target, key, s) for r, s in zip(rs, asm_s)]
+                entry["time_to_target_s"] = ttt
+                entry["time_to_target_iqm_s"] = iqm([t for t in ttt]) if all(t is not None for t in ttt) else None
+            if rs[0].get("asm"):
+                info = rs[0]["asm"]["info"]
+                entry["asm"] = {k: info.get(k) for k in ("max_steps", "steps_run", "stop_reason", "still_falling", "best_val_loss",
+                                                         "chosen_step", "wall_seconds", "masking", "batch_size")}
+                entry["asm"]["structure"] = info.get("structure")
+            out[name] = entry
+        comps = {}
+        base = {k: next((n for n in out if n.startswith(k + "-")), None) for k in ("F", "SAINT")}
+        for name in out:
+            if not name.startswith("SPIN"):
+                continue
+            for k, b in base.items():
+                if b:
+                    comps[f"{name} - {b}"] = paired(seeds_of[name], seeds_of[b])
+        if ref and target is not None:
+            fastest_base = out.get(base["F"] or "", {}).get("time_to_target_iqm_s")
+            for name, e in out.items():
+                t = e.get("time_to_target_iqm_s")
+                e["speedup_vs_factored"] = fastest_base / t if (t and fastest_base) else None
+        tasks[task] = {"variants": out, "paired": comps, "reference": ref, "target": target}
+    return {"step": step, "key": key, "tasks": tasks, "reference_root": str(reference) if reference else None}
+
+
+def _mean(xs) -> float | None:
+    v = [x for x in xs if x is not None]
+    return float(np.mean(v)) if v else None
+
+
+# ---------------------------------------------------------------------- page
+def _ci(s: dict | None, d: int = 1) -> str:
+    if not s or s.get("iqm") is None:
+        return "-"
+    lo, hi = s["ci"]
+    return f"{s['iqm']:.{d}f} [{lo:.{d}f}, {hi:.{d}f}]"
+
+
+def _pd(p: dict | None) -> str:
+    if not p:
+        return "-"
+    lo, hi = p["ci"]
+    return f"{p['mean']:+.1f} [{lo:+.1f}, {hi:+.1f}] ({p['wins']}/{p['n']} seeds higher)"
+
+
+def _t(sec) -> str:
+    return "not reached" if sec is None else f"{sec / 60:.1f} min"
+
+
+def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None = None) -> str:
+    S = rep["step"]
+    lines = [f"# Early learning: returns after {S:,} gradient steps", ""]
+    if preamble:
+        lines += [preamble.rstrip(), ""]
+    for task, t in rep["tasks"].items():
+        ref = t["reference"]
+        lines += [f"## {task}", ""]
+        head = "| method | seeds | return at step {S:,} (IQM [95% CI]) | normalized | % of converged F-IQL | time to 95% of converged F-IQL (ASM incl.) |"
+        lines += [head.format(S=S), "|---|---|---|---|---|---|"]
+        for name, e in t["variants"].items():
+            pct = _ci(e.get("pct_of_converged")) if ref else "no converged reference yet"
+            ttt = _t(e.get("time_to_target_iqm_s")) if ref else "-"
+            lines.append(f"| {name} | {e['return']['n']} | {_ci(e['return'])} | {_ci(e['normalized'])} | {pct} | {ttt} |")
+        lines.append("")
+        if t["paired"]:
+            lines += ["Paired differences in return at step {:,} (same data and seeds; mean [95% bootstrap CI over seeds]):".format(S), ""]
+            lines += ["| comparison | difference |", "|---|---|"]
+            lines += [f"| {k} | {_pd(v)} |" for k, v in t["paired"].items()]
+            lines.append("")
+        asm_rows = [(n, e["asm"]) for n, e in t["variants"].items() if e.get("asm")]
+        if asm_rows:
+            lines += ["The ASMs behind the SPIN rows (held-out episodes; leave-one-out reconstruction: each sub-action masked "
+                      "alone and predicted; `exact` = every sub-action of the row right):", "",
+                      "| SPIN row | steps run | stop | best val. masked loss | per sub-action acc. (indep. / random) | exact joint (indep. / random) | ASM wall |",
+                      "|---|---|---|---|---|---|---|"]
+            for n, a in asm_rows:
+                st = a.get("structure") or {}
+                acc = (f"{100 * st['asm']['slot_acc_mean']:.1f}% ({100 * st['independent']['slot_acc_mean']:.1f}% / "
+                       f"{100 * st['random']['slot_acc_mean']:.1f}%)") if st else "-"
+                ex = (f"{100 * st['asm']['exact']:.2f}% ({100 * st['independent']['exact']:.2f}% / "
+                      f"{100 * st['random']['exact']:.2f}%)") if st else "-"
+                stop = a.get("stop_reason") + (", loss still falling" if a.get("still_falling") else "")
+                vl = f"{a['best_val_loss']:.4f}" if a.get("best_val_loss") is not None else "-"
+                lines.append(f"| {n} | {a.get('steps_run'):,} | {stop} | {vl} | {acc} | {ex} | {a.get('wall_seconds', 0) / 60:.1f} min |")
+            lines.append("")
+        steps = sorted({s for e in t["variants"].values() for s in e["curve"]})
+        lines += ["Learning curves (IQM return over seeds at each evaluation), and the critic at step {:,}: mean Q and V on "
+                  "training batches (still rising = the critic is far from its fixed point, which for DM Control's "
+                  "per-step rewards in [0, 1] and gamma 0.99 is up to 100), and the actor's mean advantage weight "
+                  "(near 1 = the actor is still cloning the data):".format(S), "",
+                  "| method | " + " | ".join(f"{s // 1000}k" if s % 1000 == 0 else str(s) for s in steps)
+                  + f" | Q at {S // 2:,} -> {S:,} | V | weight |",
+                  "|---|" + "---|" * (len(steps) + 3)]
+        for name, e in t["variants"].items():
+            cells = [f"{e['curve'][s]:.0f}" if s in e["curve"] else "-" for s in steps]
+            f = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {f(e['q_half'])} -> {f(e['q'])} | {f(e['v'])} | {f(e['weight'])} |")
+        lines.append("")
+        if ref:
+            lines += [f"Converged F-IQL reference: {ref['value']:.1f} (mean of each seed's last five evaluations, seeds "
+                      f"{ref['per_seed']}; range of those five per seed {ref['last_evals_range']}; {ref['steps']} steps).", ""]
+        if img:
+            lines += [f"![learning curves]({img})", ""]
+    lines += ["## Provenance", "", f"Rebuild: `{command}`. Statistics: `spinrl/experiments/early.py` (IQM and stratified "
+              f"bootstrap as rliable, {BOOT_DRAWS} draws; paired differences over shared seeds).", ""]
+    return "\n".join(lines)
+
+
+def plot(rep: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(rep["tasks"].items())
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4), squeeze=False)
+    for ax, (task, t) in zip(axes[0], tasks):
+        for name, e in t["variants"].items():
+            xs = sorted(e["curve"])
+            ax.plot(xs, [e["curve"][x] for x in xs], marker="o", ms=3, label=name)
+        if t["reference"]:
+            ax.axhline(t["target"], color="k", ls="--", lw=1, label="95% of converged F-IQL")
+        ax.set_title(task)
+        ax.set_xlabel("gradient step")
+        ax.set_ylabel("return (IQM over seeds)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write(root: str | Path, doc: str | Path, step: int = 10_000, reference: str | Path | None = None,
+          preamble: str | Path | None = None, command: str | None = None) -> Path:
+    """Write the page at ``doc`` (with ``doc``.json beside it and a PNG under img/) from ``root``'s runs."""
+    rep = build(root, step, reference)
+    doc = Path(doc)
+    command = command or (f"spinrl report {root} --early-step {step} --doc {doc}" + (f" --reference {reference}" if reference else "")
+                          + (f" --preamble {preamble}" if preamble else ""))
+    img = doc.parent / "img" / f"{doc.stem.lower()}_curves.png"
+    plot(rep, img)
+    pre = Path(preamble).read_text() if preamble else ""
+    write_text_atomic(doc, format_markdown(rep, command, pre, str(img.relative_to(doc.parent))))
+    write_text_atomic(doc.with_suffix(".json"), json.dumps(rep, indent=1, default=str) + "\n")
+    return doc
+
+
+__all__ = ["ACTOR_ORDER", "build", "iqm", "paired", "stratified_bootstrap", "write"]
