@@ -804,7 +804,7 @@ CASES: list[Case] = [
          _cli("data", "make", "maze", "--transitions", "50", "--out", "{d}/x/ds"), patch=lambda d: _os_fails("mkdir", 30)),
     Case("spinrl data make", "permission denied (EACCES)", "permission denied",
          _cli("data", "make", "maze", "--transitions", "50", "--out", "{d}/x/ds"), patch=lambda d: _os_fails("mkdir", 13)),
-    Case("spinrl data make", "--out is a file", "--out",
+    Case("spinrl data make", "--out is a file", "is a file, not a directory",
          lambda fx, d: (_write(d / "f", b"mine"), ["data", "make", "maze", "--transitions", "50", "--out", str(d / "f")])[1]),
     # ------------------------------------------------------------------ CLI in general
     Case("spinrl", "unknown command", "argument COMMAND: invalid choice: 'bogus'", _cli("bogus")),
