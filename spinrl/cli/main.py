@@ -409,8 +409,19 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
-    from spinrl.experiments.report import write_report
+    from spinrl.experiments.report import save_records, write_report
 
+    if args.early_step is not None:
+        from spinrl.experiments import early
+
+        if not args.doc:
+            raise ConfigError("--early-step needs --doc PAGE.md (the page to write, e.g. docs/EARLY.md)")
+        if args.records:
+            save_records(args.dir, args.records)
+        cmd = " ".join(["spinrl report", *sys.argv[2:]]) if sys.argv[1:2] == ["report"] else None
+        doc = early.write(args.records or args.dir, args.doc, args.early_step, args.reference, args.preamble, cmd)
+        print(f"wrote {doc} and {doc.with_suffix('.json')}")
+        return 0
     out = write_report(args.dir, doc=args.doc, title=args.title, paper=args.paper, preamble=args.preamble,
                        records=args.records)
     print(f"wrote {out / 'report.md'} and {out / 'report.json'}" + (f" and {args.doc}" if args.doc else ""))
@@ -485,6 +496,11 @@ def _experiment_parsers(sub) -> None:
                          "then report from RECORDS, which keeps earlier runs too (commit it, e.g. benchmarks/records/paper)")
     rp.add_argument("--paper", action="store_true", help="add the section listing how the runs' setting differs from the SPIN paper's")
     rp.add_argument("--preamble", default=None, help="markdown file inserted after the title (context; no numbers)")
+    rp.add_argument("--early-step", type=int, default=None, metavar="S",
+                    help="write the early-learning page instead (the paper's Table 4 protocol): returns at step S with IQM and "
+                         "bootstrap intervals, paired SPIN differences, ASM controls, %% of a converged F-IQL (--reference)")
+    rp.add_argument("--reference", default=None, metavar="DIR",
+                    help="with --early-step: run directories or records of converged factored-IQL runs (the 100%% and the target)")
     rp.set_defaults(fn=cmd_report)
     if "pretrain" in sub.choices:
         pt = sub.choices["pretrain"]
