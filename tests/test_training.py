@@ -253,7 +253,38 @@ def test_pretrain_stops_early_on_a_plateau(maze, tmp_path):
     pretrain(PretrainConfig(dataset=maze, out=str(out), max_epochs=20, steps_per_epoch=2, batch_size=32,
                             model_kwargs=TINY, progress=False, patience=2, min_delta=1e9, min_epochs=1))
     info = json.loads((out / "asm.json").read_text())
-    assert info["stop_reason"] == "early_stop" and info["epochs_run"] == 3 and info["chosen_epoch"] == 1
+    assert info["stop_reason"] == "plateau" and info["epochs_run"] == 3 and info["chosen_epoch"] == 1
+    assert not info["still_falling"] and info["steps_run"] == 6 and info["chosen_step"] == 2
+
+
+def test_pretrain_step_budget_says_so_and_warns_while_falling(maze, tmp_path, capsys):
+    # steps_per_epoch 4 with a 10-step budget: validations after 4, 8 and 10 steps, then the budget stops it.
+    out = tmp_path / "asm"
+    from spinrl.cli.main import main
+
+    assert main(["pretrain", maze, "--out", str(out), "--max-steps", "10", "--steps-per-epoch", "4", "--batch-size", "64",
+                 "--min-delta", "0", "--patience", "50", "--no-progress", "--threads", "1"]) == 0
+    info = json.loads((out / "asm.json").read_text())
+    assert info["stop_reason"] == "step_budget" and info["steps_run"] == 10 and [r["step"] for r in info["curve"]] == [4, 8, 10]
+    said = capsys.readouterr().out
+    assert "budget of max_steps" in said and "per sub-action" in said
+    assert ("WARNING: the validation loss was still falling" in said) == info["still_falling"]
+    assert info["still_falling"] == (info["chosen_step"] == 10)
+    s = info["structure"]
+    assert {"asm", "random", "independent", "rows"} <= set(s) and len(s["asm"]["slot_acc"]) == 5
+    assert 0.0 <= s["asm"]["exact"] <= min(s["asm"]["slot_acc"]) <= 1.0
+
+
+def test_pretrain_zero_budget_saves_the_random_asm(maze, tmp_path):
+    import torch
+
+    out = tmp_path / "asm0"
+    pretrain(PretrainConfig(dataset=maze, out=str(out), max_steps=0, batch_size=64, model_kwargs=TINY, progress=False))
+    info = json.loads((out / "asm.json").read_text())
+    assert info["steps_run"] == 0 and info["stop_reason"] == "step_budget" and info["best_val_loss"] is None
+    # the saved ASM is the initialisation itself, so its diagnostics are the random ASM's
+    assert info["structure"]["asm"] == info["structure"]["random"]
+    assert torch.load(out / "asm.pt", weights_only=True)["kind"] == "asm"
 
 
 @pytest.mark.parametrize("via", ["api", "cli"])
