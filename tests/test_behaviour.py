@@ -328,7 +328,7 @@ def test_carry_continues_a_run_on_another_machine_without_its_replay(full_run, t
     carry_dir = tmp_path / "sets" / "carry" / "cheetah-run-3"  # where docs/datasets.md looks for runs in progress
     info = carry(first, carry_dir)
     assert info["best"]["env_step"] <= 2000 and not (carry_dir / "policies" / "step_0002500.pt").exists()
-    assert info["env_step"] == 2000 and sorted(p.name for p in (carry_dir).iterdir()) == [
+    assert info["env_step"] == 2000 and sorted(p.name for p in (carry_dir).iterdir()) == [".spinrl",
         "carry.json", "carry.pt", "policies"]
     ck = torch.load(carry_dir / "carry.pt", weights_only=False)
     assert "replay" not in ck and ck["kind"] == bh.CARRY_KIND

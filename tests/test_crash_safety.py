@@ -47,6 +47,11 @@ def check_files(run_dir: Path) -> dict[str, int]:
     for p in sorted(run_dir.rglob("*")):
         if p.is_dir() or is_temp(p) or any(is_temp(q) for q in p.parents if q != run_dir.parent):
             continue
+        if p.name == ".spinrl.lock":  # the killed writer's lock: stale, taken over by the resume
+            continue
+        if p.name == ".spinrl":  # the directory's kind marker, written atomically
+            assert "kind" in json.loads(p.read_text())
+            continue
         if p.suffix == ".csv":
             rows = list(csv.reader(p.open()))
             assert rows, f"{p} is empty"

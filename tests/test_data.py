@@ -158,7 +158,7 @@ def test_from_episodes_native_layout(ds):
 # ---------------------------------------------------------------------- disk
 def test_save_load_round_trip_memory_mapped(ds, tmp_path):
     p = save(ds, tmp_path / "d")
-    assert sorted(os.listdir(p)) == sorted([f"{n}.npy" for n in ARRAYS] + ["meta.json"])
+    assert sorted(os.listdir(p)) == sorted([f"{n}.npy" for n in ARRAYS] + ["meta.json", ".spinrl"])
     back = load(p)
     _assert_same(ds, back)
     assert isinstance(back.observations, np.memmap) and isinstance(back.actions, np.memmap)
@@ -252,7 +252,7 @@ def test_save_refuses_to_overwrite_a_non_dataset_directory(ds, tmp_path):
     target = tmp_path / "mine"
     target.mkdir()
     (target / "notes.txt").write_text("keep me")
-    with pytest.raises(DatasetError, match="not a spinrl dataset"):
+    with pytest.raises(SpinError, match="not a spinrl dataset"):
         save(ds, target)
     assert (target / "notes.txt").read_text() == "keep me"
 

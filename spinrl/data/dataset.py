@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from spinrl.errors import DatasetError
+from spinrl.utils import outdir
 from spinrl.spaces import FactoredSpace, as_nvec
 
 SCHEMA_VERSION = 1
@@ -393,9 +394,9 @@ class OfflineDataset:
         )
 
     # ------------------------------------------------------------------ disk
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically: a temporary sibling directory, fsync, then rename over ``path``."""
-        return save(self, path)
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write atomically: a temporary sibling directory, fsync, then rename over ``path`` (see ``save``)."""
+        return save(self, path, overwrite)
 
     @staticmethod
     def load(path: str | os.PathLike, mmap: bool = True, verify: bool = True) -> "OfflineDataset":
@@ -441,10 +442,22 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save(ds: OfflineDataset, path: str | os.PathLike) -> Path:
-    """Save ``ds`` to directory ``path`` atomically; returns the path. See module docstring."""
+def save(ds: OfflineDataset, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Save ``ds`` to directory ``path`` atomically; returns the path. See module docstring.
+
+    A non-empty ``path`` must be a spinrl dataset (or ``overwrite``); files in it that spinrl did not write
+    are moved into the new dataset, never deleted."""
     path = Path(path)
+    outdir.check_out(path, "dataset", overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with outdir.Lock(path.parent / f".{path.name}{outdir.LOCK}", f"--out {path}"):
+        return _save(ds, path)
+
+
+_OWN = {f"{n}.npy" for n in ARRAYS} | {"meta.json"}
+
+
+def _save(ds: OfflineDataset, path: Path) -> Path:
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
@@ -474,11 +487,10 @@ def save(ds: OfflineDataset, path: str | os.PathLike) -> Path:
             json.dump(meta, f, indent=2, sort_keys=True, default=_json_default)
             f.flush()
             os.fsync(f.fileno())
+        (tmp / outdir.MARKER).write_text(json.dumps({"kind": "dataset"}) + "\n")
         _fsync_dir(tmp)
         old = None
         if path.exists():
-            if not (path / "meta.json").exists() and any(path.iterdir()):
-                raise DatasetError(f"--out {path} exists and is not a spinrl dataset; choose another path")
             if _exchange(tmp, path):
                 # one atomic swap: at every instant `path` is either the old or the new dataset
                 old = tmp
@@ -488,13 +500,17 @@ def save(ds: OfflineDataset, path: str | os.PathLike) -> Path:
                 os.rename(tmp, path)
         else:
             os.rename(tmp, path)
+        tmp = None  # from here on nothing of the user's may be removed with it
         _fsync_dir(path.parent)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            for name in outdir.remove_own(old, _OWN | {outdir.MARKER}):  # the user's own files stay, in the new dataset
+                os.rename(old / name, path / name)
+            old.rmdir()
         ds.meta = meta
         return path
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

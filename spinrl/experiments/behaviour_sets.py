@@ -33,6 +33,7 @@ from spinrl.errors import CheckpointError, ConfigError
 from spinrl.training.behaviour import changed_flags, load_policy, save_carry
 from spinrl.utils.checkpoint import load_checkpoint, write_text_atomic
 from spinrl.utils.hardware import check_threads, torch_threads
+from spinrl.utils import outdir
 
 MEDIUM_RANGE = (0.35, 0.55)
 """medium = a checkpoint with greedy return in this fraction of the expert's ..."""
@@ -331,14 +332,24 @@ def carry_candidates(checkpoints: list[Checkpoint], lo: float = MEDIUM_RANGE[0],
     return sorted({c.file: c for c in keep.values()}.values(), key=lambda c: c.env_step)
 
 
-def carry(run_dir: str | Path, out: str | Path) -> dict:
+def carry(run_dir: str | Path, out: str | Path, overwrite: bool = False) -> dict:
     """``spinrl behaviour carry``: the run's state without its replay, plus medium candidates, in ``out``.
 
     Returns the summary also written to ``out/carry.json`` (env, steps, wall time, kept files, best return).
+    ``out`` must be empty, new or an earlier carry (else ``overwrite``); one writer at a time.
     """
     run_dir = Path(run_dir)
     if not (run_dir / "checkpoints" / "last.pt").exists():
         raise ConfigError(f"{run_dir}: no checkpoints/last.pt; pass a `spinrl behaviour train` run directory")
+    outdir.check_out(out, "carry", overwrite)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with outdir.Lock(Path(out) / outdir.LOCK, f"--out {out}"):
+        info = _carry(run_dir, Path(out))
+        outdir.mark(out, "carry")
+    return info
+
+
+def _carry(run_dir: Path, out: Path) -> dict:
     cfg = json.loads((run_dir / "config.json").read_text())
     from spinrl.envs import DMC_REFERENCE
 

@@ -46,6 +46,8 @@ class DataMakeConfig:
     """seed of the behaviour policies' randomness and of every episode reset"""
     out: str | None = None
     """output dataset directory (default: a named directory under $SPINRL_DATA)"""
+    overwrite: bool = False
+    """write into --out even if it is a directory spinrl did not write as a dataset (its other files are kept)"""
     env_kwargs: dict = field(default_factory=dict)
     """environment keyword arguments, e.g. actuators=12 (given on the CLI as --actuators 12)"""
     num_envs: int = 64
@@ -258,7 +260,7 @@ def make_dataset(cfg: DataMakeConfig, progress: bool | None = None) -> Path:
     """Generate and save atomically; returns the dataset path."""
     ds = generate(cfg, progress=progress)
     out = Path(cfg.out) if cfg.out else cfg.default_out()
-    return ds.save(out)
+    return ds.save(out, overwrite=cfg.overwrite)
 
 
 def cached_dataset(cfg: DataMakeConfig, progress: bool | None = None) -> Path:

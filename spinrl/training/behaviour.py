@@ -50,6 +50,7 @@ from spinrl.utils.checkpoint import (
     write_text_atomic,
 )
 from spinrl.utils.memory import keep_freed_memory
+from spinrl.utils import outdir
 from spinrl.utils.optim import FusedAdam
 
 EVAL_SEED = 2_000_000_000
@@ -84,6 +85,8 @@ class BehaviourConfig:
     """DM Control task id dmc:<domain>-<task>"""
     out: str = ""
     """run directory (config.json, metrics.csv, policies/, checkpoints/)"""
+    overwrite: bool = False
+    """write into --out even if spinrl did not make it as a behaviour run (files spinrl did not write are kept)"""
     bins: int = 3
     """bins per action dimension"""
     env_steps: int = 1_000_000
@@ -557,6 +560,13 @@ def _restore(out: Path, cfg: BehaviourConfig, run: _Run, carry: bool = False) ->
     if st.get("kind") != (CARRY_KIND if carry else "decqn-behaviour-run"):
         raise CheckpointError(f"{path} is not a behaviour-{'carry' if carry else 'run checkpoint'} file")
     _check_identity(st["config"], cfg, str(out), "continue" if carry else "resume")
+    was = st["config"].get("threads", cfg.threads)
+    if not carry and was != cfg.threads:
+        raise ConfigError(f"--threads {cfg.threads} differs from the run in {out} ({was}): a changed thread count ends "
+                          f"bit-identity; resume with --threads {was}")
+    if cfg.env_steps < int(st["step"]):
+        raise ConfigError(f"--env-steps {cfg.env_steps} is below the {'carried' if carry else 'checkpointed'} step "
+                          f"{int(st['step'])}; pass --env-steps {int(st['step'])} or more")
     run.online.load_state_dict(st["online"])
     run.target.load_state_dict(st["target"])
     run.opt.load_state_dict(st["optimizer"])
@@ -581,12 +591,15 @@ def _restore(out: Path, cfg: BehaviourConfig, run: _Run, carry: bool = False) ->
 def save_carry(run_dir: str | os.PathLike, out: str | os.PathLike, policy_files: list[str]) -> Path:
     """Write ``out/carry.pt`` (``run_dir``'s last checkpoint without its replay) and copy ``policy_files``.
 
-    Policies past the checkpoint's step are refused: the continued run redoes those steps.
+    Policies past the checkpoint's step are refused: the continued run redoes those steps. Of the policy files
+    already in ``out`` only those an earlier carry listed in its carry.json are removed (never a user's).
     """
     run_dir, out = Path(run_dir), Path(out)
     st = load_checkpoint(run_dir / "checkpoints" / "last.pt", what="behaviour checkpoint")
     if st.get("kind") != "decqn-behaviour-run":
         raise CheckpointError(f"{run_dir}/checkpoints/last.pt is not a behaviour-run checkpoint")
+    prev = outdir._json(out / "carry.json")
+    owned = {Path(str(c.get("file"))).name for c in prev.get("kept", []) if isinstance(c, dict)} if isinstance(prev, dict) else set()
     (out / "policies").mkdir(parents=True, exist_ok=True)
     keep = set()
     for rel in policy_files:
@@ -596,7 +609,7 @@ def save_carry(run_dir: str | os.PathLike, out: str | os.PathLike, policy_files:
         shutil.copyfile(run_dir / rel, out / rel)
         keep.add(Path(rel).name)
     for old in (out / "policies").glob("step_*.pt"):  # a carry folder holds one carry
-        if old.name not in keep:
+        if old.name not in keep and old.name in owned:
             old.unlink()
     carry = {k: v for k, v in st.items() if k != "replay"}
     carry["kind"] = CARRY_KIND
@@ -619,6 +632,7 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
     torch.set_num_threads(int(cfg.threads))
     out = Path(cfg.out)
     last = out / "checkpoints" / "last.pt"
+    outdir.check_out(out, "behaviour", cfg.overwrite)
     if cfg.resume and not last.exists():
         raise ConfigError(f"--resume: {last} does not exist; start without --resume")
     if not cfg.resume and (last.exists() or (out / "metrics.csv").exists()):
@@ -636,9 +650,15 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
         capacity = replay_capacity(cfg.replay_capacity, obs_dim, len(nvec))
     run = _Run(cfg, obs_dim, nvec, capacity)
     out.mkdir(parents=True, exist_ok=True)
+    lock = outdir.Lock(out / outdir.LOCK, f"--out {out}").acquire()  # one writer; released at exit
     if cfg.resume:
-        _restore(out, cfg, run)
+        try:
+            _restore(out, cfg, run)
+        except BaseException:
+            lock.release()
+            raise
         _write_metrics(out, run.rows)  # drop rows written after the checkpoint (they will be redone)
+    outdir.mark(out, "behaviour")
     (out / "policies").mkdir(exist_ok=True)
     if carry is not None:
         _restore(carry, cfg, run, carry=True)
@@ -749,6 +769,7 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
         if row is not None:  # after the checkpoint: a consumer that stops here loses nothing
             yield row
     bar.close()
+    lock.release()
 
 
 def _add_complete(replay: Replay, O: list, A: list, R: list, running: np.ndarray, ended: np.ndarray,

@@ -420,8 +420,11 @@ def pretrain_ray(cfg: PretrainConfig, workers: int, use_gpu: bool = False, addre
 
 def pretrain(cfg: PretrainConfig) -> Path:
     """Run pretraining to completion and return the ASM directory."""
-    for _ in pretrain_iter(cfg):
-        pass
+    try:
+        for _ in pretrain_iter(cfg):
+            pass
+    finally:
+        outdir.release(cfg.out)  # the one-writer lock pretrain_iter took
     return Path(cfg.out)
 
 

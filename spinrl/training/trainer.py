@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -28,7 +29,7 @@ from spinrl.algorithms.common import Batch, build_nets, polyak
 from spinrl.utils.jsonable import to_jsonable
 from spinrl.utils.optim import FusedAdam
 from spinrl.data import OfflineDataset, load
-from spinrl.errors import ConfigError, MissingExtraError
+from spinrl.errors import ConfigError, MissingExtraError, SpinError
 from spinrl.evaluation.evaluate import evaluate_act, exact_evaluate, resolve_eval_mode
 from spinrl.evaluation.policy import Policy
 from spinrl.models import ModelConfig, build_actor
@@ -48,11 +49,18 @@ from spinrl.training.runinfo import environment_info
 from spinrl.utils.progress import progress_bar
 from spinrl.utils.hardware import bf16_warning, threads_warning
 from spinrl.utils.memory import keep_freed_memory
+from spinrl.utils import outdir
 
 EVAL_COLUMNS = ("eval_return_mean", "eval_return_std", "normalized_score", "normalized_std")
-# Settings a resumed run must share with the original: anything that changes what is computed.
-_FIXED = ("dataset", "algo", "actor", "asm", "preset", "eval_every", "eval_episodes", "greedy", "eval_mode", "seed",
-          "checkpoint_every", "log_every", "batch_size", "lr", "gamma", "precision", "algo_kwargs", "model_kwargs")
+# Settings a resumed run must share with the original: anything that changes what is computed. The dataset and
+# the ASM are compared by content (checksums in _identity), not by path; threads and device there too.
+_FIXED = ("algo", "actor", "preset", "eval_every", "eval_episodes", "greedy", "eval_mode", "seed", "eval_num_envs",
+          "checkpoint_every", "log_every", "batch_size", "lr", "gamma", "precision", "feature_cache_gb",
+          "algo_kwargs", "model_kwargs")
+_ADDED = {"precision": "fp32", "eval_mode": "auto", "eval_num_envs": 16, "feature_cache_gb": 8.0}
+"""fields added after a run was made: the value such a run had"""
+# spinrl's own files in a run directory (what --overwrite replaces; anything else there is kept)
+_RUN_FILES = {"config.json", "metrics.csv", "policy.pt", "checkpoints", "tensorboard"}
 
 
 @dataclasses.dataclass
@@ -68,6 +76,7 @@ class Setup:
     model_cfg: ModelConfig
     device: torch.device
     asm_info: dict | None
+    identity: dict | None = None
 
 
 def build(cfg: TrainConfig, dataset: OfflineDataset | None = None) -> Setup:
@@ -194,8 +203,58 @@ def train(cfg: TrainConfig) -> Iterator[dict]:
     """Train, yielding one metrics row every ``log_every`` steps and at every evaluation.
 
     The run directory is complete (config.json, metrics.csv, checkpoints/last.pt, policy.pt) when the
-    generator is exhausted; stopping early leaves a resumable run.
+    generator is exhausted; stopping early leaves a resumable run. One process writes it at a time (a lock
+    released when the generator ends).
     """
+    held: list = []
+    try:
+        yield from _train(cfg, held)
+    finally:
+        for lock in held:
+            lock.release()
+
+
+def _identity(s: Setup) -> dict:
+    """What a resume must find unchanged beyond the flags: the data and ASM by content, threads, device."""
+    asm = None
+    if s.cfg.asm and s.cfg.actor in ("spin", "spin-cached"):
+        h = hashlib.sha256()
+        with open(Path(s.cfg.asm) / "asm.pt", "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        asm = h.hexdigest()
+    return {"dataset_checksum": s.dataset.meta.get("checksum"), "asm_checksum": asm,
+            "threads": torch.get_num_threads(), "device": str(s.device)}
+
+
+def _check_resume(s: Setup, ck: dict, recorded: dict, out: Path) -> None:
+    """Refuse a resume that would not continue the same computation (one line naming what changed)."""
+    saved, now, cfg = ck["config"], to_jsonable(s.cfg), s.cfg
+    for k in _FIXED:
+        if saved.get(k, _ADDED.get(k)) != now.get(k):
+            raise ConfigError(f"--resume with {k}={now.get(k)!r} but the run used {saved.get(k, _ADDED.get(k))!r}; use the same value")
+    was, ident = ck.get("identity") or {}, s.identity or {}
+    data_was = was.get("dataset_checksum") or (recorded.get("dataset") or {}).get("checksum")
+    if data_was and data_was != ident["dataset_checksum"]:
+        raise ConfigError(f"--resume: dataset {cfg.dataset} (checksum {str(ident['dataset_checksum'])[:12]}) is not the "
+                          f"data the run in {out} was trained on ({data_was[:12]}); pass that dataset or choose another --out")
+    if was.get("asm_checksum") and was["asm_checksum"] != ident["asm_checksum"]:
+        raise ConfigError(f"--resume: --asm {cfg.asm} is not the ASM the run in {out} was trained with (asm.pt checksum "
+                          "differs); pass that ASM or choose another --out")
+    if saved.get("asm") and not was and Path(saved["asm"]).resolve() != Path(cfg.asm or "").resolve():
+        raise ConfigError(f"--resume with asm={cfg.asm!r} but the run used {saved['asm']!r}; use the same ASM")
+    threads_was = was.get("threads", saved.get("threads"))
+    if threads_was is not None and threads_was != (ident["threads"] if "threads" in was else cfg.threads):
+        raise ConfigError(f"--resume with {ident['threads']} threads but the run used {threads_was}: a changed thread "
+                          f"count ends bit-identity; pass --threads {threads_was}")
+    if was.get("device") and was["device"] != ident["device"]:
+        raise ConfigError(f"--resume on device {ident['device']} but the run used {was['device']}: another device ends "
+                          f"bit-identity; pass --device {was['device']}")
+    if cfg.steps < ck["step"]:
+        raise ConfigError(f"--steps {cfg.steps} is below the checkpoint's step {ck['step']}; pass --steps {ck['step']} or more")
+
+
+def _train(cfg: TrainConfig, held: list) -> Iterator[dict]:
     keep_freed_memory()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -205,10 +264,13 @@ def train(cfg: TrainConfig) -> Iterator[dict]:
         except ImportError:
             raise MissingExtraError("tensorboard", "tensorboard") from None
     s = build(cfg)
+    s.identity = _identity(s)
     out = Path(cfg.out)
     ckpt_path = out / "checkpoints" / "last.pt"
-    if not cfg.resume and ckpt_path.exists():
-        raise ConfigError(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
+    outdir.check_out(out, "run", cfg.overwrite)
+    if not cfg.resume and ckpt_path.exists() and not cfg.overwrite:
+        raise ConfigError(f"--out {out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
+                          "or choose another --out")
     if cfg.resume and (out / "policy.pt").exists() and not ckpt_path.exists():
         raise ConfigError(f"--out {out} holds a finished run without checkpoints; choose another --out")
     ds = s.dataset
@@ -230,13 +292,13 @@ def train(cfg: TrainConfig) -> Iterator[dict]:
         **environment_info(s.device),
     }
     if cfg.resume and ckpt_path.exists():
+        held.append(outdir.Lock(out / outdir.LOCK, f"--out {out}").acquire())
         ck = load_checkpoint(ckpt_path, "training checkpoint", kind="train")
-        saved = ck["config"]
-        now = to_jsonable(cfg)
-        defaults = {"precision": "fp32", "eval_mode": "auto"}  # fields added after a run was made take their default
-        for k in _FIXED:
-            if saved.get(k, defaults.get(k)) != now.get(k):
-                raise ConfigError(f"--resume with {k}={now.get(k)!r} but the run used {saved.get(k)!r}; use the same value")
+        recorded = outdir._json(out / "config.json") or {}
+        _check_resume(s, ck, recorded if isinstance(recorded, dict) else {}, out)
+        if isinstance(recorded, dict) and recorded.get("dataset"):
+            config_json["dataset"] = recorded["dataset"]  # the record of the data the run was made on stays
+        outdir.mark(out, "run")
         _load_state_dicts(s, ck)
         restore_rng(ck["rng"], rng)
         step, elapsed, rows, columns = ck["step"], ck["elapsed"], list(ck["rows"]), ck["columns"]
@@ -245,7 +307,10 @@ def train(cfg: TrainConfig) -> Iterator[dict]:
         if columns:
             _write_csv(out / "metrics.csv", rows, columns)
     else:
-        out.mkdir(parents=True, exist_ok=True)
+        replace = cfg.overwrite and outdir.read_kind(out) == "run"
+        held.append(outdir.hold(out, "run"))
+        if replace:  # a replaced run's leftovers go; files spinrl did not write stay
+            outdir.remove_own(out, _RUN_FILES - {"config.json", "metrics.csv"})
     write_text_atomic(out / "config.json", json.dumps(config_json, indent=2))
     tb = None
     if cfg.tensorboard:
@@ -270,6 +335,8 @@ def train(cfg: TrainConfig) -> Iterator[dict]:
     interval_steps = 0
     batch_size = cfg.resolved()["batch_size"]
     features = _feature_source(s)
+    bad_step = torch.zeros((), dtype=torch.long, device=s.device)  # first step with a non-finite loss (0: none)
+    good_step = step  # the step of the last checkpoint written with finite losses
     while step < cfg.steps:
         t0 = time.perf_counter()
         idx = ds.sample_indices(batch_size, rng)
@@ -278,9 +345,12 @@ def train(cfg: TrainConfig) -> Iterator[dict]:
             features(batch, idx)
         info = gradient_step(s, batch)
         step += 1
+        scalars = [v.detach() for v in info.values() if v.dim() == 0]
         for k, v in info.items():
             if v.dim() == 0:
                 acc[k] = acc.get(k, torch.zeros((), device=s.device)) + v
+        if scalars:  # on the device, no sync: read at the next row or checkpoint
+            bad_step = torch.where(torch.isfinite(torch.stack(scalars)).all() | (bad_step > 0), bad_step, step)
         acc_n += 1
         dt = time.perf_counter() - t0
         elapsed += dt
@@ -291,8 +361,11 @@ def train(cfg: TrainConfig) -> Iterator[dict]:
         is_log = step % cfg.log_every == 0 or is_eval or step == cfg.steps
         if not is_log:
             if step % cfg.ckpt_every == 0:
+                _stop_if_diverged(bad_step, good_step, acc, ckpt_path)
                 _checkpoint(s, ckpt_path, step, elapsed, rows, columns, acc, acc_n, rng)
+                good_step = step
             continue
+        _stop_if_diverged(bad_step, good_step, acc, ckpt_path)
         row = {"step": step, "wall_seconds": None, "grad_steps_per_s": round(interval_steps / max(interval_t, 1e-9), 2)}
         row.update({k: float(v) / acc_n for k, v in sorted(acc.items())})
         acc, acc_n, interval_t, interval_steps = {}, 0, 0.0, 0
@@ -322,11 +395,21 @@ def train(cfg: TrainConfig) -> Iterator[dict]:
         bar.set_postfix(post)
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             _checkpoint(s, ckpt_path, step, elapsed, rows, columns, acc, acc_n, rng)
+            good_step = step
         yield row
     bar.close()
     if tb is not None:
         tb.close()
     make_policy(s).save(out / "policy.pt")
+
+
+def _stop_if_diverged(bad_step: torch.Tensor, good_step: int, acc: dict, ckpt_path: Path) -> None:
+    """Stop at the first non-finite loss: NaN weights would be checkpointed, evaluated and reported as a result."""
+    bad = int(bad_step)
+    if bad:
+        name = next((k for k, v in acc.items() if not torch.isfinite(v)), "a loss")
+        kept = f"the last good checkpoint (step {good_step}) is kept in {ckpt_path}" if good_step else "no checkpoint was written"
+        raise SpinError(f"training diverged: {name} is not finite at step {bad}; {kept}; lower --lr or check the data")
 
 
 def _feature_source(s: Setup):
@@ -393,6 +476,7 @@ def _checkpoint(s: Setup, path: Path, step: int, elapsed: float, rows: list, col
             "acc": {k: v.detach().cpu() for k, v in acc.items()},
             "acc_n": acc_n,
             "rng": capture_rng(rng),
+            "identity": s.identity,
             **_state_dicts(s),
         },
         path,
