@@ -294,7 +294,7 @@ def stop_summary(info: dict) -> str:
     """What the command prints last: where it stopped, why, and whether the loss was still falling."""
     if info["steps_run"] == 0:
         return "ASM not trained (a budget of 0 steps): the random initial ASM was saved, as the paper's epoch-0 control"
-    msg = (f"ASM {info['stop_explained']} after {info['steps_run']} gradient steps ({info['epochs_run']} validations); "
+    msg = (f"ASM {info['stop_explained']} after {info['steps_run']} gradient steps ({info['epochs_run']} validation{'s' if info['epochs_run'] != 1 else ''}); "
            f"chosen step {info['chosen_step']}, best validation masked loss {info['best_val_loss']:.4f}")
     if info.get("still_falling"):
         msg += (f"; WARNING: the validation loss was still falling when the budget stopped it (best at step "
