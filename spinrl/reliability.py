@@ -367,6 +367,44 @@ def _not_a_dataset(fx: Fixtures, d: Path) -> Path:
     return d / "mine"
 
 
+def _users_dir(fx: Fixtures, d: Path, *files: str) -> Path:
+    """A user's own folder holding ``files`` (spinrl's file names, the user's content) and a thesis."""
+    u = d / "important"
+    for name in files + ("thesis.txt",):
+        (u / name).parent.mkdir(parents=True, exist_ok=True)
+        (u / name).write_text("{}" if name.endswith(".json") else "mine")
+    return u
+
+
+def _fake_behaviour_run(fx: Fixtures, d: Path) -> Path:
+    (d / "brun" / "checkpoints").mkdir(parents=True)
+    (d / "brun" / "checkpoints" / "last.pt").write_bytes(b"")  # never read: the --out check comes first
+    return d / "brun"
+
+
+def _locked_run(fx: Fixtures, d: Path) -> Path:
+    """A copy of the fixture run that a live process (pid 1, this host) is writing."""
+    import socket
+
+    r = fx.copy(fx.run3, d, "run")
+    (r / ".spinrl.lock").write_text(json.dumps({"pid": 1, "host": socket.gethostname()}))
+    return r
+
+
+def _diverging(fx: Fixtures, d: Path) -> Callable[[], Any]:
+    """Training on rewards so large that the critic loss overflows float32 (run directory outside the workspace)."""
+    data = fx.forge(d, arrays={"rewards": np.full_like(fx.array("rewards"), 1e30)})
+
+    def call() -> None:
+        from spinrl.training import TrainConfig, run
+
+        with tempfile.TemporaryDirectory() as t, contextlib.redirect_stdout(io.StringIO()):
+            run(TrainConfig(dataset=str(data), out=f"{t}/run", steps=3, eval_every=0, batch_size=16,
+                            model_kwargs=TINY, progress=False))
+
+    return call
+
+
 def _subprocess_block(case_block: tuple[str, ...], argv: list[str]) -> list[str]:
     code = ("import sys\nfor m in %r: sys.modules[m] = None\nfrom spinrl.cli.main import main\nsys.exit(main(%r))"
             % (list(case_block), argv))
@@ -671,8 +709,31 @@ CASES: list[Case] = [
          _resume_with(lambda fx, d, p: shutil.copy(fx.run3 / "policy.pt", p))),
     Case("spinrl train --resume", "different --seed than the run", "--resume with seed=3",
          _resume_with(lambda *a: None, "--seed", "3")),
-    Case("spinrl train --resume", "dataset of another nvec than the run", "--resume with dataset=",
+    Case("spinrl train --resume", "dataset of another nvec than the run", "is not the data the run",
          _resume_with(lambda *a: None, data=lambda fx, d: fx.m5)),
+    # #32 classes: never write into what spinrl did not make; resume checks content; one writer; no NaN results
+    Case("spinrl train --resume", "dataset remade with other rewards (same shape, other checksum)",
+         "is not the data the run", _resume_with(lambda *a: None, data=lambda fx, d: fx.forge(
+             d, arrays={"rewards": fx.array("rewards") + 1.0}))),
+    Case("spinrl train --resume", "checkpoint made with another thread count", "a changed thread count ends bit-identity",
+         _resume_with(lambda fx, d, p: fx.resave(p, lambda ck: ck["identity"].update(threads=ck["identity"]["threads"] + 1)))),
+    Case("spinrl train --resume", "--steps below the checkpoint's step", "is below the checkpoint's step 2",
+         _resume_with(lambda *a: None, "--steps", "1")),
+    Case("spinrl train", "--out is the user's folder with their own config.json and metrics.csv", "is not a spinrl run",
+         _train(out=lambda fx, d: _users_dir(fx, d, "config.json", "metrics.csv"))),
+    Case("spinrl train --resume", "another process is writing the run (live lock)", "is being written by pid 1",
+         _train("--resume", "--batch-size", "16", out=_locked_run)),
+    Case("spinrl.train", "losses overflow to inf (rewards 1e30)", "is not finite at step 1", _diverging),
+    Case("spinrl pretrain", "--out is the user's folder with their own config.json", "is not a spinrl asm",
+         lambda fx, d: ["pretrain", str(fx.m3), "--out", str(_users_dir(fx, d, "config.json")), "--no-progress"]),
+    Case("spinrl data make", "--out holds {} as meta.json and the user's thesis", "is not a spinrl dataset",
+         lambda fx, d: ["data", "make", "maze", "--episodes", "2", "--no-progress", "--out",
+                        str(_users_dir(fx, d, "meta.json"))]),
+    Case("spinrl data import-dmc", "--out holds {} as meta.json and the user's thesis", "is not a spinrl dataset",
+         lambda fx, d: ["data", "import-dmc", str(fx.dmc), "--out", str(_users_dir(fx, d, "meta.json"))]),
+    Case("spinrl behaviour carry", "--out holds the user's own policies/step_*.pt", "is not a spinrl carry",
+         lambda fx, d: ["behaviour", "carry", str(_fake_behaviour_run(fx, d)), "--out",
+                        str(_users_dir(fx, d, "policies/step_0001000.pt"))]),
     Case("spinrl train", "--tensorboard without the extra", "pip install 'spinrl[tensorboard]'",
          _train("--tensorboard"), block=("torch.utils.tensorboard", "tensorboard")),
     Case("spinrl train", "--steps 0 (fresh interpreter)", "--steps must be a positive integer", _train("--steps", "0"),

@@ -223,7 +223,8 @@ def _identity(s: Setup) -> dict:
             for chunk in iter(lambda: f.read(1 << 22), b""):
                 h.update(chunk)
         asm = h.hexdigest()
-    return {"dataset_checksum": s.dataset.meta.get("checksum"), "asm_checksum": asm,
+    return {"dataset_checksum": s.dataset.meta.get("checksum"), "array_checksums": s.dataset.meta.get("checksums"),
+            "asm_checksum": asm,
             "threads": torch.get_num_threads(), "device": str(s.device)}
 
 
@@ -235,7 +236,8 @@ def _check_resume(s: Setup, ck: dict, recorded: dict, out: Path) -> None:
             raise ConfigError(f"--resume with {k}={now.get(k)!r} but the run used {saved.get(k, _ADDED.get(k))!r}; use the same value")
     was, ident = ck.get("identity") or {}, s.identity or {}
     data_was = was.get("dataset_checksum") or (recorded.get("dataset") or {}).get("checksum")
-    if data_was and data_was != ident["dataset_checksum"]:
+    arrays_was = was.get("array_checksums")
+    if (data_was and data_was != ident["dataset_checksum"]) or (arrays_was and arrays_was != ident["array_checksums"]):
         raise ConfigError(f"--resume: dataset {cfg.dataset} (checksum {str(ident['dataset_checksum'])[:12]}) is not the "
                           f"data the run in {out} was trained on ({data_was[:12]}); pass that dataset or choose another --out")
     if was.get("asm_checksum") and was["asm_checksum"] != ident["asm_checksum"]:
