@@ -151,3 +151,18 @@ def test_committed_results_page_is_rebuilt_from_committed_records(monkeypatch, p
     pre = (Path("benchmarks") / preamble).read_text().rstrip() + "\n\n"
     md = _insert(format_markdown(rep, img, title, command, paper=paper), pre)
     assert md == doc
+
+
+def test_committed_early_subsets_page_is_rebuilt_from_committed_records(monkeypatch):
+    """docs/EARLY_SUBSETS.md is `spinrl report benchmarks/records/paper --early-step 250 ...` of committed records."""
+    import re
+
+    from spinrl.experiments import early
+
+    repo = Path(__file__).resolve().parents[1]
+    doc = (repo / "docs" / "EARLY_SUBSETS.md").read_text()
+    monkeypatch.chdir(repo)
+    command = re.search(r"Rebuild: `([^`]+)`", doc).group(1)
+    rep = early.build(Path("benchmarks/records/paper"), 250)
+    pre = Path("benchmarks/early_subsets_preamble.md").read_text()
+    assert early.format_markdown(rep, command, pre, "img/early_subsets_curves.png") == doc

@@ -105,19 +105,19 @@ def _variant(run: dict, asm: dict | None) -> str:
     if asm is not None:
         info = asm["info"]
         budget = info.get("max_steps")
-        name += f" [ASM {'random (0 steps)' if budget == 0 else f'budget {budget:,} steps' if budget else 'no step budget'}"
-        name += f", {info.get('masking', 'bert')}]"
+        b = "random (0 steps), " if budget == 0 else f"budget {budget:,} steps, " if budget else ""
+        name += f" [ASM {b}{info.get('masking', 'bert')}]"
     return name
 
 
 def _sort_key(name: str) -> tuple:
     actor = name.split("-")[0].split(" ")[0]
     order = {"F": 0, "AR": 1, "SAINT": 2, "SPIN": 3, "SPIN-cached": 4}
-    budget = 0
-    if "budget" in name:
+    budget = 10**12
+    if "random (0 steps)" in name:
+        budget = 0
+    elif "budget " in name:
         budget = int(name.split("budget ")[1].split(" ")[0].replace(",", ""))
-    elif "no step budget" in name:
-        budget = 10**12
     return (order.get(actor, 9), budget, name)
 
 
@@ -169,7 +169,7 @@ def build(root: str | Path, step: int = 10_000, reference: str | Path | None = N
             seeds_of[name] = vals
             norm = [_at(r, step, "normalized_score") for r in rs]
             asm_s = [float(r["cj"].get("asm_wall_seconds") or 0.0) for r in rs]
-            curve_steps = sorted({int(e["step"]) for r in rs for e in r["evals"] if int(e["step"]) <= step})
+            curve_steps = sorted({int(e["step"]) for r in rs for e in r["evals"]})
             last = [_row_at(r, step) for r in rs]
             entry = {
                 "runs": [str(r["dir"]) for r in rs],
@@ -195,16 +195,20 @@ def build(root: str | Path, step: int = 10_000, reference: str | Path | None = N
                 info = rs[0]["asm"]["info"]
                 entry["asm"] = {k: info.get(k) for k in ("max_steps", "steps_run", "stop_reason", "still_falling", "best_val_loss",
                                                          "chosen_step", "wall_seconds", "masking", "batch_size")}
+                if entry["asm"]["steps_run"] is None and info.get("epochs_run") is not None:  # records older than step budgets
+                    entry["asm"]["steps_run"] = int(info["epochs_run"]) * int(info.get("steps_per_epoch") or 0)
                 entry["asm"]["structure"] = info.get("structure")
+                entry["asm"]["distinct"] = len({str(r["asm"]["dir"]) for r in rs if r.get("asm")})
             out[name] = entry
         comps = {}
-        base = {k: next((n for n in out if n.startswith(k + "-")), None) for k in ("F", "SAINT")}
         for name in out:
             if not name.startswith("SPIN"):
                 continue
-            for k, b in base.items():
-                if b:
+            algo = name.split(" ")[0].split("-")[-1]
+            for b in (f"SAINT-{algo}", f"F-{algo}"):
+                if b in out:
                     comps[f"{name} - {b}"] = paired(seeds_of[name], seeds_of[b])
+        base = {"F": "F-IQL" if "F-IQL" in out else None}
         if ref and target is not None:
             fastest_base = out.get(base["F"] or "", {}).get("time_to_target_iqm_s")
             for name, e in out.items():
@@ -224,6 +228,8 @@ def _ci(s: dict | None, d: int = 1) -> str:
     if not s or s.get("iqm") is None:
         return "-"
     lo, hi = s["ci"]
+    if max(abs(s["iqm"]), abs(lo), abs(hi)) < 10:  # returns on a 0-1 scale (ICU-Sepsis) need more digits
+        d = 3
     return f"{s['iqm']:.{d}f} [{lo:.{d}f}, {hi:.{d}f}]"
 
 
@@ -231,16 +237,44 @@ def _pd(p: dict | None) -> str:
     if not p:
         return "-"
     lo, hi = p["ci"]
-    return f"{p['mean']:+.1f} [{lo:+.1f}, {hi:+.1f}] ({p['wins']}/{p['n']} seeds higher)"
+    return f"{p['mean']:+.3g} [{lo:+.3g}, {hi:+.3g}] ({p['wins']}/{p['n']} seeds higher)"
 
 
 def _t(sec) -> str:
     return "not reached" if sec is None else f"{sec / 60:.1f} min"
 
 
+def verdict(p: dict | None) -> str:
+    """higher / lower / no clear difference, from the paired interval."""
+    if not p:
+        return "not compared"
+    lo, hi = p["ci"]
+    return "higher" if lo > 0 else "lower" if hi < 0 else "no clear difference"
+
+
+def answer(rep: dict) -> list[str]:
+    """The reading, computed: per task, each SPIN row against SAINT and factored, and against the reference."""
+    S = rep["step"]
+    out = []
+    for task, t in rep["tasks"].items():
+        parts = []
+        for k, p in t["paired"].items():
+            a, b = k.split(" - ")
+            parts.append(f"{a} vs {b}: {verdict(p)} ({p['mean']:+.3g}, {p['wins']}/{p['n']} seeds higher)")
+        line = f"- **{task}** at step {S:,}: " + ("; ".join(parts) if parts else "no SPIN row with a paired baseline") + "."
+        if t["reference"]:
+            pcts = [f"{n.split(' [')[0] + (' [' + n.split(' [')[1] if ' [' in n else '')}: {e['pct_of_converged']['iqm']:.0f}%"
+                    for n, e in t["variants"].items() if e.get("pct_of_converged", {}).get("iqm") is not None]
+            line += " Percent of converged F-IQL: " + ", ".join(pcts) + "."
+        out.append(line)
+    return out
+
+
 def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None = None) -> str:
     S = rep["step"]
-    lines = [f"# Early learning: returns after {S:,} gradient steps", ""]
+    lines = [f"# Early learning: returns after {S:,} gradient steps", "",
+             "The answer, computed from the tables below (\"higher\"/\"lower\" = the 95% bootstrap interval of the "
+             "paired difference excludes 0):", "", *answer(rep), ""]
     if preamble:
         lines += [preamble.rstrip(), ""]
     for task, t in rep["tasks"].items():
@@ -272,7 +306,8 @@ def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None
                       f"{100 * st['random']['exact']:.2f}%)") if st else "-"
                 stop = a.get("stop_reason") + (", loss still falling" if a.get("still_falling") else "")
                 vl = f"{a['best_val_loss']:.4f}" if a.get("best_val_loss") is not None else "-"
-                lines.append(f"| {n} | {a.get('steps_run'):,} | {stop} | {vl} | {acc} | {ex} | {a.get('wall_seconds', 0) / 60:.1f} min |")
+                n = n + (f" (seed {t['variants'][n]['seeds'][0]}'s ASM of {a['distinct']})" if a.get("distinct", 1) > 1 else "")
+                lines.append(f"| {n} | {a.get('steps_run') or 0:,} | {stop} | {vl} | {acc} | {ex} | {a.get('wall_seconds', 0) / 60:.1f} min |")
             lines.append("")
         steps = sorted({s for e in t["variants"].values() for s in e["curve"]})
         lines += ["Learning curves (IQM return over seeds at each evaluation), and the critic at step {:,}: mean Q and V on "
@@ -304,21 +339,25 @@ def plot(rep: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     tasks = list(rep["tasks"].items())
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4), squeeze=False)
-    for ax, (task, t) in zip(axes[0], tasks):
+    cols = min(3, len(tasks))
+    rows = -(-len(tasks) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.ravel()[len(tasks):]:
+        ax.set_visible(False)
+    for ax, (task, t) in zip(axes.ravel(), tasks):
         for name, e in t["variants"].items():
             xs = sorted(e["curve"])
             ax.plot(xs, [e["curve"][x] for x in xs], marker="o", ms=3, label=name)
         if t["reference"]:
             ax.axhline(t["target"], color="k", ls="--", lw=1, label="95% of converged F-IQL")
-        ax.set_title(task)
+        ax.set_title(task, fontsize=9)
         ax.set_xlabel("gradient step")
         ax.set_ylabel("return (IQM over seeds)")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp.png"
-    fig.savefig(tmp, dpi=100)
+    fig.savefig(tmp, dpi=72)
     plt.close(fig)
     tmp.replace(path)
 
@@ -334,7 +373,7 @@ def write(root: str | Path, doc: str | Path, step: int = 10_000, reference: str 
     plot(rep, img)
     pre = Path(preamble).read_text() if preamble else ""
     write_text_atomic(doc, format_markdown(rep, command, pre, str(img.relative_to(doc.parent))))
-    write_text_atomic(doc.with_suffix(".json"), json.dumps(rep, indent=1, default=str) + "\n")
+    write_text_atomic(doc.with_suffix(".json"), json.dumps(rep, default=str) + "\n")
     return doc
 
 
