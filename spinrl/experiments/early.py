@@ -180,6 +180,9 @@ def build(root: str | Path, step: int = 10_000, reference: str | Path | None = N
                 "best_step": None,
                 "q": _mean([x.get("q") for x in last]), "v": _mean([x.get("v") for x in last]),
                 "q_half": _mean([_row_at(r, step // 2).get("q") for r in rs]),
+                # the noise of one evaluation: the episodes' std over sqrt(episodes), averaged over evaluations
+                "eval_se": _mean([e["eval_return_std"] / max(1, int(r["config"].get("eval_episodes") or 1)) ** 0.5
+                                  for r in rs for e in r["evals"] if e.get("eval_return_std") is not None]),
                 "weight": _mean([x.get("weight") for x in last]),
                 "train_seconds": _mean([_at(r, step, "wall_seconds") for r in rs]),
                 "asm_seconds": _mean(asm_s),
@@ -310,17 +313,20 @@ def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None
                 lines.append(f"| {n} | {a.get('steps_run') or 0:,} | {stop} | {vl} | {acc} | {ex} | {a.get('wall_seconds', 0) / 60:.1f} min |")
             lines.append("")
         steps = sorted({s for e in t["variants"].values() for s in e["curve"]})
-        lines += ["Learning curves (IQM return over seeds at each evaluation), and the critic at step {:,}: mean Q and V on "
+        lines += ["Learning curves (IQM return over seeds at each evaluation); the standard error of one evaluation (the "
+                  "episodes' std over the square root of their number, averaged over evaluations: a swing of twice it "
+                  "between two points is noise); the critic at step {:,}: mean Q and V on "
                   "training batches (still rising = the critic is far from its fixed point, which for DM Control's "
                   "per-step rewards in [0, 1] and gamma 0.99 is up to 100), and the actor's mean advantage weight "
                   "(near 1 = the actor is still cloning the data):".format(S), "",
                   "| method | " + " | ".join(f"{s // 1000}k" if s % 1000 == 0 else str(s) for s in steps)
-                  + f" | Q at {S // 2:,} -> {S:,} | V | weight |",
-                  "|---|" + "---|" * (len(steps) + 3)]
+                  + f" | eval s.e. | Q at {S // 2:,} -> {S:,} | V | weight |",
+                  "|---|" + "---|" * (len(steps) + 4)]
         for name, e in t["variants"].items():
             cells = [f"{e['curve'][s]:.0f}" if s in e["curve"] else "-" for s in steps]
             f = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {f(e['q_half'])} -> {f(e['q'])} | {f(e['v'])} | {f(e['weight'])} |")
+            lines.append(f"| {name} | " + " | ".join(cells)
+                         + f" | {f(e.get('eval_se'))} | {f(e['q_half'])} -> {f(e['q'])} | {f(e['v'])} | {f(e['weight'])} |")
         lines.append("")
         if ref:
             lines += [f"Converged F-IQL reference: {ref['value']:.1f} (mean of each seed's last five evaluations, seeds "
