@@ -390,7 +390,7 @@ def pretrain_ray(cfg: PretrainConfig, workers: int, use_gpu: bool = False, addre
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
     except ImportError:
-        raise MissingExtraError("--distributed --dist-backend ray needs Ray Train: pip install 'spinrl[ray]'") from None
+        raise MissingExtraError("ray[train]", "ray") from None
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     # Ray runs workers in their own directories: pass absolute paths.
