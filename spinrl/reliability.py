@@ -721,6 +721,9 @@ CASES: list[Case] = [
          _resume_with(lambda *a: None, "--steps", "1")),
     Case("spinrl train", "--out is the user's folder with their own config.json and metrics.csv", "is not a spinrl run",
          _train(out=lambda fx, d: _users_dir(fx, d, "config.json", "metrics.csv"))),
+    Case("spinrl train --resume", "--out is the user's folder with a config.json that is not JSON", "is not a spinrl run",
+         _train("--resume", out=lambda fx, d: (_users_dir(fx, d, "config.json") / "config.json").write_text("my notes")
+                and d / "important")),
     Case("spinrl train --resume", "another process is writing the run (live lock)", "is being written by pid 1",
          _train("--resume", "--batch-size", "16", out=_locked_run)),
     Case("spinrl.train", "losses overflow to inf (rewards 1e30)", "is not finite at step 1", _diverging),

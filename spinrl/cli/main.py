@@ -141,6 +141,10 @@ def _resumed(cls: type, cfg, args: argparse.Namespace, positional: tuple[str, ..
     path = Path(cfg.out) / "config.json" if cfg.out else None
     if not cfg.resume or path is None or not path.exists():
         return cfg
+    from spinrl.utils.outdir import read_kind
+
+    if read_kind(cfg.out) is None:  # a folder spinrl did not write: the command refuses it, naming --overwrite
+        return cfg
     saved = json.loads(path.read_text())
     return resumed_config(cls, cfg, args.argv, saved if key is None else saved[key], positional)
 
