@@ -105,7 +105,22 @@ def test_local_sweep_killed_and_rerun_recomputes_nothing(tmp_path, monkeypatch):
     proc.wait()
     done = sorted(p.parent for p in runs.rglob("policy.pt"))
     assert 1 <= len(done) < 8, "the kill should land mid-sweep"
-    time.sleep(0.5)  # children got SIGKILL through PR_SET_PDEATHSIG: nothing may write any more
+    # the workers notice the sweep is gone and exit (their run directories' locks then name dead pids)
+    from spinrl.utils.outdir import _alive
+
+    def writers() -> list[int]:
+        pids = []
+        for lock in out.rglob(".spinrl.lock"):
+            try:
+                pids.append(json.loads(lock.read_text())["pid"])
+            except (OSError, ValueError, KeyError):
+                pass
+        return [p for p in pids if _alive(p)]
+
+    deadline = time.time() + 15
+    while writers() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not writers(), "a worker outlived the killed sweep"
     before = {d: _files(d) for d in done}
     assert main(["sweep", str(spec), "--out", str(out), "--workers", "2"]) == 0
     assert len(list(runs.rglob("policy.pt"))) == 8

@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     from spinrl.experiments.demo import DemoConfig
     from spinrl.training.config import PretrainConfig, TrainConfig
 
-    pt = sub.add_parser("pretrain", help="pretrain an Action Structure Model (masked action modelling, automatic stop)",
+    pt = sub.add_parser("pretrain", help="pretrain an Action Structure Model (masked action modelling; stops at a validation plateau or a budget)",
                         description=PretrainConfig.__doc__)
     add_config_args(pt, PretrainConfig, positional=("dataset",), skip=("model_kwargs",))
     pt.set_defaults(fn=cmd_pretrain)

@@ -16,8 +16,9 @@ Why it is built this way: datasets are made once in the parent (they are cached 
 pretrained once per (dataset, seed, preset, pretrain settings) and shared by every spin/spin-cached run
 that needs it; every trial has a stable directory named from what defines it, so rerunning the same
 command skips finished runs (``policy.pt``), resumes interrupted ones (``checkpoints/last.pt``, which is
-bit-identical) and recomputes nothing. Workers are separate processes that die with the sweep (Linux
-PR_SET_PDEATHSIG), so a killed sweep never leaves orphans writing into run directories.
+bit-identical) and recomputes nothing. Workers are separate processes that stop with the sweep: SIGTERM
+stops them as Ctrl-C does, and each worker exits within seconds of the sweep process's end (even after a
+SIGKILL), so a killed sweep never leaves orphans writing into run directories.
 """
 
 from __future__ import annotations
@@ -390,10 +391,30 @@ def _die_with_parent() -> None:
             pass
 
 
-def _unit_entry(kind: str, args: tuple, log_path: str) -> None:
-    _die_with_parent()  # our parent is the forkserver, which exits when the sweep dies
+def _watch_sweep(sweep_pid: int) -> None:
+    """Exit when the sweep process is gone. The forkserver (our parent) outlives a killed sweep, so the
+    parent-death signal alone left orphans writing into run directories (seen with SIGTERM)."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(2.0)
+            try:
+                os.kill(sweep_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)  # resumable: the next sweep run continues from the last checkpoint
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch, daemon=True, name="spinrl-sweep-watch").start()
+
+
+def _unit_entry(kind: str, args: tuple, log_path: str, sweep_pid: int | None = None) -> None:
+    _die_with_parent()  # our parent is the forkserver
     if os.getppid() == 1:  # the parent died before prctl took effect
         os._exit(1)
+    if sweep_pid is not None:
+        _watch_sweep(sweep_pid)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", buffering=1) as log:
@@ -461,15 +482,21 @@ def run_local(units: list, workers: int, desc: str, progress: bool = True) -> di
         return {}
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "spinrl.training.trainer", "spinrl.training.pretrain", "spinrl.experiments.sweep"])
+    import signal
+
     pending = list(units)
     running: dict[str, Any] = {}
     codes: dict[str, int] = {}
     bar = progress_bar(total=len(units), desc=desc, unit="run", disable=None if progress else True)
+    try:  # `kill`: stop the children as Ctrl-C does (only the main thread may set handlers)
+        old_term = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    except ValueError:
+        old_term = None
     try:
         while pending or running:
             while pending and len(running) < workers:
                 key, kind, args, log = pending.pop(0)
-                p = ctx.Process(target=_unit_entry, args=(kind, args, log), daemon=False)
+                p = ctx.Process(target=_unit_entry, args=(kind, args, log, os.getpid()), daemon=False)
                 p.start()
                 running[key] = (p, log)
             time.sleep(0.2)
@@ -482,7 +509,9 @@ def run_local(units: list, workers: int, desc: str, progress: bool = True) -> di
                     if p.exitcode != 0:
                         print(f"spinrl sweep: {key} failed (exit {p.exitcode}); see {log}", file=sys.stderr, flush=True)
     finally:
-        for p, _ in running.values():  # Ctrl-C: stop our children (they resume on the next run)
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+        for p, _ in running.values():  # Ctrl-C or kill: stop our children (they resume on the next run)
             p.terminate()
         bar.close()
     return codes
