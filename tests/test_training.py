@@ -375,3 +375,25 @@ def test_variable_masking_pretrains_and_records_it(maze, tmp_path):
     pretrain(PretrainConfig(dataset=maze, out=str(out), max_epochs=2, steps_per_epoch=2, batch_size=32,
                             model_kwargs=TINY, progress=False, masking="variable"))
     assert json.loads((out / "asm.json").read_text())["masking"] == "variable"
+
+
+def test_pretrain_resume_checks_the_data_by_content_and_threads(tmp_path):
+    import shutil
+
+    from spinrl.errors import ConfigError
+    from spinrl.training.pretrain import pretrain_iter
+
+    data = tmp_path / "d.d"
+    make_dataset(DataMakeConfig(env="maze", env_kwargs={"actuators": 3}, level="medium-expert", transitions=600, seed=0,
+                                out=str(data)), progress=False)
+    kw = dict(max_epochs=4, steps_per_epoch=2, batch_size=32, model_kwargs=TINY, progress=False, threads=1)
+    it = pretrain_iter(PretrainConfig(dataset=str(data), out=str(tmp_path / "asm"), **kw))
+    next(it)
+    it.close()
+    with pytest.raises(ConfigError, match="--threads 1"):
+        pretrain(PretrainConfig(dataset=str(data), out=str(tmp_path / "asm"), resume=True, **{**kw, "threads": 2}))
+    shutil.rmtree(data)  # other data at the same path: refused by checksum
+    make_dataset(DataMakeConfig(env="maze", env_kwargs={"actuators": 3}, level="medium-expert", transitions=600, seed=1,
+                                out=str(data)), progress=False)
+    with pytest.raises(ConfigError, match="checksum differs"):
+        pretrain(PretrainConfig(dataset=str(data), out=str(tmp_path / "asm"), resume=True, **kw))

@@ -51,7 +51,7 @@ from spinrl.utils.hardware import threads_warning
 from spinrl.utils import outdir
 
 # Settings that define the result; a resume with other values would silently mix two runs.
-_FIXED = ("dataset", "preset", "patience", "min_delta", "min_epochs", "steps_per_epoch", "batch_size", "lr",
+_FIXED = ("preset", "patience", "min_delta", "min_epochs", "steps_per_epoch", "batch_size", "lr",
           "grad_clip", "mask_prob", "masking", "val_fraction", "val_batches", "seed", "model_kwargs", "max_steps")
 
 
@@ -129,6 +129,10 @@ def pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[d
         for k in _FIXED:
             if saved.get(k) != to_jsonable(cfg).get(k):
                 raise ConfigError(f"--resume with {k}={to_jsonable(cfg).get(k)!r} but the run used {saved.get(k)!r}; use the same value")
+        _check_same_data(ck, saved, cfg, ds)
+        if saved.get("threads") != cfg.threads:
+            raise ConfigError(f"--resume with --threads {cfg.threads} but the run used {saved.get('threads')}: another thread "
+                              f"count ends bit-identity with an uninterrupted run; pass --threads {saved.get('threads')}")
         if dist.main:
             outdir.hold(out, "asm")  # one writer (lock released at exit), marked as spinrl's ASM directory
         asm.load_state_dict(ck["model"])
@@ -213,6 +217,7 @@ def pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[d
                 "rng": capture_rng(rng, gen),
                 "state": state,
                 "rows": rows,
+                "dataset_checksum": ds.meta.get("checksum"),
             },
             ckpt_path,
         )
@@ -267,6 +272,17 @@ def pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[d
         plot_pretrain_curve(rows, state["best_step"], out / "pretrain_curve.png")
     except Exception as e:  # a plot must never lose a finished model, but say it is missing
         print(f"warning: pretrain_curve.png not written ({type(e).__name__}: {e}); the ASM is saved", flush=True)
+
+
+def _check_same_data(ck: dict, saved: dict, cfg: PretrainConfig, ds) -> None:
+    """Resume only on the same data: by content (the dataset checksum) where the checkpoint has it, else by the
+    resolved path (checkpoints from before checksums were stored)."""
+    if ck.get("dataset_checksum") is not None:
+        if ck["dataset_checksum"] != ds.meta.get("checksum"):
+            raise ConfigError(f"--resume on dataset {cfg.dataset} whose checksum differs from the one the run trained on "
+                              f"({str(ck['dataset_checksum'])[:12]}...): the data changed; pretrain a new ASM with another --out")
+    elif Path(str(saved.get("dataset"))).resolve() != Path(cfg.dataset).resolve():
+        raise ConfigError(f"--resume with dataset={cfg.dataset!r} but the run used {saved.get('dataset')!r}; use the same dataset")
 
 
 _STOP_TEXT = {
