@@ -35,8 +35,14 @@ def test_matrix_covers_every_entry_point():
 def test_bad_input(case, fx):
     if not applies(case):
         pytest.skip(f"{case.needs} is not installed")
+    import torch
+
+    threads = torch.get_num_threads()
     out = run_case(case, fx)
     assert problems(case, out) == []
+    # a refused command leaves the process as it found it (a refused --threads 100000 once reached torch first
+    # and crashed a later test)
+    assert torch.get_num_threads() == threads
 
 
 def test_problems_detects_a_bad_outcome(fx):

@@ -368,6 +368,13 @@ def test_spin_cached_features_match_the_frozen_asm(maze, asm_dir, tmp_path):
     pretrain(PretrainConfig(dataset=maze, out=str(other), max_epochs=1, steps_per_epoch=1, batch_size=16,
                             model_kwargs=TINY, progress=False, seed=5))
     assert cache_path(maze, ds, other) != path
+    # a damaged cache (truncated by a full disk or a kill) is rebuilt, not fatal for every later run
+    from spinrl.training.feature_cache import build_feature_cache
+
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    again = build_feature_cache(s.nets.actor, ds, path, torch.device("cpu"), progress=False)
+    assert again.shape == cache.shape and path.read_bytes() == good
 
 
 def test_variable_masking_pretrains_and_records_it(maze, tmp_path):

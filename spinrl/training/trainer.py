@@ -257,6 +257,7 @@ def _check_resume(s: Setup, ck: dict, recorded: dict, out: Path) -> None:
 
 
 def _train(cfg: TrainConfig, held: list) -> Iterator[dict]:
+    cfg.validate()  # before the thread count reaches torch: 100000 threads crash later torch calls in this process
     keep_freed_memory()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
