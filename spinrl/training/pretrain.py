@@ -79,7 +79,18 @@ class _Dist:
 
 
 def pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[dict]:
-    """Pretrain epoch by epoch, yielding each epoch's metrics; the ASM directory is complete at the end."""
+    """Pretrain validation by validation, yielding each one's metrics; the ASM directory is complete at the end.
+
+    The directory's one-writer lock is released when the generator ends or is closed (not only at process
+    exit: a Ray worker process outlives its task)."""
+    try:
+        yield from _pretrain_iter(cfg, _dist)
+    finally:
+        if (_dist or _Dist()).main and cfg.out:
+            outdir.release(cfg.out)
+
+
+def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[dict]:
     cfg.validate()
     dist = _dist or _Dist()
     keep_freed_memory()
@@ -436,11 +447,8 @@ def pretrain_ray(cfg: PretrainConfig, workers: int, use_gpu: bool = False, addre
 
 def pretrain(cfg: PretrainConfig) -> Path:
     """Run pretraining to completion and return the ASM directory."""
-    try:
-        for _ in pretrain_iter(cfg):
-            pass
-    finally:
-        outdir.release(cfg.out)  # the one-writer lock pretrain_iter took
+    for _ in pretrain_iter(cfg):
+        pass
     return Path(cfg.out)
 
 
