@@ -251,6 +251,8 @@ def verdict(p: dict | None) -> str:
     """higher / lower / no clear difference, from the paired interval."""
     if not p:
         return "not compared"
+    if p["n"] < 3:
+        return f"too few seeds to tell ({p['n']})"
     lo, hi = p["ci"]
     return "higher" if lo > 0 else "lower" if hi < 0 else "no clear difference"
 
@@ -283,12 +285,14 @@ def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None
     for task, t in rep["tasks"].items():
         ref = t["reference"]
         lines += [f"## {task}", ""]
-        head = "| method | seeds | return at step {S:,} (IQM [95% CI]) | normalized | % of converged F-IQL | time to 95% of converged F-IQL (ASM incl.) |"
-        lines += [head.format(S=S), "|---|---|---|---|---|---|"]
+        head = ("| method | seeds | return at step {S:,} (IQM [95% CI]) | normalized | peak of the IQM curve (step) "
+                "| % of converged F-IQL | time to 95% of converged F-IQL (ASM incl.) |")
+        lines += [head.format(S=S), "|---|---|---|---|---|---|---|"]
         for name, e in t["variants"].items():
             pct = _ci(e.get("pct_of_converged")) if ref else "no converged reference yet"
             ttt = _t(e.get("time_to_target_iqm_s")) if ref else "-"
-            lines.append(f"| {name} | {e['return']['n']} | {_ci(e['return'])} | {_ci(e['normalized'])} | {pct} | {ttt} |")
+            peak = f"{e['curve'][e['best_step']]:.1f} ({e['best_step']:,})" if e.get("best_step") is not None else "-"
+            lines.append(f"| {name} | {e['return']['n']} | {_ci(e['return'])} | {_ci(e['normalized'])} | {peak} | {pct} | {ttt} |")
         lines.append("")
         if t["paired"]:
             lines += ["Paired differences in return at step {:,} (same data and seeds; mean [95% bootstrap CI over seeds]):".format(S), ""]
