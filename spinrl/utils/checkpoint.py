@@ -43,6 +43,34 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     os.replace(tmp, path)
 
 
+_NUM = (int, float)
+# The fields a resume reads, per kind, with their types: a corrupted or hand-edited field is one line, not a
+# TypeError deep in the loop.
+_FIELDS: dict[str, dict[str, type | tuple]] = {
+    "train": {"config": dict, "step": int, "elapsed": _NUM, "rows": list, "rng": dict, "nets": dict, "optimizers": dict},
+    "asm_pretrain": {"config": dict, "model": dict, "optimizer": dict, "rng": dict, "state": dict, "rows": list},
+    "asm": {"model": dict},
+}
+_STATE_FIELDS = {"epoch": int, "step": int, "best": _NUM, "best_epoch": int, "bad": int, "elapsed": _NUM}
+
+
+def _check_fields(obj: dict, kind: str, what: str, path: Path) -> None:
+    def bad(name: str, want, got) -> CheckpointError:
+        names = want.__name__ if isinstance(want, type) else " or ".join(t.__name__ for t in want)
+        return CheckpointError(f"{what} {path} field {name!r} is corrupted (expected {names}, got {type(got).__name__}); "
+                               "delete the file or start a fresh --out")
+
+    for name, want in _FIELDS.get(kind, {}).items():
+        v = obj.get(name)
+        if not isinstance(v, want) or isinstance(v, bool):
+            raise bad(name, want, v)
+    if kind == "asm_pretrain":
+        for name, want in _STATE_FIELDS.items():
+            v = obj["state"].get(name)
+            if name in obj["state"] and (not isinstance(v, want) or isinstance(v, bool)):
+                raise bad(f"state.{name}", want, v)
+
+
 def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint", kind: str | None = None) -> dict:
     """Load with ``weights_only=True``; any problem becomes a one-line CheckpointError.
 
@@ -74,6 +102,8 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint", kind: str
         raise CheckpointError(f"{what} {path} has schema {schema}, newer than this spinrl supports ({CHECKPOINT_SCHEMA}); upgrade spinrl")
     if kind is not None and obj.get("kind") != kind:
         raise CheckpointError(f"{what} {path} holds a {obj.get('kind')!r} file, not a {kind!r} one; pass the right file")
+    if kind is not None:
+        _check_fields(obj, kind, what, path)
     return obj
 
 
