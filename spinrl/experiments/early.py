@@ -208,7 +208,8 @@ def build(root: str | Path, step: int = 10_000, reference: str | Path | None = N
                 entry["asm"]["structure"] = info.get("structure")
                 entry["asm"]["distinct"] = len({str(r["asm"]["dir"]) for r in rs if r.get("asm")})
             out[name] = entry
-        comps = {}
+        comps, first_comps = {}, {}
+        first = min((min(e["curve"]) for e in out.values() if e["curve"]), default=None)
         for name in out:
             if not name.startswith("SPIN"):
                 continue
@@ -216,13 +217,18 @@ def build(root: str | Path, step: int = 10_000, reference: str | Path | None = N
             for b in (f"SAINT-{algo}", f"F-{algo}"):
                 if b in out:
                     comps[f"{name} - {b}"] = paired(seeds_of[name], seeds_of[b])
+                    if first is not None and first != step:
+                        at = lambda n: {int(r["config"].get("seed", 0)): _at(r, first, key) for r in variants[n]}  # noqa: E731
+                        first_comps[f"{name} - {b}"] = paired({k: v for k, v in at(name).items() if v is not None},
+                                                              {k: v for k, v in at(b).items() if v is not None})
         base = {"F": "F-IQL" if "F-IQL" in out else None}
         if ref and target is not None:
             fastest_base = out.get(base["F"] or "", {}).get("time_to_target_iqm_s")
             for name, e in out.items():
                 t = e.get("time_to_target_iqm_s")
                 e["speedup_vs_factored"] = fastest_base / t if (t and fastest_base) else None
-        tasks[task] = {"variants": out, "paired": comps, "reference": ref, "target": target}
+        tasks[task] = {"variants": out, "paired": comps, "paired_first": first_comps, "first_step": first,
+                       "reference": ref, "target": target}
     return {"step": step, "key": key, "tasks": tasks, "reference_root": str(reference) if reference else None}
 
 
@@ -272,6 +278,20 @@ def answer(rep: dict) -> list[str]:
             a, b = k.split(" - ")
             parts.append(f"{a} vs {b}: {verdict(p)} ({p['mean']:+.3g}, {p['wins']}/{p['n']} seeds higher)")
         line = f"- **{task}** at step {S:,}: " + ("; ".join(parts) if parts else "no SPIN row with a paired baseline") + "."
+        if t.get("paired_first"):
+            line += f" At the first evaluation (step {t['first_step']:,}): " + "; ".join(
+                f"{k.split(' - ')[0]} vs {k.split(' - ')[1]}: {verdict(p)} ({p['mean']:+.3g})" for k, p in t["paired_first"].items() if p) + "."
+        f = t["variants"].get("F-IQL")
+        if f and f.get("q") is not None and f.get("q_half") is not None:
+            rising = f["q"] > 1.2 * f["q_half"]
+            line += (f" The shared critic's mean Q went from {f['q_half']:.1f} at step {S // 2:,} to {f['q']:.1f} at {S:,}"
+                     + (" (still rising: far from its fixed point)" if rising else "") + f"; the mean advantage weight is "
+                     f"{f['weight']:.2f}" + (" (near 1: the actors still mostly clone the data)" if abs(f["weight"] - 1) < 0.2 else "")
+                     + ".")
+        peaks = [f"{n} {e['curve'][e['best_step']]:.0f} at {e['best_step']:,} -> {e['curve'][max(e['curve'])]:.0f} at {max(e['curve']):,}"
+                 for n, e in t["variants"].items() if e.get("best_step") is not None and e["best_step"] < max(e["curve"])]
+        if peaks:
+            line += " Curves that peaked before the end (IQM peak -> last): " + "; ".join(peaks) + "."
         if t["reference"]:
             pcts = [f"{n.split(' [')[0] + (' [' + n.split(' [')[1] if ' [' in n else '')}: {e['pct_of_converged']['iqm']:.0f}%"
                     for n, e in t["variants"].items() if e.get("pct_of_converged", {}).get("iqm") is not None]
@@ -304,6 +324,10 @@ def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None
             lines += ["Paired differences in return at step {:,} (same data and seeds; mean [95% bootstrap CI over seeds]):".format(S), ""]
             lines += ["| comparison | difference |", "|---|---|"]
             lines += [f"| {k} | {_pd(v)} |" for k, v in t["paired"].items()]
+            lines.append("")
+        if t.get("paired_first"):
+            lines += [f"The same differences at the first evaluation, step {t['first_step']:,}:", "", "| comparison | difference |", "|---|---|"]
+            lines += [f"| {k} | {_pd(v)} |" for k, v in t["paired_first"].items()]
             lines.append("")
         asm_rows = [(n, e["asm"]) for n, e in t["variants"].items() if e.get("asm")]
         if asm_rows:
