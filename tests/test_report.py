@@ -153,16 +153,20 @@ def test_committed_results_page_is_rebuilt_from_committed_records(monkeypatch, p
     assert md == doc
 
 
-def test_committed_early_subsets_page_is_rebuilt_from_committed_records(monkeypatch):
-    """docs/EARLY_SUBSETS.md is `spinrl report benchmarks/records/paper --early-step 250 ...` of committed records."""
+@pytest.mark.parametrize("page, records, step, preamble, img", [
+    ("EARLY_SUBSETS.md", "paper", 250, "early_subsets_preamble.md", "img/early_subsets_curves.png"),
+    ("EARLY.md", "controls", 10000, "early_preamble.md", "img/early_curves.png"),
+])
+def test_committed_early_pages_are_rebuilt_from_committed_records(monkeypatch, page, records, step, preamble, img):
+    """docs/EARLY*.md are `spinrl report benchmarks/records/<name> --early-step S ...` of committed records."""
     import re
 
     from spinrl.experiments import early
 
     repo = Path(__file__).resolve().parents[1]
-    doc = (repo / "docs" / "EARLY_SUBSETS.md").read_text()
+    doc = (repo / "docs" / page).read_text()
     monkeypatch.chdir(repo)
     command = re.search(r"Rebuild: `([^`]+)`", doc).group(1)
-    rep = early.build(Path("benchmarks/records/paper"), 250)
-    pre = Path("benchmarks/early_subsets_preamble.md").read_text()
-    assert early.format_markdown(rep, command, pre, "img/early_subsets_curves.png") == doc
+    rep = early.build(Path("benchmarks/records") / records, step)
+    pre = (Path("benchmarks") / preamble).read_text()
+    assert early.format_markdown(rep, command, pre, img) == doc

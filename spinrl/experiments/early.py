@@ -311,8 +311,6 @@ def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None
     lines = [f"# Early learning: returns after {S:,} gradient steps", "",
              "The answer, computed from the tables below (\"higher\"/\"lower\" = the 95% bootstrap interval of the "
              "paired difference excludes 0):", "", *answer(rep), ""]
-    if preamble:
-        lines += [preamble.rstrip(), ""]
     for task, t in rep["tasks"].items():
         ref = t["reference"]
         lines += [f"## {task}", ""]
@@ -373,6 +371,8 @@ def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None
                       f"{ref['per_seed']}; range of those five per seed {ref['last_evals_range']}; {ref['steps']} steps).", ""]
         if img:
             lines += [f"![learning curves]({img})", ""]
+    if preamble:
+        lines += ["## Setting", "", preamble.rstrip(), ""]
     lines += ["## Provenance", "", f"Rebuild: `{command}`. Statistics: `spinrl/experiments/early.py` (IQM and stratified "
               f"bootstrap as rliable, {BOOT_DRAWS} draws; paired differences over shared seeds).", ""]
     return "\n".join(lines)
