@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from spinrl.errors import ConfigError
-from spinrl.experiments.report import ACTOR_ORDER, find_asms, find_runs, method_name, task_name
+from spinrl.experiments.report import ACTOR_ORDER, _save_fig, find_asms, find_runs, method_name, task_name
 from spinrl.utils.checkpoint import write_text_atomic
 
 BOOT_DRAWS = 2000
@@ -310,7 +310,8 @@ def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None
     S = rep["step"]
     lines = [f"# Early learning: returns after {S:,} gradient steps", "",
              "The answer, computed from the tables below (\"higher\"/\"lower\" = the 95% bootstrap interval of the "
-             "paired difference excludes 0):", "", *answer(rep), ""]
+             "paired difference excludes 0; with 3-5 seeds that happens whenever every seed agrees, so read it as a "
+             "consistent sign across seeds, not as a significance test):", "", *answer(rep), ""]
     for task, t in rep["tasks"].items():
         ref = t["reference"]
         lines += [f"## {task}", ""]
@@ -401,11 +402,7 @@ def plot(rep: dict, path: Path) -> None:
         ax.set_ylabel("return (IQM over seeds)")
         ax.legend(fontsize=6)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp.png"
-    fig.savefig(tmp, dpi=72)
-    plt.close(fig)
-    tmp.replace(path)
+    _save_fig(fig, path, dpi=72)
 
 
 def write(root: str | Path, doc: str | Path, step: int = 10_000, reference: str | Path | None = None,

@@ -381,12 +381,12 @@ def plot_asm_curves(asms: list[dict], path: Path, title: str) -> None:
     _save_fig(fig, path)
 
 
-def _save_fig(fig, path: Path) -> None:
+def _save_fig(fig, path: Path, dpi: int = 100) -> None:
     import matplotlib.pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp.png"  # rename into place: never a partial PNG
-    fig.savefig(tmp, dpi=100)
+    fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
     os.replace(tmp, path)
 

@@ -158,8 +158,10 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[
         warnings.warn(msg, stacklevel=2)
     max_epochs = res["max_epochs"]
     max_seconds = cfg.max_minutes * 60 if cfg.max_minutes is not None else float("inf")
-    bar = progress_bar(total=max_epochs, desc="pretrain ASM", unit="val", disable=None if cfg.progress and dist.main else True)
-    bar.update(state["epoch"])
+    # in gradient steps: a validation round can last minutes on a large dataset
+    bar = progress_bar(total=int(min(max_steps, max_epochs * steps_per_epoch)), desc="pretrain ASM", unit="step",
+                       disable=None if cfg.progress and dist.main else True)
+    bar.update(state["step"])
     while True:
         stop_reason = _stop_reason(state, cfg, max_epochs, max_steps, max_seconds)
         if stop_reason:
@@ -179,6 +181,7 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[
             torch.nn.utils.clip_grad_norm_(asm.parameters(), cfg.grad_clip)
             opt.step()
             loss_sum += loss.detach()
+            bar.update(1)
         asm.eval()
         vgen = torch.Generator(device=device)
         vgen.manual_seed(cfg.seed + 20_011)
@@ -214,7 +217,6 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[
         }
         rows.append(row)
         if not dist.main:
-            bar.update(1)
             yield row
             continue
         _write_metrics(out / "metrics.csv", rows)
@@ -232,8 +234,7 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[
             },
             ckpt_path,
         )
-        bar.update(1)
-        bar.set_postfix(train=f"{row['train_loss']:.3f}", val=f"{v_loss:.3f}", acc=f"{row['val_masked_acc']:.2f}", best=state["best_epoch"])
+        bar.set_postfix(train=f"{row['train_loss']:.3f}", val=f"{v_loss:.3f}", acc=f"{row['val_masked_acc']:.2f}", best=state["best_step"])
         yield row
     bar.close()
     if not dist.main:
