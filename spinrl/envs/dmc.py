@@ -9,11 +9,14 @@ from typing import Sequence
 import gymnasium as gym
 import numpy as np
 
-from spinrl.errors import SpinError
+from spinrl.errors import MissingExtraError, SpinError
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # no rendering; avoids GLFW's missing-DISPLAY warning
 
-from dm_control import suite  # noqa: E402
+try:
+    from dm_control import suite  # noqa: E402
+except ImportError as e:  # the core install leaves DM Control out: pip install 'spinrl[dmc]'
+    raise MissingExtraError("dm-control", "dmc") from e
 
 EPISODE_STEPS = 1000
 
