@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
-STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
 .PHONY: demo test install clean-venv
 
@@ -10,9 +10,10 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-# torch is pinned to 2.13.0 in pyproject (a local CPU wheel here; an unpinned torch pulls CUDA).
-$(STAMP): $(VENV)/bin/python pyproject.toml
-	$(PY) -m pip install -q -e '.[test]'
+# pyproject gives ranges; constraints.txt pins what CI tests, torch 2.13.0 among them (a local CPU wheel
+# here; an unpinned torch resolves to the multi-GB CUDA build).
+$(STAMP): $(VENV)/bin/python pyproject.toml constraints.txt
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
