@@ -121,7 +121,11 @@ def _check_env_matches(ds: OfflineDataset) -> None:
     """Fail before training, not at the first evaluation, if the data does not fit its environment."""
     from spinrl import envs
 
-    vec = envs.make_vector(ds.env_id, 1, **ds.env_kwargs)
+    try:
+        vec = envs.make_vector(ds.env_id, 1, **ds.env_kwargs)
+    except SpinError as e:  # no simulator here for the dataset's env_id (same error type, the way out added)
+        e.args = (f"{e}; to train without a simulator, pass --eval-every 0 (eval_every=0)",)
+        raise
     if int(vec.observation_dim) != ds.observation_dim:
         raise ConfigError(
             f"dataset observations have {ds.observation_dim} features but {ds.env_id} {ds.env_kwargs} produces "
