@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,13 +60,21 @@ this fraction of the best (the later expert can only be better, so a medium coul
 CARRY_FLOOR = 0.5
 """... where "best" is at least this fraction of the public expert reference (a run is expected to get there)."""
 INDEX = "behaviour.json"
-COMMITTED = Path(__file__).resolve().parents[2] / "behaviour_checkpoints"
-"""Behaviour sets committed in the repository (``behaviour_checkpoints/<task>-<bins>``)."""
+SETS_VARIABLE = "SPINRL_BEHAVIOUR_SETS"
+COMMITTED = Path("behaviour_checkpoints")
+"""Where behaviour sets (``<task>-<bins>``) are looked for when ``$SPINRL_BEHAVIOUR_SETS`` is unset: relative to the
+current directory, so from a checkout's root the repository's committed sets (an installed package holds none)."""
+
+
+def sets_root() -> Path:
+    """The folder of behaviour sets that dmc medium/expert data use when --behaviour is omitted (absolute)."""
+    return Path(os.environ.get(SETS_VARIABLE) or COMMITTED).resolve()
 
 
 def committed_set(env: str, bins: int) -> Path | None:
-    """The committed behaviour set for a dmc task and bin count, or None (used when --behaviour is omitted)."""
-    folder = COMMITTED / f"{env.split(':', 1)[1]}-{int(bins)}"
+    """The behaviour set under :func:`sets_root` for a dmc task and bin count, or None (used when --behaviour is
+    omitted)."""
+    folder = sets_root() / f"{env.split(':', 1)[1]}-{int(bins)}"
     return folder if (folder / INDEX).exists() else None
 
 

@@ -61,7 +61,7 @@ class DataMakeConfig:
     small, so more threads only add synchronisation, and on a busy machine spinning threads slow them many-fold"""
     behaviour: str | None = None
     """dmc only: behaviour directory (a `spinrl behaviour train` run or an exported set) supplying the medium
-    and expert DecQN policies (default: the committed behaviour_checkpoints/<task>-<bins> if it exists)"""
+    and expert DecQN policies (default: <task>-<bins> in $SPINRL_BEHAVIOUR_SETS, else in ./behaviour_checkpoints)"""
 
     def validate(self) -> None:
         if self.level not in LEVELS:
@@ -79,14 +79,17 @@ class DataMakeConfig:
         if self.behaviour is not None and not str(self.env).startswith("dmc:"):
             raise ConfigError(f"--behaviour is for dmc tasks; {self.env} has scripted medium/expert policies, drop --behaviour")
         if str(self.env).startswith("dmc:") and self.level != "random" and self.resolved_behaviour() is None:
-            raise ConfigError(f"--level {self.level} on {self.env} needs --behaviour DIR (no committed set "
-                              f"behaviour_checkpoints/{self.env[4:]}-{self.env_kwargs.get('bins', 3)}; train one with `spinrl behaviour train`)")
+            from spinrl.experiments.behaviour_sets import SETS_VARIABLE, sets_root
+
+            raise ConfigError(f"--level {self.level} on {self.env} needs --behaviour DIR (no set {self.env[4:]}-"
+                              f"{self.env_kwargs.get('bins', 3)} in {sets_root()}; set {SETS_VARIABLE} to a folder of "
+                              "behaviour sets, default ./behaviour_checkpoints, or train one with `spinrl behaviour train`)")
         fr = np.asarray(self.rme_fractions, dtype=float)
         if fr.shape != (3,) or np.any(fr < 0) or fr.sum() <= 0:
             raise ConfigError("--rme-fractions must be three non-negative numbers (random, medium, expert)")
 
     def resolved_behaviour(self) -> str | None:
-        """--behaviour, else for dmc the committed behaviour_checkpoints/<task>-<bins> (if any)."""
+        """--behaviour, else for dmc <task>-<bins> in $SPINRL_BEHAVIOUR_SETS or ./behaviour_checkpoints (if any)."""
         if self.behaviour is not None or not str(self.env).startswith("dmc:"):
             return self.behaviour
         from spinrl.experiments.behaviour_sets import committed_set
