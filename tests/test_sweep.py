@@ -135,7 +135,7 @@ def test_local_sweep_killed_and_rerun_recomputes_nothing(tmp_path, monkeypatch):
     assert len(list((out / "report_img").glob("curves_*.png"))) == 2
 
 
-def test_ray_backend_writes_the_same_layout(tmp_path, monkeypatch):
+def test_ray_backend_joins_a_cluster_and_writes_the_same_layout(tmp_path, monkeypatch):
     pytest.importorskip("ray")
     pytest.importorskip("ray.tune")
     import ray
@@ -146,10 +146,17 @@ def test_ray_backend_writes_the_same_layout(tmp_path, monkeypatch):
     text = SPEC.replace('env = ["maze", "cone"]', 'env = ["maze"]').replace('algo = ["iql", "awac"]', 'algo = ["iql"]') \
         .replace("[env_kwargs.cone]\ndims = [2]\nsize = [3]\n", "")
     spec = write(tmp_path, text)
+    # A cluster started as a user would (`ray start --head`), which the sweep joins with --ray-address.
+    ray_bin = Path(sys.executable).parent / "ray"
+    port = _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    subprocess.run([str(ray_bin), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false"],
+                   check=True, capture_output=True, env=env, timeout=120)
     try:
-        res = sweep(spec, tmp_path / "ray", backend="ray", ray_num_cpus=2, progress=False)
+        res = sweep(spec, tmp_path / "ray", backend="ray", ray_address="auto", progress=False)
     finally:
         ray.shutdown()
+        subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, env=env, timeout=120)
     assert res["failed"] == [] and res["trials"] == 2
     # The local backend's layout (test above): <task>/<trial>/{config.json, metrics.csv, checkpoints/last.pt, policy.pt}.
     from spinrl.experiments.sweep import expand
@@ -159,6 +166,17 @@ def test_ray_backend_writes_the_same_layout(tmp_path, monkeypatch):
         assert sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file() and not p.name.startswith(".")) == \
             ["checkpoints/last.pt", "config.json", "metrics.csv", "policy.pt"]
     assert sweep(spec, tmp_path / "ray", backend="local", progress=False)["ran"] == 0  # finished by Ray: skipped
+
+
+def test_ray_address_needs_the_ray_backend(tmp_path):
+    from spinrl.experiments.sweep import sweep
+
+    spec = write(tmp_path, SPEC)
+    with pytest.raises(ConfigError, match="--ray-address is for --backend ray"):
+        sweep(spec, tmp_path / "x", ray_address="auto")
+    with pytest.raises(ConfigError, match="drop --ray-num-cpus"):
+        sweep(spec, tmp_path / "x", backend="ray", ray_address="auto", ray_num_cpus=2)
+    assert not (tmp_path / "x").exists()
 
 
 def _free_port() -> int:

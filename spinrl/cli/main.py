@@ -188,7 +188,7 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     from spinrl.evaluation.evaluate import evaluate
 
     res = evaluate(args.policy, env=args.env, episodes=args.episodes, seed=args.seed, greedy=args.greedy,
-                   mode=args.mode, threads=args.threads, **parse_kwargs(extra))
+                   mode=args.mode, threads=args.threads, video=args.video, **parse_kwargs(extra))
     if args.json:
         print(json.dumps(res.as_dict(), indent=2))
     else:
@@ -197,6 +197,9 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
         if res.normalized_mean is not None:
             line += f", normalized {res.normalized_mean:.1f} (reference: {res.reference.get('source')})"
         print(line)
+        if res.video:
+            print(f"video: {res.video['path']} ({res.video['frames']} frames, episode seed {res.video['seed']}, "
+                  f"return {res.video['return']:.2f})")
     return 0
 
 
@@ -346,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(fn=cmd_train)
     ev = sub.add_parser("eval", help="evaluate a policy file in its dataset's environment (or --env ID with --name value options)")
     ev.add_argument("policy", help="policy.pt of a run directory")
-    ev.add_argument("--env", default=None, help="environment id (default: the policy's dataset environment)")
+    ev.add_argument("--env", default=None, help="environment id: spinrl's, or any registered Gymnasium id, module:ID "
+                    "importing the module that registers it (default: the policy's dataset environment)")
     ev.add_argument("--episodes", type=int, default=10, help="episodes, reset with seeds seed+100+k (default: 10)")
     ev.add_argument("--seed", type=int, default=0, help="seed of resets and action sampling (default: 0)")
     ev.add_argument("--greedy", action="store_true", help="most likely action instead of a sample")
@@ -355,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="machine-readable output")
     ev.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's own count); 1 beside another job, where more only stall")
+    ev.add_argument("--video", default=None, metavar="OUT.mp4",
+                    help="also render episode 0 (maze, dmc, Gymnasium envs with rgb_array) into this .mp4 (extra 'video')")
     ev.set_defaults(fn=cmd_eval, allow_extra=True)
     dm = sub.add_parser("demo", help="the main job: SPIN (and SPIN-cached) vs factored IQL on Maze-12 medium-expert, table + plot",
                         description=DemoConfig.__doc__)
@@ -408,7 +414,7 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     from spinrl.experiments.sweep import sweep
 
     res = sweep(args.spec, args.out, backend=args.backend, workers=args.workers, dry_run=args.dry_run,
-                only=args.only, ray_num_cpus=args.ray_num_cpus)
+                only=args.only, ray_num_cpus=args.ray_num_cpus, ray_address=args.ray_address)
     return 1 if res.get("failed") else 0
 
 
@@ -490,6 +496,9 @@ def _experiment_parsers(sub) -> None:
                     help="run only trials whose KEY is one of the values (repeatable), e.g. --only actor=factored,spin")
     sw.add_argument("--dry-run", action="store_true", help="list the trials and their state, run nothing")
     sw.add_argument("--ray-num-cpus", type=int, default=None, help="ray: CPUs of a local Ray started by the sweep")
+    sw.add_argument("--ray-address", default=None,
+                    help="ray: join a running cluster (e.g. 'auto' or HOST:6379 after `ray start --head`) instead of "
+                         "starting one; --out must be on a filesystem every node sees")
     sw.set_defaults(fn=cmd_sweep)
     rp = sub.add_parser("report", help="report.md + report.json + learning-curve PNGs from a directory of run dirs")
     rp.add_argument("dir", help="directory holding run directories (e.g. a sweep's --out)")

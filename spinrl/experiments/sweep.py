@@ -517,8 +517,12 @@ def run_local(units: list, workers: int, desc: str, progress: bool = True) -> di
     return codes
 
 
-def run_ray(units: list, sw: Sweep, desc: str, num_cpus: int | None = None) -> dict[str, int]:
-    """The same units through Ray Tune, one Tune trial per unit with per-trial resources."""
+def run_ray(units: list, sw: Sweep, desc: str, num_cpus: int | None = None, address: str | None = None) -> dict[str, int]:
+    """The same units through Ray Tune, one Tune trial per unit with per-trial resources.
+
+    ``address`` joins a running cluster (``ray start --head``) instead of starting one in this process; the sweep
+    directory must then be on a filesystem every node sees, since trials write their run directories there.
+    """
     try:
         import ray
         from ray import tune
@@ -531,7 +535,8 @@ def run_ray(units: list, sw: Sweep, desc: str, num_cpus: int | None = None) -> d
     cpus = float(sw.options.get("cpus_per_trial", 1))
     gpus = float(sw.options.get("gpus_per_trial", 0))
     if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
     by_key = {u[0]: u for u in units}
 
     def trainable(config: dict) -> dict:
@@ -574,7 +579,7 @@ def run_ray(units: list, sw: Sweep, desc: str, num_cpus: int | None = None) -> d
 
 def sweep(spec_path: str | os.PathLike, out: str | os.PathLike, backend: str = "local", workers: int | None = None,
           progress: bool = True, dry_run: bool = False, ray_num_cpus: int | None = None,
-          only: list[str] | None = None) -> dict:
+          only: list[str] | None = None, ray_address: str | None = None) -> dict:
     """Run (or finish) every trial of a spec; returns counts and the failed units.
 
     Raises:
@@ -584,6 +589,11 @@ def sweep(spec_path: str | os.PathLike, out: str | os.PathLike, backend: str = "
         raise ConfigError(f"--backend {backend!r} is unknown; choose local or ray")
     if workers is not None and workers <= 0:
         raise ConfigError(f"--workers must be a positive integer, got {workers}")
+    if ray_address is not None and backend != "ray":
+        raise ConfigError(f"--ray-address is for --backend ray (got --backend {backend}); add --backend ray")
+    if ray_address is not None and ray_num_cpus is not None:
+        raise ConfigError("--ray-num-cpus sizes a Ray the sweep starts itself; with --ray-address the cluster's own "
+                          "CPUs are used: drop --ray-num-cpus")
     sw = expand(load_spec(spec_path), out, str(spec_path), only=parse_only(only))
     workers = workers or int(sw.options.get("workers", 0)) or (os.cpu_count() or 1)
     states = [trial_state(t) for t in sw.trials]
@@ -609,7 +619,7 @@ def sweep(spec_path: str | os.PathLike, out: str | os.PathLike, backend: str = "
         if backend == "local":
             codes = run_local(units, workers, desc, progress)
         else:
-            codes = run_ray(units, sw, desc.split()[0], num_cpus=ray_num_cpus)
+            codes = run_ray(units, sw, desc.split()[0], num_cpus=ray_num_cpus, address=ray_address)
         failed += [k for k, c in codes.items() if c != 0]
         if desc.startswith("pretrain") and failed:
             break  # spin runs need their ASMs; report instead of cascading failures
