@@ -32,6 +32,10 @@ _LAZY = {
 
 __all__ = ["__version__", *_LAZY]
 
+from spinrl.envs.registration import register_envs as _register_envs  # noqa: E402
+
+_register_envs()  # gymnasium.make("spinrl/Maze-v0", actuators=12) after `import spinrl`; imports no simulator
+
 
 def __getattr__(name: str):
     if name in _LAZY:

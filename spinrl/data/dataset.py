@@ -833,7 +833,9 @@ def collect(
 ) -> OfflineDataset:
     """Roll out ``policy(obs) -> action`` in any Gymnasium env with a ``MultiDiscrete`` action space.
 
-    Episode k is reset with seed ``seed + k``. Extra keyword arguments go into the metadata.
+    Episode k is reset with seed ``seed + k``. Extra keyword arguments go into the metadata. An env made by
+    ``gymnasium.make`` records its id and options (``env.spec``) as ``env_id``/``env_kwargs`` unless given,
+    so training can evaluate on it (in another process, an id registered by your module is ``module:ID``).
     """
     import gymnasium as gym
 
@@ -872,9 +874,20 @@ def collect(
         lens.append(n)
         bar.update(1)
     bar.close()
+    env_id, env_kwargs = meta.pop("env_id", None), meta.pop("env_kwargs", None)
+    spec = getattr(env, "spec", None)
+    if env_id is None and spec is not None:  # made by gymnasium.make: its id and options rebuild it for evaluation
+        env_id = spec.id
+        if env_kwargs is None:
+            env_kwargs = {k: v for k, v in (spec.kwargs or {}).items() if k != "render_mode"}
+            try:
+                json.dumps(env_kwargs)
+            except TypeError:
+                raise DatasetError(f"the env's options {sorted(env_kwargs)} are not JSON values; pass env_kwargs= "
+                                   "with the JSON options that rebuild it (or env_kwargs={})") from None
     md = {
-        "env_id": meta.pop("env_id", getattr(getattr(env, "spec", None), "id", None)),
-        "env_kwargs": meta.pop("env_kwargs", {}),
+        "env_id": env_id,
+        "env_kwargs": env_kwargs or {},
         "nvec": [int(m) for m in nvec],
         "generator": {"function": "spinrl.data.collect", "episodes": episodes, "seed": seed},
         **meta,

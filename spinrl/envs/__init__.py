@@ -1,18 +1,22 @@
 """Environments with factored discrete actions, batched stepping, reference scores and scripted
 behaviour policies.
 
-Env ids: ``maze``, ``cone``, ``sepsis`` (extra ``spinrl[sepsis]``) and ``dmc:<domain>-<task>``.
-Every env has ``action_space = MultiDiscrete(nvec)`` and a float32 Box observation.
+Env ids: ``maze``, ``cone``, ``sepsis`` (extra ``spinrl[sepsis]``) and ``dmc:<domain>-<task>``, also
+registered with Gymnasium as ``spinrl/Maze-v0`` etc. (``registration.py``), and any registered Gymnasium
+id (``module:ID`` imports the module that registers ID first) whose action space is a 1-D MultiDiscrete
+and whose observation space is a Box. Every env has ``action_space = MultiDiscrete(nvec)`` and a float32
+Box observation.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
 
+from spinrl.envs.registration import canonical, register_envs
 from spinrl.envs.core import (
     BehaviourPolicy,
     CoreEnv,
@@ -28,6 +32,11 @@ from spinrl.errors import SpinError
 __all__ = [
     "make",
     "make_vector",
+    "spaces",
+    "check_env",
+    "wrap",
+    "canonical",
+    "register_envs",
     "reference_scores",
     "has_exact_return",
     "exact_return",
@@ -72,12 +81,31 @@ def _family(env_id: str) -> str:
         return "dmc"
     if env_id in ("maze", "cone", "sepsis"):
         return env_id
-    raise SpinError(f"env_id '{env_id}' is unknown; use maze, cone, sepsis or dmc:<domain>-<task> (e.g. dmc:cheetah-run)")
+    if _gym_registered(env_id):
+        return "gym"
+    raise SpinError(f"env_id '{env_id}' is unknown; use maze, cone, sepsis, dmc:<domain>-<task> (e.g. dmc:cheetah-run) "
+                    "or a registered Gymnasium id (module:ID imports the module that registers it)")
+
+
+def _gym_registered(env_id: str) -> bool:
+    """Whether Gymnasium knows ``env_id``; ``module:ID`` first imports ``module`` (Gymnasium's own convention)."""
+    module, _, name = env_id.rpartition(":")
+    if module:
+        import importlib
+
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise SpinError(f"env_id '{env_id}': cannot import module '{module}' ({e}); "
+                            "pass module:ID with an importable module that registers ID") from None
+    return name in gym.registry
 
 
 def _resolve(env_id: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """Family and full kwargs (defaults filled in); unknown or invalid values raise SpinError."""
     fam = _family(env_id)
+    if fam == "gym":  # a foreign env checks its own options when it is made
+        return fam, dict(kwargs)
     allowed = DEFAULTS[fam]
     for key in kwargs:
         if key not in allowed:
@@ -113,34 +141,81 @@ def _core_factory(fam: str, kw: dict[str, Any]):
     return None
 
 
-def make(env_id: str, **kwargs: Any) -> gym.Env:
+def _make_gym(env_id: str, kw: dict[str, Any], render_mode: str | None = None) -> gym.Env:
+    """``gymnasium.make`` with its failure as one line, and the spaces spinrl needs checked."""
+    try:
+        env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}), **kw)
+    except SpinError:
+        raise
+    except Exception as e:  # a foreign env's constructor: any error, reported in one line
+        msg = (str(e).strip().splitlines() or [""])[0][:200]
+        raise SpinError(f"gymnasium.make({env_id!r}, **{kw}) failed: {type(e).__name__}: {msg}") from None
+    try:
+        return check_env(env, env_id)
+    except SpinError:
+        env.close()
+        raise
+
+
+def check_env(env: gym.Env, name: str | None = None) -> gym.Env:
+    """``env`` itself where its spaces are spinrl's (1-D MultiDiscrete actions from 0, Box observations).
+
+    Raises:
+        SpinError: another action or observation space, naming it and the fix.
+    """
+    name = name or getattr(getattr(env, "spec", None), "id", None) or type(env).__name__
+    act, obs = getattr(env, "action_space", None), getattr(env, "observation_space", None)
+    if not isinstance(act, gym.spaces.MultiDiscrete) or np.asarray(act.nvec).ndim != 1 or np.any(np.asarray(act.start) != 0):
+        raise SpinError(f"{name} has action space {act}; spinrl needs a 1-D MultiDiscrete starting at 0 "
+                        "(factored discrete actions): discretize or shift it in a wrapper first")
+    if not isinstance(obs, gym.spaces.Box):
+        raise SpinError(f"{name} has observation space {obs}; spinrl needs a Box: flatten it in a wrapper first")
+    return env
+
+
+def wrap(env: gym.Env) -> VectorEnv:
+    """A batch of one around an existing env instance (checked with :func:`check_env`); ``close`` closes it."""
+    check_env(env)
+    return LoopVectorEnv(lambda: env, 1)
+
+
+def make(env_id: str, render_mode: str | None = None, **kwargs: Any) -> gym.Env:
     """Create one gymnasium env.
 
     Args:
-        env_id: ``maze``, ``cone``, ``sepsis`` or ``dmc:<domain>-<task>``.
+        env_id: ``maze``, ``cone``, ``sepsis``, ``dmc:<domain>-<task>``, or a registered Gymnasium id
+            (``spinrl/Maze-v0``, ``module:MyEnv-v0``, ...).
+        render_mode: ``rgb_array`` for frames from ``env.render()`` (maze, dmc, and Gymnasium envs that have it).
         **kwargs: env options (see ``list_envs()`` for defaults).
 
     Returns:
         An env with ``MultiDiscrete`` actions and float32 Box observations; time limits are truncations.
 
     Raises:
-        SpinError: unknown id or option, invalid value; MissingExtraError for sepsis without its extra.
+        SpinError: unknown id or option, invalid value, unsupported render mode or spaces; MissingExtraError
+            for sepsis or dmc without its extra.
     """
+    env_id, kwargs = canonical(env_id, kwargs)
     fam, kw = _resolve(env_id, kwargs)
+    if fam == "gym":
+        return _make_gym(env_id, kw, render_mode)
     factory = _core_factory(fam, kw)
     if factory is not None:
-        return CoreEnv(factory, env_id)
+        return CoreEnv(factory, env_id, render_mode=render_mode)
     from spinrl.envs.dmc import DMCEnv
 
-    return DMCEnv(env_id, **kw)
+    return DMCEnv(env_id, render_mode=render_mode, **kw)
 
 
 def make_vector(env_id: str, num_envs: int, **kwargs: Any) -> VectorEnv:
-    """B envs stepped together; maze, cone and sepsis are vectorized in numpy, dmc loops over envs.
+    """B envs stepped together; maze, cone and sepsis are vectorized in numpy, dmc and Gymnasium envs loop.
 
     Rows whose episode ended keep returning their done flags (reward 0) until ``reset``.
     """
+    env_id, kwargs = canonical(env_id, kwargs)
     fam, kw = _resolve(env_id, kwargs)
+    if fam == "gym":
+        return LoopVectorEnv(lambda: _make_gym(env_id, kw), num_envs)
     factory = _core_factory(fam, kw)
     if factory is not None:
         return CoreVectorEnv(factory, num_envs)
@@ -149,8 +224,18 @@ def make_vector(env_id: str, num_envs: int, **kwargs: Any) -> VectorEnv:
     return LoopVectorEnv(lambda: DMCEnv(env_id, **kw), num_envs)
 
 
+def spaces(env_id: str, **kwargs: Any) -> tuple[int, list[int]]:
+    """``(observation_dim, nvec)`` of an env, made once (for space checks before training or evaluation)."""
+    vec = make_vector(env_id, 1, **kwargs)
+    try:
+        return int(vec.observation_dim), [int(m) for m in vec.nvec]
+    finally:
+        vec.close()
+
+
 def has_exact_return(env_id: str, **kwargs: Any) -> bool:
     """Whether the env's model is known, so a policy's expected return can be computed exactly (sepsis)."""
+    env_id, kwargs = canonical(env_id, kwargs)
     return _resolve(env_id, kwargs)[0] == "sepsis"
 
 
@@ -160,6 +245,7 @@ def exact_return(env_id: str, action_probs: Callable[[np.ndarray], np.ndarray], 
     ``action_probs(obs [S, obs_dim]) -> [S, prod(nvec)]`` gives the policy's probability of every joint
     action (row-major over the sub-actions) in every state; it is called once with all states.
     """
+    env_id, kwargs = canonical(env_id, kwargs)
     fam, _ = _resolve(env_id, kwargs)
     if fam != "sepsis":
         raise SpinError(f"{env_id} has no known model for exact evaluation (only sepsis has); evaluate with rollouts")
@@ -187,9 +273,12 @@ def reference_scores(env_id: str, **kwargs: Any) -> ReferenceScores | None:
     """Random and expert returns for normalisation, or None where no reference exists.
 
     Maze and dmc use the public benchmark's constants; cone and sepsis are computed (and cached) from
-    our own random and expert policies.
+    our own random and expert policies; Gymnasium envs have none.
     """
+    env_id, kwargs = canonical(env_id, kwargs)
     fam, kw = _resolve(env_id, kwargs)
+    if fam == "gym":
+        return None
     if fam == "maze":
         from spinrl.envs.maze import REFERENCE
 
@@ -245,6 +334,7 @@ def behaviour_policy(env_id: str, level: str, p_random: float | None = None, **k
     Returns:
         A :class:`BehaviourPolicy` with ``act(obs [B, obs_dim], rng) -> [B, N] int64``.
     """
+    env_id, kwargs = canonical(env_id, kwargs)
     fam, kw = _resolve(env_id, kwargs)
     if level not in LEVELS:
         raise SpinError(f"level '{level}' is unknown; use one of {', '.join(LEVELS)}")
@@ -260,6 +350,9 @@ def behaviour_policy(env_id: str, level: str, p_random: float | None = None, **k
         return BehaviourPolicy(random_act(nvec), nvec, "uniform random joint action")
     if fam == "dmc":
         raise SpinError(f"{env_id}: scripted '{level}' policies exist for maze, cone and sepsis only; train a DecQN behaviour agent for dmc")
+    if fam == "gym":
+        raise SpinError(f"{env_id}: scripted '{level}' policies exist for maze, cone and sepsis only; use level 'random' "
+                        "or collect with your own policy (spinrl.collect)")
     p = MEDIUM_P[fam] if p_random is None else float(p_random)
     if not 0.0 <= p <= 1.0:
         raise SpinError(f"p_random = {p}: must lie in [0, 1]")
@@ -304,3 +397,6 @@ def list_envs() -> list[dict[str, Any]]:
         obs_dim, n = dmc_shape[task]
         rows.append({"id": f"dmc:{task}", "kwargs": {"bins": 3}, "obs_dim": obs_dim, "nvec": [3] * n, "joint_size": 3**n, "available": True, "description": DESCRIPTIONS["dmc"]})
     return rows
+
+
+register_envs()  # idempotent; spinrl/__init__ calls it too, so `import spinrl` registers the ids

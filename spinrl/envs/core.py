@@ -85,6 +85,9 @@ class VectorEnv:
             raise SpinError(f"seeds: need one seed per env ({self.num_envs}), got {len(seeds)}")
         return seeds
 
+    def close(self) -> None:
+        """Release simulator resources (a no-op for numpy cores)."""
+
 
 class CoreVectorEnv(VectorEnv):
     """Truly vectorized batch over a :class:`VectorCore` (maze, cone, sepsis)."""
@@ -125,7 +128,8 @@ class CoreVectorEnv(VectorEnv):
 
 
 class LoopVectorEnv(VectorEnv):
-    """Fallback batch that loops over single gymnasium envs (DM Control physics cannot batch)."""
+    """Fallback batch that loops over single gymnasium envs (DM Control physics cannot batch; Gymnasium
+    envs are black boxes). Observations are flattened to ``[B, observation_dim]``."""
 
     def __init__(self, env_fn: Callable[[], gym.Env], num_envs: int):
         if int(num_envs) < 1:
@@ -133,7 +137,7 @@ class LoopVectorEnv(VectorEnv):
         self.num_envs = int(num_envs)
         self.envs = [env_fn() for _ in range(self.num_envs)]
         self.nvec = np.asarray(self.envs[0].action_space.nvec, dtype=np.int64)
-        self.observation_dim = int(self.envs[0].observation_space.shape[0])
+        self.observation_dim = int(np.prod(self.envs[0].observation_space.shape))
         self._obs = np.zeros((self.num_envs, self.observation_dim), dtype=np.float32)
         self._term = np.zeros(self.num_envs, dtype=bool)
         self._trunc = np.zeros(self.num_envs, dtype=bool)
@@ -141,7 +145,7 @@ class LoopVectorEnv(VectorEnv):
 
     def reset(self, seeds: Sequence[int]) -> np.ndarray:
         for i, (env, s) in enumerate(zip(self.envs, self._check_seeds(seeds))):
-            self._obs[i] = env.reset(seed=s)[0]
+            self._obs[i] = np.asarray(env.reset(seed=s)[0], dtype=np.float32).reshape(-1)
         self._term[:] = False
         self._trunc[:] = False
         self._ready = True
@@ -156,17 +160,28 @@ class LoopVectorEnv(VectorEnv):
             if self._term[i] or self._trunc[i]:
                 continue
             obs, r, te, tr, _ = env.step(a[i])
-            self._obs[i], reward[i], self._term[i], self._trunc[i] = obs, r, te, tr
+            self._obs[i], reward[i], self._term[i], self._trunc[i] = np.asarray(obs, dtype=np.float32).reshape(-1), r, te, tr
         return self._obs.copy(), reward, self._term.copy(), self._trunc.copy()
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
 
 
 class CoreEnv(gym.Env):
-    """Single gymnasium env running a batched core with B=1 (one implementation of the dynamics)."""
+    """Single gymnasium env running a batched core with B=1 (one implementation of the dynamics).
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    ``render_mode="rgb_array"``: ``render()`` returns the core's ``render_rgb(0)`` frame (cores that have one).
+    """
 
-    def __init__(self, core_factory: Callable[[int], VectorCore], spec_id: str = ""):
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, core_factory: Callable[[int], VectorCore], spec_id: str = "", render_mode: str | None = None):
         self._vec = CoreVectorEnv(core_factory, 1)
+        if render_mode is not None and (render_mode != "rgb_array" or not hasattr(self._vec.core, "render_rgb")):
+            can = "rgb_array" if hasattr(self._vec.core, "render_rgb") else "none"
+            raise SpinError(f"render_mode={render_mode!r}: {spec_id or 'this env'} renders {can}; use maze or dmc:... for videos")
+        self.render_mode = render_mode
         self.action_space = gym.spaces.MultiDiscrete(self._vec.nvec)
         low, high = getattr(self._vec.core, "obs_bounds", (-np.inf, np.inf))
         self.observation_space = gym.spaces.Box(low, high, (self._vec.observation_dim,), np.float32)
@@ -185,6 +200,12 @@ class CoreEnv(gym.Env):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         obs, r, te, tr = self._vec.step(np.asarray(action).reshape(1, -1))
         return obs[0], float(r[0]), bool(te[0]), bool(tr[0]), {}
+
+    def render(self) -> np.ndarray | None:
+        """An RGB frame ``[H, W, 3]`` uint8 with ``render_mode="rgb_array"``, else None."""
+        if self.render_mode != "rgb_array":
+            return None
+        return self._vec.core.render_rgb(0)
 
 
 @dataclass(frozen=True)

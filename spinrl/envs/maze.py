@@ -101,6 +101,22 @@ class MazeCore:
     def observe(self) -> np.ndarray:
         return self.pos.astype(np.float32)
 
+    def render_rgb(self, i: int = 0, size: int = 256) -> np.ndarray:
+        """Env ``i`` drawn from above as ``[size, size, 3]`` uint8: walls grey, goal green, the point red."""
+        c = (np.arange(size) + 0.5) / size
+        x, y = np.meshgrid(c, 1.0 - c)  # image rows run top-down, y up
+        img = np.full((size, size, 3), 245, dtype=np.uint8)
+
+        def rect(r: np.ndarray) -> np.ndarray:
+            return (x >= r[0]) & (x <= r[2]) & (y >= r[1]) & (y <= r[3])
+
+        img[rect(GOAL)] = (60, 170, 75)
+        for w in WALLS:
+            img[rect(w)] = (70, 70, 70)
+        px, py = self.pos[i]
+        img[(x - px) ** 2 + (y - py) ** 2 <= (0.02) ** 2] = (215, 40, 40)
+        return img
+
 
 # ---------------------------------------------------------------- scripted policies
 
