@@ -11,7 +11,7 @@ import numpy as np
 
 from spinrl.errors import MissingExtraError, SpinError
 
-os.environ.setdefault("MUJOCO_GL", "egl")  # no rendering; avoids GLFW's missing-DISPLAY warning
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless offscreen rendering on the CPU (Mesa); no GLFW DISPLAY warning
 
 try:
     from dm_control import suite  # noqa: E402
@@ -73,11 +73,19 @@ def bin_values(bins: int | Sequence[int], low: np.ndarray, high: np.ndarray) -> 
 
 
 class DMCEnv(gym.Env):
-    """A DM Control task with a MultiDiscrete action space and a flat float32 observation."""
+    """A DM Control task with a MultiDiscrete action space and a flat float32 observation.
 
-    metadata: dict = {"render_modes": []}
+    ``render_mode="rgb_array"``: ``render()`` draws camera 0 at ``render_size`` (height, width) with MuJoCo's
+    offscreen renderer (``MUJOCO_GL``: egl by default, osmesa for pure software).
+    """
 
-    def __init__(self, env_id: str, bins: int | Sequence[int] = 3):
+    metadata: dict = {"render_modes": ["rgb_array"]}
+    render_size: tuple[int, int] = (240, 320)
+
+    def __init__(self, env_id: str, bins: int | Sequence[int] = 3, render_mode: str | None = None):
+        if render_mode not in (None, "rgb_array"):
+            raise SpinError(f"render_mode={render_mode!r}: DM Control tasks render 'rgb_array' only")
+        self.render_mode = render_mode
         self.env_id = env_id
         self.domain, self.task = parse_task(env_id)
         _quiet_absl()
@@ -87,6 +95,7 @@ class DMCEnv(gym.Env):
         self.action_space = gym.spaces.MultiDiscrete([v.size for v in self._values])
         dim = sum(int(np.prod(s.shape)) for s in self._env.observation_spec().values())
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
+        self.metadata = {"render_modes": ["rgb_array"], "render_fps": round(1.0 / self._env.control_timestep())}
         self._t = 0
 
     @staticmethod
@@ -110,3 +119,14 @@ class DMCEnv(gym.Env):
         terminated = bool(ts.last() and ts.discount == 0)
         truncated = not terminated and (ts.last() or self._t >= EPISODE_STEPS)
         return self._flat(ts.observation), float(ts.reward or 0.0), terminated, truncated, {}
+
+    def render(self) -> np.ndarray | None:
+        """An RGB frame ``[H, W, 3]`` uint8 with ``render_mode="rgb_array"``, else None."""
+        if self.render_mode != "rgb_array":
+            return None
+        try:
+            return self._env.physics.render(*self.render_size, camera_id=0)
+        except Exception as e:  # no GL backend: name the setting and the system packages
+            gl = os.environ.get("MUJOCO_GL")
+            raise SpinError(f"DM Control rendering failed with MUJOCO_GL={gl} ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}); "
+                            "install Mesa's EGL (libegl1) or OSMesa (libosmesa6) and set MUJOCO_GL=egl or osmesa") from None
