@@ -1,4 +1,4 @@
-"""The bad-input matrix (rows live in spinrl/reliability.py; docs/RELIABILITY.md is generated from them).
+"""The bad-input matrix (rows live in tests/reliability.py; docs/RELIABILITY.md is generated from them).
 
 Every row: the CLI exits 2 (a Python API call raises a SpinError subclass), stderr is exactly one line
 starting with `spinrl ...: error:` and naming the field, no file under the workspace is created or changed,
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from spinrl.reliability import CASES, Fixtures, applies, problems, run_case
+from reliability import CASES, Fixtures, applies, problems, run_case
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "RELIABILITY.md"
 
@@ -47,7 +47,7 @@ def test_bad_input(case, fx):
 
 def test_problems_detects_a_bad_outcome(fx):
     """The checker itself can fail: a multi-line message, a wrong code, a written file are all reported."""
-    from spinrl.reliability import Outcome
+    from reliability import Outcome
 
     case = CASES[0]
     assert problems(case, Outcome(1, None, "Traceback\n  boom\n", ["x/y"], True)) != []
@@ -56,14 +56,14 @@ def test_problems_detects_a_bad_outcome(fx):
 
 
 def test_doc_lists_every_row():
-    """docs/RELIABILITY.md is regenerated with `python -m spinrl.reliability`; a new case without it fails here."""
+    """docs/RELIABILITY.md is regenerated with `python tests/reliability.py`; a new case without it fails here."""
     text = DOC.read_text()
     rows = [ln for ln in text.splitlines() if ln.startswith("| `")]
     cells = {tuple(c.strip() for c in re.split(r"(?<!\\)\|", ln)[1:3]) for ln in rows}
     for c in CASES:
         if applies(c):
             key = (f"`{c.entry}`", c.bad_input.replace("|", "\\|"))
-            assert key in cells, f"{c.id} missing from {DOC.name}: run python -m spinrl.reliability"
+            assert key in cells, f"{c.id} missing from {DOC.name}: run python tests/reliability.py"
     assert all(re.search(r"\| (2|raises \w+Error) \|$", ln) for ln in rows)
 
 

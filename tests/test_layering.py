@@ -7,8 +7,7 @@ import spinrl
 
 # Lower rank = lower in the pipeline; a module may import its own rank and below.
 RANK = {"errors": 0, "spaces": 0, "utils": 1, "data": 2, "envs": 2, "models": 3, "algorithms": 4,
-        "evaluation": 5, "training": 6, "experiments": 7, "cli": 8, "__main__": 9,
-        "reliability": 9}  # the bad-input harness drives the CLI; nothing imports it
+        "evaluation": 5, "training": 6, "experiments": 7, "cli": 8, "__main__": 9}
 
 
 def _imports(path: Path):
