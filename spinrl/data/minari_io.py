@@ -3,7 +3,9 @@
 A Minari episode stores L + 1 observations and L actions, rewards, terminations and truncations,
 the same per-episode layout as :class:`~spinrl.data.OfflineDataset`, so the conversion is a
 copy per episode. Our metadata travels as JSON in the Minari metadata key ``spinrl_meta``; the
-reference scores also go to Minari's ``ref_min_score``/``ref_max_score``.
+reference scores also go to Minari's ``ref_min_score``/``ref_max_score``, and the environment to Minari's
+``env_spec`` (spinrl's envs under their Gymnasium ids, e.g. ``spinrl/Maze-v0``), so that
+``minari.load_dataset(id).recover_environment()`` rebuilds it after ``import spinrl``.
 
 Datasets live under ``$MINARI_DATASETS_PATH`` (default ``~/.minari/datasets``); nothing is downloaded.
 """
@@ -11,6 +13,7 @@ Datasets live under ``$MINARI_DATASETS_PATH`` (default ``~/.minari/datasets``); 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import shutil
 import warnings
@@ -43,6 +46,23 @@ def _check_id(dataset_id: str) -> None:
             f"Minari dataset id {dataset_id!r} is malformed; use (namespace/)name-v<version>, "
             "e.g. spinrl/maze12/medium-expert-v0"
         ) from None
+
+
+def env_spec_json(env_id: str | None, env_kwargs: dict | None) -> str | None:
+    """Gymnasium's JSON spec of the dataset's environment, or None where it has none that Gymnasium can store."""
+    if not env_id:
+        return None
+    import gymnasium as gym
+    from spinrl.envs.registration import gymnasium_id
+
+    gid, kw = gymnasium_id(env_id, env_kwargs or {})
+    try:
+        spec = gym.spec(gid)
+        return dataclasses.replace(spec, kwargs={**spec.kwargs, **kw}).to_json()
+    except (gym.error.Error, ValueError, TypeError, ModuleNotFoundError) as e:
+        warnings.warn(f"Minari export: no env_spec for env_id {env_id!r} ({type(e).__name__}: {str(e)[:120]}); "
+                      "recover_environment will not rebuild it", stacklevel=3)
+        return None
 
 
 def export_minari(ds: OfflineDataset, dataset_id: str, data_format: str = "hdf5") -> Path:
@@ -109,6 +129,9 @@ def export_minari(ds: OfflineDataset, dataset_id: str, data_format: str = "hdf5"
             for buf in buffers():
                 mds.storage.update_episodes([buf])
             extra: dict[str, Any] = {META_KEY: json.dumps(meta, sort_keys=True, default=_json_default)}
+            spec = env_spec_json(meta.get("env_id"), meta.get("env_kwargs"))
+            if spec is not None:
+                extra["env_spec"] = spec
             ref = meta.get("reference") or {}
             if ref.get("random") is not None and ref.get("expert") is not None:
                 extra["ref_min_score"] = float(ref["random"])

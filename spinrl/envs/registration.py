@@ -73,3 +73,14 @@ def canonical(env_id: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]
             domain, task = kw.pop("domain", domain), kw.pop("task", task)
         return f"dmc:{domain}-{task}", kw
     return env_id, kwargs
+
+
+def gymnasium_id(env_id: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The Gymnasium id and options that make spinrl's ``env_id`` (inverse of :func:`canonical`)."""
+    for gid, own in OWN.items():
+        if env_id == own:
+            return gid, dict(kwargs)
+    if env_id.startswith("dmc:"):
+        domain, _, task = env_id.split(":", 1)[1].partition("-")
+        return DMC_ID, {"domain": domain, "task": task.replace("-", "_"), **kwargs}
+    return env_id, dict(kwargs)
