@@ -23,7 +23,7 @@ def test_threads_warning_names_the_free_cores(monkeypatch):
     monkeypatch.setattr(hardware, "_busy_cores", lambda: 1.0)
     msg = hardware.threads_warning(2)
     assert msg and msg.startswith("--threads 2: other jobs keep ~1.0 of 2 cores busy") and msg.endswith("pass --threads 1")
-    monkeypatch.setattr(hardware.torch, "get_num_threads", lambda: 2)  # what torch picks on 2 cores
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # what torch picks on 2 cores
     assert hardware.threads_warning(None).startswith("--threads 2 (torch default): ")
     assert "\n" not in msg
     assert hardware.threads_warning(1) is None  # already fits

@@ -6,19 +6,25 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import torch
+if TYPE_CHECKING:
+    import torch
+# torch is imported inside the functions: data verbs and --threads checks run without loading it.
 
 
 def cpu_isa() -> str:
     """The vector instruction set torch's CPU kernels use here ("AVX2", "AVX512", ...)."""
+    import torch
+
     return torch.backends.cpu.get_cpu_capability()
 
 
 def native_bf16(device: torch.device | str = "cpu") -> bool:
     """True where bfloat16 matmuls run in hardware: a CUDA GPU that supports bf16, or a CPU with AVX512-BF16
     or AMX. Elsewhere torch emulates them (22-77x slower than fp32 on an AVX2 EPYC: benchmarks/bf16_matmul.py)."""
+    import torch
+
     dev = torch.device(device)
     if dev.type == "cuda":
         return torch.cuda.is_bf16_supported()
@@ -29,6 +35,8 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
 
 def bf16_warning(device: torch.device | str) -> str | None:
     """The one-line warning for ``--precision bf16`` on a device without native bf16, else None."""
+    import torch
+
     dev = torch.device(device)
     if native_bf16(dev):
         return None
@@ -55,6 +63,8 @@ def torch_threads(n: int | None) -> Iterator[None]:
     """Run the block with ``n`` torch CPU threads (None: the process's own) and restore the caller's count after
     it, so that a library call (dataset rollouts, a behaviour export) does not change the thread count of the
     process that made it."""
+    import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(before if n is None else int(n))
     try:
@@ -92,6 +102,8 @@ def threads_warning(threads: int | None, device: torch.device | str = "cpu") -> 
     threads beside one other job on 2 cores than with 1 (README, "Two jobs on one machine"). The thread
     count is not changed behind the user's back (it changes float reductions, and a resume assumes the same
     count), so this only says what to pass."""
+    import torch
+
     if torch.device(device).type != "cpu":
         return None
     n = threads or torch.get_num_threads()
