@@ -167,6 +167,7 @@ def test_committed_early_pages_are_rebuilt_from_committed_records(monkeypatch, p
     doc = (repo / "docs" / page).read_text()
     monkeypatch.chdir(repo)
     command = re.search(r"Rebuild: `([^`]+)`", doc).group(1)
-    rep = early.build(Path("benchmarks/records") / records, step)
+    ref = re.search(r"--reference (\S+)", command)
+    rep = early.build(Path("benchmarks/records") / records, step, ref.group(1) if ref else None)
     pre = (Path("benchmarks") / preamble).read_text()
     assert early.format_markdown(rep, command, pre, img) == doc

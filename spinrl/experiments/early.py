@@ -149,6 +149,17 @@ def _time_to(run: dict, target: float, key: str, asm_seconds: float) -> float | 
     return None
 
 
+def _last_wall(run: dict) -> float | None:
+    walls = [e.get("wall_seconds") for e in run["evals"] if e.get("wall_seconds") is not None]
+    return float(walls[-1]) + float(run["cj"].get("asm_wall_seconds") or 0.0) if walls else None
+
+
+def reference_curve(runs: list[dict], key: str) -> dict[int, float]:
+    """IQM over the reference seeds at each evaluation step all of them reached."""
+    steps = sorted(set.intersection(*[{int(e["step"]) for e in r["evals"]} for r in runs])) if runs else []
+    return {s: iqm([_at(r, s, key) for r in runs]) for s in steps}
+
+
 def build(root: str | Path, step: int = 10_000, reference: str | Path | None = None, key: str = "eval_return_mean") -> dict:
     """Everything the page shows, as JSON-able data."""
     runs = [r for r in find_runs(root) if any(int(e["step"]) == step for e in r["evals"])]
@@ -203,7 +214,18 @@ def build(root: str | Path, step: int = 10_000, reference: str | Path | None = N
                 vtarget = 0.95 * vref["value"]
                 entry["pct_of_converged"] = summarize([100 * v / vref["value"] for v in vals.values() if v is not None])
                 ttt = [_time_to(r, vtarget, key, s) for r, s in zip(rs, asm_s)]
+                # A factored run that stops before the target is the reference's own method cut short: its time is
+                # read off the long reference run of the same seed and algorithm (same data and preset).
+                src = ["run"] * len(rs)
+                if rs[0]["config"]["actor"] == "factored" and rs[0]["config"].get("preset", "cpu") == "cpu":
+                    long = {(r["config"]["algo"], int(r["config"].get("seed", 0))): r for r in t_refs}
+                    for i, r in enumerate(rs):
+                        lr = long.get((r["config"]["algo"], int(r["config"].get("seed", 0))))
+                        if ttt[i] is None and lr is not None:
+                            ttt[i], src[i] = _time_to(lr, vtarget, key, 0.0), "reference"
                 entry["time_to_target_s"] = ttt
+                entry["time_to_target_source"] = src
+                entry["run_seconds"] = _mean([_last_wall(r) for r in rs])
                 entry["time_to_target_iqm_s"] = iqm([t for t in ttt]) if all(t is not None for t in ttt) else None
             if rs[0].get("asm"):
                 info = rs[0]["asm"]["info"]
@@ -233,8 +255,10 @@ def build(root: str | Path, step: int = 10_000, reference: str | Path | None = N
             for name, e in out.items():
                 t = e.get("time_to_target_iqm_s")
                 e["speedup_vs_factored"] = fastest_base / t if (t and fastest_base) else None
+        iql_refs = [r for r in t_refs if r["config"]["algo"].upper() == "IQL"]
         tasks[task] = {"variants": out, "paired": comps, "paired_first": first_comps, "first_step": first,
-                       "reference": ref, "target": target}
+                       "reference": ref, "target": target, "reference_curve": reference_curve(iql_refs, key),
+                       "reference_seconds": _mean([_last_wall(r) for r in iql_refs])}
     return {"step": step, "key": key, "tasks": tasks, "reference_root": str(reference) if reference else None}
 
 
@@ -302,6 +326,16 @@ def answer(rep: dict) -> list[str]:
             pcts = [f"{n.split(' [')[0] + (' [' + n.split(' [')[1] if ' [' in n else '')}: {e['pct_of_converged']['iqm']:.0f}%"
                     for n, e in t["variants"].items() if e.get("pct_of_converged", {}).get("iqm") is not None]
             line += " Percent of converged F-IQL: " + ", ".join(pcts) + "."
+            times = []
+            for n, e in t["variants"].items():
+                tt = e.get("time_to_target_s") or []
+                if tt and all(x is not None for x in tt):
+                    sp = e.get("speedup_vs_factored")
+                    times.append(f"{n}: {e['time_to_target_iqm_s'] / 60:.1f} min"
+                                 + (f" ({sp:.2f}x F-IQL's speed)" if sp and not n.startswith("F-") else ""))
+                elif tt:
+                    times.append(f"{n}: not reached within {S:,} steps by {sum(x is None for x in tt)}/{len(tt)} seeds")
+            line += (f" Wall time to 95% of it ({t['target']:.1f}), ASM included: " + "; ".join(times) + ".") if times else ""
         out.append(line)
     return out
 
@@ -321,7 +355,17 @@ def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None
         for name, e in t["variants"].items():
             has = "pct_of_converged" in e
             pct = _ci(e["pct_of_converged"]) if has else "no converged reference yet"
-            ttt = _t(e.get("time_to_target_iqm_s")) if has else "-"
+            ttt = "-"
+            if has:
+                tt = e.get("time_to_target_s") or []
+                reached = [x for x in tt if x is not None]
+                if len(reached) == len(tt) and tt:
+                    ttt = _t(e.get("time_to_target_iqm_s"))
+                    if "reference" in (e.get("time_to_target_source") or []):
+                        ttt += " (from the converged reference runs)"
+                else:
+                    ttt = (f"not reached by {len(tt) - len(reached)}/{len(tt)} seeds within {S:,} steps "
+                           f"({_t(e.get('run_seconds'))} incl. ASM)")
             peak = f"{e['curve'][e['best_step']]:.1f} ({e['best_step']:,})" if e.get("best_step") is not None else "-"
             lines.append(f"| {name} | {e['return']['n']} | {_ci(e['return'])} | {_ci(e['normalized'])} | {peak} | {pct} | {ttt} |")
         lines.append("")
@@ -369,7 +413,14 @@ def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None
         lines.append("")
         if ref:
             lines += [f"Converged F-IQL reference: {ref['value']:.1f} (mean of each seed's last five evaluations, seeds "
-                      f"{ref['per_seed']}; range of those five per seed {ref['last_evals_range']}; {ref['steps']} steps).", ""]
+                      f"{ref['per_seed']}; range of those five per seed {ref['last_evals_range']}; {ref['steps']} steps; "
+                      f"{_t(t.get('reference_seconds'))} per run with evaluations).", ""]
+            rc = t.get("reference_curve") or {}
+            if rc:
+                pick = [s for s in sorted(rc) if s in (5_000, 10_000, 20_000) or s % 25_000 == 0 or s == max(rc)]
+                lines += ["Its learning curve (IQM over its seeds):", "",
+                          "| step | " + " | ".join(f"{s // 1000}k" for s in pick) + " |", "|---|" + "---|" * len(pick),
+                          "| F-IQL return | " + " | ".join(f"{rc[s]:.0f}" for s in pick) + " |", ""]
         if img:
             lines += [f"![learning curves]({img})", ""]
     if preamble:
