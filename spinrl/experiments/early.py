@@ -10,7 +10,8 @@ Read from run directories or committed records only (like ``spinrl report``):
   the mean difference and its bootstrap interval over seeds.
 - **Converged reference**: factored-IQL runs given with ``reference`` (long runs); its return is the mean of
   each seed's last five evaluations, averaged over seeds, and the page shows how flat those five were.
-  Percentages of it and the wall time to 95% of it (ASM pretraining time included for SPIN) need it;
+  Percentages of it and the time to 95% of it (gradient-step time, evaluations excluded, plus the ASM's
+  pretraining time for SPIN) need it;
   without it they are left blank, never filled from a run's own last point.
 - **ASM controls**: SPIN runs are told apart by their ASM's budget (``asm.json``: max_steps, masking, steps
   run, stop reason) and the ASM's held-out structure diagnostics are listed beside them.
@@ -142,16 +143,32 @@ def converged_reference(runs: list[dict], key: str, last: int = 5) -> dict | Non
             "n": len(runs)}
 
 
+def _train_seconds(run: dict, step: int) -> float:
+    """Gradient-step time up to ``step``, evaluations excluded (each logged row's steps over its steps/s), so runs
+    that evaluate every 1,000 and every 5,000 steps are timed alike."""
+    total, prev = 0.0, 0
+    for r in run["rows"]:
+        s = r.get("step")
+        if s is None or int(s) > step:
+            break
+        if r.get("grad_steps_per_s"):
+            total += (int(s) - prev) / float(r["grad_steps_per_s"])
+        prev = int(s)
+    return total
+
+
 def _time_to(run: dict, target: float, key: str, asm_seconds: float) -> float | None:
     for e in run["evals"]:
         if e.get(key) is not None and e[key] >= target:
-            return float(e["wall_seconds"]) + asm_seconds
+            return _train_seconds(run, int(e["step"])) + asm_seconds
     return None
 
 
 def _last_wall(run: dict) -> float | None:
-    walls = [e.get("wall_seconds") for e in run["evals"] if e.get("wall_seconds") is not None]
-    return float(walls[-1]) + float(run["cj"].get("asm_wall_seconds") or 0.0) if walls else None
+    """Training time of the whole run (evaluations excluded) plus its ASM's pretraining time."""
+    if not run["evals"]:
+        return None
+    return _train_seconds(run, int(run["evals"][-1]["step"])) + float(run["cj"].get("asm_wall_seconds") or 0.0)
 
 
 def reference_curve(runs: list[dict], key: str) -> dict[int, float]:
@@ -335,7 +352,7 @@ def answer(rep: dict) -> list[str]:
                                  + (f" ({sp:.2f}x F-IQL's speed)" if sp and not n.startswith("F-") else ""))
                 elif tt:
                     times.append(f"{n}: not reached within {S:,} steps by {sum(x is None for x in tt)}/{len(tt)} seeds")
-            line += (f" Wall time to 95% of it ({t['target']:.1f}), ASM included: " + "; ".join(times) + ".") if times else ""
+            line += (f" Time to 95% of it ({t['target']:.1f}; gradient steps plus ASM pretraining, evaluations excluded): " + "; ".join(times) + ".") if times else ""
         out.append(line)
     return out
 
@@ -350,7 +367,7 @@ def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None
         ref = t["reference"]
         lines += [f"## {task}", ""]
         head = ("| method | seeds | return at step {S:,} (IQM [95% CI]) | normalized | peak of the IQM curve (step) "
-                "| % of converged F-IQL | time to 95% of converged F-IQL (ASM incl.) |")
+                "| % of converged F-IQL | time to 95% of converged F-IQL (gradient steps + ASM, evaluations excluded) |")
         lines += [head.format(S=S), "|---|---|---|---|---|---|---|"]
         for name, e in t["variants"].items():
             has = "pct_of_converged" in e
@@ -414,7 +431,7 @@ def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None
         if ref:
             lines += [f"Converged F-IQL reference: {ref['value']:.1f} (mean of each seed's last five evaluations, seeds "
                       f"{ref['per_seed']}; range of those five per seed {ref['last_evals_range']}; {ref['steps']} steps; "
-                      f"{_t(t.get('reference_seconds'))} per run with evaluations).", ""]
+                      f"{_t(t.get('reference_seconds'))} of gradient steps per run).", ""]
             rc = t.get("reference_curve") or {}
             if rc:
                 pick = [s for s in sorted(rc) if s in (5_000, 10_000, 20_000) or s % 25_000 == 0 or s == max(rc)]
