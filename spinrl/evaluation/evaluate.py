@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ class EvalResult:
     normalized: np.ndarray | None
     reference: dict | None
     exact: bool = False
+    video: dict | None = None  # {"path", "frames", "return", "seed"} of a rendered episode (evaluate(video=...))
 
     @property
     def mean(self) -> float:
@@ -51,6 +52,7 @@ class EvalResult:
             "normalized_std": None if self.normalized is None else float(self.normalized.std()),
             "reference": self.reference,
             "returns": self.returns.tolist(),
+            **({"video": self.video} if self.video else {}),
         }
 
 
@@ -107,7 +109,7 @@ def exact_evaluate(
 
 def evaluate(
     policy: Policy | str | Path,
-    env: str | None = None,
+    env: str | Any | None = None,
     episodes: int = 10,
     seed: int = 0,
     greedy: bool = False,
@@ -115,14 +117,20 @@ def evaluate(
     reference: dict | None = None,
     mode: str = "auto",
     threads: int | None = None,
+    video: str | Path | None = None,
     **env_kwargs,
 ) -> EvalResult:
     """Evaluate a policy (object or ``policy.pt`` path) in its dataset's environment (or ``env``).
 
     Actions are sampled as in the paper unless ``greedy``; action sampling is seeded by ``seed``.
+    ``env``: an env id (spinrl's, ``spinrl/Maze-v0``, or any registered Gymnasium id; ``module:ID``
+    imports the module that registers it) or a ``gymnasium.Env`` instance, whose episodes run one at a
+    time and which has no reference scores unless ``reference`` is given.
     ``mode`` (see ``resolve_eval_mode``): ``exact`` computes the expected return on the env's known model
     and ignores ``episodes``. ``threads``: torch CPU threads for the run (the caller's count is restored),
-    1 beside another job; None keeps the process's.
+    1 beside another job; None keeps the process's. ``video``: an ``.mp4`` path (extra ``video``): episode 0
+    (reset seed ``seed + 100``) is rolled out once more on its own and rendered (maze, dmc, or an env
+    instance made with ``render_mode="rgb_array"``); the result's ``video`` describes it.
     """
     from spinrl.errors import ConfigError
 
@@ -131,27 +139,69 @@ def evaluate(
     check_int(episodes, "--episodes", hi=MAX_EPISODES)
     check_seed(seed)
     check_threads(threads)
+    if video is not None:
+        from spinrl.evaluation.video import check_video_path
+
+        check_video_path(video)  # before any rollout: a bad path must not cost an evaluation
     with torch_threads(threads):
-        return _evaluate(policy, env, episodes, seed, greedy, num_envs, reference, mode, env_kwargs)
+        return _evaluate(policy, env, episodes, seed, greedy, num_envs, reference, mode, env_kwargs, video)
 
 
-def _evaluate(policy, env, episodes, seed, greedy, num_envs, reference, mode, env_kwargs) -> EvalResult:
+def _evaluate(policy, env, episodes, seed, greedy, num_envs, reference, mode, env_kwargs, video=None) -> EvalResult:
     from spinrl.errors import ConfigError
 
     if not isinstance(policy, Policy):
         policy = Policy.load(policy)
     sig = policy.meta.get("signature", {})
-    env_id = env or sig.get("env_id")
-    if env_id is None:
-        raise ConfigError("the policy's dataset names no environment; pass env='maze' (or another id) to evaluate it")
-    kwargs = env_kwargs if env else (env_kwargs or sig.get("env_kwargs") or {})
-    probe = envs.make_vector(env_id, 1, **kwargs)
+    instance = env is not None and not isinstance(env, str)
+    if instance:  # an env object: checked, stepped as a batch of one, no known model or references
+        if env_kwargs:
+            raise ConfigError(f"env options {sorted(env_kwargs)} apply to an env id, not to an env object; make the env with them")
+        if mode == "exact":
+            raise ConfigError("--mode exact needs an env id with a known model (sepsis), not an env object; use rollout or auto")
+        if video is not None and getattr(env, "render_mode", None) != "rgb_array":
+            raise ConfigError(f"video: the env's render_mode is {getattr(env, 'render_mode', None)!r}; make it with "
+                              "render_mode='rgb_array'")
+        probe = envs.wrap(env)
+        env_id = getattr(getattr(env, "spec", None), "id", None) or type(env).__name__
+        kwargs: dict = {}
+    else:
+        env_id = env or sig.get("env_id")
+        if env_id is None:
+            raise ConfigError("the policy's dataset names no environment; pass env='maze' (or another id) to evaluate it")
+        kwargs = env_kwargs if env else (env_kwargs or sig.get("env_kwargs") or {})
+        probe = envs.make_vector(env_id, 1, **kwargs)
+        probe.close()
     if (int(probe.observation_dim), [int(m) for m in probe.nvec]) != (policy.observation_dim, list(policy.nvec)):
         raise ConfigError(
             f"the policy was trained for {policy.observation_dim}-dim observations and nvec {list(policy.nvec)}, but "
             f"{env_id}{f' {kwargs}' if kwargs else ''} has {int(probe.observation_dim)} and {[int(m) for m in probe.nvec]}; "
             "evaluate it in its own environment (drop --env and env options)"
         )
+    video_env = None if video is None else (env if instance else envs.make(env_id, render_mode="rgb_array", **kwargs))
+    result = _run(policy, env_id, kwargs, probe if instance else None, episodes, seed, greedy, num_envs, reference, mode,
+                  env is None)
+    if video_env is not None:
+        from spinrl.evaluation.video import record_video
+
+        gen = torch.Generator(device=policy.device)
+        gen.manual_seed(seed)
+        result.video = record_video(video_env, lambda obs: policy.act(obs, deterministic=greedy, generator=gen),
+                                    seed + 100, video)
+        if not instance:
+            video_env.close()
+    return result
+
+
+def _run(policy, env_id, kwargs, vec, episodes, seed, greedy, num_envs, reference, mode, own_env) -> EvalResult:
+    """The evaluation proper: ``vec`` is a wrapped env object, or None to make ``env_id`` with ``kwargs``."""
+    if vec is not None:
+        gen = torch.Generator(device=policy.device)
+        gen.manual_seed(seed)
+        eps = run_episodes(vec, lambda obs: policy.act(obs, deterministic=greedy, generator=gen),
+                           [seed + 100 + k for k in range(episodes)])
+        return EvalResult(eps.returns, normalize(eps.returns, reference), reference)
+    env = None if own_env else env_id
     if reference is None and env is None:
         reference = policy.meta.get("reference")
     if reference is None:
