@@ -101,6 +101,37 @@ def add_config_args(
             parser.add_argument(flag(f.name), dest=f.name, default=argparse.SUPPRESS if suppress else default, **kw)
 
 
+def add_nested_args(parser: argparse.ArgumentParser, title: str, classes: dict[str, type], dest: str,
+                    skip: tuple[str, ...] = (), default_note: str = "default") -> None:
+    """Flags ``--<key>-<field>`` for the fields of each class in ``classes`` (e.g. ``--iql-beta`` from
+    IQLConfig.beta), in one help group; values land in ``<dest>:<key>:<field>`` only when given, so the
+    caller builds the dict fields (``algo_kwargs``, ``model_kwargs``) from what the user typed."""
+    group = parser.add_argument_group(title)
+    for key, cls in classes.items():
+        hints = typing.get_type_hints(cls)
+        docs = field_docs(cls)
+        for f in dataclasses.fields(cls):
+            if f.name in skip or not f.init:
+                continue
+            tp, _ = _unwrap_optional(hints[f.name])
+            kw: dict[str, Any] = {"type": tp if tp in (int, float, str) else parse_literal}
+            if tp is bool:
+                kw = {"action": argparse.BooleanOptionalAction}
+            help_ = docs.get(f.name, "") + (f" ({default_note}: {f.default})" if f.default is not dataclasses.MISSING else "")
+            group.add_argument(f"--{key}-{f.name}".replace("_", "-"), dest=f"{dest}:{key}:{f.name}", metavar=f.name.upper(),
+                               default=argparse.SUPPRESS, help=help_.replace("%", "%%"), **kw)
+
+
+def nested_from_args(ns: argparse.Namespace, dest: str) -> dict[str, dict[str, Any]]:
+    """The flags of :func:`add_nested_args` the user gave, as {key: {field: value}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in vars(ns).items():
+        if name.startswith(dest + ":"):
+            _, key, field_ = name.split(":")
+            out.setdefault(key, {})[field_] = value
+    return out
+
+
 def resumed_config(cls: type, cfg: Any, argv: list[str], saved: dict, positional: tuple[str, ...] = ()):
     """``cfg`` with each field whose flag is not in ``argv`` taken from ``saved`` (the run's own config): a
     ``--resume`` continues the run as it was made, not with today's defaults; what is given (a larger

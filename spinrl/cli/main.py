@@ -6,13 +6,14 @@ Every :class:`spinrl.errors.SpinError` becomes one line on stderr and exit code 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import warnings
 from pathlib import Path
 
-from spinrl.cli.args import add_config_args, config_from_args, parse_kwargs, resumed_config
+from spinrl.cli.args import add_config_args, add_nested_args, config_from_args, nested_from_args, parse_kwargs, resumed_config
 from spinrl.errors import ConfigError, SpinError
 from spinrl.spaces import FactoredSpace
 
@@ -149,6 +150,18 @@ def _resumed(cls: type, cfg, args: argparse.Namespace, positional: tuple[str, ..
     return resumed_config(cls, cfg, args.argv, saved if key is None else saved[key], positional)
 
 
+def _nested_kwargs(args: argparse.Namespace, algo: str | None) -> tuple[dict, dict]:
+    """The algorithm and model flags given (``--iql-beta 10``, ``--model-d-model 128``); a flag of another
+    algorithm than ``--algo`` is refused rather than ignored."""
+    algo_all = nested_from_args(args, "algo_kwargs")
+    other = sorted(k for k in algo_all if k != algo)
+    if other:
+        f = next(iter(algo_all[other[0]]))
+        raise ConfigError(f"--{other[0]}-{f.replace('_', '-')} is a flag of --algo {other[0]}; this run uses --algo {algo}: "
+                          f"drop it or pass --algo {other[0]}")
+    return algo_all.get(algo or "", {}), nested_from_args(args, "model_kwargs").get("model", {})
+
+
 def cmd_pretrain(args: argparse.Namespace, extra: list[str]) -> int:
     from spinrl.training.config import PretrainConfig
     from spinrl.evaluation.structure import describe
@@ -156,7 +169,11 @@ def cmd_pretrain(args: argparse.Namespace, extra: list[str]) -> int:
 
     with warnings.catch_warnings():  # the still-falling warning is printed below, once
         warnings.filterwarnings("ignore", message="ASM stopped")
-        out = pretrain(_resumed(PretrainConfig, config_from_args(PretrainConfig, args), args, ("dataset",)))
+        _, model_kw = _nested_kwargs(args, None)
+        cfg = _resumed(PretrainConfig, config_from_args(PretrainConfig, args), args, ("dataset",))
+        if model_kw:
+            cfg = dataclasses.replace(cfg, model_kwargs={**cfg.model_kwargs, **model_kw})
+        out = pretrain(cfg)
     info = json.loads((out / "asm.json").read_text())
     print(f"ASM saved to {out} (wall {info['wall_seconds']:.1f}s)")
     print(stop_summary(info))
@@ -168,7 +185,10 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from spinrl.training.config import TrainConfig
     from spinrl.training.trainer import train
 
+    algo_kw, model_kw = _nested_kwargs(args, args.algo)
     cfg = _resumed(TrainConfig, config_from_args(TrainConfig, args), args, ("dataset",))
+    if algo_kw or model_kw:  # typed flags win over the saved run's values (a resume then refuses a change)
+        cfg = dataclasses.replace(cfg, algo_kwargs={**cfg.algo_kwargs, **algo_kw}, model_kwargs={**cfg.model_kwargs, **model_kw})
     last = None
     for row in train(cfg):
         last = row if row.get("eval_return_mean") is not None else last
@@ -337,15 +357,23 @@ def build_parser() -> argparse.ArgumentParser:
     im.set_defaults(fn=cmd_data_import_minari)
 
     from spinrl.experiments.demo import DemoConfig
+    from spinrl.algorithms import CONFIGS as ALGO_CONFIGS
+    from spinrl.models.config import ModelConfig
     from spinrl.training.config import PretrainConfig, TrainConfig
 
     pt = sub.add_parser("pretrain", help="pretrain an Action Structure Model (masked action modelling; stops at a validation plateau or a budget)",
                         description=PretrainConfig.__doc__)
     add_config_args(pt, PretrainConfig, positional=("dataset",), skip=("model_kwargs",))
+    add_nested_args(pt, "model sizes (override the --preset)", {"model": ModelConfig}, "model_kwargs",
+                    default_note="paper preset")
     pt.set_defaults(fn=cmd_pretrain)
     tr = sub.add_parser("train", help="train a policy: --algo {iql,awac,bcq} --actor {factored,autoregressive,saint,spin,spin-cached}",
                         description=TrainConfig.__doc__)
     add_config_args(tr, TrainConfig, positional=("dataset",), skip=("algo_kwargs", "model_kwargs"))
+    add_nested_args(tr, "algorithm hyper-parameters (each --ALGO-NAME sets NAME of --algo ALGO; --gamma is above)",
+                    ALGO_CONFIGS, "algo_kwargs", skip=("gamma",))
+    add_nested_args(tr, "model sizes (override the --preset)", {"model": ModelConfig}, "model_kwargs",
+                    default_note="paper preset")
     tr.set_defaults(fn=cmd_train)
     ev = sub.add_parser("eval", help="evaluate a policy file in its dataset's environment (or --env ID with --name value options)")
     ev.add_argument("policy", help="policy.pt of a run directory")

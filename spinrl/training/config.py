@@ -108,9 +108,9 @@ class TrainConfig:
     eval_num_envs: int = 16
     """evaluation episodes stepped together"""
     algo_kwargs: dict = field(default_factory=dict)
-    """algorithm hyper-parameters overriding its config (e.g. beta=3.0), API only"""
+    """algorithm hyper-parameters overriding its config (e.g. beta=3.0); on the command line --iql-beta 3.0 etc."""
     model_kwargs: dict = field(default_factory=dict)
-    """model sizes overriding the preset (e.g. d_model=64), API only"""
+    """model sizes overriding the preset (e.g. d_model=64); on the command line --model-d-model 64 etc."""
 
     def validate(self) -> None:
         if not self.dataset:
@@ -221,7 +221,7 @@ class PretrainConfig:
     progress: bool = True
     """show a progress bar on a terminal"""
     model_kwargs: dict = field(default_factory=dict)
-    """model sizes overriding the preset, API only"""
+    """model sizes overriding the preset; on the command line --model-d-model 64 etc."""
 
     def validate(self) -> None:
         if not self.dataset:
