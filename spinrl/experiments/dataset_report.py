@@ -26,7 +26,7 @@ import numpy as np
 from spinrl.data.cache import data_dir
 from spinrl.envs import DMC_REFERENCE
 from spinrl.experiments.behaviour_sets import (REFERENCE_EPISODES, REFERENCE_MAX_EPISODES, REFERENCE_PRECISION,
-                                              SELECT_EPISODES)
+                                              SELECT_EPISODES, SETS_VARIABLE)
 from spinrl.training.behaviour import changed_flags, q_divergence, reward_max, training_return
 from spinrl.utils.checkpoint import write_text_atomic
 
@@ -405,7 +405,8 @@ def write_report(behaviour_root: str | Path = "behaviour_checkpoints", data_root
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--behaviour-root", default="behaviour_checkpoints", help="folder of exported behaviour sets (default: behaviour_checkpoints)")
+    p.add_argument("--behaviour-root", default=os.environ.get(SETS_VARIABLE) or "behaviour_checkpoints",
+                   help=f"folder of exported behaviour sets (default: ${SETS_VARIABLE}, else behaviour_checkpoints)")
     p.add_argument("--data", default=None, help="dataset folder to scan (default: $SPINRL_DATA)")
     p.add_argument("--out", default="docs/datasets.md", help="markdown output (default: docs/datasets.md); its ledger of dataset summaries is the same path with .json")
     p.add_argument("--img-dir", default="docs/img", help="folder for the learning-curve PNGs (default: docs/img)")
