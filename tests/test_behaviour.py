@@ -19,6 +19,10 @@ from spinrl.errors import ConfigError, SpinError
 from spinrl.models.decqn import DecQNNet
 from spinrl.training import behaviour as bh
 from spinrl.training.behaviour import BehaviourConfig, Replay, train_behaviour
+from spinrl.training.behaviour.carry import _warn_if_original_run_has_replay
+from spinrl.training.behaviour.config import _check_identity
+from spinrl.training.behaviour.replay import _add_complete
+from spinrl.utils.checkpoint import CHECKPOINT_SCHEMA
 
 TINY = dict(env="dmc:cheetah-run", bins=3, hidden=32, warmup=500, batch_size=32, num_envs=1,
             eval_every=1000, checkpoint_every=1000, eval_episodes=1, progress=False)
@@ -61,7 +65,7 @@ def test_double_q_target_and_huber_loss():
 
 
 def test_sum_tree_samples_in_proportion_and_rebuilds_bit_identically():
-    from spinrl.training.sumtree import SumTree
+    from spinrl.training.behaviour.sumtree import SumTree
 
     tree = SumTree(5)  # padded to 8 leaves; slots 3, 4 empty
     tree.set(np.array([0, 1, 2, 1]), np.array([1.0, 9.0, 3.0, 2.0]))  # a repeated slot: the last value wins
@@ -102,7 +106,7 @@ def test_symlog_observations_and_policy_files_keep_the_transform(tmp_path):
     assert not torch.allclose(logged.utilities_concat(obs), plain.utilities_concat(obs))
     with pytest.raises(ValueError, match="obs_transform 'log'"):
         DecQNNet(5, [3, 2], 16, obs_transform="log")
-    payload = {"schema": bh.CHECKPOINT_SCHEMA, "kind": bh.POLICY_KIND, "obs_dim": 5, "nvec": [3, 2], "hidden": 16,
+    payload = {"schema": CHECKPOINT_SCHEMA, "kind": bh.POLICY_KIND, "obs_dim": 5, "nvec": [3, 2], "hidden": 16,
                "obs_transform": "symlog", "state_dict": logged.state_dict()}
     torch.save(payload, tmp_path / "p.pt")
     net, meta = bh.load_policy(tmp_path / "p.pt")
@@ -155,9 +159,9 @@ def test_changed_flags_name_what_a_run_changed_and_old_configs_resume():
     assert bh.changed_flags({"lr": 5e-5, "obs_transform": "symlog", "hidden": 512}) == "--obs-transform symlog --lr 5e-05"
     old = {k: v for k, v in vars(BehaviourConfig(out="x")).items() if k != "obs_transform"}  # a config.json from before
     assert bh.changed_flags(old) == ""
-    bh._check_identity(old, BehaviourConfig(out="x"), "runs/old", "resume")  # no error: it had no transform
+    _check_identity(old, BehaviourConfig(out="x"), "runs/old", "resume")  # no error: it had no transform
     with pytest.raises(ConfigError, match="--obs-transform 'symlog' differs from the run in runs/old \\('none'\\)"):
-        bh._check_identity(old, BehaviourConfig(out="x", obs_transform="symlog"), "runs/old", "resume")
+        _check_identity(old, BehaviourConfig(out="x", obs_transform="symlog"), "runs/old", "resume")
 
 
 @pytest.mark.parametrize("terminated", [False, True])
@@ -171,7 +175,7 @@ def test_nstep_transitions_written_once_with_exact_returns(terminated):
     rep = Replay(100, 2, 1)
     for T in range(1, L + 1):  # the training loop's call after each step
         ended = np.array([T == L])
-        bh._add_complete(rep, O[: T + 1], A[:T], R[:T], ~ended, ended, np.array([terminated]), n, gamma)
+        _add_complete(rep, O[: T + 1], A[:T], R[:T], ~ended, ended, np.array([terminated]), n, gamma)
     assert rep.size == L and sorted(rep.actions[:L, 0]) == list(range(L))
     for i in range(L):
         t = int(rep.actions[i, 0])
@@ -333,7 +337,7 @@ def test_carry_continues_a_run_on_another_machine_without_its_replay(full_run, t
     ck = torch.load(carry_dir / "carry.pt", weights_only=False)
     assert "replay" not in ck and ck["kind"] == bh.CARRY_KIND
     with pytest.warns(UserWarning, match="--resume` continues it exactly"):  # the original is still here
-        bh._warn_if_original_run_has_replay(carry_dir)
+        _warn_if_original_run_has_replay(carry_dir)
     shutil.rmtree(first)  # nothing of the first machine is left but the carry
 
     later = replace(cfg, out=str(tmp_path / "second"), env_steps=4000, continue_from=str(carry_dir), refill=500)

@@ -18,7 +18,6 @@ so users can see how well the offline estimate tracks the truth.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,7 +27,7 @@ import torch
 from torch import nn
 
 from spinrl.errors import ConfigError
-from spinrl.utils.checkpoint import write_text_atomic
+from spinrl.utils.rundir import write_json
 from spinrl.utils.hardware import check_threads, torch_threads
 
 
@@ -248,5 +247,5 @@ def _offline_evaluate(policy, dataset, cfg, seed, iterations, simulate, sim_epis
 def write_offline_eval(run_dir: str | Path, res: dict) -> Path:
     """``offline_eval.json`` in a run directory, where ``spinrl report`` finds it."""
     p = Path(run_dir) / "offline_eval.json"
-    write_text_atomic(p, json.dumps(res, indent=2))
+    write_json(p, res)
     return p

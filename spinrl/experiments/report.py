@@ -382,13 +382,9 @@ def plot_asm_curves(asms: list[dict], path: Path, title: str) -> None:
 
 
 def _save_fig(fig, path: Path, dpi: int = 100) -> None:
-    import matplotlib.pyplot as plt
+    from spinrl.utils.rundir import save_figure  # the one atomic figure saver (never a partial PNG)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp.png"  # rename into place: never a partial PNG
-    fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=dpi)
 
 
 # ---------------------------------------------------------------------- markdown

@@ -19,18 +19,11 @@ import torch
 
 from spinrl.data import OfflineDataset
 from spinrl.utils.progress import progress_bar
-
-
-def _file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from spinrl.utils.rundir import sha256_file
 
 
 def cache_path(dataset_path: str | os.PathLike, ds: OfflineDataset, asm_dir: str | os.PathLike) -> Path:
-    key = hashlib.sha256(f"{ds.meta.get('checksum')}:{_file_sha(Path(asm_dir) / 'asm.pt')}".encode()).hexdigest()[:20]
+    key = hashlib.sha256(f"{ds.meta.get('checksum')}:{sha256_file(Path(asm_dir) / 'asm.pt')}".encode()).hexdigest()[:20]
     root = Path(str(dataset_path).rstrip("/") + ".features")
     return root / f"spin-{key}.npy"
 

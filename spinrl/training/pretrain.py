@@ -13,10 +13,7 @@ episodes is compared with an independence baseline and the random initial ASM
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-import json
 import os
 import time
 import warnings
@@ -30,7 +27,7 @@ from spinrl.algorithms.mam import MAMConfig, asm_loss
 from spinrl.utils.jsonable import to_jsonable
 from spinrl.utils.optim import FusedAdam
 from spinrl.data import load
-from spinrl.errors import CheckpointError, ConfigError, MissingExtraError
+from spinrl.errors import ConfigError, MissingExtraError
 from spinrl.models import ActionStructureModel, ModelConfig
 from spinrl.utils.checkpoint import (
     CHECKPOINT_SCHEMA,
@@ -40,8 +37,8 @@ from spinrl.utils.checkpoint import (
     restore_rng,
     save_atomic,
     seed_everything,
-    write_text_atomic,
 )
+from spinrl.utils.rundir import check_same, save_figure, write_json, write_metrics_csv
 from spinrl.evaluation.structure import marginal_modes, structure_diagnostics
 from spinrl.training.config import PretrainConfig
 from spinrl.training.runinfo import environment_info
@@ -53,16 +50,6 @@ from spinrl.utils import outdir
 # Settings that define the result; a resume with other values would silently mix two runs.
 _FIXED = ("preset", "patience", "min_delta", "min_epochs", "steps_per_epoch", "batch_size", "lr",
           "grad_clip", "mask_prob", "masking", "val_fraction", "val_batches", "seed", "model_kwargs", "max_steps")
-
-
-def _write_metrics(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0].keys()))
-    w.writeheader()
-    w.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
 
 
 @dataclasses.dataclass
@@ -137,9 +124,7 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[
     if cfg.resume and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path, "pretraining checkpoint", kind="asm_pretrain")
         saved = ck["config"]
-        for k in _FIXED:
-            if saved.get(k) != to_jsonable(cfg).get(k):
-                raise ConfigError(f"--resume with {k}={to_jsonable(cfg).get(k)!r} but the run used {saved.get(k)!r}; use the same value")
+        check_same(saved, to_jsonable(cfg), _FIXED)
         _check_same_data(ck, saved, cfg, ds)
         if saved.get("threads") != cfg.threads:
             raise ConfigError(f"--resume with --threads {cfg.threads} but the run used {saved.get('threads')}: another thread "
@@ -153,7 +138,7 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[
         rows = list(ck["rows"])
     elif dist.main:
         outdir.hold(out, "asm")
-        write_text_atomic(out / "config.json", json.dumps(config_json, indent=2))
+        write_json(out / "config.json", config_json)
     if dist.main and (msg := threads_warning(cfg.threads, device)):  # once inputs are checked
         warnings.warn(msg, stacklevel=2)
     max_epochs = res["max_epochs"]
@@ -219,7 +204,7 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[
         if not dist.main:
             yield row
             continue
-        _write_metrics(out / "metrics.csv", rows)
+        write_metrics_csv(out / "metrics.csv", rows)
         save_atomic(
             {
                 "schema": CHECKPOINT_SCHEMA,
@@ -275,7 +260,7 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[
                   for r in rows],
         **environment_info(device),
     }
-    write_text_atomic(out / "asm.json", json.dumps(info, indent=2))
+    write_json(out / "asm.json", info)
     if still_falling:
         warnings.warn(stop_summary(info), stacklevel=2)
     if not rows:
@@ -474,7 +459,4 @@ def plot_pretrain_curve(rows: list[dict], chosen_step: int, path: Path) -> None:
     ax[1].set_ylabel("validation masked accuracy")
     fig.suptitle("ASM pretraining (masked action modelling)")
     fig.tight_layout()
-    tmp = path.parent / f".{path.name}.tmp.png"  # rename into place: a crash never leaves a partial PNG
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=110)

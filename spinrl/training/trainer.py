@@ -10,12 +10,7 @@ an uninterrupted run.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import hashlib
-import io
-import json
-import os
 import time
 import warnings
 from pathlib import Path
@@ -32,7 +27,7 @@ from spinrl.data import OfflineDataset, load
 from spinrl.errors import ConfigError, MissingExtraError, SpinError
 from spinrl.evaluation.evaluate import evaluate_act, exact_evaluate, resolve_eval_mode
 from spinrl.evaluation.policy import Policy
-from spinrl.models import ModelConfig, build_actor
+from spinrl.models import ModelConfig, build_actor, fast
 from spinrl.training.asm_dir import load_asm
 from spinrl.utils.checkpoint import (
     CHECKPOINT_SCHEMA,
@@ -42,8 +37,8 @@ from spinrl.utils.checkpoint import (
     restore_rng,
     save_atomic,
     seed_everything,
-    write_text_atomic,
 )
+from spinrl.utils.rundir import check_same, sha256_file, write_json, write_metrics_csv
 from spinrl.training.config import TrainConfig
 from spinrl.training.runinfo import environment_info
 from spinrl.utils.progress import progress_bar
@@ -166,18 +161,7 @@ def _load_state_dicts(s: Setup, ck: dict) -> None:
         getattr(s.nets, name).load_state_dict(sd)
     for name, sd in ck["optimizers"].items():
         s.optimizers[name].load_state_dict(sd)
-        _transpose_pre_out_major_moments(s.optimizers[name])
-
-
-def _transpose_pre_out_major_moments(opt: torch.optim.Optimizer) -> None:
-    """Resuming a run saved before the critic stored its output layer out-major: Adam's moments of that
-    parameter still have the old [K, h, sum m] shape (the weights themselves are upgraded by the critic)."""
-    for group in opt.param_groups:
-        for p in group["params"]:
-            state = opt.state.get(p, {})
-            for key, t in state.items():
-                if torch.is_tensor(t) and t.dim() == 3 and t.shape != p.shape and t.transpose(1, 2).shape == p.shape:
-                    state[key] = t.transpose(1, 2).contiguous()
+        fast.upgrade_in_major_moments(s.optimizers[name])  # pre-out-major critic checkpoints
 
 
 def make_policy(s: Setup) -> Policy:
@@ -192,15 +176,6 @@ def make_policy(s: Setup) -> Policy:
         "preset": s.cfg.preset,
     }
     return Policy(s.nets, s.cfg.algo, s.algo_cfg, meta, s.device)
-
-
-def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
-    write_text_atomic(path, buf.getvalue())
 
 
 def train(cfg: TrainConfig) -> Iterator[dict]:
@@ -222,11 +197,7 @@ def _identity(s: Setup) -> dict:
     """What a resume must find unchanged beyond the flags: the data and ASM by content, threads, device."""
     asm = None
     if s.cfg.asm and s.cfg.actor in ("spin", "spin-cached"):
-        h = hashlib.sha256()
-        with open(Path(s.cfg.asm) / "asm.pt", "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        asm = h.hexdigest()
+        asm = sha256_file(Path(s.cfg.asm) / "asm.pt")
     return {"dataset_checksum": s.dataset.meta.get("checksum"), "array_checksums": s.dataset.meta.get("checksums"),
             "asm_checksum": asm,
             "threads": torch.get_num_threads(), "device": str(s.device)}
@@ -234,10 +205,8 @@ def _identity(s: Setup) -> dict:
 
 def _check_resume(s: Setup, ck: dict, recorded: dict, out: Path) -> None:
     """Refuse a resume that would not continue the same computation (one line naming what changed)."""
-    saved, now, cfg = ck["config"], to_jsonable(s.cfg), s.cfg
-    for k in _FIXED:
-        if saved.get(k, _ADDED.get(k)) != now.get(k):
-            raise ConfigError(f"--resume with {k}={now.get(k)!r} but the run used {saved.get(k, _ADDED.get(k))!r}; use the same value")
+    saved, cfg = ck["config"], s.cfg
+    check_same(saved, to_jsonable(cfg), _FIXED, _ADDED)
     was, ident = ck.get("identity") or {}, s.identity or {}
     data_was = was.get("dataset_checksum") or (recorded.get("dataset") or {}).get("checksum")
     arrays_was = was.get("array_checksums")
@@ -312,13 +281,13 @@ def _train(cfg: TrainConfig, held: list) -> Iterator[dict]:
         acc = {k: v.to(s.device) for k, v in ck["acc"].items()}
         acc_n = ck["acc_n"]
         if columns:
-            _write_csv(out / "metrics.csv", rows, columns)
+            write_metrics_csv(out / "metrics.csv", rows, columns)
     else:
         replace = cfg.overwrite and outdir.read_kind(out) == "run"
         held.append(outdir.hold(out, "run"))
         if replace:  # a replaced run's leftovers go; files spinrl did not write stay
             outdir.remove_own(out, _RUN_FILES - {"config.json", "metrics.csv"})
-    write_text_atomic(out / "config.json", json.dumps(config_json, indent=2))
+    write_json(out / "config.json", config_json)
     tb = None
     if cfg.tensorboard:
         tb = SummaryWriter(str(out / "tensorboard"))
@@ -389,7 +358,7 @@ def _train(cfg: TrainConfig, held: list) -> Iterator[dict]:
         if columns is None:
             columns = ["step", "wall_seconds", "grad_steps_per_s"] + sorted(k for k in row if k not in ("step", "wall_seconds", "grad_steps_per_s", "eval_method") and k not in EVAL_COLUMNS) + list(EVAL_COLUMNS)
         rows.append(row)
-        _write_csv(out / "metrics.csv", rows, columns)
+        write_metrics_csv(out / "metrics.csv", rows, columns)
         if tb is not None:
             for k, v in row.items():
                 if v is not None and k not in ("step", "eval_method"):
