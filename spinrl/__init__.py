@@ -16,7 +16,7 @@ _LAZY = {
     "OfflineDataset": ("spinrl.data", "OfflineDataset"),
     "load_dataset": ("spinrl.data", "load"),
     "from_arrays": ("spinrl.data", "from_arrays"),
-    "collect": ("spinrl.data", "collect"),
+    "collect": ("spinrl.envs.collect", "collect"),
     "DataMakeConfig": ("spinrl.experiments.datasets", "DataMakeConfig"),
     "make_dataset": ("spinrl.experiments.datasets", "make_dataset"),
     "TrainConfig": ("spinrl.training.config", "TrainConfig"),

@@ -95,7 +95,7 @@ class Fixtures:
               resign: bool = True, src: Path | None = None) -> Path:
         """A copy of a good dataset with some arrays/meta fields replaced; checksums are recomputed
         (``resign``) so that only the content checks can catch the problem."""
-        from spinrl.data.dataset import _sha256_file, meta_digest
+        from spinrl.data.storage import _sha256_file, meta_digest
 
         out = d / "data"
         shutil.copytree(src or self.m3, out)
@@ -419,7 +419,7 @@ def _relink(ds: Path, name: str, target: str) -> Path:
 
 def _resigned_truncate(ds: Path, name: str = "rewards") -> Path:
     """Cut an array file short and re-sign its checksum, so that only the header-vs-size check can catch it."""
-    from spinrl.data.dataset import _sha256_file, meta_digest
+    from spinrl.data.storage import _sha256_file, meta_digest
 
     _truncate(ds / f"{name}.npy", 0.9)
     m = json.loads((ds / "meta.json").read_text())

@@ -227,7 +227,7 @@ def test_public_pickle_import_valid_or_spinerror(tmp_path_factory, rows, depth):
 @given(st.sampled_from(["env_id", "level"]),
        st.sampled_from(["dmc:../../x", "../x", "/abs", "a/b", "a\\b", "..", ".hidden", "ok\0", "dmc:cheetah-run", "medium"]))
 def test_metadata_names_never_become_paths_outside(saved, tmp_path_factory, key, value):
-    from spinrl.data.dataset import meta_digest
+    from spinrl.data.storage import meta_digest
 
     d = tmp_path_factory.mktemp("n") / "ds"
     shutil.copytree(saved, d)

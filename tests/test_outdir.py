@@ -93,7 +93,7 @@ def test_train_refuses_a_users_folder_and_stops_at_a_non_finite_loss(tmp_path):
     assert (u / "config.json").read_text() == "my config"
     import shutil
 
-    from spinrl.data.dataset import _sha256_file, meta_digest
+    from spinrl.data.storage import _sha256_file, meta_digest
 
     bad = tmp_path / "bad"
     shutil.copytree(data, bad)

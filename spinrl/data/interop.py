@@ -23,7 +23,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from spinrl.data.dataset import OfflineDataset, check_meta_names, from_arrays
+from spinrl.data.constructors import from_arrays
+from spinrl.data.dataset import OfflineDataset
+from spinrl.data.validation import check_meta_names
 from spinrl.errors import DatasetError
 
 # Public benchmark reference scores (benchmarks.md section 1): (domain-task, bins) -> (random, expert).

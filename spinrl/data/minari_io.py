@@ -22,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from spinrl.data.dataset import OfflineDataset, _json_default, from_episodes
+from spinrl.data.constructors import from_episodes
+from spinrl.data.dataset import OfflineDataset
+from spinrl.data.storage import _json_default
 from spinrl.errors import DatasetError, MissingExtraError
 
 META_KEY = "spinrl_meta"
@@ -53,6 +55,7 @@ def env_spec_json(env_id: str | None, env_kwargs: dict | None) -> str | None:
     if not env_id:
         return None
     import gymnasium as gym
+
     from spinrl.envs.registration import gymnasium_id
 
     gid, kw = gymnasium_id(env_id, env_kwargs or {})
