@@ -226,6 +226,13 @@ def build(root: str | Path, step: int = 10_000, reference: str | Path | None = N
             }
             if entry["curve"]:
                 entry["best_step"] = max(entry["curve"], key=entry["curve"].get)
+            fe = [r["final_eval"] for r in rs if r.get("final_eval")]
+            if fe:  # benchmarks/final_eval.py: the final policy on the same episode seeds, greedy and sampled
+                entry["final_eval"] = {m: {"iqm": iqm([f[m]["return_mean"] for f in fe]),
+                                           "episodes": [x for f in fe for x in f[m]["returns"]]}
+                                       for m in ("greedy", "sampled")}
+                entry["final_eval"]["n"] = len(fe)
+                entry["final_eval"]["per_run_episodes"] = fe[0]["episodes"]
             vref = ref_of.get(rs[0]["config"]["algo"].upper())
             if vref:
                 vtarget = 0.95 * vref["value"]
@@ -428,6 +435,21 @@ def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None
             lines.append(f"| {name} | " + " | ".join(cells)
                          + f" | {f(e.get('eval_se'))} | {f(e['q_half'])} -> {f(e['q'])} | {f(e['v'])} | {f(e['weight'])} |")
         lines.append("")
+        fe_rows = [(n, e["final_eval"]) for n, e in t["variants"].items() if e.get("final_eval")]
+        if fe_rows:
+            lines += [f"The final policies (step {S:,}) evaluated again on the same episode seeds, sampled as in training and "
+                      "greedy (the most likely sub-action each), by `benchmarks/final_eval.py`: IQM over seeds of each run's "
+                      "mean, and the episodes pooled over seeds (median and the share under 100, i.e. runs that stalled):", "",
+                      "| method | runs x episodes | sampled | greedy | sampled episodes: median, share < 100 | greedy episodes: median, share < 100 |",
+                      "|---|---|---|---|---|---|"]
+            for n, f in fe_rows:
+                cells = []
+                for m in ("sampled", "greedy"):
+                    ep = np.asarray(f[m]["episodes"], dtype=float)
+                    cells.append(f"{np.median(ep):.0f}, {100 * np.mean(ep < 100):.0f}%")
+                lines.append(f"| {n} | {f['n']} x {f['per_run_episodes']} | {f['sampled']['iqm']:.1f} | {f['greedy']['iqm']:.1f} "
+                             f"| {cells[0]} | {cells[1]} |")
+            lines.append("")
         if ref:
             lines += [f"Converged F-IQL reference: {ref['value']:.1f} (mean of each seed's last five evaluations, seeds "
                       f"{ref['per_seed']}; range of those five per seed {ref['last_evals_range']}; {ref['steps']} steps; "

@@ -81,7 +81,7 @@ def _slug(text: str) -> str:
 
 # ---------------------------------------------------------------------- discovery
 RECORD = "record.json"
-RECORD_FILES = ("config.json", "metrics.csv", "offline_eval.json", "asm.json")
+RECORD_FILES = ("config.json", "metrics.csv", "offline_eval.json", "asm.json", "final_eval.json")
 
 
 def save_records(root: str | Path, records: str | Path) -> int:
@@ -133,10 +133,11 @@ def find_runs(root: str | Path, include_unfinished: bool = False) -> list[dict]:
         offline = None
         if (d / "offline_eval.json").exists():
             offline = json.loads((d / "offline_eval.json").read_text())
+        final_eval = json.loads((d / "final_eval.json").read_text()) if (d / "final_eval.json").exists() else None
         runs.append({
             "dir": d, "config": c, "cj": cj, "rows": rows, "evals": evals,
             "env_id": ds.get("env_id"), "env_kwargs": ds.get("env_kwargs") or {}, "level": ds.get("level"),
-            "finished": finished, "offline": offline,
+            "finished": finished, "offline": offline, "final_eval": final_eval,
         })
     return runs
 
