@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 1
 ARRAYS = ("observations", "actions", "rewards", "terminations", "truncations", "episode_lengths")
+
+
 def _spinrl_version() -> str:
     from spinrl import __version__
 

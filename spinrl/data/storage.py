@@ -28,6 +28,7 @@ MAX_META_BYTES = 16 << 20
 """a meta.json is a few KB; a bigger one (or /dev/zero behind a symlink) is not read into memory"""
 MAX_ELEMENTS = 10**12
 """largest element count of one array a dataset may declare (about 4 TB of float32)"""
+
 _DTYPES = {
     "observations": np.float32,
     "actions": None,  # smallest unsigned int that holds max(nvec) - 1

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from spinrl.spaces import FactoredSpace
+
+if TYPE_CHECKING:
+    from spinrl.data.dataset import OfflineDataset
 
 
 @dataclass
@@ -90,7 +93,7 @@ class Summary:
         return "\n".join(lines)
 
 
-def summarize(ds: Any) -> Summary:
+def summarize(ds: "OfflineDataset") -> Summary:
     """Episode returns, normalized score, episode ends, per-sub-action histograms and per-source rows."""
     rets = ds.episode_returns()
     ref = ds.meta.get("reference")

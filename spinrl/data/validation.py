@@ -3,17 +3,20 @@ truncations) and of the metadata strings that become file names."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from spinrl.errors import DatasetError
 from spinrl.spaces import FactoredSpace, as_nvec
 
+if TYPE_CHECKING:
+    from spinrl.data.dataset import OfflineDataset
+
 _NAME_FIELDS = ("env_id", "level")
 
 
-def validate(ds: Any) -> None:
+def validate(ds: "OfflineDataset") -> None:
     """Loud, early checks of shapes, dtypes, ranges, finiteness and episode structure of an
     :class:`~spinrl.data.OfflineDataset` (what its constructor runs)."""
     meta = ds.meta
