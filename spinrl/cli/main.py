@@ -293,7 +293,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(light: bool = False) -> argparse.ArgumentParser:
+    """The CLI's parser; ``light``: only ``envs`` and ``data``, whose parsers import no torch (those verbs then
+    start in about a second instead of the several that loading torch takes)."""
     from spinrl import __version__
     from spinrl.experiments.behaviour_sets import SELECT_EPISODES, SELECT_TOP
     from spinrl.experiments.datasets import DataMakeConfig
@@ -356,6 +358,14 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
     im.set_defaults(fn=cmd_data_import_minari)
 
+    from spinrl.experiments.dataset_report import add_arguments as report_arguments
+
+    rp = dsub.add_parser("report", help="write docs/datasets.md (+ learning-curve PNGs) from behaviour sets and datasets")
+    report_arguments(rp)
+    rp.set_defaults(fn=cmd_data_report)
+    if light:
+        return p
+
     from spinrl.experiments.demo import DemoConfig
     from spinrl.algorithms import CONFIGS as ALGO_CONFIGS
     from spinrl.models.config import ModelConfig
@@ -396,12 +406,6 @@ def build_parser() -> argparse.ArgumentParser:
     dm.set_defaults(fn=cmd_demo)
 
     from spinrl.training.behaviour import BehaviourConfig
-
-    from spinrl.experiments.dataset_report import add_arguments as report_arguments
-
-    rp = dsub.add_parser("report", help="write docs/datasets.md (+ learning-curve PNGs) from behaviour sets and datasets")
-    report_arguments(rp)
-    rp.set_defaults(fn=cmd_data_report)
 
     bh = sub.add_parser("behaviour", help="train DecQN behaviour agents for the DM Control datasets")
     bsub = bh.add_subparsers(dest="behaviour_command", metavar="BEHAVIOUR_COMMAND")
@@ -579,8 +583,8 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(light=bool(argv) and argv[0] in ("envs", "data"))
     args, extra = parser.parse_known_args(argv)
     args.argv = list(argv)  # a command that resumes tells the flags given from their defaults
     if extra and not getattr(args, "allow_extra", False):

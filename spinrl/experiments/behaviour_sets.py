@@ -27,11 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from spinrl.envs.core import BehaviourPolicy
 from spinrl.errors import CheckpointError, ConfigError
-from spinrl.training.behaviour import changed_flags, load_policy, save_carry
 from spinrl.utils.checkpoint import load_checkpoint, write_text_atomic
 from spinrl.utils.hardware import check_threads, torch_threads
 from spinrl.utils import outdir
@@ -175,6 +173,10 @@ class BehaviourSet:
 
     def policy(self, level: str, epsilon: float = DATA_EPSILON) -> BehaviourPolicy:
         """Epsilon-greedy DecQN policy of ``level`` (medium or expert) as a batched BehaviourPolicy."""
+        import torch
+
+        from spinrl.training.behaviour import load_policy
+
         ck = self.checkpoint(level)
         net, meta = load_policy(self.root / ck.file)
         nvec = np.asarray(meta["nvec"], dtype=np.int64)
@@ -251,7 +253,7 @@ class BehaviourSet:
         if self.index.get("selection", {}).get("rule") == rule and self.index["selection"].get("listing") == self.index["listing"]:
             return
         from spinrl import envs
-        from spinrl.training.behaviour import greedy_returns
+        from spinrl.training.behaviour import greedy_returns, load_policy
         from spinrl.utils.progress import progress_bar
 
         cks = _scan(self.root)
@@ -359,6 +361,8 @@ def carry(run_dir: str | Path, out: str | Path, overwrite: bool = False) -> dict
 
 
 def _carry(run_dir: Path, out: Path) -> dict:
+    from spinrl.training.behaviour import changed_flags, save_carry
+
     cfg = json.loads((run_dir / "config.json").read_text())
     from spinrl.envs import DMC_REFERENCE
 

@@ -27,7 +27,6 @@ from spinrl.data.cache import data_dir
 from spinrl.envs import DMC_REFERENCE
 from spinrl.experiments.behaviour_sets import (REFERENCE_EPISODES, REFERENCE_MAX_EPISODES, REFERENCE_PRECISION,
                                               SELECT_EPISODES, SETS_VARIABLE)
-from spinrl.training.behaviour import changed_flags, q_divergence, reward_max, training_return
 from spinrl.utils.checkpoint import write_text_atomic
 
 BENCHMARK_SIZES = {"medium": 1_000_000, "expert": 1_000_000, "medium-expert": 2_000_000, "random-medium-expert": 200_000}
@@ -40,6 +39,8 @@ LEVEL_ORDER = ("random", "medium", "expert", "medium-expert", "random-medium-exp
 
 def _changed(cfg: dict) -> str:
     """``--lr 5e-05, `` for a run that changed learner flags from their defaults, else empty."""
+    from spinrl.training.behaviour import changed_flags
+
     flags = changed_flags(cfg)
     return f"{flags}, " if flags else ""
 
@@ -193,6 +194,8 @@ def _going_on(behaviour_root: Path, task: str, bins: int, exported_steps: int) -
 def _attempts(behaviour_root: Path, task: str, bins: int) -> list[str]:
     """Lines listing the carried runs of a task other than its main carry (``carry/<task>-<bins>-<name>``):
     attempts with other learner flags, kept so the page says what was tried and how far each got."""
+    from spinrl.training.behaviour import changed_flags, q_divergence, reward_max, training_return
+
     rows = []
     for carry_json in sorted((behaviour_root / "carry").glob(f"{task}-{bins}-*/carry.json")):
         info = json.loads(carry_json.read_text())
@@ -218,6 +221,8 @@ def _attempts(behaviour_root: Path, task: str, bins: int) -> list[str]:
 def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path,
                  ledger: list[dict] | None = None) -> tuple[str, list[dict]]:
     """Returns the markdown and the new ledger (see the module docstring)."""
+    from spinrl.training.behaviour import changed_flags, q_divergence, reward_max, training_return
+
     sets = {}
     for idx_path in sorted(behaviour_root.glob("*/behaviour.json")):
         index = json.loads(idx_path.read_text())

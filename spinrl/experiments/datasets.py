@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -15,10 +16,12 @@ from spinrl import envs
 from spinrl.data import OfflineDataset, from_episodes
 from spinrl.data.cache import data_dir, dataset_name
 from spinrl.errors import ConfigError
-from spinrl.evaluation.rollout import Episodes, run_episodes
 from spinrl.utils.checks import check_int, check_seed
 from spinrl.utils.hardware import check_threads
 from spinrl.utils.progress import progress_bar
+
+if TYPE_CHECKING:
+    from spinrl.evaluation.rollout import Episodes
 
 LEVELS = ("random", "medium", "expert", "medium-expert", "random-medium-expert")
 SOURCES = {
@@ -122,6 +125,8 @@ def _split(total: int, fractions: np.ndarray) -> list[int]:
 
 def _trim(eps: Episodes, n_transitions: int) -> Episodes:
     """Keep whole episodes up to ``n_transitions``; cut the last one short and mark it truncated."""
+    from spinrl.evaluation.rollout import Episodes
+
     out = Episodes(returns=np.zeros(0), lengths=np.zeros(0, dtype=np.int64))
     left = n_transitions
     for o, a, r, t in zip(eps.observations, eps.actions, eps.rewards, eps.terminated):
@@ -141,12 +146,15 @@ def generate(cfg: DataMakeConfig, progress: bool | None = None) -> OfflineDatase
     cfg.validate()
     from spinrl.utils.hardware import torch_threads
 
-    with torch_threads(cfg.threads):
+    # torch runs only the DecQN behaviour policies of a behaviour set: scripted policies never load it
+    with torch_threads(cfg.threads) if cfg.resolved_behaviour() else nullcontext():
         return _generate(cfg, progress)
 
 
 def _generate(cfg: DataMakeConfig, progress: bool | None) -> OfflineDataset:
-    vec = envs.make_vector(cfg.env, cfg.num_envs, **cfg.env_kwargs)
+    vec = envs.make_vector(cfg.env, cfg.num_envs, **cfg.env_kwargs)  # first: a missing extra fails before torch loads
+    from spinrl.evaluation.rollout import Episodes, run_episodes
+
     sources = SOURCES[cfg.level]
     if cfg.level == "random-medium-expert":
         fractions = np.asarray(cfg.rme_fractions, dtype=float)

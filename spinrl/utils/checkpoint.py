@@ -7,18 +7,23 @@ import random
 import re
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from spinrl.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
+# torch is imported inside the functions that use it: text files and one-line errors load without it.
 
 CHECKPOINT_SCHEMA = 1
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     """torch.save to a temporary sibling, fsync, then rename: a crash never leaves a partial file."""
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -77,6 +82,8 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint", kind: str
     Args:
         kind: when given, the file's ``kind`` field must equal it (a policy is not a training checkpoint).
     """
+    import torch
+
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{what} {path} does not exist; check the path")
@@ -109,6 +116,8 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint", kind: str
 
 def capture_rng(np_rng: np.random.Generator, torch_gen: torch.Generator | None = None) -> dict:
     """Every random stream a run draws from, so a resume continues them exactly."""
+    import torch
+
     state = {
         "python": random.getstate(),
         "numpy_global": _np_global_state(),
@@ -123,6 +132,8 @@ def capture_rng(np_rng: np.random.Generator, torch_gen: torch.Generator | None =
 
 
 def restore_rng(state: dict, np_rng: np.random.Generator, torch_gen: torch.Generator | None = None) -> None:
+    import torch
+
     random.setstate(_tuplify(state["python"]))
     g = state["numpy_global"]
     np.random.set_state((g["bit_generator"], g["key"].numpy().astype(np.uint32), g["pos"], g["has_gauss"], g["cached_gaussian"]))
@@ -136,6 +147,8 @@ def restore_rng(state: dict, np_rng: np.random.Generator, torch_gen: torch.Gener
 
 def _np_global_state() -> dict:
     """The legacy global numpy stream, with its key as a tensor so ``weights_only`` loading accepts it."""
+    import torch
+
     name, key, pos, has_gauss, cached = np.random.get_state(legacy=True)
     return {"bit_generator": name, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
             "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
@@ -150,12 +163,16 @@ def _tuplify(o: Any) -> Any:
 
 
 def seed_everything(seed: int) -> None:
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
 
 
 def resolve_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
