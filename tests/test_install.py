@@ -70,8 +70,9 @@ def test_wheel_without_extras_runs_the_maze_pipeline(tmp_path):
     shutil.copytree(ROOT / "spinrl", src / "spinrl", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    _run([sys.executable, "-c", f"from setuptools import build_meta; build_meta.build_wheel({str(tmp_path / 'dist')!r})"],
-         src, dict(os.environ))  # what `pip wheel --no-build-isolation` runs, without pip's start-up (~5 s here)
+    # what `pip wheel --no-build-isolation` runs, without pip's start-up (~5 s here)
+    build = f"from setuptools import build_meta; build_meta.build_wheel({str(tmp_path / 'dist')!r})"
+    _run([sys.executable, "-c", build], src, dict(os.environ))
     wheel = next((tmp_path / "dist").glob("spinrl-*.whl"))
     core = _core_requirements(wheel)
     assert set(core) == CORE, f"the core install changed: {sorted(core)}"
