@@ -260,7 +260,9 @@ def build(root: str | Path, step: int = 10_000, reference: str | Path | None = N
                 entry["asm"]["structure"] = info.get("structure")
                 entry["asm"]["distinct"] = len({str(r["asm"]["dir"]) for r in rs if r.get("asm")})
             out[name] = entry
-        comps, first_comps = {}, {}
+        comps, first_comps, greedy_comps = {}, {}, {}
+        greedy_of = {n: {int(r["config"].get("seed", 0)): r["final_eval"]["greedy"]["return_mean"]
+                         for r in variants[n] if r.get("final_eval")} for n in out}
         first = min((min(e["curve"]) for e in out.values() if e["curve"]), default=None)
         for name in out:
             if not name.startswith("SPIN"):
@@ -269,6 +271,8 @@ def build(root: str | Path, step: int = 10_000, reference: str | Path | None = N
             for b in (f"SAINT-{algo}", f"F-{algo}"):
                 if b in out:
                     comps[f"{name} - {b}"] = paired(seeds_of[name], seeds_of[b])
+                    if greedy_of[name] and greedy_of[b]:
+                        greedy_comps[f"{name} - {b}"] = paired(greedy_of[name], greedy_of[b])
                     if first is not None and first != step:
                         at = lambda n: {int(r["config"].get("seed", 0)): _at(r, first, key) for r in variants[n]}  # noqa: E731
                         first_comps[f"{name} - {b}"] = paired({k: v for k, v in at(name).items() if v is not None},
@@ -281,6 +285,7 @@ def build(root: str | Path, step: int = 10_000, reference: str | Path | None = N
                 e["speedup_vs_factored"] = fastest_base / t if (t and fastest_base) else None
         iql_refs = [r for r in t_refs if r["config"]["algo"].upper() == "IQL"]
         tasks[task] = {"variants": out, "paired": comps, "paired_first": first_comps, "first_step": first,
+                       "paired_greedy": {k: v for k, v in greedy_comps.items() if v},
                        "reference": ref, "target": target, "reference_curve": reference_curve(iql_refs, key),
                        "reference_seconds": _mean([_last_wall(r) for r in iql_refs])}
     return {"step": step, "key": key, "tasks": tasks, "reference_root": str(reference) if reference else None}
@@ -335,6 +340,10 @@ def answer(rep: dict) -> list[str]:
         if t.get("paired_first"):
             line += f" At the first evaluation (step {t['first_step']:,}): " + "; ".join(
                 f"{k.split(' - ')[0]} vs {k.split(' - ')[1]}: {verdict(p)} ({p['mean']:+.3g})" for k, p in t["paired_first"].items() if p) + "."
+        if t.get("paired_greedy"):
+            line += f" The final policies acting greedily (step {S:,}, `benchmarks/final_eval.py`): " + "; ".join(
+                f"{k.split(' - ')[0]} vs {k.split(' - ')[1]}: {verdict(p)} ({p['mean']:+.3g}, {p['wins']}/{p['n']} seeds higher)"
+                for k, p in t["paired_greedy"].items()) + "."
         f = t["variants"].get("F-IQL")
         if f and f.get("q") is not None and f.get("q_half") is not None:
             rising = f["q"] > 1.2 * f["q_half"]
@@ -450,6 +459,10 @@ def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None
                 lines.append(f"| {n} | {f['n']} x {f['per_run_episodes']} | {f['sampled']['iqm']:.1f} | {f['greedy']['iqm']:.1f} "
                              f"| {cells[0]} | {cells[1]} |")
             lines.append("")
+            if t.get("paired_greedy"):
+                lines += ["Paired differences of the greedy final returns (same seeds):", "", "| comparison | difference |", "|---|---|"]
+                lines += [f"| {k} | {_pd(v)} |" for k, v in t["paired_greedy"].items()]
+                lines.append("")
         if ref:
             lines += [f"Converged F-IQL reference: {ref['value']:.1f} (mean of each seed's last five evaluations, seeds "
                       f"{ref['per_seed']}; range of those five per seed {ref['last_evals_range']}; {ref['steps']} steps; "
