@@ -1,8 +1,8 @@
-"""CPU training attention: autograd through the composition against the written-out backward (layers.py).
+"""CPU training attention: autograd through the composition against the written-out backward (spinrl/models/fast.py).
 
 Both compute softmax(q k^T / sqrt(dh)) with the same dropout mask, times v, from the qkv projection
 [B, T, 3D] (forward and backward); the composition is what ``TransformerBlock`` ran before
-``_DropoutAttention``. Prints ms per pass of each, median of interleaved blocks (so both see the same
+``fast.DropoutAttention``. Prints ms per pass of each, median of interleaved blocks (so both see the same
 load), as JSON lines, for the shapes of the ASM pretraining step (batch 1024 at the paper preset, 512
 at cpu) and of SPIN's blocks (batch 256): cheetah T = 1 + 6 tokens, dog T = 1 + 38.
 
@@ -10,9 +10,9 @@ at cpu) and of SPIN's blocks (batch 256): cheetah T = 1 + 6 tokens, dog T = 1 + 
 
 ``--softmax`` times the attention softmax alone instead, forward and backward, over [1024, T, T] weights
 (batch 256 x 4 heads) for T from 3 to 39 tokens: torch's kernels against the same math written out as max,
-exp, sum (``layers.softmax_lastdim``, which the block uses where T is shorter than one CPU vector); then the
+exp, sum (``fast.softmax``, which the block uses where T is shorter than one CPU vector); then the
 actors' log pi(a|s) over [256, 38, M] logits, last-dim log_softmax against the transposed view
-(``distributions.log_prob``), for M from 3 to 30 choices.
+(``fast.log_probs_each``), for M from 3 to 30 choices.
 
     python benchmarks/attention.py --softmax --threads 1 > benchmarks/results/softmax_cpu.jsonl
 
@@ -32,8 +32,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from spinrl.models import layers  # noqa: E402
-from spinrl.models.layers import _DropoutAttention, dropout  # noqa: E402
+from spinrl.models import fast  # noqa: E402
+from spinrl.models.layers import dropout  # noqa: E402
 from spinrl.utils.hardware import cpu_isa  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -68,14 +68,14 @@ def softmax_rows(steps: int) -> None:
     for T in (3, 7, 13, 16, 22, 39):
         s = torch.randn(1024, T, T, generator=g)
         w, gw = torch.softmax(s, -1), torch.randn(1024, T, T, generator=g)
-        torch.testing.assert_close(layers.softmax_written(s), w)  # the library's written-out path, forced
+        torch.testing.assert_close(fast.softmax_written(s), w)  # the library's written-out path, forced
         ms = _interleaved({
             "torch_fwd": lambda: torch.softmax(s, -1),
-            "written_fwd": lambda: layers.softmax_written(s),
+            "written_fwd": lambda: fast.softmax_written(s),
             "torch_bwd": lambda: torch.ops.aten._softmax_backward_data(gw, w, -1, w.dtype),
-            "written_bwd": lambda: layers.softmax_backward_written(gw, w)}, steps)
+            "written_bwd": lambda: fast.softmax_backward_written(gw, w)}, steps)
         print(json.dumps({"softmax_tokens": T, "rows": 1024 * T, "isa": cpu_isa(),
-                          "library_writes_out": bool(layers.short_lastdim(s)), "threads": torch.get_num_threads(),
+                          "library_writes_out": bool(fast.short_lastdim(s)), "threads": torch.get_num_threads(),
                           **{f"{k}_ms": v for k, v in ms.items()},
                           "fwd_speedup": round(ms["torch_fwd"] / ms["written_fwd"], 3),
                           "bwd_speedup": round(ms["torch_bwd"] / ms["written_bwd"], 3),
@@ -94,7 +94,7 @@ def softmax_rows(steps: int) -> None:
 
         ms = _interleaved({"lastdim": last, "transposed": transposed}, steps)
         print(json.dumps({"log_prob_choices": M, "shape": [256, 38, M], "isa": cpu_isa(),
-                          "library_transposes": bool(layers.short_lastdim(x)), "threads": torch.get_num_threads(),
+                          "library_transposes": bool(fast.short_lastdim(x)), "threads": torch.get_num_threads(),
                           **{f"{k}_ms": v for k, v in ms.items()},
                           "transposed_speedup": round(ms["lastdim"] / ms["transposed"], 3),
                           "loadavg": [round(v, 2) for v in os.getloadavg()]}), flush=True)
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         x0 = torch.randn(B, T, 3 * D, generator=g)
         grad = torch.randn(B, T, D, generator=g)
         fns = {"composition": lambda x: composition(x, H, args.dropout),
-               "written_out": lambda x: _DropoutAttention.apply(x, H, args.dropout)}
+               "written_out": lambda x: fast.DropoutAttention.apply(x, H, args.dropout)}
         times: dict[str, list[float]] = {k: [] for k in fns}
         for k, f in fns.items():  # warm-up
             for _ in range(3):

@@ -1,8 +1,8 @@
-"""Where the critic's Q(s, a) should switch from a one-hot matmul to ``embedding_bag`` (critics.py).
+"""Where the critic's Q(s, a) should switch from a one-hot matmul to ``embedding_bag`` (spinrl/models/fast.py).
 
 Both compute sum_i W_k[a_i] for the chosen sub-actions (forward and backward, the critic pass of an IQL
 step at batch 256, hidden 256, twin members) over 38 sub-actions of m choices each; prints ms per pass of
-each and the faster one, as JSON lines. ``DENSE_ROWS_MAX_MEAN_M`` in spinrl/models/critics.py is the
+each and the faster one, as JSON lines. ``DENSE_ROWS_MAX_MEAN_M`` in spinrl/models/fast.py is the
 crossover measured here (AVX2 EPYC, 1 thread, benchmarks/results/critic_rows_cpu.jsonl: one-hot won up to
 m = 8, embedding_bag from 12 on).
 

@@ -716,7 +716,7 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
         "trainer's batch transfer and spin-cached's memmap lookup run on the host by design.",
         "- bf16 autocast changes numerics beyond float tolerance, so it is opt-in (`--precision bf16`); "
         "[BF16.md](BF16.md) compares returns with fp32 on the same seeds and ASMs.",
-        "- CPU dropout draws 16 random bits per element (`spinrl.models.layers.dropout`) instead of `bernoulli_`'s "
+        "- CPU dropout draws 16 random bits per element (`spinrl.models.fast.dropout`) instead of `bernoulli_`'s "
         "32; Adam is the fused implementation, and from `759e369` on its step calls the fused kernel without "
         "torch.optim's per-step regrouping (`spinrl.utils.optim.FusedAdam`, bit-identical: `tests/test_optim.py`) "
         "and the MLPs' ReLUs run in place (IQL factored dog paper: 13.06 ms per step at `04e8620`, 12.93 ms at "
@@ -735,7 +735,7 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
         "saves (`benchmarks/critic_rows.py`; dog 38 x 3: 1.4 ms against 3.6 ms per critic pass); in rows measured "
         "at code from `cac4b90` on.",
         "- CPU training attention (dropout on the attention weights) has its own autograd function "
-        "(`spinrl.models.layers._DropoutAttention`): the same values and masks as autograd through softmax, the "
+        "(`spinrl.models.fast.DropoutAttention`): the same values and masks as autograd through softmax, the "
         "mask and the two products, but dq, dk and dv are written by `bmm(out=)` into one buffer and permuted back "
         "to the qkv layout in one copy, where autograd's backward assembled them by a stack plus a permuted copy. "
         "`python benchmarks/attention.py --threads 1` times both per shape (benchmarks/results/attention_cpu.jsonl); "

@@ -1,5 +1,7 @@
 """Closed-form checks of the networks: shapes, masking, equivalence to per-sub-action loops."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -238,8 +240,10 @@ def test_critic_loads_in_major_output_layer_state_dict():
 
 
 def test_critic_picks_the_row_sum_by_cardinality():
-    assert FactoredTwinCritic(OBS, [3] * 38).dense_rows  # dog, 3 bins: one-hot matmul
-    assert not FactoredTwinCritic(OBS, [30] * 38).dense_rows  # dog, 30 bins: embedding_bag
+    from spinrl.models import fast
+
+    assert fast.dense_rows(3 * 38, 38)  # dog, 3 bins: one-hot matmul
+    assert not fast.dense_rows(30 * 38, 38)  # dog, 30 bins: embedding_bag
 
 
 def test_value_net_shape():
@@ -333,7 +337,8 @@ def test_block_attention_training_path_matches_sdpa():
 def test_dropout_attention_backward_matches_autograd_of_the_composition(B, T, H, dh):
     """The CPU training attention (written-out backward) equals autograd through softmax, the same
     dropout mask and the two products: same seed, same masks, float64 to machine precision."""
-    from spinrl.models.layers import _DropoutAttention, dropout
+    from spinrl.models.fast import DropoutAttention
+    from spinrl.models.layers import dropout
 
     def composition(qkv):
         q, k, v = qkv.view(B, T, 3, H, dh).permute(2, 0, 3, 1, 4).unbind(0)
@@ -346,7 +351,7 @@ def test_dropout_attention_backward_matches_autograd_of_the_composition(B, T, H,
     y_ref = composition(qkv)
     (g_ref,) = torch.autograd.grad(y_ref, qkv, g)
     torch.manual_seed(1)
-    y = _DropoutAttention.apply(qkv, H, 0.3)
+    y = DropoutAttention.apply(qkv, H, 0.3)
     (g_new,) = torch.autograd.grad(y, qkv, g)
     assert not torch.allclose(composition(qkv), y_ref)  # another mask, another output: dropout is active
     torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
@@ -381,20 +386,74 @@ def test_padded_layout_and_log_prob_match_loops(nvec):
 
 @pytest.mark.parametrize("T", [3, 7, 13, 16, 39])
 def test_written_out_softmax_equals_torch_on_either_side_of_one_cpu_vector(T, monkeypatch):
-    """softmax_lastdim / softmax_backward_lastdim (max, exp, sum where T is shorter than one CPU vector) equal
+    """fast.softmax / fast.softmax_backward (max, exp, sum where T is shorter than one CPU vector) equal
     torch's kernels: forced down either path, in fp32, and bf16 in / fp32 out as autocast's softmax gives."""
-    from spinrl.models import layers
+    from spinrl.models import fast
 
     g = torch.Generator().manual_seed(T)
     s, gw = torch.randn(6, T, T, generator=g), torch.randn(6, T, T, generator=g)
     w_ref = torch.softmax(s, -1)
-    assert layers.short_lastdim(s) == (T < layers.cpu_vector_floats())
+    assert fast.short_lastdim(s) == (T < fast.cpu_vector_floats())
     for width in (1, 64):  # 1: torch's kernels everywhere; 64: written out everywhere
-        monkeypatch.setattr(layers, "cpu_vector_floats", lambda: width)
-        w = layers.softmax_lastdim(s)
+        monkeypatch.setattr(fast, "cpu_vector_floats", lambda: width)
+        w = fast.softmax(s)
         torch.testing.assert_close(w, w_ref)
-        torch.testing.assert_close(layers.softmax_backward_lastdim(gw, w),
+        torch.testing.assert_close(fast.softmax_backward(gw, w),
                                    torch.ops.aten._softmax_backward_data(gw, w_ref, -1, torch.float32))
-        wb = layers.softmax_lastdim(s.bfloat16())
+        wb = fast.softmax(s.bfloat16())
         assert wb.dtype == torch.float32
         torch.testing.assert_close(wb, torch.softmax(s.bfloat16().float(), -1))
+
+
+@pytest.mark.parametrize("nvec", [(2, 5, 3), (12, 15, 20)])
+def test_fast_paths_compute_the_plain_functions(nvec, monkeypatch):
+    """Across the one switch (fast.ENABLED) every network computes the same function: critic rows (one-hot
+    and embedding_bag), log-likelihoods and probabilities over short and long last dims, and the whole SAINT
+    actor in training (attention with a dropout that draws nothing), forward and backward."""
+    from spinrl.models import distributions as dist
+    from spinrl.models import fast
+
+    obs = _obs(16)
+    g = torch.Generator().manual_seed(1)
+    act = torch.stack([torch.randint(m, (16,), generator=g) for m in nvec], dim=1)
+    torch.manual_seed(0)
+    critic = FactoredTwinCritic(OBS, nvec, hidden=16)
+    actor = TransformerActor(OBS, nvec, dataclasses.replace(CFG, dropout=1e-9)).train()  # p * 2^16 rounds to 0
+    out = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(fast, "ENABLED", enabled)
+        critic.zero_grad(), actor.zero_grad()
+        q = critic(obs, act)
+        logp = actor.log_prob(obs, act)
+        (q.sum() + logp.sum()).backward()
+        grads = [p.grad.clone() for p in [*critic.parameters(), *actor.parameters()]]
+        logits = actor.logits(obs).detach()
+        out[enabled] = [q, logp, dist.probs(logits), dist.log_probs_each(logits, act), *grads]
+    for fast_t, plain_t in zip(out[True], out[False]):
+        torch.testing.assert_close(fast_t, plain_t, rtol=1e-5, atol=1e-6)
+
+
+def test_trunk_is_one_module_and_keeps_the_checkpoint_layout():
+    """The ASM and the SAINT/SPIN actor are the one Trunk plus their tokens and heads. Parameter names and
+    order are those of every saved asm.pt / policy.pt / optimizer state (so they load unchanged): pinned here."""
+    from spinrl.models import Trunk
+
+    cfg = dataclasses.replace(CFG, n_blocks=1)
+    block = ["ln1.weight", "ln1.bias", "qkv.weight", "qkv.bias", "out_proj.weight", "out_proj.bias", "ln2.weight",
+             "ln2.bias", "ffn.0.weight", "ffn.0.bias", "ffn.3.weight", "ffn.3.bias"]
+    encoder = ["state_encoder.net.0.weight", "state_encoder.net.0.bias", "state_encoder.net.2.weight",
+               "state_encoder.net.2.bias"]
+    heads = ["heads.w1", "heads.b1", "heads.w2", "heads.b2"]
+    asm = ActionStructureModel(OBS, NVEC, cfg)
+    actor = TransformerActor(OBS, NVEC, cfg)
+    assert isinstance(asm, Trunk) and isinstance(actor, Trunk)
+    assert [n for n, _ in asm.named_parameters()] == [*encoder, "embed.weight", *(f"blocks.0.{k}" for k in block), *heads]
+    # (a module's own parameters come before its children's: the queries first)
+    assert [n for n, _ in actor.named_parameters()] == ["queries", *encoder, *(f"blocks.0.{k}" for k in block), *heads]
+    assert list(asm.state_dict()) == [n for n, _ in asm.named_parameters()]
+    # the SPIN actor's trunk is the ASM's, and a state dict saved from one actor loads into another strictly
+    spin = TransformerActor.from_asm(asm)
+    for part in Trunk.SHARED:
+        for (n, a), b in zip(getattr(spin, part).state_dict().items(), getattr(asm, part).state_dict().values()):
+            assert torch.equal(a, b), n
+    TransformerActor(OBS, NVEC, cfg).load_state_dict(spin.state_dict(), strict=True)

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import torch
 
 from spinrl.algorithms.common import Batch, Nets, actor_act, actor_action_probs, ensemble_mse, td_target, weighted_likelihood_loss
-from spinrl.models.layers import softmax_lastdim
 
 UPDATES = ("value", "critic", "actor")
 TARGETS = ("critic", "value")
@@ -50,7 +49,7 @@ def policy_value(
     """
     actor, critic = nets.actor, nets.critic_target
     if actor.factored:
-        probs_BNM = softmax_lastdim(actor.logits(obs))  # short m_i: written out (layers.short_lastdim)
+        probs_BNM = actor.probs(obs)
         q_KBNM = critic.q_all(obs)
         return (probs_BNM.unsqueeze(0) * q_KBNM).sum((-1, -2)).min(0).values
     B, k = obs.shape[0], cfg.k_samples

@@ -13,6 +13,7 @@ from spinrl.models.asm import ActionStructureModel
 from spinrl.models.config import ModelConfig
 from spinrl.models.critics import FactoredTwinCritic, ValueNet
 from spinrl.models.layers import NEG, StateEncoder, SubActionHeads, TransformerBlock
+from spinrl.models.trunk import Trunk
 
 __all__ = [
     "ACTOR_KINDS",
@@ -28,6 +29,7 @@ __all__ = [
     "SubActionHeads",
     "TransformerActor",
     "TransformerBlock",
+    "Trunk",
     "ValueNet",
     "build_actor",
 ]

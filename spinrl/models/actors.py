@@ -13,7 +13,8 @@ from spinrl.errors import CheckpointError, ConfigError
 from spinrl.models import distributions as dist
 from spinrl.models.asm import ActionStructureModel
 from spinrl.models.config import ModelConfig
-from spinrl.models.layers import NEG, StateEncoder, SubActionHeads, TransformerBlock, padding_index, to_padded
+from spinrl.models.layers import NEG, SubActionHeads, padding_index, to_padded
+from spinrl.models.trunk import Trunk
 
 ACTOR_KINDS = ("factored", "autoregressive", "saint", "spin", "spin-cached")
 
@@ -74,6 +75,10 @@ class FactoredActor(nn.Module):
         """Per-sub-action argmax, which is the joint argmax of a product distribution."""
         return self.logits(obs_BO).argmax(-1)
 
+    def probs(self, obs_BO: torch.Tensor) -> torch.Tensor:
+        """pi_i(a_i|s) for every sub-action and value, fp32 [B, N, max_m] (padding 0)."""
+        return dist.probs(self.logits(obs_BO))
+
 
 class FactoredMLPActor(FactoredActor):
     """Baseline: obs -> h -> h (ReLU) -> one Linear to sum(m_i) -> N independent categoricals."""
@@ -116,32 +121,25 @@ def check_asm_fits(asm: ActionStructureModel, cfg: ModelConfig, obs_dim: int | N
         )
 
 
-class TransformerActor(FactoredActor):
-    """SAINT actor: [M state tokens ; N learned queries] -> blocks -> per-sub-action heads.
+class TransformerActor(Trunk, FactoredActor):
+    """SAINT actor: the trunk over [M state tokens ; N learned queries], then per-sub-action heads.
 
     Queries carry no sampled sub-actions, so pi(a|s) is a product of categoricals; attention gives
     coordinated per-state modes. ``from_asm`` builds the SPIN actor (frozen pretrained trunk).
     """
 
     def __init__(self, obs_dim: int, nvec: Sequence[int], cfg: ModelConfig | None = None):
-        super().__init__()
-        self.cfg = cfg = cfg or ModelConfig()
-        self.obs_dim = int(obs_dim)
-        self.nvec = tuple(int(m) for m in nvec)
-        d = cfg.d_model
-        self.state_encoder = StateEncoder(obs_dim, d, cfg.n_state_tokens)
-        self.queries = nn.Parameter(torch.randn(len(self.nvec), d))  # N(0, 1) as in the paper's code
-        self.blocks = nn.ModuleList(TransformerBlock(d, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_blocks))
-        self.heads = SubActionHeads(d, self.nvec, cfg.head_hidden, cfg.dropout)
+        super().__init__(obs_dim, nvec, cfg or ModelConfig())
+        self.heads = SubActionHeads(self.cfg.d_model, self.nvec, self.cfg.head_hidden, self.cfg.dropout)
         self.frozen = False
+
+    def make_tokens(self, d: int) -> None:
+        """One learned query per sub-action."""
+        self.queries = nn.Parameter(torch.randn(len(self.nvec), d))  # N(0, 1) as in the paper's code
 
     def logits(self, obs_BO: torch.Tensor) -> torch.Tensor:
         """Padded logits [B, N, max_m]."""
-        B = obs_BO.shape[0]
-        x = torch.cat([self.state_encoder(obs_BO), self.queries.expand(B, -1, -1)], dim=1)
-        for block in self.blocks:
-            x = block(x)
-        return self.heads(x[:, self.cfg.n_state_tokens :])
+        return self.heads(self.encode(obs_BO, self.queries.expand(obs_BO.shape[0], -1, -1)))
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters with requires_grad (queries and heads for SPIN; everything for SAINT)."""
@@ -176,20 +174,9 @@ class TransformerActor(FactoredActor):
         cfg = cfg or asm.cfg
         check_asm_fits(asm, cfg, obs_dim, nvec)
         actor = cls(asm.obs_dim, asm.nvec, cfg)
-        try:
-            actor.state_encoder.load_state_dict(asm.state_encoder.state_dict(), strict=True)
-            actor.blocks.load_state_dict(asm.blocks.state_dict(), strict=True)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()[0]
-            raise CheckpointError(
-                f"ASM weights do not fit the actor ({first}); the ASM checkpoint is from another configuration"
-            ) from e
-        actor.to(next(asm.parameters()).device)
-        if freeze:
-            actor.state_encoder.requires_grad_(False)
-            actor.blocks.requires_grad_(False)
-            actor.frozen = True
-        return actor
+        actor.load_trunk(asm, freeze)
+        actor.frozen = freeze
+        return actor.to(next(asm.parameters()).device)
 
 
 class AutoregressiveActor(nn.Module):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from spinrl.models.layers import short_lastdim
+from spinrl.models import fast
 
 
 def log_prob(logits_BNM: torch.Tensor, act_BN: torch.Tensor) -> torch.Tensor:
@@ -15,17 +15,19 @@ def log_prob(logits_BNM: torch.Tensor, act_BN: torch.Tensor) -> torch.Tensor:
 def log_probs_each(logits_BNM: torch.Tensor, act_BN: torch.Tensor) -> torch.Tensor:
     """log softmax(logits_i)[a_i] per sub-action, shape [B, N]: each sub-action's cross-entropy, negated.
 
-    With fewer choices per sub-action than one CPU vector holds (8 floats with AVX2, 16 with AVX512), CPU
-    log_softmax over the short last dim does not vectorize (forward + backward for [256, 38, M] on an AVX512
-    host: 2.9x slower at M = 3, 4.1x at M = 10, while at M = 16 the last dim is 1.7x faster;
-    benchmarks/results/softmax_cpu.jsonl); over dim 1 of the transposed [B, M, N] view it vectorizes across
-    sub-actions. Same values to float rounding.
+    With fewer choices per sub-action than one CPU vector holds, ``fast.log_probs_each`` computes it.
     """
-    if short_lastdim(logits_BNM):
-        logp = torch.log_softmax(logits_BNM.transpose(1, 2), dim=1)
-        return logp.gather(1, act_BN.unsqueeze(1)).squeeze(1)
+    if fast.on(logits_BNM) and fast.short_lastdim(logits_BNM):
+        return fast.log_probs_each(logits_BNM, act_BN)
     logp = torch.log_softmax(logits_BNM, dim=-1)
     return logp.gather(-1, act_BN.unsqueeze(-1)).squeeze(-1)
+
+
+def probs(logits_BNM: torch.Tensor) -> torch.Tensor:
+    """pi_i(a_i|s) per sub-action, fp32 [B, N, max_m] (padding entries 0: their logits are ``NEG``)."""
+    if fast.on(logits_BNM):
+        return fast.softmax(logits_BNM)
+    return torch.softmax(logits_BNM.float(), dim=-1)
 
 
 def gumbel_argmax(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -1,8 +1,11 @@
-"""Building blocks shared by the ASM, the actors and the critics (each exists once)."""
+"""Plain building blocks shared by the ASM, the actors and the critics (each exists once; method.md).
+
+Where a measured CPU fast path computes the same thing faster, the plain function hands over to it in
+one line (``fast.py``, behind its one switch).
+"""
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Sequence
 
@@ -11,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spinrl.errors import ConfigError
-from spinrl.utils.hardware import cpu_isa
+from spinrl.models import fast
 
 NEG = -1e9
 """Logit of padded entries j >= m_i: finite so that 0 * NEG = 0 and log_softmax stays finite."""
@@ -52,43 +55,6 @@ def concat_offsets(nvec: Sequence[int]) -> torch.Tensor:
     return torch.cumsum(m, 0) - m
 
 
-@functools.cache
-def cpu_vector_floats() -> int:
-    """fp32 lanes of the vectors torch's CPU kernels use here: 16 with AVX512, 8 with AVX2 (4 otherwise: a guess)."""
-    isa = cpu_isa()
-    return 16 if "AVX512" in isa else 8 if "AVX" in isa else 4
-
-
-def short_lastdim(x: torch.Tensor) -> bool:
-    """Whether a CPU (log-)softmax over x's last dim takes torch's scalar path: over a last dim shorter than
-    one vector (attention over 7 or 13 tokens, 3 or 10 choices per sub-action) it runs 4-8x slower forward and
-    2-6x backward than the same work written as max, exp, sum (``python benchmarks/attention.py --softmax``)."""
-    return not x.is_cuda and x.shape[-1] < cpu_vector_floats()
-
-
-def softmax_lastdim(s: torch.Tensor) -> torch.Tensor:
-    """``torch.softmax(s, -1)``, written out where the last dim is short (bf16 in, fp32 out, as under autocast)."""
-    if s.dtype in (torch.bfloat16, torch.float16):
-        s = s.float()
-    return softmax_written(s) if short_lastdim(s) else torch.softmax(s, dim=-1)
-
-
-def softmax_backward_lastdim(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """The gradient through w = softmax(s, -1) (same dtype as w), written out where the last dim is short."""
-    return softmax_backward_written(g, w) if short_lastdim(w) else torch.ops.aten._softmax_backward_data(g, w, -1, w.dtype)
-
-
-def softmax_written(s: torch.Tensor) -> torch.Tensor:
-    """softmax over the last dim as max, exp, sum (vectorized along the other dims whatever the last dim's length)."""
-    e = (s - s.amax(-1, keepdim=True)).exp_()
-    return e.div_(e.sum(-1, keepdim=True))
-
-
-def softmax_backward_written(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """d softmax written out: w * (g - sum_j g_j w_j)."""
-    return (g - (g * w).sum(-1, keepdim=True)).mul_(w)
-
-
 def _uniform_(t: torch.Tensor, fan_in: int) -> None:
     # Same distribution as nn.Linear's default init (kaiming_uniform a=sqrt(5) == U(+-1/sqrt(fan_in))).
     bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
@@ -96,77 +62,30 @@ def _uniform_(t: torch.Tensor, fan_in: int) -> None:
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Inverted dropout; on CPU with a cheaper mask than ``F.dropout``.
-
-    CPU ``bernoulli_`` draws one 32-bit number per element and costs about as much as the matmul next to
-    it (~20% of a transformer step here); 16 random bits per element (four per int64 draw, keep iff
-    bits >= p * 2^16) halve the cost of a dropout. The keep rate is exact to 2^-16; the masks come from
-    torch's seeded CPU generator, so a seed still fixes the result. CUDA keeps the fused ``F.dropout``.
-    """
+    """Inverted dropout, ``F.dropout``; on CPU ``fast.dropout`` (same rule, a cheaper mask)."""
     if not training or p == 0.0:
         return x
-    if x.is_cuda or p >= 1.0:
-        return F.dropout(x, p, True)
-    return x * _keep_scale(x.shape, p, x.dtype, x.device)
+    if fast.on(x) and p < 1.0:
+        return fast.dropout(x, p)
+    return F.dropout(x, p, True)
 
 
-def _keep_scale(shape: torch.Size, p: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The CPU dropout multiplier of :func:`dropout`: 1 / (1 - p) where kept, 0 where dropped."""
-    n = math.prod(shape)
-    bits = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
-    # The comparison writes the 0/1 mask straight in x's dtype: a bool mask plus its cast costs about twice that.
-    keep = torch.empty(shape, dtype=dtype, device=device)
-    torch.ge(bits.view(torch.int16)[:n].view(shape), -32768 + round(p * 65536), out=keep)
-    return keep.mul_(1.0 / (1.0 - p))
+def attention(qkv_BTE: torch.Tensor, heads: int, p: float) -> torch.Tensor:
+    """Multi-head self-attention softmax(q k^T / sqrt(d_h)) v, dropout p on the attention weights.
 
-
-class _DropoutAttention(torch.autograd.Function):
-    """Multi-head self-attention with attention-weight dropout, qkv [B, T, 3D] -> [B, T, D], for CPU training.
-
-    The same function as SDPA's math path with the mask of :func:`dropout` (same random draws, so the
-    same masks as that composition for a given seed), with the backward written out: autograd's
-    backward of the composition assembles dq, dk, dv by a stack and a permuted copy that together
-    cost more than the whole attention (measured at 1024 x 7 tokens, d 256); here the three gradients
-    are written by ``bmm(out=)`` into one buffer, which is permuted back to qkv's layout in one copy.
+    qkv [B, T, 3D] (q, k, v, heads contiguous, as nn.MultiheadAttention packs them) -> [B, T, D]. In CPU
+    training ``fast.attention`` computes the same (SDPA would take its unfused math path there).
     """
-
-    @staticmethod
-    @torch.amp.custom_fwd(device_type="cpu")
-    def forward(ctx, qkv_BTE: torch.Tensor, heads: int, p: float) -> torch.Tensor:
-        B, T, E = qkv_BTE.shape
-        D = E // 3
-        dh = D // heads
-        x = qkv_BTE.view(B, T, 3, heads, dh).permute(2, 0, 3, 1, 4).reshape(3, B * heads, T, dh)
-        q, k, v = x[0], x[1], x[2]
-        scale = dh**-0.5
-        w = softmax_lastdim(torch.bmm(q, k.transpose(1, 2)).mul_(scale))  # [BH, T, T]
-        keep = _keep_scale(w.shape, p, w.dtype, w.device)
-        w_kept = w * keep
-        out = torch.bmm(w_kept, v)
-        ctx.save_for_backward(x, w, keep, w_kept)
-        ctx.shape = (B, T, heads, dh)
-        return out.view(B, heads, T, dh).transpose(1, 2).reshape(B, T, D)
-
-    @staticmethod
-    @torch.amp.custom_bwd(device_type="cpu")
-    def backward(ctx, grad_BTD: torch.Tensor):
-        x, w, keep, w_kept = ctx.saved_tensors
-        B, T, heads, dh = ctx.shape
-        dt = x.dtype  # bf16 under autocast (w and keep stay fp32, as autocast's softmax gives them)
-        q, k, v = x[0], x[1], x[2]
-        g_out = grad_BTD.to(dt).reshape(B, T, heads, dh).transpose(1, 2).reshape(B * heads, T, dh)
-        g = torch.empty_like(x)  # [3, BH, T, dh]: dq, dk, dv
-        torch.bmm(w_kept.to(dt).transpose(1, 2), g_out, out=g[2])
-        g_w = torch.bmm(g_out, v.transpose(1, 2)).to(w.dtype).mul_(keep)
-        g_s = softmax_backward_lastdim(g_w, w).mul_(dh**-0.5).to(dt)
-        torch.bmm(g_s, k, out=g[0])
-        torch.bmm(g_s.transpose(1, 2), q, out=g[1])
-        g_qkv = g.view(3, B, heads, T, dh).permute(1, 3, 0, 2, 4).reshape(B, T, 3 * heads * dh)
-        return g_qkv, None, None
+    if fast.on(qkv_BTE) and 0.0 < p < 1.0:
+        return fast.attention(qkv_BTE, heads, p)
+    B, T, E = qkv_BTE.shape
+    q, k, v = qkv_BTE.view(B, T, 3, heads, E // (3 * heads)).permute(2, 0, 3, 1, 4).unbind(0)
+    att = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+    return att.transpose(1, 2).reshape(B, T, E // 3)
 
 
 class Dropout(nn.Module):
-    """``nn.Dropout`` with the CPU mask of :func:`dropout` (same state dict: none)."""
+    """``nn.Dropout`` through :func:`dropout` (same state dict: none)."""
 
     def __init__(self, p: float = 0.1):
         super().__init__()
@@ -202,17 +121,7 @@ class TransformerBlock(nn.Module):
         )
 
     def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
-        B, T, D = x_BTD.shape
-        qkv = self.qkv(self.ln1(x_BTD))
-        # Attention-weight dropout as in nn.MultiheadAttention(dropout=...). SDPA's fused kernels serve
-        # inference and CUDA; CPU training with dropout would take SDPA's unfused math path, so it has
-        # its own function (cheaper dropout mask, cheaper backward).
-        if self.training and 0.0 < self.dropout < 1.0 and not x_BTD.is_cuda:
-            att = _DropoutAttention.apply(qkv, self.heads, self.dropout)
-        else:
-            q, k, v = qkv.view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
-            att = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
-            att = att.transpose(1, 2).reshape(B, T, D)
+        att = attention(self.qkv(self.ln1(x_BTD)), self.heads, self.dropout if self.training else 0.0)
         x = x_BTD + self.drop1(self.out_proj(att))
         return x + self.ffn(self.ln2(x))
 
