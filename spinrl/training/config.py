@@ -8,6 +8,7 @@ from typing import Literal
 
 from spinrl.errors import ConfigError
 from spinrl.models.config import ModelConfig
+from spinrl.utils.loggers import parse_loggers
 from spinrl.utils.checks import MAX_BATCH, MAX_EPISODES, check_finite, check_int, check_seed
 
 ALGOS = ("iql", "awac", "bcq")
@@ -102,7 +103,11 @@ class TrainConfig:
     """spin-cached: largest feature cache (fp16, beside the dataset) to build; above it, features are
     recomputed per batch without gradients"""
     tensorboard: bool = False
-    """also write TensorBoard scalars (extra: tensorboard)"""
+    """also write TensorBoard scalars (extra: tensorboard); the same as --loggers tensorboard"""
+    loggers: tuple[str, ...] = ()
+    """optional loggers beside metrics.csv (always written): any of tensorboard, wandb, mlflow (each its own
+    extra), e.g. --loggers tensorboard,wandb; W&B honours WANDB_MODE/WANDB_PROJECT, MLflow MLFLOW_TRACKING_URI
+    (default: OUT/mlruns)"""
     progress: bool = True
     """show a progress bar on a terminal"""
     eval_num_envs: int = 16
@@ -147,12 +152,19 @@ class TrainConfig:
         from spinrl.utils.hardware import check_threads
 
         check_threads(self.threads)
+        parse_loggers(self.loggers)
         if not 0.0 < self.gamma <= 1.0:
             raise ConfigError(f"--gamma must be in (0, 1], got {self.gamma}")
         fields = {f.name for f in dataclasses.fields(ModelConfig)}
         for k in self.model_kwargs:
             if k not in fields:
                 raise ConfigError(f"model_kwargs has unknown key {k!r}; valid keys: {', '.join(sorted(fields))}")
+
+    @property
+    def logger_names(self) -> tuple[str, ...]:
+        """--loggers with --tensorboard folded in."""
+        return parse_loggers(self.loggers) + (("tensorboard",) if self.tensorboard and "tensorboard" not in
+                                              parse_loggers(self.loggers) else ())
 
     @property
     def ckpt_every(self) -> int:
@@ -218,6 +230,10 @@ class PretrainConfig:
     """torch device: cpu, cuda or auto"""
     threads: int | None = None
     """torch CPU threads"""
+    loggers: tuple[str, ...] = ()
+    """optional loggers beside metrics.csv (always written): any of tensorboard, wandb, mlflow (each its own
+    extra), e.g. --loggers tensorboard,wandb; W&B honours WANDB_MODE/WANDB_PROJECT, MLflow MLFLOW_TRACKING_URI
+    (default: OUT/mlruns)"""
     progress: bool = True
     """show a progress bar on a terminal"""
     model_kwargs: dict = field(default_factory=dict)
@@ -247,6 +263,7 @@ class PretrainConfig:
         from spinrl.utils.hardware import check_threads
 
         check_threads(self.threads)
+        parse_loggers(self.loggers)
         if self.min_delta < 0:
             raise ConfigError(f"--min-delta must be >= 0, got {self.min_delta}")
         if not 0.0 < self.mask_prob <= 1.0:

@@ -38,14 +38,14 @@ from spinrl.utils.checkpoint import (
     save_atomic,
     seed_everything,
 )
-from spinrl.utils.rundir import check_same, save_figure, write_json, write_metrics_csv
+from spinrl.utils.rundir import check_same, save_figure, write_json
 from spinrl.evaluation.structure import marginal_modes, structure_diagnostics
 from spinrl.training.config import PretrainConfig
 from spinrl.training.runinfo import environment_info
 from spinrl.utils.progress import progress_bar
 from spinrl.utils.memory import keep_freed_memory
 from spinrl.utils.hardware import threads_warning
-from spinrl.utils import outdir
+from spinrl.utils import loggers, outdir
 
 # Settings that define the result; a resume with other values would silently mix two runs.
 _FIXED = ("preset", "patience", "min_delta", "min_epochs", "steps_per_epoch", "batch_size", "lr",
@@ -70,16 +70,21 @@ def pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[d
 
     The directory's one-writer lock is released when the generator ends or is closed (not only at process
     exit: a Ray worker process outlives its task)."""
+    held: list = []
     try:
-        yield from _pretrain_iter(cfg, _dist)
+        yield from _pretrain_iter(cfg, _dist, held)
     finally:
+        for log in held:
+            log.close()
         if (_dist or _Dist()).main and cfg.out:
             outdir.release(cfg.out)
 
 
-def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[dict]:
+def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None, held: list) -> Iterator[dict]:
     cfg.validate()
     dist = _dist or _Dist()
+    names = loggers.parse_loggers(cfg.loggers) if dist.main else ()
+    loggers.require(names)  # before anything is written
     keep_freed_memory()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -139,6 +144,9 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[
     elif dist.main:
         outdir.hold(out, "asm")
         write_json(out / "config.json", config_json)
+    if dist.main:
+        log = loggers.RunLogger(out, names, job="pretrain", config=config_json["config"])
+        held.append(log)
     if dist.main and (msg := threads_warning(cfg.threads, device)):  # once inputs are checked
         warnings.warn(msg, stacklevel=2)
     max_epochs = res["max_epochs"]
@@ -204,7 +212,7 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[
         if not dist.main:
             yield row
             continue
-        write_metrics_csv(out / "metrics.csv", rows)
+        log.log(rows)  # metrics.csv, and the row to the optional loggers
         save_atomic(
             {
                 "schema": CHECKPOINT_SCHEMA,
@@ -224,6 +232,7 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[
     bar.close()
     if not dist.main:
         return
+    log.close()
     still_falling = stop_reason != "plateau" and state["bad"] == 0 and state["epoch"] > 0  # last validation was the best
     if state["epoch"] == 0:  # a zero budget: the random ASM itself (the paper's epoch-0 point)
         save_atomic({"schema": CHECKPOINT_SCHEMA, "kind": "asm", "model": asm.state_dict()}, out / "asm.pt")

@@ -24,7 +24,7 @@ from spinrl.algorithms.common import Batch, build_nets, polyak
 from spinrl.utils.jsonable import to_jsonable
 from spinrl.utils.optim import FusedAdam
 from spinrl.data import OfflineDataset, load
-from spinrl.errors import ConfigError, MissingExtraError, SpinError
+from spinrl.errors import ConfigError, SpinError
 from spinrl.evaluation.evaluate import evaluate_act, exact_evaluate, resolve_eval_mode
 from spinrl.evaluation.policy import Policy
 from spinrl.models import ModelConfig, build_actor, fast
@@ -44,7 +44,7 @@ from spinrl.training.runinfo import environment_info
 from spinrl.utils.progress import progress_bar
 from spinrl.utils.hardware import bf16_warning, threads_warning
 from spinrl.utils.memory import keep_freed_memory
-from spinrl.utils import outdir
+from spinrl.utils import loggers, outdir
 
 EVAL_COLUMNS = ("eval_return_mean", "eval_return_std", "normalized_score", "normalized_std")
 # Settings a resumed run must share with the original: anything that changes what is computed. The dataset and
@@ -55,7 +55,7 @@ _FIXED = ("algo", "actor", "preset", "eval_every", "eval_episodes", "greedy", "e
 _ADDED = {"precision": "fp32", "eval_mode": "auto", "eval_num_envs": 16, "feature_cache_gb": 8.0}
 """fields added after a run was made: the value such a run had"""
 # spinrl's own files in a run directory (what --overwrite replaces; anything else there is kept)
-_RUN_FILES = {"config.json", "metrics.csv", "policy.pt", "checkpoints", "tensorboard"}
+_RUN_FILES = {"config.json", "metrics.csv", "policy.pt", "checkpoints", *loggers.LOGGER_FILES}
 
 
 @dataclasses.dataclass
@@ -189,8 +189,8 @@ def train(cfg: TrainConfig) -> Iterator[dict]:
     try:
         yield from _train(cfg, held)
     finally:
-        for lock in held:
-            lock.release()
+        for h in reversed(held):  # the loggers, then the run directory's lock
+            h.close() if isinstance(h, loggers.RunLogger) else h.release()
 
 
 def _identity(s: Setup) -> dict:
@@ -234,11 +234,7 @@ def _train(cfg: TrainConfig, held: list) -> Iterator[dict]:
     keep_freed_memory()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if cfg.tensorboard:  # before anything is written: a missing extra must not leave a half-made run dir
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise MissingExtraError("tensorboard", "tensorboard") from None
+    loggers.require(cfg.logger_names)  # before anything is written: a missing extra must not leave a half-made run dir
     s = build(cfg)
     s.identity = _identity(s)
     out = Path(cfg.out)
@@ -288,9 +284,8 @@ def _train(cfg: TrainConfig, held: list) -> Iterator[dict]:
         if replace:  # a replaced run's leftovers go; files spinrl did not write stay
             outdir.remove_own(out, _RUN_FILES - {"config.json", "metrics.csv"})
     write_json(out / "config.json", config_json)
-    tb = None
-    if cfg.tensorboard:
-        tb = SummaryWriter(str(out / "tensorboard"))
+    log = loggers.RunLogger(out, cfg.logger_names, job="train", config=config_json["config"])
+    held.append(log)
 
     print(
         f"spinrl train: {cfg.algo}/{cfg.actor} preset={cfg.preset} d_model={s.model_cfg.d_model} "
@@ -358,11 +353,7 @@ def _train(cfg: TrainConfig, held: list) -> Iterator[dict]:
         if columns is None:
             columns = ["step", "wall_seconds", "grad_steps_per_s"] + sorted(k for k in row if k not in ("step", "wall_seconds", "grad_steps_per_s", "eval_method") and k not in EVAL_COLUMNS) + list(EVAL_COLUMNS)
         rows.append(row)
-        write_metrics_csv(out / "metrics.csv", rows, columns)
-        if tb is not None:
-            for k, v in row.items():
-                if v is not None and k not in ("step", "eval_method"):
-                    tb.add_scalar(k, v, step)
+        log.log(rows, columns)  # metrics.csv, and the row to the optional loggers
         post = {k: f"{row[k]:.3g}" for k in ("critic_loss", "actor_loss") if k in row}
         if last_eval is not None:
             post["eval"] = f"{last_eval['eval_return_mean']:.1f}"
@@ -374,8 +365,7 @@ def _train(cfg: TrainConfig, held: list) -> Iterator[dict]:
             good_step = step
         yield row
     bar.close()
-    if tb is not None:
-        tb.close()
+    log.close()
     make_policy(s).save(out / "policy.pt")
 
 

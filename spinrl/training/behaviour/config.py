@@ -13,6 +13,7 @@ import numpy as np
 
 from spinrl.errors import ConfigError
 from spinrl.models.decqn import OBS_TRANSFORMS
+from spinrl.utils.loggers import parse_loggers
 from spinrl.utils.rundir import check_same
 
 
@@ -131,6 +132,10 @@ class BehaviourConfig:
     """greedy evaluation episodes"""
     threads: int = 1
     """torch CPU threads (keep it fixed across a resume for bit-exact continuation)"""
+    loggers: tuple[str, ...] = ()
+    """optional loggers beside metrics.csv (always written): any of tensorboard, wandb, mlflow (each its own
+    extra), e.g. --loggers tensorboard,wandb; W&B honours WANDB_MODE/WANDB_PROJECT, MLflow MLFLOW_TRACKING_URI
+    (default: OUT/mlruns)"""
     progress: bool = True
     """progress bar on a terminal"""
 
@@ -163,6 +168,7 @@ class BehaviourConfig:
         if self.shaping == "head-height" and "head_height" not in observation_slices(self.env):
             raise ConfigError(f"--shaping head-height: {self.env}'s observation has no head_height (humanoid tasks "
                               "have it); drop --shaping")
+        parse_loggers(self.loggers)
         if self.obs_transform not in OBS_TRANSFORMS:
             raise ConfigError(f"--obs-transform {self.obs_transform!r}: choose one of {', '.join(OBS_TRANSFORMS)}")
         if self.warmup < 0:

@@ -35,7 +35,7 @@ from spinrl.training.behaviour.config import (
     training_return,
 )
 from spinrl.training.behaviour.replay import Replay, _add_complete, replay_capacity
-from spinrl.utils import outdir
+from spinrl.utils import loggers, outdir
 from spinrl.utils.checkpoint import CHECKPOINT_SCHEMA, capture_rng, load_checkpoint, restore_rng, save_atomic
 from spinrl.utils.memory import keep_freed_memory
 from spinrl.utils.optim import FusedAdam
@@ -209,8 +209,20 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
     Raises:
         ConfigError: invalid flags, an existing run without --resume, or a resume with other settings.
         CheckpointError: a missing or corrupted checkpoint.
+        MissingExtraError: a chosen logger's extra is not installed.
     """
+    held: list = []
+    try:
+        yield from _train_behaviour(cfg, held)
+    finally:
+        for log in held:
+            log.close()
+
+
+def _train_behaviour(cfg: BehaviourConfig, held: list) -> Iterator[dict]:
     cfg.validate()
+    names = loggers.parse_loggers(cfg.loggers)
+    loggers.require(names)  # before anything is written
     from spinrl import envs
 
     keep_freed_memory()
@@ -258,6 +270,8 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
     del saved
     resolved.pop("resume"); resolved.pop("progress")
     write_json(out / "config.json", resolved, newline=True)
+    log = loggers.RunLogger(out, names, job="behaviour", config=resolved, step_key="env_step")
+    held.append(log)
     algo = DecQNConfig(gamma=cfg.gamma, n_step=cfg.n_step)
     from spinrl.utils.progress import progress_bar
 
@@ -340,7 +354,7 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
             run.losses, run.q_means, run.train_returns, run.train_rewards = [], [], [], []
             while run.next_eval <= run.step:
                 run.next_eval += cfg.eval_every
-            _write_metrics(out, run.rows)
+            log.log(run.rows, METRIC_FIELDS)  # metrics.csv, and the row to the optional loggers
             last_eval = row["eval_return_mean"]
             bar.set_postfix(eval=f"{last_eval:.1f}", eps=f"{run.epsilon:.3f}",
                             q="-" if row["q_mean"] is None else f"{row['q_mean']:.2f}"
@@ -354,4 +368,5 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
         if row is not None:  # after the checkpoint: a consumer that stops here loses nothing
             yield row
     bar.close()
+    log.close()
     lock.release()
