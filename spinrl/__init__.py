@@ -4,10 +4,13 @@ The Python API mirrors the CLI verb for verb::
 
     import spinrl
     path = spinrl.make_dataset(spinrl.DataMakeConfig("maze", env_kwargs={"actuators": 12}, transitions=50_000))
-    asm = spinrl.pretrain(spinrl.PretrainConfig(dataset=str(path), out="asm"))
-    for row in spinrl.train(spinrl.TrainConfig(dataset=str(path), actor="spin", asm="asm", out="run")):
-        print(row["step"], row.get("normalized_score"))
+    spinrl.fit_asm(spinrl.PretrainConfig(dataset=str(path), out="asm"))        # stage 1, to completion
+    for row in spinrl.fitter(spinrl.TrainConfig(dataset=str(path), actor="spin", asm="asm", out="run")):
+        print(row["step"], row.get("normalized_score"))                          # stage 2, row by row
     policy = spinrl.Policy.load("run/policy.pt")
+
+``fit``/``fit_asm`` run to completion and return a summary; ``fitter``/``fitter_asm`` yield metric rows
+(``train`` and ``pretrain`` are the earlier names: a generator and a call that returns the ASM directory).
 """
 
 __version__ = "0.1.0"
@@ -22,7 +25,11 @@ _LAZY = {
     "TrainConfig": ("spinrl.training.config", "TrainConfig"),
     "PretrainConfig": ("spinrl.training.config", "PretrainConfig"),
     "train": ("spinrl.training.trainer", "train"),
+    "fit": ("spinrl.training.trainer", "fit"),
+    "fitter": ("spinrl.training.trainer", "fitter"),
     "pretrain": ("spinrl.training.pretrain", "pretrain"),
+    "fit_asm": ("spinrl.training.pretrain", "fit_asm"),
+    "fitter_asm": ("spinrl.training.pretrain", "fitter_asm"),
     "evaluate": ("spinrl.evaluation.evaluate", "evaluate"),
     "Policy": ("spinrl.evaluation.policy", "Policy"),
     "time_to_target": ("spinrl.evaluation.targets", "time_to_target"),

@@ -14,6 +14,7 @@ episodes is compared with an independence baseline and the random initial ASM
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 import warnings
@@ -41,6 +42,7 @@ from spinrl.utils.checkpoint import (
 from spinrl.utils.rundir import check_same, save_figure, write_json
 from spinrl.evaluation.structure import marginal_modes, structure_diagnostics
 from spinrl.training.config import PretrainConfig
+from spinrl.training.fitter import Fitter
 from spinrl.training.runinfo import environment_info
 from spinrl.utils.progress import progress_bar
 from spinrl.utils.memory import keep_freed_memory
@@ -65,11 +67,32 @@ class _Dist:
         return self.rank == 0
 
 
+def fitter_asm(cfg: PretrainConfig) -> Iterator[dict]:
+    """Pretrain the ASM validation by validation, yielding each one's metrics row (``fitter`` for stage 1);
+    the ASM directory is complete when the generator is exhausted. ``fit_asm(cfg)`` runs to completion."""
+    return Fitter(_rows(cfg, None), "spinrl.fitter_asm(cfg)", "spinrl.fit_asm(cfg)")
+
+
+def fit_asm(cfg: PretrainConfig) -> dict:
+    """Pretrain the ASM to completion (``fit`` for stage 1) and return a summary.
+
+    Returns:
+        ``out`` (the ASM directory), ``rows`` (every validation's metrics) and ``asm`` (its asm.json: chosen
+        step, stop reason, whether the loss was still falling, the structure diagnostics).
+    """
+    rows = list(fitter_asm(cfg))
+    return {"out": Path(cfg.out), "rows": rows, "asm": json.loads((Path(cfg.out) / "asm.json").read_text())}
+
+
 def pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[dict]:
     """Pretrain validation by validation, yielding each one's metrics; the ASM directory is complete at the end.
 
     The directory's one-writer lock is released when the generator ends or is closed (not only at process
     exit: a Ray worker process outlives its task)."""
+    return Fitter(_rows(cfg, _dist), "pretrain_iter(cfg)", "spinrl.fit_asm(cfg)")
+
+
+def _rows(cfg: PretrainConfig, _dist: _Dist | None) -> Iterator[dict]:
     held: list = []
     try:
         yield from _pretrain_iter(cfg, _dist, held)

@@ -1,11 +1,11 @@
 """The one training loop: any algorithm x any actor, evaluation, metrics, checkpoints, exact resume.
 
-``train(cfg)`` is a generator of metric rows (d3rlpy's fitter): progress bars, callbacks, early
-stopping, notebooks and sweeps all consume the same loop. A checkpoint holds everything a resumed run
-needs to continue bit-identically: networks, targets, optimizers, step, loss accumulators and every
-random stream (torch, numpy, python, the minibatch sampler, the evaluation generator is re-seeded per
-evaluation). Only the timing columns (wall_seconds, grad_steps_per_s) can differ between a resumed and
-an uninterrupted run.
+``fitter(cfg)`` (also ``train(cfg)``) is a generator of metric rows (d3rlpy's fitter): progress bars,
+callbacks, early stopping, notebooks and sweeps all consume the same loop; ``fit(cfg)`` runs it to
+completion. A checkpoint holds everything a resumed run needs to continue bit-identically: networks,
+targets, optimizers, step, loss accumulators and every random stream (torch, numpy, python, the minibatch
+sampler, the evaluation generator is re-seeded per evaluation). Only the timing columns (wall_seconds,
+grad_steps_per_s) can differ between a resumed and an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from spinrl.utils.checkpoint import (
 )
 from spinrl.utils.rundir import check_same, sha256_file, write_json, write_metrics_csv
 from spinrl.training.config import TrainConfig
+from spinrl.training.fitter import Fitter
 from spinrl.training.runinfo import environment_info
 from spinrl.utils.progress import progress_bar
 from spinrl.utils.hardware import bf16_warning, threads_warning
@@ -178,13 +179,39 @@ def make_policy(s: Setup) -> Policy:
     return Policy(s.nets, s.cfg.algo, s.algo_cfg, meta, s.device)
 
 
-def train(cfg: TrainConfig) -> Iterator[dict]:
-    """Train, yielding one metrics row every ``log_every`` steps and at every evaluation.
+def fitter(cfg: TrainConfig) -> Iterator[dict]:
+    """Train, yielding one metrics row every ``log_every`` steps and at every evaluation (d3rlpy's ``fitter``).
 
     The run directory is complete (config.json, metrics.csv, checkpoints/last.pt, policy.pt) when the
     generator is exhausted; stopping early leaves a resumable run. One process writes it at a time (a lock
-    released when the generator ends).
+    released when the generator ends). Nothing runs until it is iterated (a warning says so if it is dropped
+    unstarted); ``fit(cfg)`` runs to completion.
     """
+    return Fitter(_rows(cfg), "spinrl.fitter(cfg)", "spinrl.fit(cfg)")
+
+
+def train(cfg: TrainConfig) -> Iterator[dict]:
+    """``fitter(cfg)`` under its first name: a generator of metric rows (kept so ``for row in train(cfg)`` works)."""
+    return Fitter(_rows(cfg), "spinrl.train(cfg)", "spinrl.fit(cfg)")
+
+
+def fit(cfg: TrainConfig) -> dict:
+    """Train to completion (d3rlpy's ``fit``) and return a summary.
+
+    Returns:
+        ``out`` (the run directory), ``policy`` (its policy.pt), ``steps``, ``rows`` (every metrics row yielded),
+        ``last`` (the last row) and ``final_eval`` (the last row with an evaluation, or None).
+
+    Raises:
+        SpinError: a bad config, dataset, ASM or resume, or a diverged run (one line each).
+    """
+    rows = list(fitter(cfg))
+    evals = [r for r in rows if r.get("eval_return_mean") is not None]
+    return {"out": Path(cfg.out), "policy": Path(cfg.out) / "policy.pt", "steps": rows[-1]["step"] if rows else 0,
+            "rows": rows, "last": rows[-1] if rows else None, "final_eval": evals[-1] if evals else None}
+
+
+def _rows(cfg: TrainConfig) -> Iterator[dict]:
     held: list = []
     try:
         yield from _train(cfg, held)
@@ -234,7 +261,7 @@ def _train(cfg: TrainConfig, held: list) -> Iterator[dict]:
     keep_freed_memory()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    loggers.require(cfg.logger_names)  # before anything is written: a missing extra must not leave a half-made run dir
+    loggers.require(cfg.logger_names)  # before anything is written: a missing extra leaves no half-made run dir
     s = build(cfg)
     s.identity = _identity(s)
     out = Path(cfg.out)

@@ -124,7 +124,8 @@ class RunLogger:
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "spinrl")
         exp = client.get_experiment_by_name(name)
         exp_id = exp.experiment_id if exp is not None else client.create_experiment(name)
-        run = client.create_run(exp_id, run_name=self.out.name, tags={"spinrl.job": self.job, "spinrl.out": str(self.out)})
+        run = client.create_run(exp_id, run_name=self.out.name,
+                                tags={"spinrl.job": self.job, "spinrl.out": str(self.out)})
         params = [Param(k, str(v)[:500]) for k, v in sorted(config.items()) if not isinstance(v, (dict, list, tuple))]
         for i in range(0, len(params), 100):  # MLflow's batch limit
             client.log_batch(run.info.run_id, params=params[i:i + 100])

@@ -34,6 +34,7 @@ from spinrl.training.behaviour.config import (
     reward_max,
     training_return,
 )
+from spinrl.training.fitter import Fitter
 from spinrl.training.behaviour.replay import Replay, _add_complete, replay_capacity
 from spinrl.utils import loggers, outdir
 from spinrl.utils.checkpoint import CHECKPOINT_SCHEMA, capture_rng, load_checkpoint, restore_rng, save_atomic
@@ -211,6 +212,10 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
         CheckpointError: a missing or corrupted checkpoint.
         MissingExtraError: a chosen logger's extra is not installed.
     """
+    return Fitter(_rows(cfg), "train_behaviour(cfg)", "list(train_behaviour(cfg))")
+
+
+def _rows(cfg: BehaviourConfig) -> Iterator[dict]:
     held: list = []
     try:
         yield from _train_behaviour(cfg, held)
