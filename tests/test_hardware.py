@@ -57,3 +57,37 @@ def test_torch_threads_restores_the_callers_count_even_on_error():
         with torch_threads(other):
             raise RuntimeError("rollout failed")
     assert torch.get_num_threads() == before
+
+
+def test_auto_threads_takes_the_idle_cores_at_most_torchs_count(monkeypatch):
+    """--threads auto (the default of train and pretrain): idle cores at start, at least one, at most torch's count
+    (so an idle machine keeps torch's default and its results)."""
+    from spinrl.utils import hardware
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    for cores, busy, want in ((2, 1.0, 1), (2, 0.0, 2), (8, 0.0, 2), (2, 5.0, 1), (8, 6.6, 1)):
+        monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda pid, n=cores: set(range(n)), raising=False)
+        monkeypatch.setattr(hardware, "_busy_cores", lambda b=busy: b)
+        assert hardware.auto_threads() == want, (cores, busy)
+        assert hardware.resolve_threads("auto") == want
+    assert hardware.resolve_threads(3) == 3 and hardware.resolve_threads(None) is None
+
+
+def test_threads_auto_is_the_default_and_resolves_to_a_number():
+    """train and pretrain: `--threads auto` parses, is the default, and validation turns it into the number the run
+    uses and writes into its config.json; an explicit count stays as given."""
+    import argparse
+
+    from spinrl.cli.args import add_config_args
+    from spinrl.training.config import PretrainConfig, TrainConfig
+
+    for cls in (TrainConfig, PretrainConfig):
+        ap = argparse.ArgumentParser()
+        add_config_args(ap, cls, positional=("dataset",), skip=("algo_kwargs", "model_kwargs"))
+        assert ap.parse_args(["d"]).threads == "auto" and ap.parse_args(["d", "--threads", "2"]).threads == 2
+        cfg = cls(dataset="d", out="o")
+        cfg.validate()
+        assert isinstance(cfg.threads, int) and 1 <= cfg.threads <= torch.get_num_threads()
+        explicit = cls(dataset="d", out="o", threads=1)
+        explicit.validate()
+        assert explicit.threads == 1

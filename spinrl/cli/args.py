@@ -48,6 +48,16 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+def _int_or(*words: str):
+    """argparse type for ``int | Literal[words]``: one of the words as given, else an int."""
+
+    def parse(text: str) -> int | str:
+        return text if text in words else int(text)
+
+    parse.__name__ = "int or " + " or ".join(repr(w) for w in words)  # argparse's "invalid <name> value: 'x'"
+    return parse
+
+
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -89,6 +99,8 @@ def add_config_args(
             kw["nargs"] = len(get_args(tp)) if origin is tuple and Ellipsis not in get_args(tp) else "+"
         elif tp in (int, float, str):
             kw["type"] = tp
+        elif origin in (typing.Union, types.UnionType) and int in get_args(tp):  # e.g. int | Literal["auto"]
+            kw["type"] = _int_or(*(c for a in get_args(tp) if get_origin(a) is typing.Literal for c in get_args(a)))
         else:
             kw["type"] = str
         if f.name in positional:

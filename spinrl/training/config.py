@@ -97,8 +97,9 @@ class TrainConfig:
     """bf16 = compute the losses under bfloat16 autocast (weights and optimizer stay fp32); pays only for the
     paper-size transformer actors on hardware with native bf16 (AVX512-BF16/AMX CPUs, GPUs; warns elsewhere:
     docs/SPEED.md), its effect on returns is in docs/BF16.md"""
-    threads: int | None = None
-    """torch CPU threads (default: torch's choice); use 1 when two jobs share 2 cores"""
+    threads: int | Literal["auto"] | None = "auto"
+    """torch CPU threads; auto = the cores idle at start (at least one, at most torch's own count), resolved when the
+    run starts and written into its config.json as the number; an explicit count above the idle cores warns"""
     feature_cache_gb: float = 8.0
     """spin-cached: largest feature cache (fp16, beside the dataset) to build; above it, features are
     recomputed per batch without gradients"""
@@ -149,8 +150,9 @@ class TrainConfig:
         check_int(self.steps, "--steps")
         check_int(self.batch_size, "--batch-size", hi=MAX_BATCH, none_ok=True)
         check_int(self.eval_episodes, "--eval-episodes", hi=MAX_EPISODES)
-        from spinrl.utils.hardware import check_threads
+        from spinrl.utils.hardware import check_threads, resolve_threads
 
+        self.threads = resolve_threads(self.threads)  # once: the run, its config.json and a --resume see the number
         check_threads(self.threads)
         parse_loggers(self.loggers)
         if not 0.0 < self.gamma <= 1.0:
@@ -228,8 +230,9 @@ class PretrainConfig:
     """continue from the last epoch checkpoint; on the command line, flags not given keep the run's own values"""
     device: str = "cpu"
     """torch device: cpu, cuda or auto"""
-    threads: int | None = None
-    """torch CPU threads"""
+    threads: int | Literal["auto"] | None = "auto"
+    """torch CPU threads; auto = the cores idle at start (at least one, at most torch's own count), written into
+    the ASM directory's config as the number"""
     loggers: tuple[str, ...] = ()
     """optional loggers beside metrics.csv (always written): any of tensorboard, wandb, mlflow (each its own
     extra), e.g. --loggers tensorboard,wandb; W&B honours WANDB_MODE/WANDB_PROJECT, MLflow MLFLOW_TRACKING_URI
@@ -260,8 +263,9 @@ class PretrainConfig:
         check_finite(self.min_delta, "--min-delta")
         check_finite(self.lr, "--lr")
         check_seed(self.seed)
-        from spinrl.utils.hardware import check_threads
+        from spinrl.utils.hardware import check_threads, resolve_threads
 
+        self.threads = resolve_threads(self.threads)  # once: the run, its config.json and a --resume see the number
         check_threads(self.threads)
         parse_loggers(self.loggers)
         if self.min_delta < 0:

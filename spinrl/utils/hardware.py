@@ -94,6 +94,22 @@ def _busy_cores(samples: int = 5, every_s: float = 0.005) -> float:
         return 0.0
 
 
+def auto_threads() -> int:
+    """``--threads auto``: the cores other processes leave idle at the start (at least one), at most torch's own
+    count. On an idle machine that is torch's default, so results do not change; beside other jobs it is the
+    count that does not stall (see :func:`threads_warning`)."""
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(torch.get_num_threads(), int(cores - _busy_cores() + 0.5)))
+
+
+def resolve_threads(threads: int | str | None) -> int | None:
+    """A config's ``threads`` as the number a run uses and records: ``"auto"`` -> :func:`auto_threads`; an int or
+    None (torch's own count) unchanged."""
+    return auto_threads() if threads == "auto" else threads  # type: ignore[return-value]
+
+
 def threads_warning(threads: int | None, device: torch.device | str = "cpu") -> str | None:
     """The one-line warning for a CPU run whose torch thread count exceeds the cores other jobs leave free.
 
