@@ -7,7 +7,16 @@ from dataclasses import dataclass
 
 import torch
 
-from spinrl.algorithms.common import Batch, Nets, actor_act, actor_action_probs, ensemble_mse, td_target, weighted_likelihood_loss
+from spinrl.algorithms.common import (
+    Batch,
+    LossInfo,
+    Nets,
+    actor_act,
+    actor_action_probs,
+    ensemble_mse,
+    td_target,
+    weighted_likelihood_loss,
+)
 
 UPDATES = ("value", "critic", "actor")
 TARGETS = ("critic", "value")
@@ -60,7 +69,7 @@ def policy_value(
 
 def value_loss(
     nets: Nets, batch: Batch, cfg: AWACConfig, generator: torch.Generator | None = None, shared: dict | None = None
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+) -> LossInfo:
     """MSE of V(s) to the policy's value under the target critic."""
     with torch.no_grad():
         target_B = policy_value(nets, batch.obs, cfg, generator)
@@ -69,7 +78,7 @@ def value_loss(
     return loss, {"value_loss": loss.detach(), "v": v_B.detach().mean()}
 
 
-def critic_loss(nets: Nets, batch: Batch, cfg: AWACConfig, shared: dict | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def critic_loss(nets: Nets, batch: Batch, cfg: AWACConfig, shared: dict | None = None) -> LossInfo:
     """MSE of each Q_k(s, a) to r + gamma (1 - terminated) V_target(s')."""
     with torch.no_grad():
         target_B = td_target(batch, nets.value_target(batch.next_obs), cfg.gamma)
@@ -78,7 +87,7 @@ def critic_loss(nets: Nets, batch: Batch, cfg: AWACConfig, shared: dict | None =
     return loss, {"critic_loss": loss.detach(), "q": q_KB.detach().mean()}
 
 
-def actor_loss(nets: Nets, batch: Batch, cfg: AWACConfig, shared: dict | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def actor_loss(nets: Nets, batch: Batch, cfg: AWACConfig, shared: dict | None = None) -> LossInfo:
     """Advantage-weighted likelihood with the online critic and value (weights detached)."""
     with torch.no_grad():
         adv_B = nets.critic(batch.obs, batch.actions).min(0).values - nets.value(batch.obs)
@@ -93,6 +102,8 @@ def act(
     return actor_act(nets, obs, deterministic, generator)
 
 
-def action_probs(nets: Nets, obs: torch.Tensor, all_AN: torch.Tensor, cfg: AWACConfig, deterministic: bool) -> torch.Tensor:
+def action_probs(
+    nets: Nets, obs: torch.Tensor, all_AN: torch.Tensor, cfg: AWACConfig, deterministic: bool
+) -> torch.Tensor:
     """Distribution of ``act`` over the joint actions ``all_AN``, [B, A] (exact evaluation on a known model)."""
     return actor_action_probs(nets, obs, all_AN, deterministic)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from spinrl.algorithms.common import Batch, Nets, ensemble_mse, joint_one_hot, td_target
+from spinrl.algorithms.common import Batch, LossInfo, Nets, ensemble_mse, joint_one_hot, td_target
 from spinrl.models import NEG
 
 UPDATES = ("critic", "actor")
@@ -71,7 +71,7 @@ def constrained_max(
 
 def critic_loss(
     nets: Nets, batch: Batch, cfg: BCQConfig, generator: torch.Generator | None = None, shared: dict | None = None
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+) -> LossInfo:
     """MSE of each Q_k(s, a) to r + gamma (1 - terminated) min_k max_{allowed a'} Q_target,k(s', a')."""
     with torch.no_grad():
         next_v_B = constrained_max(nets, nets.critic_target, batch.next_obs, cfg, generator).min(0).values
@@ -81,7 +81,7 @@ def critic_loss(
     return loss, {"critic_loss": loss.detach(), "q": q_KB.detach().mean()}
 
 
-def actor_loss(nets: Nets, batch: Batch, cfg: BCQConfig, shared: dict | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def actor_loss(nets: Nets, batch: Batch, cfg: BCQConfig, shared: dict | None = None) -> LossInfo:
     """Imitation: -E_D[log pi_b(a|s)]."""
     logp_B = nets.actor.log_prob(batch.obs, batch.actions)
     loss = -logp_B.mean()
@@ -110,7 +110,9 @@ def act(
 
 
 @torch.no_grad()
-def action_probs(nets: Nets, obs: torch.Tensor, all_AN: torch.Tensor, cfg: BCQConfig, deterministic: bool) -> torch.Tensor:
+def action_probs(
+    nets: Nets, obs: torch.Tensor, all_AN: torch.Tensor, cfg: BCQConfig, deterministic: bool
+) -> torch.Tensor:
     """Distribution of ``act`` over the joint actions ``all_AN`` [A, N], shape [B, A], in closed form.
 
     Factored pi_b: ``act`` is deterministic (one-hot). Autoregressive pi_b: the best by mean_k Q of k
@@ -134,5 +136,6 @@ def action_probs(nets: Nets, obs: torch.Tensor, all_AN: torch.Tensor, cfg: BCQCo
         rank_A = torch.arange(A, device=obs.device)
         above = rank_A.unsqueeze(0) > mode_B.unsqueeze(1)
         p_sorted = torch.where(above, c_BA ** (k - 1) - below_BA ** (k - 1), 0.0)
-        p_sorted = p_sorted + (rank_A.unsqueeze(0) == mode_B.unsqueeze(1)) * c_BA.gather(1, mode_B.unsqueeze(1)) ** (k - 1)
+        at_mode_BA = rank_A.unsqueeze(0) == mode_B.unsqueeze(1)
+        p_sorted = p_sorted + at_mode_BA * c_BA.gather(1, mode_B.unsqueeze(1)) ** (k - 1)
     return torch.zeros_like(p_sorted).scatter_(1, order, p_sorted)

@@ -12,6 +12,10 @@ from torch import nn
 from spinrl.models import FactoredTwinCritic, ModelConfig, ValueNet
 
 
+LossInfo = tuple[torch.Tensor, dict[str, torch.Tensor]]
+"""What every loss function returns: the scalar to minimise and detached values to log."""
+
+
 class Batch(NamedTuple):
     """A minibatch of transitions; ``actions`` is long [B, N], the rest float."""
 
@@ -102,7 +106,9 @@ def weighted_likelihood_loss(
 
 
 @torch.no_grad()
-def actor_act(nets: Nets, obs: torch.Tensor, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+def actor_act(
+    nets: Nets, obs: torch.Tensor, deterministic: bool, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """The actor's sample (or mode when ``deterministic``), long [B, N]."""
     return nets.actor.mode(obs) if deterministic else nets.actor.sample(obs, generator)
 

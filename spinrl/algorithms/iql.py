@@ -9,6 +9,7 @@ import torch
 
 from spinrl.algorithms.common import (
     Batch,
+    LossInfo,
     Nets,
     actor_act,
     actor_action_probs,
@@ -71,7 +72,7 @@ def updated_values(nets: Nets, batch: Batch, shared: dict | None) -> tuple[torch
     return _once(shared, "v_updated", lambda: nets.value(torch.cat([batch.obs, batch.next_obs])).chunk(2))
 
 
-def value_loss(nets: Nets, batch: Batch, cfg: IQLConfig, shared: dict | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def value_loss(nets: Nets, batch: Batch, cfg: IQLConfig, shared: dict | None = None) -> LossInfo:
     """Expectile regression of V(s) on min_k Q_target,k(s, a)."""
     q_B = target_q(nets, batch, shared)
     v_B = nets.value(batch.obs)
@@ -79,7 +80,7 @@ def value_loss(nets: Nets, batch: Batch, cfg: IQLConfig, shared: dict | None = N
     return loss, {"value_loss": loss.detach(), "v": v_B.detach().mean()}
 
 
-def critic_loss(nets: Nets, batch: Batch, cfg: IQLConfig, shared: dict | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def critic_loss(nets: Nets, batch: Batch, cfg: IQLConfig, shared: dict | None = None) -> LossInfo:
     """MSE of each Q_k(s, a) to r + gamma (1 - terminated) V(s')."""
     with torch.no_grad():
         target_B = td_target(batch, updated_values(nets, batch, shared)[1], cfg.gamma)
@@ -88,7 +89,7 @@ def critic_loss(nets: Nets, batch: Batch, cfg: IQLConfig, shared: dict | None = 
     return loss, {"critic_loss": loss.detach(), "q": q_KB.detach().mean()}
 
 
-def actor_loss(nets: Nets, batch: Batch, cfg: IQLConfig, shared: dict | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def actor_loss(nets: Nets, batch: Batch, cfg: IQLConfig, shared: dict | None = None) -> LossInfo:
     """Advantage-weighted likelihood: -E[w log pi(a|s)] with detached weights (V after its update)."""
     q_B = target_q(nets, batch, shared)
     with torch.no_grad():
@@ -104,6 +105,8 @@ def act(
     return actor_act(nets, obs, deterministic, generator)
 
 
-def action_probs(nets: Nets, obs: torch.Tensor, all_AN: torch.Tensor, cfg: IQLConfig, deterministic: bool) -> torch.Tensor:
+def action_probs(
+    nets: Nets, obs: torch.Tensor, all_AN: torch.Tensor, cfg: IQLConfig, deterministic: bool
+) -> torch.Tensor:
     """Distribution of ``act`` over the joint actions ``all_AN``, [B, A] (exact evaluation on a known model)."""
     return actor_action_probs(nets, obs, all_AN, deterministic)

@@ -7,6 +7,7 @@ from typing import Sequence
 
 import torch
 
+from spinrl.algorithms.common import LossInfo
 from spinrl.models import ActionStructureModel
 from spinrl.models.distributions import log_probs_each
 
@@ -79,7 +80,7 @@ def asm_loss(
     actions: torch.Tensor,
     cfg: MAMConfig,
     generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+) -> LossInfo:
     """Cross-entropy of the original sub-actions at the chosen positions, averaged over them.
 
     ``info`` holds ``masked_correct`` and ``masked_count`` ([N] float) so callers can aggregate

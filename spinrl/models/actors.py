@@ -101,7 +101,9 @@ class FactoredMLPActor(FactoredActor):
         return to_padded(self.net(obs_BO), self.pad_index_NM, self.valid_NM, NEG)
 
 
-def check_asm_fits(asm: ActionStructureModel, cfg: ModelConfig, obs_dim: int | None, nvec: Sequence[int] | None) -> None:
+def check_asm_fits(
+    asm: ActionStructureModel, cfg: ModelConfig, obs_dim: int | None, nvec: Sequence[int] | None
+) -> None:
     """Strict loading (method.md): any mismatch between an ASM and the task or sizes raises."""
     for field in ("d_model", "n_heads", "n_blocks", "n_state_tokens"):
         got, want = getattr(asm.cfg, field), getattr(cfg, field)

@@ -48,7 +48,7 @@ def short_lastdim(x: torch.Tensor) -> bool:
 
 
 def softmax(s: torch.Tensor) -> torch.Tensor:
-    """``torch.softmax(s.float(), -1)``, written out where the last dim is short (bf16 in, fp32 out, as under autocast)."""
+    """``torch.softmax(s.float(), -1)``, written out where the last dim is short (bf16 in, fp32 out, as autocast)."""
     if s.dtype in (torch.bfloat16, torch.float16):
         s = s.float()
     return softmax_written(s) if short_lastdim(s) else torch.softmax(s, dim=-1)
@@ -56,7 +56,9 @@ def softmax(s: torch.Tensor) -> torch.Tensor:
 
 def softmax_backward(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """The gradient through w = softmax(s, -1) (same dtype as w), written out where the last dim is short."""
-    return softmax_backward_written(g, w) if short_lastdim(w) else torch.ops.aten._softmax_backward_data(g, w, -1, w.dtype)
+    if short_lastdim(w):
+        return softmax_backward_written(g, w)
+    return torch.ops.aten._softmax_backward_data(g, w, -1, w.dtype)
 
 
 def softmax_written(s: torch.Tensor) -> torch.Tensor:
@@ -170,7 +172,9 @@ def dense_rows(total_m: int, n: int) -> bool:
     return total_m <= DENSE_ROWS_MAX_MEAN_M * n
 
 
-def critic_q(h_KBH: torch.Tensor, out_w_KSH: torch.Tensor, out_b_K1S: torch.Tensor, cols_BN: torch.Tensor) -> torch.Tensor:
+def critic_q(
+    h_KBH: torch.Tensor, out_w_KSH: torch.Tensor, out_b_K1S: torch.Tensor, cols_BN: torch.Tensor
+) -> torch.Tensor:
     """``(h @ W^T + b).gather(-1, cols).sum(-1)`` [K, B] without forming the [K, B, sum m_i] output.
 
     Sums the output-layer rows of the chosen sub-actions and dots them with the last hidden layer, so the
@@ -209,7 +213,7 @@ class OutMajor(nn.Module):
 
 
 def upgrade_in_major_output(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
-    """Load pre-hook: checkpoints written before the out-major layout hold the output layer as ``weights.2`` [K, h, sum m]."""
+    """Critic load pre-hook: files from before the out-major layout hold ``weights.2`` [K, h, sum m] instead."""
     old = state_dict.pop(prefix + f"weights.{len(module.weights)}", None)
     if old is not None and prefix + "output.weight" not in state_dict:
         state_dict[prefix + "output.weight"] = old.transpose(1, 2).contiguous()
