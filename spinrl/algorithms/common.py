@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Sequence, TypeVar
 
 import torch
 from torch import nn
 
 from spinrl.models import FactoredTwinCritic, ModelConfig, ValueNet
 
+
+_M = TypeVar("_M", bound=nn.Module)
 
 LossInfo = tuple[torch.Tensor, dict[str, torch.Tensor]]
 """What every loss function returns: the scalar to minimise and detached values to log."""
@@ -37,7 +39,7 @@ class Nets:
     value_target: ValueNet | None = None
 
 
-def target_copy(net: nn.Module) -> nn.Module:
+def target_copy(net: _M) -> _M:
     """Frozen copy of ``net`` to be tracked by :func:`polyak`."""
     target = copy.deepcopy(net)
     target.requires_grad_(False)

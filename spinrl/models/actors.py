@@ -83,6 +83,9 @@ class FactoredActor(nn.Module):
 class FactoredMLPActor(FactoredActor):
     """Baseline: obs -> h -> h (ReLU) -> one Linear to sum(m_i) -> N independent categoricals."""
 
+    pad_index_NM: torch.Tensor
+    valid_NM: torch.Tensor
+
     def __init__(self, obs_dim: int, nvec: Sequence[int], cfg: ModelConfig | None = None):
         super().__init__()
         cfg = cfg or ModelConfig()
@@ -190,6 +193,7 @@ class AutoregressiveActor(nn.Module):
     """
 
     factored = False
+    feed_offsets: torch.Tensor
 
     def __init__(self, obs_dim: int, nvec: Sequence[int], cfg: ModelConfig | None = None):
         super().__init__()
@@ -265,7 +269,7 @@ class CachedFeatureActor(FactoredActor):
         self.obs_dim = int(obs_dim)
         self.nvec = tuple(int(m) for m in nvec)
         self.asm = ActionStructureModel(obs_dim, nvec, cfg)
-        self.asm.heads = None  # the ASM's prediction heads are not used (method.md discards them)
+        self.asm.heads = None  # type: ignore[assignment]  # the ASM's prediction heads are discarded (method.md)
         self.asm.requires_grad_(False)
         self.heads = SubActionHeads(cfg.d_model, self.nvec, cfg.head_hidden, cfg.dropout)
         self.frozen = True

@@ -25,6 +25,9 @@ class ActionStructureModel(Trunk):
         cfg: Sizes; d_model, n_heads, n_blocks, n_state_tokens must match the SPIN actor later.
     """
 
+    token_offsets_N: torch.Tensor
+    mask_N: torch.Tensor
+
     def __init__(self, obs_dim: int, nvec: Sequence[int], cfg: ModelConfig | None = None):
         super().__init__(obs_dim, nvec, cfg or ModelConfig())
         self.heads = SubActionHeads(self.cfg.d_model, self.nvec, self.cfg.head_hidden, self.cfg.dropout)

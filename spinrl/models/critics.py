@@ -26,6 +26,10 @@ class FactoredTwinCritic(nn.Module):
         members: Ensemble size K.
     """
 
+    pad_index_NM: torch.Tensor
+    valid_NM: torch.Tensor
+    offsets_N: torch.Tensor
+
     def __init__(self, obs_dim: int, nvec: Sequence[int], hidden: int = 256, members: int = 2):
         super().__init__()
         self.nvec = tuple(int(m) for m in nvec)

@@ -46,6 +46,10 @@ class DecQNNet(nn.Module):
             first: a fixed function, so nothing to fit or checkpoint beside the weights.
     """
 
+    pad_index_NM: torch.Tensor
+    valid_NM: torch.Tensor
+    offsets_N: torch.Tensor
+
     def __init__(self, obs_dim: int, nvec: Sequence[int], hidden: int = 256, obs_transform: str = "none"):
         super().__init__()
         if obs_transform not in OBS_TRANSFORMS:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -212,7 +213,7 @@ class OutMajor(nn.Module):
         self.weight = nn.Parameter(weight)
 
 
-def upgrade_in_major_output(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+def upgrade_in_major_output(module: Any, state_dict: dict, prefix: str, *args: Any) -> None:
     """Critic load pre-hook: files from before the out-major layout hold ``weights.2`` [K, h, sum m] instead."""
     old = state_dict.pop(prefix + f"weights.{len(module.weights)}", None)
     if old is not None and prefix + "output.weight" not in state_dict:

@@ -146,6 +146,8 @@ class SubActionHeads(nn.Module):
     logits are set to ``NEG``.
     """
 
+    valid_NM: torch.Tensor
+
     def __init__(self, d: int, nvec: Sequence[int], hidden: int = 128, dropout: float = 0.1):
         super().__init__()
         self.nvec = tuple(int(m) for m in nvec)
