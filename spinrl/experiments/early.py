@@ -132,13 +132,19 @@ def converged_reference(runs: list[dict], key: str, last: int = 5) -> dict | Non
     """Reference return of converged factored-IQL runs: mean over seeds of the mean of the last evaluations."""
     if not runs:
         return None
-    per_seed = []
-    spread = []
+    per_seed, before, spread = [], [], []
     for r in runs:
         tail = [e[key] for e in r["evals"][-last:]]
         per_seed.append(float(np.mean(tail)))
+        before.append(float(np.mean([e[key] for e in r["evals"][-2 * last:-last]] or tail)))
         spread.append(float(np.max(tail) - np.min(tail)))
-    return {"value": float(np.mean(per_seed)), "per_seed": [round(x, 2) for x in per_seed],
+    value, prev = float(np.mean(per_seed)), float(np.mean(before))
+    final = [r["final_eval"]["sampled"] for r in runs if r.get("final_eval")]
+    return {"value": value, "per_seed": [round(x, 2) for x in per_seed], "before": prev,
+            # more than 10% above the five evaluations before: the runs are still improving, not converged
+            "rising": value > 1.1 * prev,
+            "final_sampled": [round(f["return_mean"], 1) for f in final],
+            "final_episodes": [len(f["returns"]) for f in final],
             "last_evals_range": [round(x, 2) for x in spread], "steps": sorted({int(r["config"]["steps"]) for r in runs}),
             "n": len(runs)}
 
@@ -358,7 +364,9 @@ def answer(rep: dict) -> list[str]:
         if t["reference"]:
             pcts = [f"{n.split(' [')[0] + (' [' + n.split(' [')[1] if ' [' in n else '')}: {e['pct_of_converged']['iqm']:.0f}%"
                     for n, e in t["variants"].items() if e.get("pct_of_converged", {}).get("iqm") is not None]
-            line += " Percent of converged F-IQL: " + ", ".join(pcts) + "."
+            line += (" Percent of the F-IQL reference" + (" (provisional: the reference runs were still improving at "
+                     f"{max(t['reference']['steps']):,} steps)" if t["reference"].get("rising") else "")
+                     + ": " + ", ".join(pcts) + ".")
             times = []
             for n, e in t["variants"].items():
                 tt = e.get("time_to_target_s") or []
@@ -387,7 +395,8 @@ def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None
         lines += [head.format(S=S), "|---|---|---|---|---|---|---|"]
         for name, e in t["variants"].items():
             has = "pct_of_converged" in e
-            pct = _ci(e["pct_of_converged"]) if has else "no converged reference yet"
+            pct = (_ci(e["pct_of_converged"]) + (" (provisional)" if ref and ref.get("rising") else "")) if has \
+                else "no converged reference yet"
             ttt = "-"
             if has:
                 tt = e.get("time_to_target_s") or []
@@ -466,7 +475,13 @@ def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None
         if ref:
             lines += [f"Converged F-IQL reference: {ref['value']:.1f} (mean of each seed's last five evaluations, seeds "
                       f"{ref['per_seed']}; range of those five per seed {ref['last_evals_range']}; {ref['steps']} steps; "
-                      f"{_t(t.get('reference_seconds'))} of gradient steps per run).", ""]
+                      f"{_t(t.get('reference_seconds'))} of gradient steps per run)."
+                      + (f" The five evaluations before them averaged {ref['before']:.1f}: **the reference runs were still "
+                         "improving when they stopped, so this is not a converged value**; the percentages and times "
+                         "above are against a provisional 100% that a longer reference run will move."
+                         if ref.get("rising") else "")
+                      + (f" Their final policies on {ref['final_episodes']} fresh sampled episodes each "
+                         f"(`benchmarks/final_eval.py`): {ref['final_sampled']}." if ref.get("final_sampled") else ""), ""]
             rc = t.get("reference_curve") or {}
             if rc:
                 pick = [s for s in sorted(rc) if s in (5_000, 10_000, 20_000) or s % 25_000 == 0 or s == max(rc)]
