@@ -58,6 +58,15 @@ def _int_or(*words: str):
     return parse
 
 
+def _flag_fields(cls: type, skip: tuple[str, ...] = ()):
+    """(field, its type without Optional, its help text) for each init field of ``cls`` not in ``skip``."""
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        if f.name not in skip and f.init:
+            yield f, _unwrap_optional(hints[f.name])[0], docs.get(f.name, "")
+
+
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -72,16 +81,11 @@ def add_config_args(
 ) -> None:
     """Add one flag per dataclass field (``positional`` ones as positionals); ``suppress`` leaves a flag that
     is not given out of the namespace (to tell given flags from defaults)."""
-    hints = typing.get_type_hints(cls)
-    docs = field_docs(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in skip or not f.init:
-            continue
-        tp, optional = _unwrap_optional(hints[f.name])
+    for f, tp, doc in _flag_fields(cls, skip):
         default = (defaults or {}).get(f.name, f.default if f.default is not dataclasses.MISSING else None)
         if f.default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
             default = f.default_factory()  # type: ignore[misc]
-        help_ = docs.get(f.name, "")
+        help_ = doc
         if default not in (None, "", ()) and not isinstance(default, (dict, list)):
             help_ += f" (default: {default})"
         kw: dict[str, Any] = {"help": help_.replace("%", "%%")}  # argparse %-formats help ("80% [MASK]")
@@ -120,16 +124,11 @@ def add_nested_args(parser: argparse.ArgumentParser, title: str, classes: dict[s
     caller builds the dict fields (``algo_kwargs``, ``model_kwargs``) from what the user typed."""
     group = parser.add_argument_group(title)
     for key, cls in classes.items():
-        hints = typing.get_type_hints(cls)
-        docs = field_docs(cls)
-        for f in dataclasses.fields(cls):
-            if f.name in skip or not f.init:
-                continue
-            tp, _ = _unwrap_optional(hints[f.name])
+        for f, tp, doc in _flag_fields(cls, skip):
             kw: dict[str, Any] = {"type": tp if tp in (int, float, str) else parse_literal}
             if tp is bool:
                 kw = {"action": argparse.BooleanOptionalAction}
-            help_ = docs.get(f.name, "") + (f" ({default_note}: {f.default})" if f.default is not dataclasses.MISSING else "")
+            help_ = doc + (f" ({default_note}: {f.default})" if f.default is not dataclasses.MISSING else "")
             group.add_argument(f"--{key}-{f.name}".replace("_", "-"), dest=f"{dest}:{key}:{f.name}", metavar=f.name.upper(),
                                default=argparse.SUPPRESS, help=help_.replace("%", "%%"), **kw)
 
