@@ -4,8 +4,8 @@ virtualenv, run from another directory.
 What is real and what is borrowed: the wheel is built here (setuptools' PEP 517 backend, as ``pip wheel``
 without build isolation calls it, in a copy of the sources) and installed by pip into a new virtualenv that sees
 neither this checkout nor the test environment's packages. Its core requirements (torch, numpy, gymnasium, tqdm,
-matplotlib and everything they require, read from the wheel's own metadata) are not downloaded: they are linked
-from the test environment through one ``.pth`` folder that holds only them, and pip installs the wheel with
+matplotlib, safetensors and everything they require, read from the wheel's own metadata) are not downloaded: they
+are linked from the test environment through one ``.pth`` folder that holds only them, and pip installs the wheel with
 ``--no-index``, so it fails if the metadata asks for anything that is not in that folder. dm-control, MuJoCo and
 the other extras are absent, as after ``pip install spinrl``.
 """
@@ -25,7 +25,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
-CORE = {"numpy", "torch", "gymnasium", "tqdm", "matplotlib"}
+CORE = {"numpy", "torch", "gymnasium", "tqdm", "matplotlib", "safetensors"}
 
 
 def _core_requirements(wheel: Path) -> list[str]:

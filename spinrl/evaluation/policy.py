@@ -14,7 +14,7 @@ from spinrl.algorithms.common import Nets
 from spinrl.errors import CheckpointError, SpinError
 from spinrl.models import FactoredTwinCritic, ModelConfig, build_actor
 from spinrl.models.actors import CachedFeatureActor
-from spinrl.utils.checkpoint import load_checkpoint, save_atomic
+from spinrl.utils.checkpoint import load_checkpoint, save_atomic, save_safetensors
 
 POLICY_SCHEMA = 1
 
@@ -88,8 +88,9 @@ class Policy:
     __call__ = act
 
     def save(self, path: str | Path) -> Path:
+        """Write the policy; a ``.safetensors`` path writes weights plus a JSON header (loads without pickle)."""
         path = Path(path)
-        save_atomic(
+        (save_safetensors if path.suffix == ".safetensors" else save_atomic)(
             {
                 "schema": POLICY_SCHEMA,
                 "kind": "policy",
@@ -104,7 +105,7 @@ class Policy:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> "Policy":
-        """Load a ``policy.pt`` written by training (``weights_only``: no code runs on load)."""
+        """Load a ``policy.pt`` or ``policy.safetensors`` written by training (no code runs on load)."""
         ck = load_checkpoint(path, "policy file")
         if ck.get("kind") != "policy":
             raise CheckpointError(f"{path} is a {ck.get('kind')!r} file, not a policy; pass a run's policy.pt")

@@ -37,6 +37,7 @@ from spinrl.utils.checkpoint import (
     resolve_device,
     restore_rng,
     save_atomic,
+    save_safetensors,
     seed_everything,
 )
 from spinrl.utils.rundir import check_same, save_figure, write_json
@@ -292,6 +293,8 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None, held: list) -> Iter
                   for r in rows],
         **environment_info(device),
     }
+    # the chosen weights again for sharing, loadable without pickle (load_checkpoint reads either file)
+    save_safetensors({"schema": CHECKPOINT_SCHEMA, "kind": "asm", "model": best}, out / "asm.safetensors")
     write_json(out / "asm.json", info)
     if still_falling:
         warnings.warn(stop_summary(info), stacklevel=2)

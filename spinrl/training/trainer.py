@@ -56,7 +56,7 @@ _FIXED = ("algo", "actor", "preset", "eval_every", "eval_episodes", "greedy", "e
 _ADDED = {"precision": "fp32", "eval_mode": "auto", "eval_num_envs": 16, "feature_cache_gb": 8.0}
 """fields added after a run was made: the value such a run had"""
 # spinrl's own files in a run directory (what --overwrite replaces; anything else there is kept)
-_RUN_FILES = {"config.json", "metrics.csv", "policy.pt", "checkpoints", *loggers.LOGGER_FILES}
+_RUN_FILES = {"config.json", "metrics.csv", "policy.pt", "policy.safetensors", "checkpoints", *loggers.LOGGER_FILES}
 
 
 @dataclasses.dataclass
@@ -393,7 +393,9 @@ def _train(cfg: TrainConfig, held: list) -> Iterator[dict]:
         yield row
     bar.close()
     log.close()
-    make_policy(s).save(out / "policy.pt")
+    policy = make_policy(s)
+    policy.save(out / "policy.safetensors")  # the same weights for sharing, loadable without pickle
+    policy.save(out / "policy.pt")  # last: its presence marks the run finished
 
 
 def _stop_if_diverged(bad_step: torch.Tensor, good_step: int, acc: dict, ckpt_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -38,14 +39,45 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
             tmp.unlink()
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+def write_text_atomic(path: str | os.PathLike, text: str | bytes) -> None:
     path = Path(path)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w") as f:
+    with open(tmp, "wb" if isinstance(text, bytes) else "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def save_safetensors(obj: dict, path: str | os.PathLike) -> None:
+    """``obj`` (a policy or ASM file's dict) as safetensors, for sharing weights that load without pickle: each
+    state-dict field's tensors under ``field/name``, every other field as JSON in the header."""
+    import torch
+    from safetensors.torch import save
+
+    tensors, header = {}, {}
+    for k, v in obj.items():
+        if isinstance(v, dict) and v and all(torch.is_tensor(t) for t in v.values()):
+            tensors.update({f"{k}/{n}": t.detach().cpu().clone().contiguous() for n, t in v.items()})
+        else:
+            header[k] = v
+    write_text_atomic(path, save(tensors, metadata={"spinrl": json.dumps(header)}))
+
+
+def _load_safetensors(path: Path, what: str) -> dict:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            obj = json.loads((f.metadata() or {}).get("spinrl", "null"))
+            if not isinstance(obj, dict):
+                raise CheckpointError(f"{what} {path} is a safetensors file without spinrl's header; save it with spinrl")
+            for key in f.keys():
+                field, _, name = key.partition("/")
+                obj.setdefault(field, {})[name] = f.get_tensor(key)
+    except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        raise CheckpointError(f"{what} {path} is not a readable safetensors file ({str(e).splitlines()[0][:120]})") from None
+    return obj
 
 
 _NUM = (int, float)
@@ -77,7 +109,8 @@ def _check_fields(obj: dict, kind: str, what: str, path: Path) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint", kind: str | None = None) -> dict:
-    """Load with ``weights_only=True``; any problem becomes a one-line CheckpointError.
+    """Load with ``weights_only=True`` (or a ``.safetensors`` file: no pickle at all); any problem becomes a
+    one-line CheckpointError.
 
     Args:
         kind: when given, the file's ``kind`` field must equal it (a policy is not a training checkpoint).
@@ -88,7 +121,12 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint", kind: str
     if not path.exists():
         raise CheckpointError(f"{what} {path} does not exist; check the path")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            obj = _load_safetensors(path, what)
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
     except Exception as e:  # torch raises many types for corrupt or hostile files
         text = str(e).strip()
         if "Weights only load failed" in text:
