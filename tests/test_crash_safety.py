@@ -43,7 +43,7 @@ def is_temp(p: Path) -> bool:
 
 def check_files(run_dir: Path) -> dict[str, int]:
     """Every non-temporary file in ``run_dir`` is complete and loads; returns counts by kind."""
-    seen = {"csv": 0, "json": 0, "pt": 0, "png": 0, "npy": 0}
+    seen = {"csv": 0, "json": 0, "pt": 0, "png": 0, "npy": 0, "safetensors": 0}
     for p in sorted(run_dir.rglob("*")):
         if p.is_dir() or is_temp(p) or any(is_temp(q) for q in p.parents if q != run_dir.parent):
             continue
@@ -58,7 +58,7 @@ def check_files(run_dir: Path) -> dict[str, int]:
             assert all(len(r) == len(rows[0]) for r in rows), f"{p} has a partial row"
         elif p.suffix == ".json":
             json.loads(p.read_text())
-        elif p.suffix == ".pt":
+        elif p.suffix in (".pt", ".safetensors"):
             assert isinstance(load_checkpoint(p), dict)
         elif p.suffix == ".npy":
             np.load(p, mmap_mode="r")  # a partial .npy fails to map

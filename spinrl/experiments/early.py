@@ -152,6 +152,8 @@ def converged_reference(runs: list[dict], key: str, last: int = 5) -> dict | Non
 def _train_seconds(run: dict, step: int) -> float:
     """Gradient-step time up to ``step``, evaluations excluded (each logged row's steps over its steps/s), so runs
     that evaluate every 1,000 and every 5,000 steps are timed alike."""
+    if not any(r.get("grad_steps_per_s") for r in run["rows"]):  # records without the column: the wall clock
+        return float(_at(run, step, "wall_seconds") or 0.0)
     total, prev = 0.0, 0
     for r in run["rows"]:
         s = r.get("step")
