@@ -10,18 +10,14 @@ from pathlib import Path
 import pytest
 
 from spinrl.cli.main import main
-from spinrl.experiments.datasets import DataMakeConfig, make_dataset
 
 SMALL = ["--steps", "4", "--eval-every", "0", "--batch-size", "16", "--no-progress", "--model-mlp-hidden", "16",
          "--model-critic-hidden", "16"]
 
 
 @pytest.fixture(scope="module")
-def maze(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("data") / "maze3.d"
-    make_dataset(DataMakeConfig(env="maze", env_kwargs={"actuators": 3}, level="medium-expert", transitions=600,
-                                seed=0, out=str(out)), progress=False)
-    return str(out)
+def maze(small_maze) -> str:
+    return small_maze
 
 
 def test_help_lists_every_algorithm_hyper_parameter(capsys):

@@ -10,22 +10,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY
 
 from spinrl.errors import ConfigError, MissingExtraError
-from spinrl.experiments.datasets import DataMakeConfig, make_dataset
 from spinrl.utils.loggers import RunLogger, parse_loggers
 
 ALL = ("tensorboard", "wandb", "mlflow")
-TINY = {"d_model": 16, "n_heads": 2, "n_blocks": 1, "head_hidden": 16, "mlp_hidden": 16, "critic_hidden": 16,
-        "lstm_hidden": 16, "lstm_layers": 1, "sub_action_embed": 4}
 
 
 @pytest.fixture(scope="module")
-def maze(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("data") / "maze4.d"
-    make_dataset(DataMakeConfig(env="maze", env_kwargs={"actuators": 4}, level="medium-expert", transitions=1000,
-                                seed=0, out=str(out)), progress=False)
-    return str(out)
+def maze(small_maze) -> str:
+    return small_maze
 
 
 @pytest.fixture

@@ -5,23 +5,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import TINY
 import torch
 
 from spinrl.errors import CheckpointError
 from spinrl.evaluation import Policy
-from spinrl.experiments.datasets import DataMakeConfig, make_dataset
 from spinrl.training import PretrainConfig, TrainConfig, pretrain, run
 from spinrl.utils.checkpoint import load_checkpoint
 
-TINY = {"d_model": 16, "n_heads": 2, "n_blocks": 1, "head_hidden": 16, "critic_hidden": 16}
 
 
 @pytest.fixture(scope="module")
-def spin_run(tmp_path_factory):
+def spin_run(tmp_path_factory, small_maze):
     root = tmp_path_factory.mktemp("share")
-    data = root / "maze.d"
-    make_dataset(DataMakeConfig(env="maze", env_kwargs={"actuators": 3}, level="medium-expert", transitions=600,
-                                seed=0, out=str(data)), progress=False)
+    data = small_maze
     pretrain(PretrainConfig(dataset=str(data), out=str(root / "asm"), max_steps=4, steps_per_epoch=2, batch_size=32,
                             model_kwargs=TINY, progress=False, threads=1))
     run(TrainConfig(dataset=str(data), out=str(root / "run"), actor="spin", asm=str(root / "asm"), steps=4,
