@@ -76,6 +76,7 @@ def test_early_page_from_records(tmp_path):
         _run(runs, f"s{seed}", "spin", seed, [60, 50 + seed], asm="/elsewhere/asm/task/asm_b0")
         _run(ref, f"r{seed}", "factored", seed, [50, 55, 60, 60, 60, 60], steps=tuple(range(1000, 7000, 1000)),
              wall=tuple(float(x) for x in range(10, 70, 10)))
+    _run(runs, "f3", "factored", 3, [10, 21])  # a factored seed without a long reference run
     rep = early.build(runs, step=2000, reference=ref)
     t = rep["tasks"]["maze[actuators=5] medium-expert"]
     names = list(t["variants"])
@@ -87,7 +88,10 @@ def test_early_page_from_records(tmp_path):
     # never do, so its time is read off the reference run of the same seed (step 3,000: 30 s of gradient steps)
     f = t["variants"]["F-IQL"]
     assert spin["time_to_target_iqm_s"] == pytest.approx(40.0) and f["time_to_target_iqm_s"] == pytest.approx(30.0)
-    assert f["time_to_target_source"] == ["reference"] * 3
+    assert f["time_to_target_source"] == ["reference"] * 3 + ["run"] and f["time_to_target_partial"]
     assert t["paired"][f"{names[1]} - F-IQL"]["mean"] == pytest.approx(30.0)
     md = early.format_markdown(rep, "spinrl report x --early-step 2000")
     assert md.startswith("# Early learning") and "86.4 [" in md  # SPIN at 51 of 59 = 86.4%
+    # the answer leads: the Table-4 test (SPIN >= 70%, factored < 50% of the reference) and the speed ratio
+    assert "Table-4 test" in md and "**met**" in md and "F-IQL 0.5 min (3/4 seeds, the long reference runs)" in md
+    assert "(0.75x F-IQL's speed)" in md  # SPIN's 40 s (ASM included) against factored's 30 s
