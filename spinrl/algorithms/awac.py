@@ -24,7 +24,7 @@ TARGETS = ("critic", "value")
 
 @dataclass
 class AWACConfig:
-    """AWAC objective (method.md).
+    """AWAC objective (docs/method.md, section "Algorithms: IQL, AWAC, BCQ").
 
     Q_k: MSE to r + gamma (1 - terminated) V_target(s').
     V: MSE to min_k E_{a~pi} Q_target,k(s, a), exact per sub-action for factored actors

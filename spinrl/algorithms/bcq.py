@@ -16,7 +16,7 @@ TARGETS = ("critic",)
 
 @dataclass
 class BCQConfig:
-    """BCQ objective (method.md); ``nets.actor`` is the imitation model pi_b.
+    """BCQ objective (docs/method.md, section "Algorithms: IQL, AWAC, BCQ"); ``nets.actor`` is the imitation model pi_b.
 
     pi_b: maximise E_D[log pi_b(a|s)].
     allowed set per sub-action: A_i(s) = {a_i : pi_b(a_i|s) >= threshold * max pi_b(.|s)}.

@@ -25,7 +25,7 @@ TARGETS = ("critic",)
 
 @dataclass
 class IQLConfig:
-    """IQL objective (method.md).
+    """IQL objective (docs/method.md, section "Algorithms: IQL, AWAC, BCQ").
 
     V: expectile(tau) regression of V(s) to min_k Q_target,k(s, a) over dataset actions.
     Q_k: MSE to r + gamma (1 - terminated) V(s').

@@ -1,4 +1,4 @@
-"""Masked action modelling: the BERT-style objective that pretrains the ASM (method.md, stage 1)."""
+"""Masked action modelling: the BERT-style objective that pretrains the ASM (docs/method.md, stage 1)."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ from spinrl.data.dataset import OfflineDataset
 from spinrl.data.validation import check_meta_names
 from spinrl.errors import DatasetError
 
-# Public benchmark reference scores (benchmarks.md section 1): (domain-task, bins) -> (random, expert).
+# Public benchmark reference scores (docs/benchmarks.md section 1): (domain-task, bins) -> (random, expert).
 PUBLIC_REFERENCE: dict[tuple[str, int], tuple[float, float]] = {
     ("finger-spin", 3): (4.36, 853.62),
     ("fish-swim", 3): (72.32, 418.58),

@@ -56,13 +56,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "dmc": {"bins": 3},
 }
 DESCRIPTIONS = {
-    "maze": "2-D point pushed by n binary actuators around two walls to a goal (benchmarks.md s.2)",
-    "cone": "D-dim grid, 2 bits per dimension (XOR-coded stay), pits on the start-goal line (s.3)",
-    "sepsis": "ICU-Sepsis tabular MDP from MIMIC-III, fluids x vasopressors 5x5 (s.4; extra 'sepsis')",
-    "dmc": "DM Control task, each action dimension discretized into bins (s.1)",
+    "maze": "2-D point pushed by n binary actuators around two walls to a goal (docs/benchmarks.md s.2)",
+    "cone": "D-dim grid, 2 bits per dimension (XOR-coded stay), pits on the start-goal line (docs/benchmarks.md s.3)",
+    "sepsis": "ICU-Sepsis tabular MDP from MIMIC-III, fluids x vasopressors 5x5 "
+              "(docs/benchmarks.md s.4; extra 'sepsis')",
+    "dmc": "DM Control task, each action dimension discretized into bins (docs/benchmarks.md s.1)",
 }
 DMC_TASKS = ["cheetah-run", "finger-spin", "fish-swim", "quadruped-walk", "humanoid-stand", "dog-trot"]
-DMC_REFERENCE = {  # (task, bins): (random, expert), benchmarks.md section 1
+DMC_REFERENCE = {  # (task, bins): (random, expert), docs/benchmarks.md section 1
     ("cheetah-run", 3): (5.39, 664.57), ("finger-spin", 3): (4.36, 853.62), ("fish-swim", 3): (72.32, 418.58),
     ("quadruped-walk", 3): (121.37, 781.19), ("humanoid-stand", 3): (4.54, 711.9), ("dog-trot", 3): (7.32, 724.37),
     ("dog-trot", 10): (6.48, 736.95), ("dog-trot", 30): (6.39, 768.24), ("dog-trot", 50): (6.1, 752.58),
@@ -71,7 +72,7 @@ DMC_REFERENCE = {  # (task, bins): (random, expert), benchmarks.md section 1
 LEVELS = ("random", "medium", "expert")
 # per-step probability of a random action for "medium", tuned to ~45 normalized (see tests/test_envs.py)
 MEDIUM_P = {"maze": 0.9, "cone": 0.87, "sepsis": 0.5}
-PUBLIC = "public benchmark (benchmarks.md)"
+PUBLIC = "public benchmark (docs/benchmarks.md)"
 
 
 def _family(env_id: str) -> str:
@@ -391,7 +392,7 @@ def list_envs() -> list[dict[str, Any]]:
         except SpinError as e:  # missing extra
             row.update(obs_dim=47, nvec=[5, 5], joint_size=25, available=False, note=str(e))
         rows.append(row)
-    # static facts (benchmarks.md table) so listing never loads MuJoCo
+    # static facts (docs/benchmarks.md section 1 table) so listing never loads MuJoCo
     dmc_shape = {"cheetah-run": (17, 6), "finger-spin": (9, 2), "fish-swim": (24, 5), "quadruped-walk": (78, 12), "humanoid-stand": (67, 21), "dog-trot": (223, 38)}
     for task in DMC_TASKS:
         obs_dim, n = dmc_shape[task]

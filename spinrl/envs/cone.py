@@ -1,4 +1,4 @@
-"""CoNE, combinatorial navigation (benchmarks.md section 3): a D-dimensional grid, 2 bits per dimension.
+"""CoNE, combinatorial navigation (docs/benchmarks.md section 3): a D-dimensional grid, 2 bits per dimension.
 
 Structure: for dimension i the pair (b_2i, b_2i+1) moves +1 for (1,0), -1 for (0,1) and stays for
 (0,0) or (1,1), an XOR-like code that independent per-bit choices cannot represent.

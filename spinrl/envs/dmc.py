@@ -1,4 +1,7 @@
-"""Discretized DeepMind Control tasks (benchmarks.md section 1). Imported lazily: loading MuJoCo is slow."""
+"""Discretized DeepMind Control tasks (docs/benchmarks.md section 1).
+
+Imported lazily: loading MuJoCo is slow.
+"""
 
 from __future__ import annotations
 

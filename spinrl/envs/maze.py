@@ -1,4 +1,4 @@
-"""Actuator maze (benchmarks.md section 2): n binary actuators push a point around two walls.
+"""Actuator maze (docs/benchmarks.md section 2): n binary actuators push a point around two walls.
 
 Structure: opposite actuators cancel and many joint actions give near-identical motions, so a good
 policy is a *set* of coordinated joint actions, not independent per-actuator choices.

@@ -1,4 +1,4 @@
-"""ICU-Sepsis (benchmarks.md section 4), re-implemented as a vectorized tabular MDP.
+"""ICU-Sepsis (docs/benchmarks.md section 4), re-implemented as a vectorized tabular MDP.
 
 We read the package's ``dynamics.npz`` without importing ``icu_sepsis`` (its import pulls the old
 ``gym`` and prints a deprecation banner). Action index = fluid * 5 + vaso, the package's convention.

@@ -72,7 +72,8 @@ def evaluate_act(
     num_envs: int = 16,
     reference: dict | None = None,
 ) -> EvalResult:
-    """Run ``episodes`` episodes with reset seeds ``seed + 100 + k`` (method.md)."""
+    """Run ``episodes`` episodes with reset seeds ``seed + 100 + k`` (docs/method.md, section
+    "Evaluation and time to target")."""
     vec = envs.make_vector(env_id, min(num_envs, episodes), **(env_kwargs or {}))
     eps = run_episodes(vec, act, [seed + 100 + k for k in range(episodes)])
     return EvalResult(eps.returns, normalize(eps.returns, reference), reference)

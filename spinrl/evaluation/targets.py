@@ -61,7 +61,8 @@ def time_to_target(
     Args:
         runs: a run directory (or several seeds: their mean curve is used, rows aligned by step).
         reference: the factored-IQL run(s) whose (mean) final return sets the target, or a number.
-        include_pretraining: add the ASM's pretraining time for SPIN runs (method.md).
+        include_pretraining: add the ASM's pretraining time for SPIN runs (docs/method.md, section
+            "Evaluation and time to target").
 
     Returns:
         Seconds (mean wall time over seeds at the first step where the mean return reaches the target),

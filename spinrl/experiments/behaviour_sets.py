@@ -2,7 +2,7 @@
 
 A *behaviour directory* is either a run directory of ``spinrl behaviour train`` (``policies/step_*.pt``)
 or an exported set (``behaviour.json`` + ``expert.pt`` + ``medium.pt``, e.g. the committed
-``behaviour_checkpoints/<task>-<bins>``). Selection (benchmarks.md s.1, "ours" where unpublished):
+``behaviour_checkpoints/<task>-<bins>``). Selection (docs/benchmarks.md s.1, "ours" where unpublished):
 expert = the checkpoint with the best greedy evaluation return (earliest on ties); medium = among the
 checkpoints whose greedy return is 35-55% of the expert's, the one closest to 45% (earliest on ties): the
 earliest in the band sits at its lower edge on a steep learning curve, and users expect medium ~45. Data are collected epsilon-greedily

@@ -30,7 +30,7 @@ from spinrl.experiments.behaviour_sets import (REFERENCE_EPISODES, REFERENCE_MAX
 from spinrl.utils.checkpoint import write_text_atomic
 
 BENCHMARK_SIZES = {"medium": 1_000_000, "expert": 1_000_000, "medium-expert": 2_000_000, "random-medium-expert": 200_000}
-"""Transitions per level in the public benchmark (benchmarks.md s.1)."""
+"""Transitions per level in the public benchmark (docs/benchmarks.md s.1)."""
 WANTED = [("cheetah-run", 3), ("finger-spin", 3), ("humanoid-stand", 3), ("quadruped-walk", 3), ("dog-trot", 3),
           ("dog-trot", 10), ("dog-trot", 30)]
 """Task/bins pairs issue 4 asks for (paper main table and the dog-trot cardinality study)."""
@@ -243,7 +243,7 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from `{behaviour_root}` and the datasets in the data "
         "cache. Do not edit by hand: rerun the command.",
         "",
-        "Protocol (benchmarks.md s.1; *ours* where the sources are silent): behaviour agents are online DecQN "
+        "Protocol (docs/benchmarks.md s.1; *ours* where the sources are silent): behaviour agents are online DecQN "
         "(`spinrl behaviour train`: mean-decomposed factored Q, double Q, 3-step returns, Huber, Adam 1e-4, clip 40, "
         "batch 256, Polyak 0.005, uniform replay, 10k random warm-up steps, one update per 5 env steps, epsilon "
         "1.0 -> 0.05 multiplied by 0.999 per exploratory action) evaluated greedily on 10 episodes every 25k env steps. "

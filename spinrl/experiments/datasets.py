@@ -229,7 +229,7 @@ def _generate(cfg: DataMakeConfig, progress: bool | None) -> OfflineDataset:
     ends = np.cumsum(lengths) - 1
     term_arr[ends] = np.asarray(terms, dtype=bool)
     trunc_arr[ends] = ~np.asarray(terms, dtype=bool)
-    if bset is not None:  # our own references for our own datasets (benchmarks.md s.1)
+    if bset is not None:  # our own references for our own datasets (docs/benchmarks.md s.1)
         r = bset.reference()
         ref = envs.ReferenceScores(r["random"], r["expert"], r["source"])
     else:

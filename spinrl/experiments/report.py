@@ -2,10 +2,11 @@
 
 Runs are found by their ``config.json`` + ``metrics.csv`` and grouped by task (env id, env kwargs,
 dataset level) and method (algorithm x actor, preset when a task mixes presets); the seeds of a group
-give mean +/- std (numpy's population std, ddof 0). Time to target follows method.md: the first wall
-time at which the seed-mean evaluation return reaches 95% of factored-IQL's final return on the same
-task, with the ASM's pretraining time added for SPIN. ASM directories (``asm.json``) give the
-pretraining curves. Nothing is read from live objects, so a report can be rebuilt at any time.
+give mean +/- std (numpy's population std, ddof 0). Time to target follows docs/method.md (section
+"Evaluation and time to target"): the first wall time at which the seed-mean evaluation return reaches
+95% of factored-IQL's final return on the same task, with the ASM's pretraining time added for SPIN. ASM
+directories (``asm.json``) give the pretraining curves. Nothing is read from live objects, so a report can
+be rebuilt at any time.
 
 Run directories hold checkpoints (MB each) and live outside git, on one machine. ``--records DIR``
 first copies what a report reads of every finished run and ASM (config.json, metrics.csv,
@@ -32,7 +33,7 @@ ACTOR_NAMES = {"factored": "F", "autoregressive": "AR", "saint": "SAINT", "spin"
 ACTOR_ORDER = list(ACTOR_NAMES)
 REFERENCE_METHOD = "F-IQL"
 
-# benchmarks.md s.5: what the paper reported (IQL, 1M steps, A40, 5 seeds), final raw return
+# docs/benchmarks.md s.5: what the paper reported (IQL, 1M steps, A40, 5 seeds), final raw return
 # F-IQL / AR-IQL / SAINT-IQL / SPIN-IQL. Shown only beside a task that matches (env, kwargs, level).
 PAPER_DMC = {
     "medium": {"cheetah-run": (293.0, 284.7, 293.5, 293.6), "finger-spin": (385.4, 383.5, 391.5, 392.7),
@@ -53,7 +54,7 @@ def paper_numbers(env_id: str, env_kwargs: dict, level: str) -> dict | None:
         vals = PAPER_DMC.get(level, {}).get(env_id[4:])
         if vals:
             return {"final_return": dict(zip(PAPER_METHODS, vals)),
-                    "note": "paper: final raw return after 1M steps, 5 seeds, their datasets (benchmarks.md s.5)"}
+                    "note": "paper: final raw return after 1M steps, 5 seeds, their datasets (docs/benchmarks.md s.5)"}
     if env_id == "maze" and int((env_kwargs or {}).get("actuators", 0)) in (5, 10, 15):
         return {"final_return": None,
                 "note": "paper: Maze 5/10/15 actuators saturated at ~99.4 return for every method (1M steps); "
@@ -408,7 +409,8 @@ def _j(values) -> str:
 
 
 def paper_differences(rep: dict) -> list[str]:
-    """Every way this report's setting differs from the paper's (benchmarks.md s.5, method.md), from the runs."""
+    """Every way this report's setting differs from the paper's (docs/benchmarks.md s.5, docs/method.md), from the
+    runs."""
     st = rep["setting"]
     asms = [a for t in rep["tasks"].values() for a in t["asms"]]
     envs = sorted({t["env_id"] for t in rep["tasks"].values()})

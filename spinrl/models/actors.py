@@ -107,7 +107,8 @@ class FactoredMLPActor(FactoredActor):
 def check_asm_fits(
     asm: ActionStructureModel, cfg: ModelConfig, obs_dim: int | None, nvec: Sequence[int] | None
 ) -> None:
-    """Strict loading (method.md): any mismatch between an ASM and the task or sizes raises."""
+    """Strict loading (docs/method.md, section "SPIN: the SAINT actor on a frozen ASM"): any mismatch between an
+    ASM and the task or sizes raises."""
     for field in ("d_model", "n_heads", "n_blocks", "n_state_tokens"):
         got, want = getattr(asm.cfg, field), getattr(cfg, field)
         if got != want:
@@ -162,7 +163,8 @@ class TransformerActor(Trunk, FactoredActor):
     ) -> "TransformerActor":
         """SPIN actor: the ASM's state encoder and blocks (copied, frozen) + fresh queries and heads.
 
-        Loading is strict (method.md): any mismatch raises instead of training from scratch.
+        Loading is strict (docs/method.md, section "SPIN: the SAINT actor on a frozen ASM"): any mismatch raises
+        instead of training from scratch.
         Frozen blocks keep their dropout active in train mode, as in the paper's code.
 
         Args:
@@ -185,7 +187,7 @@ class TransformerActor(Trunk, FactoredActor):
 
 
 class AutoregressiveActor(nn.Module):
-    """pi(a|s) = prod_i pi_i(a_i | s, a_<i): LSTM over sub-actions (baseline, method.md).
+    """pi(a|s) = prod_i pi_i(a_i | s, a_<i): LSTM over sub-actions (docs/method.md, section "Baseline actors").
 
     Step i reads [state embedding ; embedding of a_{i-1}] (a start token at i = 0) from one table
     with offsets, and head i maps the LSTM output to logits over m_i. Teacher forcing runs the
@@ -269,7 +271,7 @@ class CachedFeatureActor(FactoredActor):
         self.obs_dim = int(obs_dim)
         self.nvec = tuple(int(m) for m in nvec)
         self.asm = ActionStructureModel(obs_dim, nvec, cfg)
-        self.asm.heads = None  # type: ignore[assignment]  # the ASM's prediction heads are discarded (method.md)
+        self.asm.heads = None  # type: ignore[assignment]  # the ASM's prediction heads are discarded (docs/method.md)
         self.asm.requires_grad_(False)
         self.heads = SubActionHeads(cfg.d_model, self.nvec, cfg.head_hidden, cfg.dropout)
         self.frozen = True

@@ -1,4 +1,4 @@
-"""Action Structure Model (ASM): a masked model of sub-actions given the state (method.md, stage 1)."""
+"""Action Structure Model (ASM): a masked model of sub-actions given the state (docs/method.md, stage 1)."""
 
 from __future__ import annotations
 

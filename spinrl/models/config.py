@@ -9,7 +9,7 @@ from spinrl.errors import ConfigError
 
 @dataclass
 class ModelConfig:
-    """Network sizes. Defaults are the paper's sizes (method.md); they are slow on CPU."""
+    """Network sizes. Defaults are the paper's sizes (docs/method.md, section "Presets"); they are slow on CPU."""
 
     d_model: int = 256
     """Transformer width (ASM, SAINT and SPIN); must match the ASM for SPIN."""

@@ -13,7 +13,7 @@ from spinrl.models.layers import _uniform_, concat_offsets, padding_index, to_pa
 
 
 class FactoredTwinCritic(nn.Module):
-    """K MLP critics obs -> h -> h -> sum(m_i), Q_k(s, a) = sum_i q_k,i(s)[a_i] (method.md).
+    """K MLP critics obs -> h -> h -> sum(m_i), Q_k(s, a) = sum_i q_k,i(s)[a_i] (docs/method.md, section "Critics").
 
     All members run in one batched matmul (weights [K, in, out]) instead of a loop over members. The
     output layer is stored out-major, ``output.weight`` [K, sum m_i, h] (a layout for ``fast.critic_q``,

@@ -12,7 +12,7 @@ from spinrl.models.layers import concat_offsets, padding_index, to_padded
 
 
 class ResidualBlock(nn.Module):
-    """x + W2 relu(W1 LayerNorm(x)): the residual MLP block of the DecQN torso (benchmarks.md s.1)."""
+    """x + W2 relu(W1 LayerNorm(x)): the residual MLP block of the DecQN torso (docs/benchmarks.md s.1)."""
 
     def __init__(self, hidden: int):
         super().__init__()

@@ -1,4 +1,4 @@
-"""Plain building blocks shared by the ASM, the actors and the critics (each exists once; method.md).
+"""Plain building blocks shared by the ASM, the actors and the critics (each exists once; docs/method.md).
 
 Where a measured CPU fast path computes the same thing faster, the plain function hands over to it in
 one line (``fast.py``, behind its one switch).
@@ -99,7 +99,8 @@ class Dropout(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LN self-attention block (method.md), the one block of the ASM, SAINT and SPIN.
+    """Pre-LN self-attention block, the one block of the ASM, SAINT and SPIN (docs/method.md, section "The shared
+    transformer trunk").
 
     x = X + Dropout(OutProj(MHA(LN(X)))); x = x + FFN(LN(x)); FFN = d->2d GELU Dropout 2d->d Dropout.
     No positional encoding: the block is permutation-equivariant over tokens.

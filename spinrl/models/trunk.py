@@ -1,4 +1,5 @@
-"""The transformer trunk shared by the ASM and the SAINT/SPIN actor (method.md), built here once."""
+"""The transformer trunk shared by the ASM and the SAINT/SPIN actor, built here once (docs/method.md, section
+"The shared transformer trunk")."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from spinrl.utils.checks import MAX_BATCH, MAX_EPISODES, check_finite, check_int
 ALGOS = ("iql", "awac", "bcq")
 ACTORS = ("factored", "autoregressive", "saint", "spin", "spin-cached")
 
-# Presets. `paper` is method.md exactly. `cpu` is what 2 CPU cores can afford: d_model 64 / 2 blocks
+# Presets. `paper` is docs/method.md exactly. `cpu` is what 2 CPU cores can afford: d_model 64 / 2 blocks
 # (per-step costs of both presets: docs/SPEED.md, written by benchmarks/train_step.py); critics, heads,
 # batch and learning rates stay as in the paper.
 PRESETS: dict[str, dict] = {
@@ -64,7 +64,8 @@ class TrainConfig:
     asm: str | None = None
     """ASM directory from `spinrl pretrain` (required for --actor spin and spin-cached)"""
     preset: Literal["cpu", "paper"] = "cpu"
-    """model sizes and batch: paper = method.md exactly (slow on CPU); cpu = d_model 64, 2 blocks"""
+    """model sizes and batch: paper = the paper's exactly (slow on CPU); cpu = d_model 64, 2 blocks
+    (docs/method.md, section "Presets")"""
     steps: int = 20000
     """gradient steps"""
     eval_every: int = 2000
@@ -194,7 +195,8 @@ class PretrainConfig:
     overwrite: bool = False
     """write into --out even if spinrl did not make it as an ASM directory (files spinrl did not write are kept)"""
     preset: Literal["cpu", "paper"] = "cpu"
-    """model sizes: paper = d_model 256, 3 blocks, batch 1024 (method.md); cpu = d_model 64, 2 blocks, batch 512"""
+    """model sizes: paper = d_model 256, 3 blocks, batch 1024; cpu = d_model 64, 2 blocks, batch 512
+    (docs/method.md, section "Presets")"""
     max_epochs: int | None = None
     """budget in validations ("epochs" of steps_per_epoch steps; default: the preset's, cpu 40, paper 100)"""
     max_steps: int | None = None

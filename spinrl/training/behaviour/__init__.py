@@ -4,8 +4,8 @@ Modules: ``config`` (the settings and what defines a run), ``replay`` (n-step re
 prioritized over ``sumtree``), ``loop`` (the training loop, checkpoints, policies), ``carry`` (a run
 without its replay, to continue elsewhere).
 
-Settings follow benchmarks.md section 1. The loop runs in *rounds*: all ``num_envs`` envs are reset
-together with seeds derived from (seed, round) and stepped until every episode has ended (DMC episodes
+Settings follow docs/benchmarks.md section 1. The loop runs in *rounds*: all ``num_envs`` envs are
+reset together with seeds derived from (seed, round) and stepped until every episode has ended (DMC episodes
 all last 1000 steps). Evaluation and checkpoints happen only between rounds, at episode boundaries, so
 a checkpoint holds no environment state and no pending n-step transitions. ``checkpoints/last.pt``
 holds the networks, optimizer, every RNG stream, epsilon, counters and the metrics history; the replay

@@ -42,7 +42,7 @@ CARRY_FILE = "carry.pt"
 
 @dataclass
 class BehaviourConfig:
-    """Train an online DecQN behaviour agent (benchmarks.md s.1) on a discretized DM Control task."""
+    """Train an online DecQN behaviour agent (docs/benchmarks.md s.1) on a discretized DM Control task."""
 
     env: str = "dmc:cheetah-run"
     """DM Control task id dmc:<domain>-<task>"""

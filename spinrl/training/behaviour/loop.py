@@ -300,7 +300,7 @@ def _train_behaviour(cfg: BehaviourConfig, held: list) -> Iterator[dict]:
             warm = run.step < cfg.warmup
             a, explored = epsilon_greedy(run.rng, K, nvec, None if warm else run.epsilon, cfg.explore,
                                          lambda: run.online.greedy(torch.from_numpy(obs)).numpy(), hold)
-            if not warm:  # epsilon x decay per exploratory action (benchmarks.md s.1)
+            if not warm:  # epsilon x decay per exploratory action (docs/benchmarks.md s.1)
                 run.epsilon = max(cfg.eps_min, run.epsilon * cfg.eps_decay ** int((explored & active).sum()))
             obs, r, te, tr = vec.step(a)
             r = np.where(active, r, 0.0)
