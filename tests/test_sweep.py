@@ -163,13 +163,15 @@ def test_ray_backend_joins_a_cluster_and_writes_the_same_layout(tmp_path, monkey
         ray.shutdown()
         subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, env=env, timeout=120)
     assert res["failed"] == [] and res["trials"] == 2
-    # The local backend's layout (test above): <task>/<trial>/{config.json, metrics.csv, checkpoints/last.pt, policy.pt}.
+    # The local backend's layout (test above): <task>/<trial>/{config.json, metrics.csv, checkpoints/last.pt, policy.pt},
+    # and the best policy by evaluation (best.json, policy_best.*).
     from spinrl.experiments.sweep import expand
 
     for t in expand(load_spec(spec), tmp_path / "ray").trials:
         d = Path(t.train["out"])
         assert sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file() and not p.name.startswith(".")) == \
-            ["checkpoints/last.pt", "config.json", "metrics.csv", "policy.pt", "policy.safetensors"]
+            ["best.json", "checkpoints/last.pt", "config.json", "metrics.csv", "policy.pt", "policy.safetensors",
+             "policy_best.pt", "policy_best.safetensors"]
     assert sweep(spec, tmp_path / "ray", backend="local", progress=False)["ran"] == 0  # finished by Ray: skipped
 
 

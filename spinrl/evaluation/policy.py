@@ -87,21 +87,20 @@ class Policy:
 
     __call__ = act
 
+    def to_dict(self) -> dict:
+        """The content of a policy file: schema, kind, meta, algo_cfg and the actor's and critic's state dicts."""
+        return {
+            "schema": POLICY_SCHEMA,
+            "kind": "policy",
+            "meta": self.meta,
+            "algo_cfg": dataclasses.asdict(self.algo_cfg),
+            "actor": self.nets.actor.state_dict(),
+            "critic": self.nets.critic.state_dict(),
+        }
+
     def save(self, path: str | Path) -> Path:
         """Write the policy; a ``.safetensors`` path writes weights plus a JSON header (loads without pickle)."""
-        path = Path(path)
-        (save_safetensors if path.suffix == ".safetensors" else save_atomic)(
-            {
-                "schema": POLICY_SCHEMA,
-                "kind": "policy",
-                "meta": self.meta,
-                "algo_cfg": dataclasses.asdict(self.algo_cfg),
-                "actor": self.nets.actor.state_dict(),
-                "critic": self.nets.critic.state_dict(),
-            },
-            path,
-        )
-        return path
+        return write_policy(self.to_dict(), path)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> "Policy":
@@ -132,3 +131,11 @@ class Policy:
         dev = torch.device(device)
         nets = Nets(actor=actor.to(dev).eval(), critic=critic.to(dev).eval(), critic_target=critic)
         return cls(nets, algo, algo_cfg, meta, dev)
+
+
+def write_policy(obj: dict, path: str | Path) -> Path:
+    """Write a policy file's content (:meth:`Policy.to_dict`) atomically: ``.safetensors`` as weights plus a JSON
+    header, anything else with ``torch.save``; both load with :meth:`Policy.load`."""
+    path = Path(path)
+    (save_safetensors if path.suffix == ".safetensors" else save_atomic)(obj, path)
+    return path

@@ -4,8 +4,12 @@
 callbacks, early stopping, notebooks and sweeps all consume the same loop; ``fit(cfg)`` runs it to
 completion. A checkpoint holds everything a resumed run needs to continue bit-identically: networks,
 targets, optimizers, step, loss accumulators and every random stream (torch, numpy, python, the minibatch
-sampler, the evaluation generator is re-seeded per evaluation). Only the timing columns (wall_seconds,
-grad_steps_per_s) can differ between a resumed and an uninterrupted run.
+sampler, the evaluation generator is re-seeded per evaluation) and the best evaluation so far with its weights.
+Only the timing columns (wall_seconds, grad_steps_per_s) can differ between a resumed and an uninterrupted run.
+
+Beside the last policy (policy.pt, policy.safetensors) a run with evaluation keeps the best one:
+policy_best.pt and policy_best.safetensors hold the weights of the evaluation with the highest mean return
+(the first such step on a tie), and best.json names its step and scores (also in the policy's meta["best"]).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from spinrl.utils.optim import FusedAdam
 from spinrl.data import OfflineDataset, load
 from spinrl.errors import ConfigError, SpinError
 from spinrl.evaluation.evaluate import evaluate_act, exact_evaluate, resolve_eval_mode
-from spinrl.evaluation.policy import Policy
+from spinrl.evaluation.policy import Policy, write_policy
 from spinrl.models import ModelConfig, build_actor, fast
 from spinrl.training.asm_dir import load_asm
 from spinrl.utils.checkpoint import (
@@ -56,7 +60,10 @@ _FIXED = ("algo", "actor", "preset", "eval_every", "eval_episodes", "greedy", "e
 _ADDED = {"precision": "fp32", "eval_mode": "auto", "eval_num_envs": 16, "feature_cache_gb": 8.0}
 """fields added after a run was made: the value such a run had"""
 # spinrl's own files in a run directory (what --overwrite replaces; anything else there is kept)
-_RUN_FILES = {"config.json", "metrics.csv", "policy.pt", "policy.safetensors", "checkpoints", *loggers.LOGGER_FILES}
+BEST_FILES = ("policy_best.safetensors", "policy_best.pt", "best.json")
+"""the best policy by evaluation, in the order they are written (best.json, naming its step, last)"""
+_RUN_FILES = {"config.json", "metrics.csv", "policy.pt", "policy.safetensors", "checkpoints", *BEST_FILES,
+              *loggers.LOGGER_FILES}
 
 
 @dataclasses.dataclass
@@ -200,15 +207,20 @@ def fit(cfg: TrainConfig) -> dict:
 
     Returns:
         ``out`` (the run directory), ``policy`` (its policy.pt), ``steps``, ``rows`` (every metrics row yielded),
-        ``last`` (the last row) and ``final_eval`` (the last row with an evaluation, or None).
+        ``last`` (the last row), ``final_eval`` (the last row with an evaluation, or None), ``best`` (best.json:
+        the step and scores of the best evaluation, or None without evaluation) and ``policy_best`` (its
+        policy_best.pt, or None).
 
     Raises:
         SpinError: a bad config, dataset, ASM or resume, or a diverged run (one line each).
     """
     rows = list(fitter(cfg))
     evals = [r for r in rows if r.get("eval_return_mean") is not None]
-    return {"out": Path(cfg.out), "policy": Path(cfg.out) / "policy.pt", "steps": rows[-1]["step"] if rows else 0,
-            "rows": rows, "last": rows[-1] if rows else None, "final_eval": evals[-1] if evals else None}
+    out = Path(cfg.out)
+    best = outdir._json(out / "best.json")  # None without evaluation
+    return {"out": out, "policy": out / "policy.pt", "steps": rows[-1]["step"] if rows else 0,
+            "rows": rows, "last": rows[-1] if rows else None, "final_eval": evals[-1] if evals else None,
+            "best": best, "policy_best": out / "policy_best.pt" if best else None}
 
 
 def _rows(cfg: TrainConfig) -> Iterator[dict]:
@@ -278,6 +290,7 @@ def _train(cfg: TrainConfig, held: list) -> Iterator[dict]:
     do_eval = cfg.eval_every > 0 and env_id is not None
     rng = np.random.default_rng(cfg.seed)
     step, elapsed, rows = 0, 0.0, []
+    best: dict | None = None  # the best evaluation so far: step, scores and the policy file's content
     columns: list[str] | None = None
     acc: dict[str, torch.Tensor] = {}
     acc_n = 0
@@ -301,6 +314,7 @@ def _train(cfg: TrainConfig, held: list) -> Iterator[dict]:
         _load_state_dicts(s, ck)
         restore_rng(ck["rng"], rng)
         step, elapsed, rows, columns = ck["step"], ck["elapsed"], list(ck["rows"]), ck["columns"]
+        best = ck.get("best")  # None in checkpoints written before the best policy was kept
         acc = {k: v.to(s.device) for k, v in ck["acc"].items()}
         acc_n = ck["acc_n"]
         if columns:
@@ -311,6 +325,7 @@ def _train(cfg: TrainConfig, held: list) -> Iterator[dict]:
         if replace:  # a replaced run's leftovers go; files spinrl did not write stay
             outdir.remove_own(out, _RUN_FILES - {"config.json", "metrics.csv"})
     write_json(out / "config.json", config_json)
+    _sync_best(out, best)
     log = loggers.RunLogger(out, cfg.logger_names, job="train", config=config_json["config"])
     held.append(log)
 
@@ -323,6 +338,9 @@ def _train(cfg: TrainConfig, held: list) -> Iterator[dict]:
     )
     if msg := threads_warning(cfg.threads, s.device):  # once every input has been checked
         warnings.warn(msg, stacklevel=2)
+    if not do_eval:
+        why = "--eval-every 0" if cfg.eval_every == 0 else "the dataset names no environment and no --env was given"
+        print(f"note: no evaluation ({why}), so no policy_best.pt is kept; policy.pt is the last policy", flush=True)
     bar = progress_bar(total=cfg.steps, desc=f"{cfg.algo}/{cfg.actor}", unit="step", disable=None if cfg.progress else True)
     bar.update(step)
     last_eval = next((r for r in reversed(rows) if r.get("eval_return_mean") is not None), None)
@@ -360,7 +378,7 @@ def _train(cfg: TrainConfig, held: list) -> Iterator[dict]:
         if not is_log:
             if step % cfg.ckpt_every == 0:
                 _stop_if_diverged(bad_step, good_step, acc, ckpt_path)
-                _checkpoint(s, ckpt_path, step, elapsed, rows, columns, acc, acc_n, rng)
+                _checkpoint(s, ckpt_path, step, elapsed, rows, columns, acc, acc_n, rng, best)
                 good_step = step
             continue
         _stop_if_diverged(bad_step, good_step, acc, ckpt_path)
@@ -370,6 +388,9 @@ def _train(cfg: TrainConfig, held: list) -> Iterator[dict]:
         if is_eval:
             t1 = time.perf_counter()
             res = _evaluate(s, step, reference)
+            if best is None or res.mean > best["eval_return_mean"]:  # strictly: the first of equal scores stays
+                best = _best(s, step, res)
+                _save_best(out, best)
             elapsed += time.perf_counter() - t1
             row.update({"eval_return_mean": res.mean, "eval_return_std": res.std,
                         "normalized_score": res.normalized_mean,
@@ -388,7 +409,7 @@ def _train(cfg: TrainConfig, held: list) -> Iterator[dict]:
                 post["norm"] = f"{last_eval['normalized_score']:.1f}"
         bar.set_postfix(post)
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            _checkpoint(s, ckpt_path, step, elapsed, rows, columns, acc, acc_n, rng)
+            _checkpoint(s, ckpt_path, step, elapsed, rows, columns, acc, acc_n, rng, best)
             good_step = step
         yield row
     bar.close()
@@ -396,6 +417,36 @@ def _train(cfg: TrainConfig, held: list) -> Iterator[dict]:
     policy = make_policy(s)
     policy.save(out / "policy.safetensors")  # the same weights for sharing, loadable without pickle
     policy.save(out / "policy.pt")  # last: its presence marks the run finished
+
+
+def _best(s: Setup, step: int, res) -> dict:
+    """The best evaluation's record: its step and scores, and a CPU copy of the policy file's content (kept in
+    checkpoints, so a resumed run ends with the same policy_best as an uninterrupted one)."""
+    scores = {"step": step, "eval_return_mean": res.mean, "eval_return_std": res.std,
+              "normalized_score": res.normalized_mean, "eval_method": "exact" if res.exact else "rollout"}
+    policy = make_policy(s).to_dict()
+    policy["meta"] = {**policy["meta"], "best": scores}
+    for part in ("actor", "critic"):
+        policy[part] = {k: v.detach().to("cpu", copy=True) for k, v in policy[part].items()}
+    return {**scores, "policy": policy}
+
+
+def _save_best(out: Path, best: dict) -> None:
+    """policy_best.safetensors, policy_best.pt, then best.json (each atomic; best.json, naming the step, last)."""
+    write_policy(best["policy"], out / "policy_best.safetensors")
+    write_policy(best["policy"], out / "policy_best.pt")
+    write_json(out / "best.json", {**{k: v for k, v in best.items() if k != "policy"}, "policy": "policy_best.pt"})
+
+
+def _sync_best(out: Path, best: dict | None) -> None:
+    """Make the best files match the run's state at its start: a run killed after a new best but before its next
+    checkpoint left files from a step the resume has not reached (the resume writes them again if that step
+    still wins); a fresh run starts without any."""
+    if best is not None:
+        _save_best(out, best)
+        return
+    for name in BEST_FILES:
+        (out / name).unlink(missing_ok=True)
 
 
 def _stop_if_diverged(bad_step: torch.Tensor, good_step: int, acc: dict, ckpt_path: Path) -> None:
@@ -458,7 +509,7 @@ def _evaluate(s: Setup, step: int, reference: dict | None):
 
 
 def _checkpoint(s: Setup, path: Path, step: int, elapsed: float, rows: list, columns: list, acc: dict, acc_n: int,
-                rng: np.random.Generator) -> None:
+                rng: np.random.Generator, best: dict | None = None) -> None:
     save_atomic(
         {
             "schema": CHECKPOINT_SCHEMA,
@@ -472,6 +523,7 @@ def _checkpoint(s: Setup, path: Path, step: int, elapsed: float, rows: list, col
             "acc_n": acc_n,
             "rng": capture_rng(rng),
             "identity": s.identity,
+            "best": best,
             **_state_dicts(s),
         },
         path,
