@@ -95,3 +95,6 @@ def test_early_page_from_records(tmp_path):
     # the answer leads: the Table-4 test (SPIN >= 70%, factored < 50% of the reference) and the speed ratio
     assert "Table-4 test" in md and "**met**" in md and "F-IQL 0.5 min (3/4 seeds, the long reference runs)" in md
     assert "(0.75x F-IQL's speed)" in md  # SPIN's 40 s (ASM included) against factored's 30 s
+    # runs evaluated greedily are their own rows, never pooled with or compared against sampled ones
+    greedy = {"config": {"algo": "iql", "actor": "saint", "preset": "cpu", "greedy": True}}
+    assert early._variant(greedy, None) == "SAINT-IQL" + early.GREEDY

@@ -105,6 +105,9 @@ def _asm_for(run: dict, asms: list[dict]) -> dict | None:
     return None
 
 
+GREEDY = " (greedy eval)"
+
+
 def _variant(run: dict, asm: dict | None) -> str:
     name = method_name(run["config"]["algo"], run["config"]["actor"])
     if run["config"].get("preset", "cpu") != "cpu":
@@ -114,6 +117,8 @@ def _variant(run: dict, asm: dict | None) -> str:
         budget = info.get("max_steps")
         b = "random (0 steps), " if budget == 0 else f"budget {budget:,} steps, " if budget else ""
         name += f" [ASM {b}{info.get('masking', 'bert')}]"
+    if run["config"].get("greedy"):  # evaluated on the most likely sub-actions: compared only with its own kind
+        name += GREEDY
     return name
 
 
@@ -145,7 +150,8 @@ def converged_reference(runs: list[dict], key: str, last: int = 5) -> dict | Non
             "rising": value > 1.1 * prev,
             "final_sampled": [round(f["return_mean"], 1) for f in final],
             "final_episodes": [len(f["returns"]) for f in final],
-            "last_evals_range": [round(x, 2) for x in spread], "steps": sorted({int(r["config"]["steps"]) for r in runs}),
+            "last_evals_range": [round(x, 2) for x in spread],
+            "steps": sorted({int(r["config"]["steps"]) for r in runs}),
             "n": len(runs)}
 
 
@@ -185,7 +191,8 @@ def reference_curve(runs: list[dict], key: str) -> dict[int, float]:
     return {s: iqm([_at(r, s, key) for r in runs]) for s in steps}
 
 
-def build(root: str | Path, step: int = 10_000, reference: str | Path | None = None, key: str = "eval_return_mean") -> dict:
+def build(root: str | Path, step: int = 10_000, reference: str | Path | None = None,
+          key: str = "eval_return_mean") -> dict:
     """Everything the page shows, as JSON-able data."""
     runs = [r for r in find_runs(root) if any(int(e["step"]) == step for e in r["evals"])]
     if not runs:
@@ -241,7 +248,8 @@ def build(root: str | Path, step: int = 10_000, reference: str | Path | None = N
                                        for m in ("greedy", "sampled")}
                 entry["final_eval"]["n"] = len(fe)
                 entry["final_eval"]["per_run_episodes"] = fe[0]["episodes"]
-            vref = ref_of.get(rs[0]["config"]["algo"].upper())
+            # the reference is evaluated sampled, as the paper does: greedy rows get no percentage or time
+            vref = None if name.endswith(GREEDY) else ref_of.get(rs[0]["config"]["algo"].upper())
             if vref:
                 vtarget = 0.95 * vref["value"]
                 entry["pct_of_converged"] = summarize([100 * v / vref["value"] for v in vals.values() if v is not None])
@@ -266,9 +274,11 @@ def build(root: str | Path, step: int = 10_000, reference: str | Path | None = N
                     entry["time_to_target_partial"] = True
             if rs[0].get("asm"):
                 info = rs[0]["asm"]["info"]
-                entry["asm"] = {k: info.get(k) for k in ("max_steps", "steps_run", "stop_reason", "still_falling", "best_val_loss",
-                                                         "chosen_step", "wall_seconds", "masking", "batch_size")}
-                if entry["asm"]["steps_run"] is None and info.get("epochs_run") is not None:  # records older than step budgets
+                entry["asm"] = {k: info.get(k) for k in ("max_steps", "steps_run", "stop_reason", "still_falling",
+                                                         "best_val_loss", "chosen_step", "wall_seconds", "masking",
+                                                         "batch_size")}
+                # records older than step budgets
+                if entry["asm"]["steps_run"] is None and info.get("epochs_run") is not None:
                     entry["asm"]["steps_run"] = int(info["epochs_run"]) * int(info.get("steps_per_epoch") or 0)
                 entry["asm"]["structure"] = info.get("structure")
                 entry["asm"]["distinct"] = len({str(r["asm"]["dir"]) for r in rs if r.get("asm")})
@@ -281,19 +291,21 @@ def build(root: str | Path, step: int = 10_000, reference: str | Path | None = N
             if not name.startswith("SPIN"):
                 continue
             algo = name.split(" ")[0].split("-")[-1]
-            for b in (f"SAINT-{algo}", f"F-{algo}"):
+            kind = GREEDY if name.endswith(GREEDY) else ""
+            for b in (f"SAINT-{algo}{kind}", f"F-{algo}{kind}"):
                 if b in out:
                     comps[f"{name} - {b}"] = paired(seeds_of[name], seeds_of[b])
                     if greedy_of[name] and greedy_of[b]:
                         greedy_comps[f"{name} - {b}"] = paired(greedy_of[name], greedy_of[b])
                     if first is not None and first != step:
-                        at = lambda n: {int(r["config"].get("seed", 0)): _at(r, first, key) for r in variants[n]}  # noqa: E731
-                        first_comps[f"{name} - {b}"] = paired({k: v for k, v in at(name).items() if v is not None},
-                                                              {k: v for k, v in at(b).items() if v is not None})
+                        at = {n: {int(r["config"].get("seed", 0)): _at(r, first, key) for r in variants[n]}
+                              for n in (name, b)}
+                        first_comps[f"{name} - {b}"] = paired({k: v for k, v in at[name].items() if v is not None},
+                                                              {k: v for k, v in at[b].items() if v is not None})
         base = {"F": "F-IQL" if "F-IQL" in out else None}
         if ref and target is not None:
             fastest_base = out.get(base["F"] or "", {}).get("time_to_target_iqm_s")
-            for name, e in out.items():
+            for e in out.values():
                 t = e.get("time_to_target_iqm_s")
                 e["speedup_vs_factored"] = fastest_base / t if (t and fastest_base) else None
         iql_refs = [r for r in t_refs if r["config"]["algo"].upper() == "IQL"]
@@ -352,7 +364,7 @@ def answer(rep: dict) -> list[str]:
     out = []
     for task, t in rep["tasks"].items():
         v = t["variants"]
-        spins = [n for n in v if n.startswith("SPIN")]
+        spins = [n for n in v if n.startswith("SPIN") and not n.endswith(GREEDY)]
         best = max(spins, key=lambda n: v[n]["return"]["iqm"] if v[n]["return"].get("iqm") is not None else -1e9,
                    default=None)
         if best is None:
@@ -378,9 +390,11 @@ def answer(rep: dict) -> list[str]:
             hi = [f"{n} {v[n]['pct_of_converged']['iqm']:.0f}%" for n in spins if v[n]["pct_of_converged"]["iqm"] >= 70]
             lo = [f"{n} {v[n]['pct_of_converged']['iqm']:.0f}%" for n in spins if v[n]["pct_of_converged"]["iqm"] < 70]
             met = fp < 50 and bool(hi)
-            out.append(f"  - The paper's Table-4 test (SPIN at or above 70% of converged F-IQL ({ref['value']:.1f}) at step "
+            out.append("  - The paper's Table-4 test (SPIN at or above 70% "
+                       f"of converged F-IQL ({ref['value']:.1f}) at step "
                        f"{S:,} while F-IQL is below 50%): **{'met' if met else 'not met'}**{prov}. F-IQL "
-                       f"{fp:.0f}%; SPIN rows at or above 70%: {', '.join(hi) or 'none'}; below: {', '.join(lo) or 'none'}.")
+                       f"{fp:.0f}%; SPIN rows at or above 70%: "
+                       f"{', '.join(hi) or 'none'}; below: {', '.join(lo) or 'none'}.")
             times = []
             ft = f.get("time_to_target_iqm_s")
             for n in [f"F-{algo}", f"SAINT-{algo}", *spins]:
@@ -401,17 +415,22 @@ def answer(rep: dict) -> list[str]:
         if t["paired"]:
             out.append(f"  - Every SPIN row at step {S:,} (paired by seed): {_pairs(t['paired'])}.")
         if t.get("paired_greedy"):
-            out.append(f"  - The final policies acting greedily (`benchmarks/final_eval.py`): {_pairs(t['paired_greedy'])}.")
+            out.append("  - The final policies acting greedily "
+                       f"(`benchmarks/final_eval.py`): {_pairs(t['paired_greedy'])}.")
         if t.get("paired_first"):
-            out.append(f"  - At the first evaluation (step {t['first_step']:,}): {_pairs(t['paired_first'], wins=False)}.")
+            out.append(f"  - At the first evaluation (step {t['first_step']:,}): "
+                       f"{_pairs(t['paired_first'], wins=False)}.")
         if f and f.get("q") is not None and f.get("q_half") is not None:
             rising = f["q"] > 1.2 * f["q_half"]
-            out.append(f"  - The shared critic's mean Q went from {f['q_half']:.1f} at step {S // 2:,} to {f['q']:.1f} at {S:,}"
-                       + (" (still rising: far from its fixed point)" if rising else "") + "; the mean advantage weight is "
+            out.append(f"  - The shared critic's mean Q went from {f['q_half']:.1f} "
+                       f"at step {S // 2:,} to {f['q']:.1f} at {S:,}"
+                       + (" (still rising: far from its fixed point)" if rising else "")
+                       + "; the mean advantage weight is "
                        f"{f['weight']:.2f}" + (" (near 1: the actors still mostly clone the data)"
                                                if abs(f["weight"] - 1) < 0.2 else "") + ".")
         peaks = [f"{n} {e['curve'][e['best_step']]:.0f} at {e['best_step']:,} -> {e['curve'][max(e['curve'])]:.0f} at "
-                 f"{max(e['curve']):,}" for n, e in v.items() if e.get("best_step") is not None and e["best_step"] < max(e["curve"])]
+                 f"{max(e['curve']):,}" for n, e in v.items()
+                 if e.get("best_step") is not None and e["best_step"] < max(e["curve"])]
         if peaks:
             out.append("  - Curves that peaked before the end (IQM peak -> last): " + "; ".join(peaks) + ".")
     return out
@@ -427,7 +446,8 @@ def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None
         ref = t["reference"]
         lines += [f"## {task}", ""]
         head = ("| method | seeds | return at step {S:,} (IQM [95% CI]) | normalized | peak of the IQM curve (step) "
-                "| % of converged F-IQL | time to 95% of converged F-IQL (gradient steps + ASM, evaluations excluded) |")
+                "| % of converged F-IQL | time to 95% of converged "
+                "F-IQL (gradient steps + ASM, evaluations excluded) |")
         lines += [head.format(S=S), "|---|---|---|---|---|---|---|"]
         for name, e in t["variants"].items():
             has = "pct_of_converged" in e
@@ -442,28 +462,35 @@ def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None
                     if "reference" in (e.get("time_to_target_source") or []):
                         ttt += " (from the converged reference runs)"
                 elif e.get("time_to_target_partial"):
-                    ttt = (f"{_t(e.get('time_to_target_iqm_s'))} (the converged reference runs of {len(reached)}/{len(tt)} "
-                           f"seeds; the other {len(tt) - len(reached)} fell short within {S:,} steps and have no long run)")
+                    ttt = (f"{_t(e.get('time_to_target_iqm_s'))} (the converged "
+                           f"reference runs of {len(reached)}/{len(tt)} "
+                           f"seeds; the other {len(tt) - len(reached)} fell "
+                           f"short within {S:,} steps and have no long run)")
                 else:
                     ttt = (f"not reached by {len(tt) - len(reached)}/{len(tt)} seeds within {S:,} steps "
                            f"({_t(e.get('run_seconds'))} incl. ASM)")
             peak = f"{e['curve'][e['best_step']]:.1f} ({e['best_step']:,})" if e.get("best_step") is not None else "-"
-            lines.append(f"| {name} | {e['return']['n']} | {_ci(e['return'])} | {_ci(e['normalized'])} | {peak} | {pct} | {ttt} |")
+            lines.append(f"| {name} | {e['return']['n']} | {_ci(e['return'])} "
+                         f"| {_ci(e['normalized'])} | {peak} | {pct} | {ttt} |")
         lines.append("")
         if t["paired"]:
-            lines += ["Paired differences in return at step {:,} (same data and seeds; mean [95% bootstrap CI over seeds]):".format(S), ""]
+            lines += ["Paired differences in return at step {:,} (same data and "
+                      "seeds; mean [95% bootstrap CI over seeds]):".format(S), ""]
             lines += ["| comparison | difference |", "|---|---|"]
             lines += [f"| {k} | {_pd(v)} |" for k, v in t["paired"].items()]
             lines.append("")
         if t.get("paired_first"):
-            lines += [f"The same differences at the first evaluation, step {t['first_step']:,}:", "", "| comparison | difference |", "|---|---|"]
+            lines += ["The same differences at the first evaluation, step "
+                      f"{t['first_step']:,}:", "", "| comparison | difference |", "|---|---|"]
             lines += [f"| {k} | {_pd(v)} |" for k, v in t["paired_first"].items()]
             lines.append("")
         asm_rows = [(n, e["asm"]) for n, e in t["variants"].items() if e.get("asm")]
         if asm_rows:
-            lines += ["The ASMs behind the SPIN rows (held-out episodes; leave-one-out reconstruction: each sub-action masked "
+            lines += ["The ASMs behind the SPIN rows (held-out episodes; "
+                      "leave-one-out reconstruction: each sub-action masked "
                       "alone and predicted; `exact` = every sub-action of the row right):", "",
-                      "| SPIN row | steps run | stop | best val. masked loss | per sub-action acc. (indep. / random) | exact joint (indep. / random) | ASM wall |",
+                      "| SPIN row | steps run | stop | best val. masked loss | per sub-action "
+                      "acc. (indep. / random) | exact joint (indep. / random) | ASM wall |",
                       "|---|---|---|---|---|---|---|"]
             for n, a in asm_rows:
                 st = a.get("structure") or {}
@@ -473,11 +500,14 @@ def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None
                       f"{100 * st['random']['exact']:.2f}%)") if st else "-"
                 stop = a.get("stop_reason") + (", loss still falling" if a.get("still_falling") else "")
                 vl = f"{a['best_val_loss']:.4f}" if a.get("best_val_loss") is not None else "-"
-                n = n + (f" (seed {t['variants'][n]['seeds'][0]}'s ASM of {a['distinct']})" if a.get("distinct", 1) > 1 else "")
-                lines.append(f"| {n} | {a.get('steps_run') or 0:,} | {stop} | {vl} | {acc} | {ex} | {a.get('wall_seconds', 0) / 60:.1f} min |")
+                if a.get("distinct", 1) > 1:
+                    n = n + f" (seed {t['variants'][n]['seeds'][0]}'s ASM of {a['distinct']})"
+                lines.append(f"| {n} | {a.get('steps_run') or 0:,} | {stop} | {vl} | "
+                             f"{acc} | {ex} | {a.get('wall_seconds', 0) / 60:.1f} min |")
             lines.append("")
         steps = sorted({s for e in t["variants"].values() for s in e["curve"]})
-        lines += ["Learning curves (IQM return over seeds at each evaluation); the standard error of one evaluation (the "
+        lines += ["Learning curves (IQM return over seeds at each "
+                  "evaluation); the standard error of one evaluation (the "
                   "episodes' std over the square root of their number, averaged over evaluations: a swing of twice it "
                   "between two points is noise); the critic at step {:,}: mean Q and V on "
                   "training batches (still rising = the critic is far from its fixed point, which for DM Control's "
@@ -490,37 +520,48 @@ def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None
             cells = [f"{e['curve'][s]:.0f}" if s in e["curve"] else "-" for s in steps]
             f = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
             lines.append(f"| {name} | " + " | ".join(cells)
-                         + f" | {f(e.get('eval_se'))} | {f(e['q_half'])} -> {f(e['q'])} | {f(e['v'])} | {f(e['weight'])} |")
+                         + f" | {f(e.get('eval_se'))} | {f(e['q_half'])} -> "
+                           f"{f(e['q'])} | {f(e['v'])} | {f(e['weight'])} |")
         lines.append("")
         fe_rows = [(n, e["final_eval"]) for n, e in t["variants"].items() if e.get("final_eval")]
         if fe_rows:
-            lines += [f"The final policies (step {S:,}) evaluated again on the same episode seeds, sampled as in training and "
-                      "greedy (the most likely sub-action each), by `benchmarks/final_eval.py`: IQM over seeds of each run's "
-                      "mean, and the episodes pooled over seeds (median and the share under 100, i.e. runs that stalled):", "",
-                      "| method | runs x episodes | sampled | greedy | sampled episodes: median, share < 100 | greedy episodes: median, share < 100 |",
+            lines += [f"The final policies (step {S:,}) evaluated again on "
+                      "the same episode seeds, sampled as in training and "
+                      "greedy (the most likely sub-action each), by "
+                      "`benchmarks/final_eval.py`: IQM over seeds of each run's "
+                      "mean, and the episodes pooled over seeds (median and "
+                      "the share under 100, i.e. runs that stalled):", "",
+                      "| method | runs x episodes | sampled | greedy | sampled episodes: "
+                      "median, share < 100 | greedy episodes: median, share < 100 |",
                       "|---|---|---|---|---|---|"]
             for n, f in fe_rows:
                 cells = []
                 for m in ("sampled", "greedy"):
                     ep = np.asarray(f[m]["episodes"], dtype=float)
                     cells.append(f"{np.median(ep):.0f}, {100 * np.mean(ep < 100):.0f}%")
-                lines.append(f"| {n} | {f['n']} x {f['per_run_episodes']} | {f['sampled']['iqm']:.1f} | {f['greedy']['iqm']:.1f} "
+                lines.append(f"| {n} | {f['n']} x {f['per_run_episodes']} | "
+                             f"{f['sampled']['iqm']:.1f} | {f['greedy']['iqm']:.1f} "
                              f"| {cells[0]} | {cells[1]} |")
             lines.append("")
             if t.get("paired_greedy"):
-                lines += ["Paired differences of the greedy final returns (same seeds):", "", "| comparison | difference |", "|---|---|"]
+                lines += ["Paired differences of the greedy final returns (same "
+                          "seeds):", "", "| comparison | difference |", "|---|---|"]
                 lines += [f"| {k} | {_pd(v)} |" for k, v in t["paired_greedy"].items()]
                 lines.append("")
         if ref:
-            lines += [f"Converged F-IQL reference: {ref['value']:.1f} (mean of each seed's last five evaluations, seeds "
-                      f"{ref['per_seed']}; range of those five per seed {ref['last_evals_range']}; {ref['steps']} steps; "
+            lines += [f"Converged F-IQL reference: {ref['value']:.1f} "
+                      "(mean of each seed's last five evaluations, seeds "
+                      f"{ref['per_seed']}; range of those five per seed "
+                      f"{ref['last_evals_range']}; {ref['steps']} steps; "
                       f"{_t(t.get('reference_seconds'))} of gradient steps per run)."
-                      + (f" The five evaluations before them averaged {ref['before']:.1f}: **the reference runs were still "
+                      + (" The five evaluations before them averaged "
+                         f"{ref['before']:.1f}: **the reference runs were still "
                          "improving when they stopped, so this is not a converged value**; the percentages and times "
                          "above are against a provisional 100% that a longer reference run will move."
                          if ref.get("rising") else "")
                       + (f" Their final policies on {ref['final_episodes']} fresh sampled episodes each "
-                         f"(`benchmarks/final_eval.py`): {ref['final_sampled']}." if ref.get("final_sampled") else ""), ""]
+                         "(`benchmarks/final_eval.py`): "
+                         f"{ref['final_sampled']}." if ref.get("final_sampled") else ""), ""]
             rc = t.get("reference_curve") or {}
             if rc:
                 pick = [s for s in sorted(rc) if s in (5_000, 10_000, 20_000) or s % 25_000 == 0 or s == max(rc)]
@@ -531,7 +572,8 @@ def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None
             lines += [f"![learning curves]({img})", ""]
     if preamble:
         lines += ["## Setting", "", preamble.rstrip(), ""]
-    lines += ["## Provenance", "", f"Rebuild: `{command}`. Statistics: `spinrl/experiments/early.py` (IQM and stratified "
+    lines += ["## Provenance", "", f"Rebuild: `{command}`. Statistics: "
+                                   "`spinrl/experiments/early.py` (IQM and stratified "
               f"bootstrap as rliable, {BOOT_DRAWS} draws; paired differences over shared seeds).", ""]
     return "\n".join(lines)
 
@@ -567,7 +609,8 @@ def write(root: str | Path, doc: str | Path, step: int = 10_000, reference: str 
     """Write the page at ``doc`` (with ``doc``.json beside it and a PNG under img/) from ``root``'s runs."""
     rep = build(root, step, reference)
     doc = Path(doc)
-    command = command or (f"spinrl report {root} --early-step {step} --doc {doc}" + (f" --reference {reference}" if reference else "")
+    command = command or (f"spinrl report {root} --early-step {step} --doc "
+                          f"{doc}" + (f" --reference {reference}" if reference else "")
                           + (f" --preamble {preamble}" if preamble else ""))
     img = doc.parent / "img" / f"{doc.stem.lower()}_curves.png"
     plot(rep, img)
