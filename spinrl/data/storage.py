@@ -23,6 +23,7 @@ from spinrl.data.dataset import ARRAYS, SCHEMA_VERSION, OfflineDataset, _spinrl_
 from spinrl.data.validation import check_meta_names
 from spinrl.errors import DatasetError
 from spinrl.utils import outdir
+from spinrl.utils.rundir import sha256_file
 
 MAX_META_BYTES = 16 << 20
 """a meta.json is a few KB; a bigger one (or /dev/zero behind a symlink) is not read into memory"""
@@ -44,17 +45,7 @@ def _action_dtype(nvec: np.ndarray) -> np.dtype:
     return np.dtype(np.uint8 if m <= 256 else np.uint16 if m <= 65536 else np.int64)
 
 
-def _sha256_file(path: Path, bufsize: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        buf = bytearray(bufsize)
-        view = memoryview(buf)
-        while True:
-            n = f.readinto(buf)
-            if not n:
-                break
-            h.update(view[:n])
-    return h.hexdigest()
+_sha256_file = sha256_file  # the name tests/reliability.py and tests/test_outdir.py import
 
 
 def _fsync_dir(path: Path) -> None:
@@ -100,7 +91,7 @@ def _save(ds: OfflineDataset, path: Path) -> Path:
                 np.save(f, arr, allow_pickle=False)
                 f.flush()
                 os.fsync(f.fileno())
-            checksums[name] = _sha256_file(fpath)
+            checksums[name] = sha256_file(fpath)
         meta = copy.deepcopy(ds.meta)
         meta["nvec"] = [int(m) for m in nvec]
         meta["observation_shape"] = list(np.asarray(ds.observations).shape[1:])
@@ -275,7 +266,7 @@ def load(path: str | os.PathLike, mmap: bool = True, verify: bool = True) -> Off
         if verify:
             if name not in checksums:
                 raise DatasetError(f"meta.json has no checksum for '{name}'; regenerate the dataset")
-            if _sha256_file(fpath) != checksums[name]:
+            if sha256_file(fpath) != checksums[name]:
                 raise DatasetError(
                     f"checksum mismatch for '{name}' in {path}: the file was truncated or edited; regenerate or re-copy the dataset"
                 )

@@ -19,7 +19,6 @@ quadruped episodes averaged 31; a thousand average ~120).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,7 @@ from spinrl.errors import CheckpointError, ConfigError
 from spinrl.utils.checkpoint import load_checkpoint, write_text_atomic
 from spinrl.utils.hardware import check_threads, torch_threads
 from spinrl.utils import outdir
+from spinrl.utils.rundir import sha256_file
 
 MEDIUM_RANGE = (0.35, 0.55)
 """medium = a checkpoint with greedy return in this fraction of the expert's ..."""
@@ -87,10 +87,6 @@ class Checkpoint:
     env_step: int
     eval_return_mean: float
     eval_return_std: float
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _scan(run_dir: Path) -> list[Checkpoint]:
@@ -198,7 +194,7 @@ class BehaviourSet:
         for level in ("medium", "expert"):
             c = self.index.get(level)
             if c is not None:
-                out[level] = {**c, "sha256": _sha(self.root / c["file"])}
+                out[level] = {**c, "sha256": sha256_file(self.root / c["file"])}
         return out
 
     def reference(self, epsilon: float = DATA_EPSILON) -> dict:

@@ -14,11 +14,9 @@ changes; ``spinrl data make`` with the same seed regenerates it with the same ch
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +26,7 @@ from spinrl.envs import DMC_REFERENCE
 from spinrl.experiments.behaviour_sets import (REFERENCE_EPISODES, REFERENCE_MAX_EPISODES, REFERENCE_PRECISION,
                                               SELECT_EPISODES, SETS_VARIABLE)
 from spinrl.utils.checkpoint import write_text_atomic
+from spinrl.utils.rundir import save_figure, sha256_file
 
 BENCHMARK_SIZES = {"medium": 1_000_000, "expert": 1_000_000, "medium-expert": 2_000_000, "random-medium-expert": 200_000}
 """Transitions per level in the public benchmark (docs/benchmarks.md s.1)."""
@@ -43,10 +42,6 @@ def _changed(cfg: dict) -> str:
 
     flags = changed_flags(cfg)
     return f"{flags}, " if flags else ""
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _norm(r: float, ref: dict | None) -> float | None:
@@ -133,13 +128,6 @@ def merge_ledger(found: list[dict], ledger: list[dict], today: str) -> tuple[lis
     return rows, new_ledger
 
 
-def _save_png(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
-
-
 def plot_curve(index: dict, path: Path) -> None:
     """Greedy evaluation return vs env steps, with the chosen checkpoints and the references."""
     import matplotlib
@@ -169,8 +157,7 @@ def plot_curve(index: dict, path: Path) -> None:
     ax.set_title(f"DecQN behaviour agent, {task}, {index['bins']} bins, hidden {index['run']['config'].get('hidden')}")
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3)
-    _save_png(fig, path)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110, bbox_inches="tight")  # the one atomic figure saver; closes the figure
 
 
 def _current(d: dict, current: dict) -> bool:
@@ -227,7 +214,7 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
     for idx_path in sorted(behaviour_root.glob("*/behaviour.json")):
         index = json.loads(idx_path.read_text())
         sets[(index["env"].split(":", 1)[1], int(index["bins"]))] = (idx_path.parent, index)
-    current = {_sha(folder / "expert.pt"): index.get("reference") for folder, index in sets.values()
+    current = {sha256_file(folder / "expert.pt"): index.get("reference") for folder, index in sets.values()
                if (folder / "expert.pt").exists()}
     datasets, new_ledger = merge_ledger(find_datasets(data_root), ledger or [], time.strftime("%Y-%m-%d", time.gmtime()))
     # A dataset from a behaviour set that no longer exists, or made with other references than the set's
@@ -352,7 +339,7 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
                 + (f"; public benchmark: random {pub[0]}, expert {pub[1]} - our expert reaches "
                    f"{_norm(ref['expert'], {'random': pub[0], 'expert': pub[1]}):.1f} on the public scale." if pub else ".")
             )
-        sha = _sha(folder / "expert.pt") if (folder / "expert.pt").exists() else None
+        sha = sha256_file(folder / "expert.pt") if (folder / "expert.pt").exists() else None
         mine = [d for d in datasets if d["env"] == f"dmc:{task}" and d["bins"] == bins and d["expert_sha"] == sha]
         mine.sort(key=lambda d: (LEVEL_ORDER.index(d["level"]), d["transitions"]))
         lines += ["", "| level | transitions made / benchmark size | episodes | return mean +/- std | normalized (ours) "

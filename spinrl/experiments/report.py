@@ -91,7 +91,7 @@ def save_records(root: str | Path, records: str | Path) -> int:
     Returns the number of directories recorded. Existing records of other runs are kept; a run recorded
     again is overwritten (the live directory is the newer truth).
     """
-    import hashlib
+    from spinrl.utils.rundir import sha256_file
 
     root, records = Path(root), Path(records)
     if records.exists() and not records.is_dir():
@@ -105,7 +105,7 @@ def save_records(root: str | Path, records: str | Path) -> int:
                 write_text_atomic(dst / name, (d / name).read_text())
         if (d / "policy.pt").exists():
             cfg = json.loads((d / "config.json").read_text()).get("config", {})
-            rec = {"policy_sha256": hashlib.sha256((d / "policy.pt").read_bytes()).hexdigest(),
+            rec = {"policy_sha256": sha256_file(d / "policy.pt"),
                    "num_transitions": _dataset_size({"config": cfg}), "source": str(d)}
             write_text_atomic(dst / RECORD, json.dumps(rec, indent=1) + "\n")
     return len(dirs)

@@ -76,11 +76,17 @@ def check_same(saved: Mapping, now: Mapping, names: Iterable[str], added: Mappin
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """The sha256 hex digest of a file, read in chunks (datasets and ASMs can be GBs)."""
+    """The sha256 hex digest of a file, read in chunks into one reused buffer (datasets and ASMs can be GBs).
+
+    The one file hash of the package: dataset arrays (``data/storage.py``), ASM and behaviour checkpoints,
+    the feature cache's key.
+    """
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
+    with open(path, "rb", buffering=0) as f:
+        buf = bytearray(chunk)
+        view = memoryview(buf)
+        while n := f.readinto(buf):
+            h.update(view[:n])
     return h.hexdigest()
 
 
