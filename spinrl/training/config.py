@@ -92,8 +92,10 @@ class TrainConfig:
     """Adam learning rate of actor, critics and value net (default: the preset's)"""
     gamma: float = 0.99
     """discount"""
-    device: str = "cpu"
-    """torch device: cpu, cuda, cuda:1 or auto"""
+    device: str = "auto"
+    """torch device: auto = CUDA when available, else cpu (with CUDA, the settings under which a seed fixes the
+    result are applied); cpu, cuda, cuda:1. The device used is recorded in config.json (resolved.device), and a
+    resumed run with auto keeps the device it was made on"""
     precision: Literal["fp32", "bf16"] = "fp32"
     """bf16 = compute the losses under bfloat16 autocast (weights and optimizer stay fp32); pays only for the
     paper-size transformer actors on hardware with native bf16 (AVX512-BF16/AMX CPUs, GPUs; warns elsewhere:

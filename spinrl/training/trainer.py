@@ -49,6 +49,7 @@ from spinrl.training.runinfo import environment_info
 from spinrl.utils.progress import progress_bar
 from spinrl.utils.hardware import bf16_warning, threads_warning
 from spinrl.utils.memory import keep_freed_memory
+from spinrl.utils.determinism import cuda_determinism
 from spinrl.utils import loggers, outdir
 
 EVAL_COLUMNS = ("eval_return_mean", "eval_return_std", "normalized_score", "normalized_std")
@@ -80,12 +81,16 @@ class Setup:
     device: torch.device
     asm_info: dict | None
     identity: dict | None = None
+    determinism: dict | None = None
+    """the CUDA determinism settings applied (None on the CPU)"""
 
 
-def build(cfg: TrainConfig, dataset: OfflineDataset | None = None) -> Setup:
-    """Load the dataset (and ASM), seed, and build networks and optimizers for ``cfg``."""
+def build(cfg: TrainConfig, dataset: OfflineDataset | None = None, device: torch.device | None = None) -> Setup:
+    """Load the dataset (and ASM), seed, and build networks and optimizers for ``cfg`` (on ``device``, default
+    ``cfg.device`` resolved; on CUDA with the settings under which the seed fixes the result)."""
     cfg.validate()
-    device = resolve_device(cfg.device)
+    device = device if device is not None else resolve_device(cfg.device)
+    determinism = cuda_determinism(device)  # before any tensor reaches the GPU (cuBLAS reads its setting once)
     if cfg.precision == "bf16" and (msg := bf16_warning(device)):
         warnings.warn(msg, stacklevel=2)
     ds = dataset if dataset is not None else load(cfg.dataset)
@@ -117,7 +122,20 @@ def build(cfg: TrainConfig, dataset: OfflineDataset | None = None) -> Setup:
         net = getattr(nets, name)
         params = [p for p in net.parameters() if p.requires_grad]
         optimizers[name] = FusedAdam(params, lr=lr)  # one kernel for all tensors: ~7% of a small-net step
-    return Setup(cfg, ds, nets, algo, algo_cfg, optimizers, model_cfg, device, asm_info)
+    return Setup(cfg, ds, nets, algo, algo_cfg, optimizers, model_cfg, device, asm_info, determinism=determinism)
+
+
+def run_device(cfg: TrainConfig) -> torch.device:
+    """``cfg.device`` as a torch device. ``auto`` is CUDA when available, else the CPU; a resumed run with
+    ``auto`` keeps the device its config.json records (runs made before ``auto`` record ``cpu``), since another
+    device ends bit-identity and the resume would be refused."""
+    name = cfg.device
+    if name == "auto" and cfg.resume:
+        rec = outdir._json(Path(cfg.out) / "config.json")
+        if isinstance(rec, dict):
+            was = (rec.get("resolved") or {}).get("device") or (rec.get("config") or {}).get("device")
+            name = was if isinstance(was, str) else name
+    return resolve_device(name)
 
 
 def _check_env_matches(ds: OfflineDataset) -> None:
@@ -274,7 +292,7 @@ def _train(cfg: TrainConfig, held: list) -> Iterator[dict]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     loggers.require(cfg.logger_names)  # before anything is written: a missing extra leaves no half-made run dir
-    s = build(cfg)
+    s = build(cfg, device=run_device(cfg))
     s.identity = _identity(s)
     out = Path(cfg.out)
     ckpt_path = out / "checkpoints" / "last.pt"
@@ -297,7 +315,8 @@ def _train(cfg: TrainConfig, held: list) -> Iterator[dict]:
     asm_seconds = float(s.asm_info["wall_seconds"]) if s.asm_info else 0.0
     config_json = {
         "config": to_jsonable(cfg),
-        "resolved": {**cfg.resolved(), "model": dataclasses.asdict(s.model_cfg), "algo": dataclasses.asdict(s.algo_cfg)},
+        "resolved": {**cfg.resolved(), "model": dataclasses.asdict(s.model_cfg), "algo": dataclasses.asdict(s.algo_cfg),
+                     "device": str(s.device), **({"cuda_determinism": s.determinism} if s.determinism else {})},
         "dataset": {"path": cfg.dataset, "checksum": ds.meta.get("checksum"), **ds.signature, "level": ds.meta.get("level")},
         "asm_wall_seconds": asm_seconds,
         "asm_chosen_epoch": s.asm_info.get("chosen_epoch") if s.asm_info else None,
