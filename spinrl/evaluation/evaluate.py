@@ -65,7 +65,7 @@ def normalize(returns: np.ndarray, reference: dict | None) -> np.ndarray | None:
 
 def evaluate_act(
     act: Callable[[np.ndarray], np.ndarray],
-    env_id: str,
+    env_id: str | Any,
     env_kwargs: dict | None = None,
     episodes: int = 10,
     seed: int = 0,
@@ -73,8 +73,12 @@ def evaluate_act(
     reference: dict | None = None,
 ) -> EvalResult:
     """Run ``episodes`` episodes with reset seeds ``seed + 100 + k`` (docs/method.md, section
-    "Evaluation and time to target")."""
-    vec = envs.make_vector(env_id, min(num_envs, episodes), **(env_kwargs or {}))
+    "Evaluation and time to target").
+    ``env_id``: an env id, or a ``gymnasium.Env`` instance (checked, its episodes run one at a time)."""
+    if isinstance(env_id, str):
+        vec = envs.make_vector(env_id, min(num_envs, episodes), **(env_kwargs or {}))
+    else:
+        vec = envs.wrap(env_id)
     eps = run_episodes(vec, act, [seed + 100 + k for k in range(episodes)])
     return EvalResult(eps.returns, normalize(eps.returns, reference), reference)
 

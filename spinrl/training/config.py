@@ -77,6 +77,11 @@ class TrainConfig:
     eval_mode: Literal["auto", "rollout", "exact"] = "auto"
     """rollout = eval_episodes sampled episodes; exact = the expected return computed on the env's known model
     (sepsis only: no sampling error); auto = exact where the model is known, else rollout"""
+    env: str | None = None
+    """evaluate on this environment instead of the dataset's (e.g. for imported data that names none): spinrl's
+    id, a registered Gymnasium id, or module:ID (imports the module that registers it); its options are the
+    dataset's env_kwargs when it is the dataset's own env, else its defaults (an env made with other options can be
+    passed as an object: spinrl.fit(cfg, env=gymnasium.make(...))); its spaces must match the dataset's"""
     seed: int = 0
     """seed of everything: initialization, minibatches, dropout, action sampling"""
     resume: bool = False
@@ -139,6 +144,9 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
         if self.eval_every < 0:
             raise ConfigError(f"--eval-every must be >= 0 (0 disables evaluation), got {self.eval_every}")
+        if self.env is not None and (not isinstance(self.env, str) or not self.env.strip()):
+            raise ConfigError(f"--env must be an environment id (a string), got {self.env!r}; pass an env object as "
+                              "spinrl.fit(cfg, env=...)")
         for name in ("checkpoint_every", "batch_size"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v <= 0):

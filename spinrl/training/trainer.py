@@ -18,7 +18,7 @@ import dataclasses
 import time
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -57,14 +57,42 @@ EVAL_COLUMNS = ("eval_return_mean", "eval_return_std", "normalized_score", "norm
 # the ASM are compared by content (checksums in _identity), not by path; threads and device there too.
 _FIXED = ("algo", "actor", "preset", "eval_every", "eval_episodes", "greedy", "eval_mode", "seed", "eval_num_envs",
           "checkpoint_every", "log_every", "batch_size", "lr", "gamma", "precision", "feature_cache_gb",
-          "algo_kwargs", "model_kwargs")
-_ADDED = {"precision": "fp32", "eval_mode": "auto", "eval_num_envs": 16, "feature_cache_gb": 8.0}
+          "algo_kwargs", "model_kwargs", "env")
+_ADDED = {"precision": "fp32", "eval_mode": "auto", "eval_num_envs": 16, "feature_cache_gb": 8.0, "env": None}
 """fields added after a run was made: the value such a run had"""
 # spinrl's own files in a run directory (what --overwrite replaces; anything else there is kept)
 BEST_FILES = ("policy_best.safetensors", "policy_best.pt", "best.json")
 """the best policy by evaluation, in the order they are written (best.json, naming its step, last)"""
 _RUN_FILES = {"config.json", "metrics.csv", "policy.pt", "policy.safetensors", "checkpoints", *BEST_FILES,
               *loggers.LOGGER_FILES}
+
+
+@dataclasses.dataclass
+class EvalEnv:
+    """Where a run evaluates: an env id with its options, or an env object (its episodes run one at a time)."""
+
+    env_id: str
+    """the id, or for an object its spec id (else its class name): records and messages"""
+    kwargs: dict
+    instance: Any = None
+    """the ``gymnasium.Env`` given to ``fit(cfg, env=...)``, or None"""
+    mode: str = "rollout"
+    """rollout or exact (resolve_eval_mode)"""
+    reference: dict | None = None
+    """random/expert returns for the normalized score: the dataset's for its own env, the env's own otherwise"""
+
+    def record(self) -> dict:
+        """As config.json's ``eval_env`` (a resume must evaluate on the same env)."""
+        return {"env_id": self.env_id, "env_kwargs": self.kwargs, "object": self.instance is not None}
+
+
+def _where(record: dict | None) -> str:
+    """An ``EvalEnv.record()`` in words, for messages."""
+    if not record:
+        return "no env"
+    kind = "an env object " if record.get("object") else ""
+    options = f" {record['env_kwargs']}" if record.get("env_kwargs") else ""
+    return f"{kind}{record.get('env_id')}{options}"
 
 
 @dataclasses.dataclass
@@ -83,11 +111,15 @@ class Setup:
     identity: dict | None = None
     determinism: dict | None = None
     """the CUDA determinism settings applied (None on the CPU)"""
+    eval_env: EvalEnv | None = None
+    """where evaluations run (None: no evaluation)"""
 
 
-def build(cfg: TrainConfig, dataset: OfflineDataset | None = None, device: torch.device | None = None) -> Setup:
+def build(cfg: TrainConfig, dataset: OfflineDataset | None = None, device: torch.device | None = None,
+          env: Any = None) -> Setup:
     """Load the dataset (and ASM), seed, and build networks and optimizers for ``cfg`` (on ``device``, default
-    ``cfg.device`` resolved; on CUDA with the settings under which the seed fixes the result)."""
+    ``cfg.device`` resolved; on CUDA with the settings under which the seed fixes the result). Evaluation runs
+    on ``env`` (a ``gymnasium.Env``), else ``cfg.env``, else the dataset's env; its spaces are checked here."""
     cfg.validate()
     device = device if device is not None else resolve_device(cfg.device)
     determinism = cuda_determinism(device)  # before any tensor reaches the GPU (cuBLAS reads its setting once)
@@ -101,9 +133,7 @@ def build(cfg: TrainConfig, dataset: OfflineDataset | None = None, device: torch
         algo_cfg = CONFIGS[cfg.algo](gamma=cfg.gamma, **cfg.algo_kwargs)
     except TypeError as e:
         raise ConfigError(f"algo_kwargs: {e}; see spinrl.algorithms.{cfg.algo} for valid fields") from None
-    if cfg.eval_every > 0 and ds.env_id is not None:
-        _check_env_matches(ds)
-        resolve_eval_mode(cfg.eval_mode, ds.env_id, ds.env_kwargs)  # --eval-mode exact without a model fails here
+    eval_env = _eval_env(cfg, ds, env)  # before training: a mismatch must not wait for the first evaluation
     seed_everything(cfg.seed)
     asm, asm_info = None, None
     if cfg.actor in ("spin", "spin-cached"):
@@ -122,7 +152,8 @@ def build(cfg: TrainConfig, dataset: OfflineDataset | None = None, device: torch
         net = getattr(nets, name)
         params = [p for p in net.parameters() if p.requires_grad]
         optimizers[name] = FusedAdam(params, lr=lr)  # one kernel for all tensors: ~7% of a small-net step
-    return Setup(cfg, ds, nets, algo, algo_cfg, optimizers, model_cfg, device, asm_info, determinism=determinism)
+    return Setup(cfg, ds, nets, algo, algo_cfg, optimizers, model_cfg, device, asm_info, determinism=determinism,
+                 eval_env=eval_env)
 
 
 def run_device(cfg: TrainConfig) -> torch.device:
@@ -138,25 +169,52 @@ def run_device(cfg: TrainConfig) -> torch.device:
     return resolve_device(name)
 
 
-def _check_env_matches(ds: OfflineDataset) -> None:
-    """Fail before training, not at the first evaluation, if the data does not fit its environment."""
+def _eval_env(cfg: TrainConfig, ds: OfflineDataset, env: Any = None) -> EvalEnv | None:
+    """Where the run evaluates (None without evaluation), checked against the dataset: the env object, else
+    ``cfg.env``, else the dataset's env (with the dataset's options when it is the dataset's own env)."""
     from spinrl import envs
 
+    if cfg.eval_every == 0 or (env is None and cfg.env is None and ds.env_id is None):
+        return None
+    if env is not None:
+        if cfg.eval_mode == "exact":
+            raise ConfigError("--eval-mode exact needs an env id with a known model (sepsis), not an env object; "
+                              "use rollout or auto")
+        vec = envs.wrap(env)  # MultiDiscrete actions and Box observations, or one line saying what is wrong
+        target = EvalEnv(getattr(getattr(env, "spec", None), "id", None) or type(env).__name__, {}, instance=env)
+        _check_spaces(ds, vec, target, "pass the env the data was collected in, or train with --eval-every 0")
+        return target
+    env_id = cfg.env or ds.env_id
+    own = env_id == ds.env_id
+    kwargs = dict(ds.env_kwargs) if own else {}
     try:
-        vec = envs.make_vector(ds.env_id, 1, **ds.env_kwargs)
-    except SpinError as e:  # no simulator here for the dataset's env_id (same error type, the way out added)
+        vec = envs.make_vector(env_id, 1, **kwargs)
+    except SpinError as e:  # no simulator here for the env id (same error type, the way out added)
         e.args = (f"{e}; to train without a simulator, pass --eval-every 0 (eval_every=0)",)
         raise
+    try:
+        target = EvalEnv(env_id, kwargs, mode=resolve_eval_mode(cfg.eval_mode, env_id, kwargs))  # exact w/o model fails
+        _check_spaces(ds, vec, target, "fix the dataset's env_id/env_kwargs or train with --eval-every 0" if own else
+                      "pass the env the data was collected in (--env), or train with --eval-every 0")
+    finally:
+        vec.close()
+    if own:
+        target.reference = ds.meta.get("reference")
+    else:
+        ref = envs.reference_scores(env_id, **kwargs)
+        target.reference = None if ref is None else {"random": ref.random, "expert": ref.expert, "source": ref.source}
+    return target
+
+
+def _check_spaces(ds: OfflineDataset, vec, target: EvalEnv, fix: str) -> None:
+    """Fail before training, not at the first evaluation, if the data does not fit the env (one line each)."""
+    name = f"{target.env_id}{f' {target.kwargs}' if target.kwargs else ''}"
     if int(vec.observation_dim) != ds.observation_dim:
-        raise ConfigError(
-            f"dataset observations have {ds.observation_dim} features but {ds.env_id} {ds.env_kwargs} produces "
-            f"{vec.observation_dim}; fix the dataset's env_id/env_kwargs or train with --eval-every 0"
-        )
+        raise ConfigError(f"dataset observations have {ds.observation_dim} features but {name} produces "
+                          f"{vec.observation_dim}; {fix}")
     if [int(m) for m in vec.nvec] != list(ds.nvec):
-        raise ConfigError(
-            f"dataset nvec {list(ds.nvec)} differs from {ds.env_id}'s action space {[int(m) for m in vec.nvec]}; "
-            "fix the dataset's env_id/env_kwargs or train with --eval-every 0"
-        )
+        raise ConfigError(f"dataset nvec {list(ds.nvec)} differs from {target.env_id}'s action space "
+                          f"{[int(m) for m in vec.nvec]}; {fix}")
 
 
 def gradient_step(s: Setup, batch: Batch) -> dict[str, torch.Tensor]:
@@ -204,24 +262,37 @@ def make_policy(s: Setup) -> Policy:
     return Policy(s.nets, s.cfg.algo, s.algo_cfg, meta, s.device)
 
 
-def fitter(cfg: TrainConfig) -> Iterator[dict]:
+def fitter(cfg: TrainConfig, env: Any = None) -> Iterator[dict]:
     """Train, yielding one metrics row every ``log_every`` steps and at every evaluation (d3rlpy's ``fitter``).
+
+    ``env``: where to evaluate instead of the dataset's environment: an env id (the same as ``cfg.env``) or a
+    ``gymnasium.Env`` instance with MultiDiscrete actions (its episodes run one at a time; not recorded in the
+    config, so a resume must pass it again), checked against the dataset's spaces before training.
 
     The run directory is complete (config.json, metrics.csv, checkpoints/last.pt, policy.pt) when the
     generator is exhausted; stopping early leaves a resumable run. One process writes it at a time (a lock
     released when the generator ends). Nothing runs until it is iterated (a warning says so if it is dropped
     unstarted); ``fit(cfg)`` runs to completion.
     """
-    return Fitter(_rows(cfg), "spinrl.fitter(cfg)", "spinrl.fit(cfg)")
+    cfg, env = _with_env(cfg, env)
+    return Fitter(_rows(cfg, env), "spinrl.fitter(cfg)", "spinrl.fit(cfg)")
 
 
-def train(cfg: TrainConfig) -> Iterator[dict]:
+def train(cfg: TrainConfig, env: Any = None) -> Iterator[dict]:
     """``fitter(cfg)`` under its first name: a generator of metric rows (kept so ``for row in train(cfg)`` works)."""
-    return Fitter(_rows(cfg), "spinrl.train(cfg)", "spinrl.fit(cfg)")
+    cfg, env = _with_env(cfg, env)
+    return Fitter(_rows(cfg, env), "spinrl.train(cfg)", "spinrl.fit(cfg)")
 
 
-def fit(cfg: TrainConfig) -> dict:
-    """Train to completion (d3rlpy's ``fit``) and return a summary.
+def _with_env(cfg: TrainConfig, env: Any) -> tuple[TrainConfig, Any]:
+    """An env id goes into the config (recorded, checked on resume); an env object is passed along."""
+    if isinstance(env, str):
+        return dataclasses.replace(cfg, env=env), None
+    return cfg, env
+
+
+def fit(cfg: TrainConfig, env: Any = None) -> dict:
+    """Train to completion (d3rlpy's ``fit``) and return a summary; ``env`` as in :func:`fitter`.
 
     Returns:
         ``out`` (the run directory), ``policy`` (its policy.pt), ``steps``, ``rows`` (every metrics row yielded),
@@ -232,7 +303,7 @@ def fit(cfg: TrainConfig) -> dict:
     Raises:
         SpinError: a bad config, dataset, ASM or resume, or a diverged run (one line each).
     """
-    rows = list(fitter(cfg))
+    rows = list(fitter(cfg, env))
     evals = [r for r in rows if r.get("eval_return_mean") is not None]
     out = Path(cfg.out)
     best = outdir._json(out / "best.json")  # None without evaluation
@@ -241,10 +312,10 @@ def fit(cfg: TrainConfig) -> dict:
             "best": best, "policy_best": out / "policy_best.pt" if best else None}
 
 
-def _rows(cfg: TrainConfig) -> Iterator[dict]:
+def _rows(cfg: TrainConfig, env: Any = None) -> Iterator[dict]:
     held: list = []
     try:
-        yield from _train(cfg, held)
+        yield from _train(cfg, held, env)
     finally:
         for h in reversed(held):  # the loggers, then the run directory's lock
             h.close() if isinstance(h, loggers.RunLogger) else h.release()
@@ -282,17 +353,22 @@ def _check_resume(s: Setup, ck: dict, recorded: dict, out: Path) -> None:
     if was.get("device") and was["device"] != ident["device"]:
         raise ConfigError(f"--resume on device {ident['device']} but the run used {was['device']}: another device ends "
                           f"bit-identity; pass --device {was['device']}")
+    env_was, env_now = recorded.get("eval_env"), s.eval_env.record() if s.eval_env else None
+    if "eval_env" in recorded and env_was != env_now:
+        raise ConfigError(f"--resume evaluating on {_where(env_now)} but the run evaluated on {_where(env_was)}: its "
+                          "scores and best policy would mix two environments; pass the same --env (an env object: "
+                          "fit(cfg, env=...) again)")
     if cfg.steps < ck["step"]:
         raise ConfigError(f"--steps {cfg.steps} is below the checkpoint's step {ck['step']}; pass --steps {ck['step']} or more")
 
 
-def _train(cfg: TrainConfig, held: list) -> Iterator[dict]:
+def _train(cfg: TrainConfig, held: list, env: Any = None) -> Iterator[dict]:
     cfg.validate()  # before the thread count reaches torch: 100000 threads crash later torch calls in this process
     keep_freed_memory()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     loggers.require(cfg.logger_names)  # before anything is written: a missing extra leaves no half-made run dir
-    s = build(cfg, device=run_device(cfg))
+    s = build(cfg, device=run_device(cfg), env=env)
     s.identity = _identity(s)
     out = Path(cfg.out)
     ckpt_path = out / "checkpoints" / "last.pt"
@@ -303,9 +379,8 @@ def _train(cfg: TrainConfig, held: list) -> Iterator[dict]:
     if cfg.resume and (out / "policy.pt").exists() and not ckpt_path.exists():
         raise ConfigError(f"--out {out} holds a finished run without checkpoints; choose another --out")
     ds = s.dataset
-    reference = ds.meta.get("reference")
-    env_id = ds.env_id
-    do_eval = cfg.eval_every > 0 and env_id is not None
+    do_eval = s.eval_env is not None
+    reference = s.eval_env.reference if do_eval else None
     rng = np.random.default_rng(cfg.seed)
     step, elapsed, rows = 0, 0.0, []
     best: dict | None = None  # the best evaluation so far: step, scores and the policy file's content
@@ -320,6 +395,7 @@ def _train(cfg: TrainConfig, held: list) -> Iterator[dict]:
         "dataset": {"path": cfg.dataset, "checksum": ds.meta.get("checksum"), **ds.signature, "level": ds.meta.get("level")},
         "asm_wall_seconds": asm_seconds,
         "asm_chosen_epoch": s.asm_info.get("chosen_epoch") if s.asm_info else None,
+        "eval_env": s.eval_env.record() if do_eval else None,
         **environment_info(s.device),
     }
     if cfg.resume and ckpt_path.exists():
@@ -358,7 +434,7 @@ def _train(cfg: TrainConfig, held: list) -> Iterator[dict]:
     if msg := threads_warning(cfg.threads, s.device):  # once every input has been checked
         warnings.warn(msg, stacklevel=2)
     if not do_eval:
-        why = "--eval-every 0" if cfg.eval_every == 0 else "the dataset names no environment and no --env was given"
+        why = "--eval-every 0" if cfg.eval_every == 0 else "the dataset names no environment; pass --env ID to evaluate"
         print(f"note: no evaluation ({why}), so no policy_best.pt is kept; policy.pt is the last policy", flush=True)
     bar = progress_bar(total=cfg.steps, desc=f"{cfg.algo}/{cfg.actor}", unit="step", disable=None if cfg.progress else True)
     bar.update(step)
@@ -514,15 +590,16 @@ def _evaluate(s: Setup, step: int, reference: dict | None):
     gen = torch.Generator(device=s.device)
     gen.manual_seed(s.cfg.seed * 1_000_003 + step)
     torch_state = torch.get_rng_state()
+    e = s.eval_env
 
     def act(obs: np.ndarray) -> np.ndarray:
         return policy.act(obs, deterministic=s.cfg.greedy, generator=gen)
 
     try:
-        if resolve_eval_mode(s.cfg.eval_mode, s.dataset.env_id, s.dataset.env_kwargs) == "exact":
-            return exact_evaluate(policy, s.dataset.env_id, s.dataset.env_kwargs, s.cfg.greedy, reference)
-        return evaluate_act(act, s.dataset.env_id, s.dataset.env_kwargs, s.cfg.eval_episodes, s.cfg.seed,
-                            s.cfg.eval_num_envs, reference)
+        if e.mode == "exact":
+            return exact_evaluate(policy, e.env_id, e.kwargs, s.cfg.greedy, reference)
+        return evaluate_act(act, e.env_id if e.instance is None else e.instance, e.kwargs, s.cfg.eval_episodes,
+                            s.cfg.seed, s.cfg.eval_num_envs, reference)
     finally:
         torch.set_rng_state(torch_state)
 
@@ -549,8 +626,8 @@ def _checkpoint(s: Setup, path: Path, step: int, elapsed: float, rows: list, col
     )
 
 
-def run(cfg: TrainConfig) -> Path:
+def run(cfg: TrainConfig, env: Any = None) -> Path:
     """Train to completion; returns the run directory."""
-    for _ in train(cfg):
+    for _ in train(cfg, env):
         pass
     return Path(cfg.out)
