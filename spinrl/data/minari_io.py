@@ -182,7 +182,8 @@ def import_minari(dataset_id: str) -> OfflineDataset:
     obs_space = mds.observation_space
     if not isinstance(obs_space, gym.spaces.Box):
         raise DatasetError(
-            f"Minari dataset {dataset_id} has observation space {obs_space}; spinrl imports only a Box observation space"
+            f"Minari dataset {dataset_id} has observation space "
+            f"{obs_space}; spinrl imports only a Box observation space"
         )
     obs_l, act_l, rew_l, term_l, trunc_l, lens = [], [], [], [], [], []
     for ep in mds.iterate_episodes():

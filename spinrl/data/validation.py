@@ -27,7 +27,8 @@ def validate(ds: "OfflineDataset") -> None:
     check_meta_names(meta, "metadata")
     lengths = np.asarray(ds.episode_lengths)
     if lengths.ndim != 1 or not np.issubdtype(lengths.dtype, np.integer):
-        raise DatasetError(f"episode_lengths must be a 1-D integer array, got shape {lengths.shape} dtype {lengths.dtype}")
+        raise DatasetError("episode_lengths must be a 1-D integer array, "
+                           f"got shape {lengths.shape} dtype {lengths.dtype}")
     if len(lengths) == 0:
         raise DatasetError("dataset has no episodes; provide at least one transition")
     if np.any(lengths <= 0):
@@ -39,20 +40,23 @@ def validate(ds: "OfflineDataset") -> None:
     if a.ndim != 2 or a.shape[0] != T:
         raise DatasetError(f"actions must have shape [{T}, {space.n}] (transitions, sub-actions), got {a.shape}")
     if a.shape[1] != space.n:
-        raise DatasetError(f"actions have {a.shape[1]} columns but nvec has {space.n} sub-actions; fix nvec or the actions")
+        raise DatasetError(f"actions have {a.shape[1]} columns but nvec has "
+                           f"{space.n} sub-actions; fix nvec or the actions")
     space.validate(a, "actions")
     obs = np.asarray(ds.observations)
     if obs.ndim < 2 or 0 in obs.shape[1:]:
         raise DatasetError(f"observations must have shape [rows, obs_dim] with obs_dim >= 1, got {obs.shape}")
     if obs.shape[0] != T + E:
         raise DatasetError(
-            f"observations must have {T + E} rows (transitions + one final observation per episode), got shape {obs.shape}"
+            f"observations must have {T + E} rows (transitions + one "
+            f"final observation per episode), got shape {obs.shape}"
         )
     if not np.issubdtype(obs.dtype, np.floating):
         raise DatasetError(f"observations must be floating point, got dtype {obs.dtype}; cast with .astype(np.float32)")
     if "observation_shape" in meta and list(meta["observation_shape"]) != list(obs.shape[1:]):
         raise DatasetError(
-            f"observations have shape {list(obs.shape[1:])} per step but meta.observation_shape is {meta['observation_shape']}"
+            f"observations have shape {list(obs.shape[1:])} per step "
+            f"but meta.observation_shape is {meta['observation_shape']}"
         )
     for name in ("rewards", "terminations", "truncations"):
         arr = np.asarray(getattr(ds, name))
@@ -72,7 +76,8 @@ def validate(ds: "OfflineDataset") -> None:
     not_end[ends] = False
     if np.any((term | trunc) & not_end):
         i = int(np.argmax((term | trunc) & not_end))
-        raise DatasetError(f"transition {i} is marked done but is not the last step of its episode; fix episode_lengths")
+        raise DatasetError(f"transition {i} is marked done but is not the "
+                           "last step of its episode; fix episode_lengths")
 
 
 def _check_finite(arr: np.ndarray, name: str, chunk: int = 1 << 20) -> None:
@@ -84,7 +89,8 @@ def _check_finite(arr: np.ndarray, name: str, chunk: int = 1 << 20) -> None:
         if not ok.all():
             r, c = np.argwhere(~ok)[0]
             raise DatasetError(
-                f"{name}[{i + int(r)}] contains {block[r, c]} (NaN/inf); clean or drop those steps before building the dataset"
+                f"{name}[{i + int(r)}] contains {block[r, c]} (NaN/inf); "
+                "clean or drop those steps before building the dataset"
             )
 
 

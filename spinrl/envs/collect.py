@@ -82,4 +82,5 @@ def collect(
         "generator": {"function": "spinrl.data.collect", "episodes": episodes, "seed": seed},
         **meta,
     }
-    return from_episodes(np.stack(obs_l), np.stack(act_l), np.array(rew_l), np.array(term_l), np.array(trunc_l), np.array(lens), md)
+    return from_episodes(np.stack(obs_l), np.stack(act_l), np.array(rew_l), np.array(term_l), np.array(trunc_l),
+                         np.array(lens), md)

@@ -20,7 +20,8 @@ import gymnasium as gym
 OWN = {"spinrl/Maze-v0": "maze", "spinrl/Cone-v0": "cone", "spinrl/Sepsis-v0": "sepsis"}
 DMC_ID = "spinrl/dmc-v0"
 DMC_TASK_IDS = {  # the six tasks of docs/benchmarks.md section 1, one id each
-    f"spinrl/dmc-{t}-v0": t for t in ("cheetah-run", "finger-spin", "fish-swim", "quadruped-walk", "humanoid-stand", "dog-trot")
+    f"spinrl/dmc-{t}-v0": t
+    for t in ("cheetah-run", "finger-spin", "fish-swim", "quadruped-walk", "humanoid-stand", "dog-trot")
 }
 
 

@@ -16,7 +16,8 @@ def read_asm_info(path: str | Path) -> dict:
     path = Path(path)
     if not (path / "asm.json").exists() or not (path / "asm.pt").exists():
         raise CheckpointError(
-            f"--asm {path} is not a finished ASM directory (needs asm.json and asm.pt); run `spinrl pretrain DATASET --out {path}`"
+            f"--asm {path} is not a finished ASM directory (needs asm.json "
+            f"and asm.pt); run `spinrl pretrain DATASET --out {path}`"
         )
     try:
         info = json.loads((path / "asm.json").read_text())
@@ -35,7 +36,8 @@ def check_signature(asm_sig: dict, data_sig: dict, where: str) -> None:
             a, d = a or {}, d or {}
         if a != d:
             raise CheckpointError(
-                f"{where} was pretrained on {key}={a!r} but the dataset has {key}={d!r}; pretrain an ASM on this dataset's task"
+                f"{where} was pretrained on {key}={a!r} but the dataset "
+                f"has {key}={d!r}; pretrain an ASM on this dataset's task"
             )
 
 
@@ -53,9 +55,11 @@ def load_asm(path: str | Path, data_signature: dict | None = None) -> tuple[Acti
             obs_dim *= int(s)
         asm = ActionStructureModel(obs_dim, sig["nvec"], cfg)
     except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"--asm {path}/asm.json is incomplete or from another version ({e.__class__.__name__}: {e}); pretrain again") from None
+        raise CheckpointError(f"--asm {path}/asm.json is incomplete or from another version "
+                              f"({e.__class__.__name__}: {e}); pretrain again") from None
     try:
         asm.load_state_dict(ck["model"], strict=True)
     except (RuntimeError, KeyError) as e:
-        raise CheckpointError(f"--asm {path}/asm.pt does not match its asm.json ({str(e).splitlines()[0][:120]}); pretrain again") from None
+        raise CheckpointError(f"--asm {path}/asm.pt does not match its asm.json "
+                              f"({str(e).splitlines()[0][:120]}); pretrain again") from None
     return asm, info

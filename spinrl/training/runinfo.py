@@ -45,7 +45,8 @@ def environment_info(device: torch.device | str = "cpu") -> dict:
 
     dev = torch.device(device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name()
-    versions = {"spinrl": __version__, "python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__}
+    versions = {"spinrl": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
+                "numpy": np.__version__}
     try:
         import gymnasium
 
@@ -55,6 +56,6 @@ def environment_info(device: torch.device | str = "cpu") -> dict:
     return {
         "commit": source_commit(),
         "versions": versions,
-        "device": {"type": dev.type, "name": name, "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-                   "cpu_isa": cpu_isa(), "native_bf16": native_bf16(dev)},
+        "device": {"type": dev.type, "name": name, "torch_threads": torch.get_num_threads(),
+                   "platform": platform.platform(), "cpu_isa": cpu_isa(), "native_bf16": native_bf16(dev)},
     }

@@ -55,7 +55,8 @@ def check_threads(threads: int | None) -> None:
     cores = os.cpu_count() or 1
     if threads is not None and threads > cores:
         # thousands of OpenMP threads hang or crash the process (segfault at 100000), and more than the cores only stall
-        raise ConfigError(f"--threads {threads} is more than this machine's {cores} cores; pass --threads {cores} or fewer")
+        raise ConfigError(f"--threads {threads} is more than this machine's "
+                          f"{cores} cores; pass --threads {cores} or fewer")
 
 
 @contextmanager

@@ -9,11 +9,12 @@ class FusedAdam(torch.optim.Adam):
     """``torch.optim.Adam(fused=True)`` with a short path through ``step()``.
 
     torch's step regroups the tensors by device and dtype and re-reads every group's options on each
-    call, Python work that matters for the small networks (three calls per IQL step). When every group is plain Adam (no amsgrad, maximize, weight decay or tensor lr) and every
-    parameter has a grad and its state, all on one device and dtype, this calls the same ``_foreach_add_``
-    and ``_fused_adam_`` kernels torch would with the same arguments, so results are bit-identical
-    (tests/test_optim.py); anything else goes to torch's own step. Step hooks still run: torch wraps this
-    ``step`` as it wraps Adam's. The state dict is torch's own.
+    call, Python work that matters for the small networks (three calls per IQL step). When every group is
+    plain Adam (no amsgrad, maximize, weight decay or tensor lr) and every parameter has a grad and its
+    state, all on one device and dtype, this calls the same ``_foreach_add_`` and ``_fused_adam_`` kernels
+    torch would with the same arguments, so results are bit-identical (tests/test_optim.py); anything else
+    goes to torch's own step. Step hooks still run: torch wraps this ``step`` as it wraps Adam's. The state
+    dict is torch's own.
     """
 
     def __init__(self, params, lr: float = 1e-3, **kwargs):

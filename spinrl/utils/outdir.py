@@ -41,7 +41,8 @@ def read_kind(path: str | os.PathLike) -> str | None:
     if isinstance(m, dict) and isinstance(m.get("kind"), str):
         return m["kind"]
     meta = _json(p / "meta.json")
-    if isinstance(meta, dict) and isinstance(meta.get("schema_version"), int) and isinstance(meta.get("checksums"), dict):
+    if (isinstance(meta, dict) and isinstance(meta.get("schema_version"), int)
+            and isinstance(meta.get("checksums"), dict)):
         return "dataset"
     c = _json(p / "config.json")
     if isinstance(c, dict) and isinstance(c.get("config"), dict) and "resolved" in c:
@@ -114,7 +115,8 @@ class Lock:
                 else:  # being written right now, or left empty by a crash: stale after a few seconds
                     try:
                         if time.time() - self.path.stat().st_mtime < 5:
-                            raise ConfigError(f"{self.what} is locked ({self.path}); wait for the other writer, or delete "
+                            raise ConfigError(f"{self.what} is locked ({self.path}); "
+                                              "wait for the other writer, or delete "
                                               "the lock file if none runs") from None
                     except FileNotFoundError:
                         continue

@@ -39,7 +39,8 @@ def save_carry(run_dir: str | os.PathLike, out: str | os.PathLike, policy_files:
     if st.get("kind") != "decqn-behaviour-run":
         raise CheckpointError(f"{run_dir}/checkpoints/last.pt is not a behaviour-run checkpoint")
     prev = outdir._json(out / "carry.json")
-    owned = {Path(str(c.get("file"))).name for c in prev.get("kept", []) if isinstance(c, dict)} if isinstance(prev, dict) else set()
+    owned = ({Path(str(c.get("file"))).name for c in prev.get("kept", []) if isinstance(c, dict)}
+             if isinstance(prev, dict) else set())
     (out / "policies").mkdir(parents=True, exist_ok=True)
     keep = set()
     for rel in policy_files:
