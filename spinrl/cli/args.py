@@ -2,6 +2,15 @@
 
 Each field's help text is the string literal written under it in the class body (as tyro does),
 so ``--help``, the Python API and the ``config.json`` of a run directory cannot drift apart.
+
+Why in-house and not tyro: tyro would replace these ~200 lines, but (1) it is not a dependency and the CLI
+is the one place every user meets, (2) spinrl needs what tyro does not give directly: one-line errors with
+exit code 2 (``_Parser``), flags told apart from defaults so ``--resume`` keeps a run's saved values
+(:func:`given_fields`), free ``--name value`` environment options after the known flags, and the flat
+``--iql-beta`` spelling of per-algorithm dict fields (:func:`add_nested_args`). What it supports is small
+and loud: bool, int, float, str, Literal, tuple/list, ``int | Literal[...]``, each optional; a field typed
+``dict`` has no flag form and must be filled by the caller (named in ``skip``), else building the parser
+raises. Field ``metadata`` may give ``metavar`` and ``action="append"`` (a repeatable flag).
 """
 
 from __future__ import annotations
@@ -90,9 +99,12 @@ def add_config_args(
             help_ += f" (default: {default})"
         kw: dict[str, Any] = {"help": help_.replace("%", "%%")}  # argparse %-formats help ("80% [MASK]")
         origin = get_origin(tp)
-        if tp is dict or origin is dict:
-            continue  # free-form kwargs are parsed by the caller
-        if origin is typing.Literal:
+        if tp is dict or origin is dict:  # a silent skip would drop the field from --help and the CLI
+            raise TypeError(f"{cls.__name__}.{f.name} is a dict and has no flag form; name it in skip= and fill it "
+                            "from the command line yourself (parse_kwargs, add_nested_args)")
+        if f.metadata.get("action") == "append":  # a repeatable flag collecting strings
+            kw["action"] = "append"
+        elif origin is typing.Literal:
             kw["choices"] = list(get_args(tp))
             kw["type"] = type(get_args(tp)[0])
         elif tp is bool:
@@ -107,12 +119,17 @@ def add_config_args(
             kw["type"] = _int_or(*(c for a in get_args(tp) if get_origin(a) is typing.Literal for c in get_args(a)))
         else:
             kw["type"] = str
+        if "metavar" in f.metadata:
+            kw["metavar"] = f.metadata["metavar"]
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
         if f.name in positional:
             if default not in (None, ""):
                 kw["nargs"] = "?"
                 parser.add_argument(f.name, default=default, **kw)
             else:
                 parser.add_argument(f.name, **kw)  # required
+        elif required and not suppress:
+            parser.add_argument(flag(f.name), dest=f.name, required=True, **kw)
         else:
             parser.add_argument(flag(f.name), dest=f.name, default=argparse.SUPPRESS if suppress else default, **kw)
 
@@ -129,7 +146,8 @@ def add_nested_args(parser: argparse.ArgumentParser, title: str, classes: dict[s
             if tp is bool:
                 kw = {"action": argparse.BooleanOptionalAction}
             help_ = doc + (f" ({default_note}: {f.default})" if f.default is not dataclasses.MISSING else "")
-            group.add_argument(f"--{key}-{f.name}".replace("_", "-"), dest=f"{dest}:{key}:{f.name}", metavar=f.name.upper(),
+            group.add_argument(f"--{key}-{f.name}".replace("_", "-"), dest=f"{dest}:{key}:{f.name}",
+                               metavar=f.name.upper(),
                                default=argparse.SUPPRESS, help=help_.replace("%", "%%"), **kw)
 
 
@@ -164,7 +182,8 @@ def given_fields(cls: type, argv: list[str], skip: tuple[str, ...] = ()) -> set[
     """The fields of ``cls`` whose flags appear in ``argv`` (positionals and subcommands are skipped), abbreviations and
     ``--no-`` forms included: what a resume must take from the command line rather than the saved run."""
     p = argparse.ArgumentParser(add_help=False)
-    add_config_args(p, cls, skip=skip, suppress=True)
+    dicts = tuple(f.name for f, tp, _ in _flag_fields(cls) if tp is dict or get_origin(tp) is dict)  # no flag form
+    add_config_args(p, cls, skip=skip + dicts, suppress=True)
     ns, _ = p.parse_known_args(argv)
     return set(vars(ns))
 

@@ -1,5 +1,11 @@
 """The ``spinrl`` command. It only parses flags and calls the public Python API.
 
+Every verb's flags come from one typed dataclass, the same object its Python API function takes (e.g.
+``spinrl data make`` and ``make_dataset(DataMakeConfig(...))``, ``spinrl eval`` and
+``run_eval(EvalConfig(...))``): see :data:`VERBS`. Each verb's parser is built once, by one function, and
+only when that verb runs, so ``spinrl --help`` and the data verbs start without loading torch; the config
+modules import no torch either.
+
 Every :class:`spinrl.errors.SpinError` becomes one line on stderr and exit code 2.
 """
 
@@ -11,26 +17,33 @@ import json
 import os
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from spinrl.cli.args import add_config_args, add_nested_args, config_from_args, nested_from_args, parse_kwargs, resumed_config
+from spinrl.cli.args import (
+    add_config_args,
+    add_nested_args,
+    config_from_args,
+    nested_from_args,
+    parse_kwargs,
+    resumed_config,
+)
 from spinrl.errors import ConfigError, SpinError
-from spinrl.spaces import FactoredSpace
-
-COMMANDS = {}
 
 
-def command(name: str):
-    def deco(fn):
-        COMMANDS[name] = fn
-        return fn
+@dataclass
+class Output:
+    """How the command prints its result: the CLI's own choice, so not part of any API config."""
 
-    return deco
+    json: bool = False
+    """machine-readable output"""
 
 
 # ---------------------------------------------------------------------- envs
 def cmd_envs(args: argparse.Namespace, extra: list[str]) -> int:
     from spinrl import envs
+    from spinrl.spaces import FactoredSpace
 
     rows = envs.list_envs()
     if args.json:
@@ -62,12 +75,13 @@ def cmd_data_make(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_data_info(args: argparse.Namespace, extra: list[str]) -> int:
     from spinrl.data import load
+    from spinrl.experiments.datasets import DataInfoConfig
 
-    ds = load(args.path, verify=not args.no_verify)
-    s = ds.summary()
+    cfg = config_from_args(DataInfoConfig, args)
+    s = load(cfg.path, verify=cfg.verify).summary()
     if args.json:
         d = s.as_dict()
-        d["path"] = str(args.path)
+        d["path"] = str(cfg.path)
         print(json.dumps(d, indent=2))
     else:
         print(s.format())
@@ -75,62 +89,53 @@ def cmd_data_info(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_data_validate(args: argparse.Namespace, extra: list[str]) -> int:
-    from spinrl.data import load
+    from spinrl.experiments.datasets import DataValidateConfig, validate_dataset
 
-    ds = load(args.path, verify=True)
-    if args.env:
-        from spinrl import envs
-
-        env = envs.make(ds.env_id, **ds.env_kwargs)
-        obs_dim = int(env.observation_space.shape[0])
-        if obs_dim != ds.observation_dim:
-            raise SpinError(
-                f"observations have {ds.observation_dim} features but {ds.env_id} produces {obs_dim}; "
-                "the dataset belongs to another environment or kwargs"
-            )
-        nvec = [int(m) for m in env.action_space.nvec]
-        if nvec != list(ds.nvec):
-            raise SpinError(f"nvec {list(ds.nvec)} does not match {ds.env_id}'s action space {nvec}")
-    print(f"ok: {args.path} ({ds.num_transitions} transitions, {ds.num_episodes} episodes, checksum {ds.meta['checksum'][:12]})")
+    cfg = config_from_args(DataValidateConfig, args)
+    ds = validate_dataset(cfg)
+    print(f"ok: {cfg.path} ({ds.num_transitions} transitions, {ds.num_episodes} episodes, "
+          f"checksum {ds.meta['checksum'][:12]})")
     return 0
 
 
 def cmd_data_import_dmc(args: argparse.Namespace, extra: list[str]) -> int:
-    from spinrl.data.interop import import_public_dmc
+    from spinrl.experiments.datasets import ImportDmcConfig, import_dmc
 
-    ds, report = import_public_dmc(args.path, env_id=args.env, bins=args.bins, level=args.level,
-                                   done_means=args.done_means, time_limit=args.time_limit)
+    out, report = import_dmc(config_from_args(ImportDmcConfig, args))
     print(report)
-    out = ds.save(args.out, overwrite=args.overwrite)
     print(f"saved {out}")
     return 0
 
 
 def cmd_data_export_dmc(args: argparse.Namespace, extra: list[str]) -> int:
-    from spinrl.data import load
-    from spinrl.data.interop import export_public_dmc
+    from spinrl.experiments.datasets import ExportDmcConfig, export_dmc
 
-    path = export_public_dmc(load(args.path), args.root)
-    print(f"wrote {path}")
+    print(f"wrote {export_dmc(config_from_args(ExportDmcConfig, args))}")
     return 0
 
 
 def cmd_data_export_minari(args: argparse.Namespace, extra: list[str]) -> int:
-    from spinrl.data import load
-    from spinrl.data.minari_io import export_minari
+    from spinrl.experiments.datasets import ExportMinariConfig, export_to_minari
 
-    out = export_minari(load(args.path), args.dataset_id)
-    print(f"exported to Minari dataset {args.dataset_id} ({out})")
+    cfg = config_from_args(ExportMinariConfig, args)
+    out = export_to_minari(cfg)
+    print(f"exported to Minari dataset {cfg.dataset_id} ({out})")
     return 0
 
 
 def cmd_data_import_minari(args: argparse.Namespace, extra: list[str]) -> int:
-    from spinrl.data.minari_io import import_minari
+    from spinrl.experiments.datasets import ImportMinariConfig, import_from_minari
 
-    ds = import_minari(args.dataset_id)
-    out = ds.save(args.out, overwrite=args.overwrite)
+    out, ds = import_from_minari(config_from_args(ImportMinariConfig, args))
     print(ds.summary().format())
     print(f"saved {out}")
+    return 0
+
+
+def cmd_data_report(args: argparse.Namespace, extra: list[str]) -> int:
+    from spinrl.experiments.dataset_report import DatasetReportConfig, write_dataset_report
+
+    print(f"wrote {write_dataset_report(config_from_args(DatasetReportConfig, args))}")
     return 0
 
 
@@ -157,23 +162,33 @@ def _nested_kwargs(args: argparse.Namespace, algo: str | None) -> tuple[dict, di
     other = sorted(k for k in algo_all if k != algo)
     if other:
         f = next(iter(algo_all[other[0]]))
-        raise ConfigError(f"--{other[0]}-{f.replace('_', '-')} is a flag of --algo {other[0]}; this run uses --algo {algo}: "
-                          f"drop it or pass --algo {other[0]}")
+        raise ConfigError(f"--{other[0]}-{f.replace('_', '-')} is a flag of --algo {other[0]}; this run uses "
+                          f"--algo {algo}: drop it or pass --algo {other[0]}")
     return algo_all.get(algo or "", {}), nested_from_args(args, "model_kwargs").get("model", {})
 
 
 def cmd_pretrain(args: argparse.Namespace, extra: list[str]) -> int:
     from spinrl.training.config import PretrainConfig
+    from spinrl.training.launch import DistributedConfig, pretrain_launch
+
+    dist = config_from_args(DistributedConfig, args)  # its flag combinations are checked before anything is read
+    _, model_kw = _nested_kwargs(args, None)
+    cfg = _resumed(PretrainConfig, config_from_args(PretrainConfig, args), args, ("dataset",))
+    if model_kw:
+        cfg = dataclasses.replace(cfg, model_kwargs={**cfg.model_kwargs, **model_kw})
+    if dist.distributed:
+        out = pretrain_launch(cfg, dist)
+        if out is not None:  # rank 0
+            info = json.loads((out / "asm.json").read_text())
+            print(f"ASM saved to {out} ({info['world_size']} processes, global batch {info['batch_size']}): chosen "
+                  f"epoch {info['chosen_epoch']} of {info['epochs_run']}, wall {info['wall_seconds']:.1f}s")
+        return 0
     from spinrl.evaluation.structure import describe
-    from spinrl.training.pretrain import pretrain, stop_summary
+    from spinrl.training.pretrain import stop_summary
 
     with warnings.catch_warnings():  # the still-falling warning is printed below, once
         warnings.filterwarnings("ignore", message="ASM stopped")
-        _, model_kw = _nested_kwargs(args, None)
-        cfg = _resumed(PretrainConfig, config_from_args(PretrainConfig, args), args, ("dataset",))
-        if model_kw:
-            cfg = dataclasses.replace(cfg, model_kwargs={**cfg.model_kwargs, **model_kw})
-        out = pretrain(cfg)
+        out = pretrain_launch(cfg, dist)
     info = json.loads((out / "asm.json").read_text())
     print(f"ASM saved to {out} (wall {info['wall_seconds']:.1f}s)")
     print(stop_summary(info))
@@ -188,7 +203,8 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     algo_kw, model_kw = _nested_kwargs(args, args.algo)
     cfg = _resumed(TrainConfig, config_from_args(TrainConfig, args), args, ("dataset",))
     if algo_kw or model_kw:  # typed flags win over the saved run's values (a resume then refuses a change)
-        cfg = dataclasses.replace(cfg, algo_kwargs={**cfg.algo_kwargs, **algo_kw}, model_kwargs={**cfg.model_kwargs, **model_kw})
+        cfg = dataclasses.replace(cfg, algo_kwargs={**cfg.algo_kwargs, **algo_kw},
+                                  model_kwargs={**cfg.model_kwargs, **model_kw})
     last = None
     for row in train(cfg):
         last = row if row.get("eval_return_mean") is not None else last
@@ -205,21 +221,34 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
-    from spinrl.evaluation.evaluate import evaluate
+    from spinrl.evaluation.config import EvalConfig, run_eval
 
-    res = evaluate(args.policy, env=args.env, episodes=args.episodes, seed=args.seed, greedy=args.greedy,
-                   mode=args.mode, threads=args.threads, video=args.video, **parse_kwargs(extra))
+    cfg = config_from_args(EvalConfig, args, env_kwargs=parse_kwargs(extra))
+    res = run_eval(cfg)
+    if cfg.offline is not None:
+        if args.json:
+            print(json.dumps(res, indent=2))
+        else:
+            print(
+                f"offline ({res['heldout_episodes']} held-out episodes): FQE value {res['fqe_value']:.3f} (gamma "
+                f"{res['gamma']}; behaviour's discounted return {res['behaviour_value']:.3f}); action agreement: exact "
+                f"{res['exact_match']:.3f}, per sub-action {res['sub_action_agreement']:.3f}"
+                + (f"; simulator discounted return {res['simulator_discounted_return']:.3f} over "
+                   f"{res['simulator_episodes']} episodes"
+                   if res.get("simulator_discounted_return") is not None else "")
+            )
+        return 0
     if args.json:
         print(json.dumps(res.as_dict(), indent=2))
-    else:
-        line = (f"expected return {res.mean:.4f} (exact, on the env's model)" if res.exact
-                else f"return {res.mean:.2f} +/- {res.std:.2f} over {len(res.returns)} episodes")
-        if res.normalized_mean is not None:
-            line += f", normalized {res.normalized_mean:.1f} (reference: {res.reference.get('source')})"
-        print(line)
-        if res.video:
-            print(f"video: {res.video['path']} ({res.video['frames']} frames, episode seed {res.video['seed']}, "
-                  f"return {res.video['return']:.2f})")
+        return 0
+    line = (f"expected return {res.mean:.4f} (exact, on the env's model)" if res.exact
+            else f"return {res.mean:.2f} +/- {res.std:.2f} over {len(res.returns)} episodes")
+    if res.normalized_mean is not None:
+        line += f", normalized {res.normalized_mean:.1f} (reference: {res.reference.get('source')})"
+    print(line)
+    if res.video:
+        print(f"video: {res.video['path']} ({res.video['frames']} frames, episode seed {res.video['seed']}, "
+              f"return {res.video['return']:.2f})")
     return 0
 
 
@@ -230,8 +259,16 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- behaviour agents
 def cmd_behaviour_train(args: argparse.Namespace, extra: list[str]) -> int:
-    from spinrl.training.behaviour import DIVERGING, BehaviourConfig, q_divergence, reward_max, train_behaviour, training_return
+    from spinrl.training.behaviour import (
+        DIVERGING,
+        BehaviourConfig,
+        q_divergence,
+        reward_max,
+        train_behaviour,
+        training_return,
+    )
 
     cfg = _resumed(BehaviourConfig, config_from_args(BehaviourConfig, args), args, ("env",), key=None)
     for row in train_behaviour(cfg):
@@ -245,47 +282,52 @@ def cmd_behaviour_train(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-def cmd_data_report(args: argparse.Namespace, extra: list[str]) -> int:
-    from spinrl.experiments.dataset_report import write_report
-
-    print(f"wrote {write_report(args.behaviour_root, args.data, args.out, args.img_dir)}")
-    return 0
-
-
 def cmd_behaviour_export(args: argparse.Namespace, extra: list[str]) -> int:
-    from spinrl.experiments.behaviour_sets import BehaviourSet
-    from spinrl.utils.hardware import check_threads
+    from spinrl.experiments.behaviour_sets import BehaviourExportConfig, export_set
 
-    if args.select_top < 1 or args.select_episodes < 0:
-        raise ConfigError("--select-top must be >= 1 and --select-episodes >= 0 (0 keeps the training evaluations' choice)")
-    check_threads(args.threads)  # before the run folder is read
-    bset = BehaviourSet(args.run)
-    out = bset.export(args.out, top=args.select_top, episodes=args.select_episodes, threads=args.threads)
+    bset, out = export_set(config_from_args(BehaviourExportConfig, args))
     for level in ("expert", "medium"):
         c = bset.index.get(level)
-        again = f", {c['selection_episodes']} fresh episodes {c['selection_return_mean']:.1f}" if c and "selection_episodes" in c else ""
-        print(f"{level}: " + ("none in range" if c is None else
-                              f"{c['file']} (env step {c['env_step']}, greedy return {c['eval_return_mean']:.1f}{again})"))
+        again = (f", {c['selection_episodes']} fresh episodes {c['selection_return_mean']:.1f}"
+                 if c and "selection_episodes" in c else "")
+        print(f"{level}: " + ("none in range" if c is None else f"{c['file']} (env step {c['env_step']}, greedy "
+                                                                f"return {c['eval_return_mean']:.1f}{again})"))
     ref = bset.index["reference"]
-    print(f"reference: random {ref['random']:.1f}, expert {ref['expert']:.1f} ({ref['episodes']} episodes each); exported to {out}")
+    print(f"reference: random {ref['random']:.1f}, expert {ref['expert']:.1f} ({ref['episodes']} episodes each); "
+          f"exported to {out}")
     return 0
 
 
 def cmd_behaviour_carry(args: argparse.Namespace, extra: list[str]) -> int:
-    from spinrl.experiments.behaviour_sets import carry
+    from spinrl.experiments.behaviour_sets import CarryConfig, carry
 
-    info = carry(args.run, args.out, overwrite=args.overwrite)
+    cfg = config_from_args(CarryConfig, args)
+    info = carry(cfg)
     best = info["best"]
     print(f"carried {info['env']} bins {info['bins']} at env step {info['env_step']:,} "
-          f"(best greedy return {best['eval_return_mean']:.1f} at {best['env_step']:,}; {len(info['kept'])} policy files) "
-          f"to {args.out}\ncontinue with: {info['continue']}")
+          f"(best greedy return {best['eval_return_mean']:.1f} at {best['env_step']:,}; {len(info['kept'])} policy "
+          "files) "
+          f"to {cfg.out}\ncontinue with: {info['continue']}")
+    return 0
+
+
+# ---------------------------------------------------------------------- experiments (sweep, report)
+def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
+    from spinrl.experiments.sweep import SweepOptions, sweep
+
+    res = sweep(config_from_args(SweepOptions, args))
+    return 1 if res.get("failed") else 0
+
+
+def cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
+    from spinrl.experiments.report import ReportOptions, report
+
+    command = " ".join(["spinrl report", *sys.argv[2:]]) if sys.argv[1:2] == ["report"] else None
+    print("wrote " + " and ".join(str(p) for p in report(config_from_args(ReportOptions, args), command)))
     return 0
 
 
 # ---------------------------------------------------------------------- parser
-_OVERWRITE = "write into --out even if it is a directory spinrl did not write (files spinrl did not write are kept)"
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage block), like every other spinrl error; exit code 2."""
 
@@ -293,280 +335,148 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
 
-def build_parser(light: bool = False) -> argparse.ArgumentParser:
-    """The CLI's parser; ``light``: only ``envs`` and ``data``, whose parsers import no torch (those verbs then
-    start in about a second instead of the several that loading torch takes)."""
-    from spinrl import __version__
-    from spinrl.experiments.behaviour_sets import SELECT_EPISODES, SELECT_TOP
-    from spinrl.experiments.datasets import DataMakeConfig
-
-    p = _Parser(
-        prog="spinrl",
-        description="Offline RL in factored discrete action spaces: SPIN and baselines.",
-    )
-    p.add_argument("--version", action="version", version=f"spinrl {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
-    e = sub.add_parser("envs", help="list environments: ids, observation dims, nvec, joint-space size")
-    e.add_argument("--json", action="store_true", help="machine-readable output")
-    e.set_defaults(fn=cmd_envs)
-
-    d = sub.add_parser("data", help="make, inspect, validate, import and export datasets")
-    dsub = d.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
-    dsub.required = True
-    mk = dsub.add_parser(
-        "make",
-        allow_abbrev=False,
-        help="generate a dataset; environment options follow as --name value (e.g. --actuators 12)",
-        description=DataMakeConfig.__doc__,
-    )
-    add_config_args(mk, DataMakeConfig, positional=("env",))
-    mk.set_defaults(fn=cmd_data_make, allow_extra=True)
-    info = dsub.add_parser("info", help="summary of a dataset (episodes, returns, normalized score, action histograms)")
-    info.add_argument("path")
-    info.add_argument("--json", action="store_true", help="machine-readable output")
-    info.add_argument("--no-verify", action="store_true", help="skip the checksum check (faster on huge datasets)")
-    info.set_defaults(fn=cmd_data_info)
-    val = dsub.add_parser("validate", help="verify checksums and contents; exit 2 on any problem")
-    val.add_argument("path")
-    val.add_argument("--env", action=argparse.BooleanOptionalAction, default=False, help="also check against the environment")
-    val.set_defaults(fn=cmd_data_validate)
-    imp = dsub.add_parser("import-dmc", help="import the public factorised-DMC pickle format (restricted unpickler)")
-    imp.add_argument("path", help="file <root>/<bins>_bins/<domain>-<task>-<level>")
-    imp.add_argument("--out", required=True, help="output dataset directory")
-    imp.add_argument("--env", default=None, help="env id (default: inferred from the file name)")
-    imp.add_argument("--bins", type=int, default=None, help="bins per dimension (default: from the <bins>_bins folder)")
-    imp.add_argument("--level", default=None, help="dataset level (default: inferred from the file name)")
-    imp.add_argument("--done-means", choices=("auto", "truncation", "termination"), default="auto",
-                     help="how to read the done flag: auto = truncation when the episode ran to the time limit, "
-                          "else termination (DMC never terminates: pass truncation for DMC files with short episodes)")
-    imp.add_argument("--time-limit", type=int, default=None, help="episode time limit for --done-means auto (dmc: 1000)")
-    imp.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
-    imp.set_defaults(fn=cmd_data_import_dmc)
-    exp = dsub.add_parser("export-dmc", help="export a dataset to the public pickle layout <root>/<bins>_bins/<domain>-<task>-<level>")
-    exp.add_argument("path")
-    exp.add_argument("--root", required=True)
-    exp.set_defaults(fn=cmd_data_export_dmc)
-    em = dsub.add_parser("export-minari", help="export to a local Minari dataset (extra: minari)")
-    em.add_argument("path")
-    em.add_argument("--dataset-id", required=True, help="Minari id, e.g. spinrl/maze12/medium-expert-v0")
-    em.set_defaults(fn=cmd_data_export_minari)
-    im = dsub.add_parser("import-minari", help="import a local Minari dataset with a MultiDiscrete action space (extra: minari)")
-    im.add_argument("dataset_id")
-    im.add_argument("--out", required=True)
-    im.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
-    im.set_defaults(fn=cmd_data_import_minari)
-
-    from spinrl.experiments.dataset_report import add_arguments as report_arguments
-
-    rp = dsub.add_parser("report", help="write docs/datasets.md (+ learning-curve PNGs) from behaviour sets and datasets")
-    report_arguments(rp)
-    rp.set_defaults(fn=cmd_data_report)
-    if light:
-        return p
-
-    from spinrl.experiments.demo import DemoConfig
-    from spinrl.algorithms import CONFIGS as ALGO_CONFIGS
-    from spinrl.models.config import ModelConfig
-    from spinrl.training.config import PretrainConfig, TrainConfig
-
-    pt = sub.add_parser("pretrain", help="pretrain an Action Structure Model (masked action modelling; stops at a validation plateau or a budget)",
-                        description=PretrainConfig.__doc__)
-    add_config_args(pt, PretrainConfig, positional=("dataset",), skip=("model_kwargs",))
-    add_nested_args(pt, "model sizes (override the --preset)", {"model": ModelConfig}, "model_kwargs",
-                    default_note="paper preset")
-    pt.set_defaults(fn=cmd_pretrain)
-    tr = sub.add_parser("train", help="train a policy: --algo {iql,awac,bcq} --actor {factored,autoregressive,saint,spin,spin-cached}",
-                        description=TrainConfig.__doc__)
-    add_config_args(tr, TrainConfig, positional=("dataset",), skip=("algo_kwargs", "model_kwargs"))
-    add_nested_args(tr, "algorithm hyper-parameters (each --ALGO-NAME sets NAME of --algo ALGO; --gamma is above)",
-                    ALGO_CONFIGS, "algo_kwargs", skip=("gamma",))
-    add_nested_args(tr, "model sizes (override the --preset)", {"model": ModelConfig}, "model_kwargs",
-                    default_note="paper preset")
-    tr.set_defaults(fn=cmd_train)
-    ev = sub.add_parser("eval", help="evaluate a policy file in its dataset's environment (or --env ID with --name value options)")
-    ev.add_argument("policy", help="policy.pt of a run directory")
-    ev.add_argument("--env", default=None, help="environment id: spinrl's, or any registered Gymnasium id, module:ID "
-                    "importing the module that registers it (default: the policy's dataset environment)")
-    ev.add_argument("--episodes", type=int, default=10, help="episodes, reset with seeds seed+100+k (default: 10)")
-    ev.add_argument("--seed", type=int, default=0, help="seed of resets and action sampling (default: 0)")
-    ev.add_argument("--greedy", action="store_true", help="most likely action instead of a sample")
-    ev.add_argument("--mode", choices=("auto", "rollout", "exact"), default="auto",
-                    help="exact: expected return on the env's known model (sepsis); auto (default): exact where known")
-    ev.add_argument("--json", action="store_true", help="machine-readable output")
-    ev.add_argument("--threads", type=int, default=None,
-                    help="torch CPU threads (default: torch's own count); 1 beside another job, where more only stall")
-    ev.add_argument("--video", default=None, metavar="OUT.mp4",
-                    help="also render episode 0 (maze, dmc, Gymnasium envs with rgb_array) into this .mp4 (extra 'video')")
-    ev.set_defaults(fn=cmd_eval, allow_extra=True)
-    dm = sub.add_parser("demo", help="the main job: SPIN (and SPIN-cached) vs factored IQL on Maze-12 medium-expert, table + plot",
-                        description=DemoConfig.__doc__)
-    add_config_args(dm, DemoConfig)
-    dm.set_defaults(fn=cmd_demo)
-
-    from spinrl.training.behaviour import BehaviourConfig
-
-    bh = sub.add_parser("behaviour", help="train DecQN behaviour agents for the DM Control datasets")
-    bsub = bh.add_subparsers(dest="behaviour_command", metavar="BEHAVIOUR_COMMAND")
-    bsub.required = True
-    bt = bsub.add_parser("train", help="online DecQN on dmc:<domain>-<task> with checkpoints and exact --resume",
-                         description=BehaviourConfig.__doc__)
-    add_config_args(bt, BehaviourConfig, positional=("env",))
-    bt.set_defaults(fn=cmd_behaviour_train)
-    bx = bsub.add_parser("export", help="choose expert/medium checkpoints of a run, compute references, copy them to --out")
-    bx.add_argument("run", help="run directory of `spinrl behaviour train`")
-    bx.add_argument("--out", required=True, help="output folder, e.g. behaviour_checkpoints/cheetah-run-3")
-    bx.add_argument("--select-top", type=int, default=SELECT_TOP,
-                    help="re-evaluate this many best checkpoints and medium candidates before choosing (default: %(default)s)")
-    bx.add_argument("--select-episodes", type=int, default=SELECT_EPISODES,
-                    help="fresh greedy episodes per re-evaluated checkpoint; 0 keeps the training evaluations' choice "
-                         "(default: %(default)s)")
-    bx.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads for the policies' forward passes; more only spin beside other jobs "
-                         "(default: %(default)s)")
-    bx.set_defaults(fn=cmd_behaviour_export)
-    bc = bsub.add_parser("carry", help="a run's state without its replay (a few MB) to continue it elsewhere with "
-                         "`behaviour train --continue-from`")
-    bc.add_argument("run", help="run directory of `spinrl behaviour train`")
-    bc.add_argument("--out", required=True, help="output folder, e.g. behaviour_checkpoints/carry/humanoid-stand-3")
-    bc.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
-    bc.set_defaults(fn=cmd_behaviour_carry)
-
-    for hook in _EXTRA_PARSERS:
-        hook(sub)
+def _verb(sub, name: str, help: str, fn: Callable, *configs: type, positional: tuple[str, ...] = (),
+          skip: tuple[str, ...] = (), allow_extra: bool = False, **parser_kw) -> argparse.ArgumentParser:
+    """One (sub)command: flags from ``configs`` (the first one's docstring is the description; ``skip``/
+    ``positional`` apply to it); ``allow_extra``: leftover ``--name value`` tokens reach the handler."""
+    first = configs[0] if configs and configs[0] is not Output else None
+    doc = (first.__doc__ or "").split("\n\n")[0] if first else None  # the first paragraph: what the verb does
+    p = sub.add_parser(name, help=help, description=doc, **parser_kw)
+    for i, cls in enumerate(configs):
+        add_config_args(p, cls, positional=positional if i == 0 else (), skip=skip if i == 0 else ())
+    p.set_defaults(fn=fn, allow_extra=allow_extra)
     return p
 
 
-_EXTRA_PARSERS: list = []
+def _group(sub, name: str, help: str) -> argparse._SubParsersAction:
+    g = sub.add_parser(name, help=help)
+    gsub = g.add_subparsers(dest=f"{name}_command", metavar=f"{name.upper()}_COMMAND")
+    gsub.required = True
+    return gsub
 
 
-# ---------------------------------------------------------------------- experiments (sweep, report, offline eval)
-def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
-    from spinrl.experiments.sweep import sweep
-
-    res = sweep(args.spec, args.out, backend=args.backend, workers=args.workers, dry_run=args.dry_run,
-                only=args.only, ray_num_cpus=args.ray_num_cpus, ray_address=args.ray_address)
-    return 1 if res.get("failed") else 0
+def _envs_parser(sub, name: str, help: str) -> None:
+    _verb(sub, name, help, cmd_envs, Output)
 
 
-def cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
-    from spinrl.experiments.report import save_records, write_report
+def _data_parser(sub, name: str, help: str) -> None:
+    from spinrl.experiments import datasets as d
+    from spinrl.experiments.dataset_report import DatasetReportConfig
 
-    if args.early_step is not None:
-        from spinrl.experiments import early
+    g = _group(sub, name, help)
+    _verb(g, "make", "generate a dataset; environment options follow as --name value (e.g. --actuators 12)",
+          cmd_data_make, d.DataMakeConfig, positional=("env",), skip=("env_kwargs",), allow_extra=True,
+          allow_abbrev=False)
+    _verb(g, "info", "summary of a dataset (episodes, returns, normalized score, action histograms)", cmd_data_info,
+          d.DataInfoConfig, Output, positional=("path",))
+    _verb(g, "validate", "verify checksums and contents; exit 2 on any problem", cmd_data_validate,
+          d.DataValidateConfig, positional=("path",))
+    _verb(g, "import-dmc", "import the public factorised-DMC pickle format (restricted unpickler)", cmd_data_import_dmc,
+          d.ImportDmcConfig, positional=("path",))
+    _verb(g, "export-dmc", "export a dataset to the public pickle layout <root>/<bins>_bins/<domain>-<task>-<level>",
+          cmd_data_export_dmc, d.ExportDmcConfig, positional=("path",))
+    _verb(g, "export-minari", "export to a local Minari dataset (extra: minari)", cmd_data_export_minari,
+          d.ExportMinariConfig, positional=("path",))
+    _verb(g, "import-minari", "import a local Minari dataset with a MultiDiscrete action space (extra: minari)",
+          cmd_data_import_minari, d.ImportMinariConfig, positional=("dataset_id",))
+    _verb(g, "report", "write docs/datasets.md (+ learning-curve PNGs) from behaviour sets and datasets",
+          cmd_data_report, DatasetReportConfig)
 
-        if not args.doc:
-            raise ConfigError("--early-step needs --doc PAGE.md (the page to write, e.g. docs/EARLY.md)")
-        if args.records:
-            save_records(args.dir, args.records)
-        cmd = " ".join(["spinrl report", *sys.argv[2:]]) if sys.argv[1:2] == ["report"] else None
-        doc = early.write(args.records or args.dir, args.doc, args.early_step, args.reference, args.preamble, cmd)
-        print(f"wrote {doc} and {doc.with_suffix('.json')}")
-        return 0
-    out = write_report(args.dir, doc=args.doc, title=args.title, paper=args.paper, preamble=args.preamble,
-                       records=args.records)
-    print(f"wrote {out / 'report.md'} and {out / 'report.json'}" + (f" and {args.doc}" if args.doc else ""))
-    return 0
+
+_MODEL_SIZES = "model sizes (override the --preset)"
 
 
-def cmd_pretrain_or_distributed(args: argparse.Namespace, extra: list[str]) -> int:
-    if not getattr(args, "distributed", False):
-        if args.dist_backend != "torchrun" or args.workers is not None:
-            raise ConfigError("--dist-backend and --workers only apply with --distributed; add --distributed")
-        return cmd_pretrain(args, extra)
+def _pretrain_parser(sub, name: str, help: str) -> None:
+    from spinrl.models.config import ModelConfig
     from spinrl.training.config import PretrainConfig
-    from spinrl.training.pretrain import pretrain_distributed, pretrain_ray
+    from spinrl.training.launch import DistributedConfig
 
-    cfg = config_from_args(PretrainConfig, args)
-    if args.dist_backend == "ray":
-        out = pretrain_ray(cfg, workers=args.workers or 2, use_gpu=cfg.device.startswith("cuda"), address=args.ray_address)
-    else:
-        if args.workers is not None:
-            raise ConfigError("--workers is for --dist-backend ray; under torchrun use torchrun --nproc_per_node K")
-        out = pretrain_distributed(cfg)
-    if out is not None:  # rank 0
-        info = json.loads((out / "asm.json").read_text())
-        print(f"ASM saved to {out} ({info['world_size']} processes, global batch {info['batch_size']}): chosen epoch "
-              f"{info['chosen_epoch']} of {info['epochs_run']}, wall {info['wall_seconds']:.1f}s")
-    return 0
+    p = _verb(sub, name, help, cmd_pretrain, PretrainConfig, positional=("dataset",), skip=("model_kwargs",))
+    add_config_args(p.add_argument_group("distributed pretraining"), DistributedConfig)
+    add_nested_args(p, _MODEL_SIZES, {"model": ModelConfig}, "model_kwargs", default_note="paper preset")
 
 
-def cmd_eval_or_offline(args: argparse.Namespace, extra: list[str]) -> int:
-    if not getattr(args, "offline", None):
-        return cmd_eval(args, extra)
-    from spinrl.evaluation.offline import offline_evaluate
+def _train_parser(sub, name: str, help: str) -> None:
+    from spinrl.algorithms import CONFIGS as ALGO_CONFIGS  # beside their losses (style.md 2): this loads torch
+    from spinrl.models.config import ModelConfig
+    from spinrl.training.config import TrainConfig
 
-    res = offline_evaluate(args.policy, args.offline, seed=args.seed, iterations=args.fqe_iterations, threads=args.threads)
-    if Path(args.policy).name == "policy.pt" and (Path(args.policy).parent / "config.json").exists():
-        from spinrl.evaluation.offline import write_offline_eval
-
-        write_offline_eval(Path(args.policy).parent, res)  # where `spinrl report` finds it
-    if args.json:
-        print(json.dumps(res, indent=2))
-    else:
-        print(
-            f"offline ({res['heldout_episodes']} held-out episodes): FQE value {res['fqe_value']:.3f} (gamma {res['gamma']}; "
-            f"behaviour's discounted return {res['behaviour_value']:.3f}); action agreement: exact {res['exact_match']:.3f}, "
-            f"per sub-action {res['sub_action_agreement']:.3f}"
-            + (f"; simulator discounted return {res['simulator_discounted_return']:.3f} over {res['simulator_episodes']} episodes"
-               if res.get("simulator_discounted_return") is not None else "")
-        )
-    return 0
+    p = _verb(sub, name, help, cmd_train, TrainConfig, positional=("dataset",), skip=("algo_kwargs", "model_kwargs"))
+    add_nested_args(p, "algorithm hyper-parameters (each --ALGO-NAME sets NAME of --algo ALGO; --gamma is above)",
+                    ALGO_CONFIGS, "algo_kwargs", skip=("gamma",))
+    add_nested_args(p, _MODEL_SIZES, {"model": ModelConfig}, "model_kwargs", default_note="paper preset")
 
 
-def _experiment_parsers(sub) -> None:
-    sw = sub.add_parser("sweep", help="run a TOML grid of pretraining + training runs (local process pool or Ray Tune)",
-                        description="Run every trial of SPEC (see benchmarks/smoke.toml); rerunning skips finished "
-                                    "runs and resumes interrupted ones.")
-    sw.add_argument("spec", help="sweep spec (TOML)")
-    sw.add_argument("--out", required=True, help="sweep directory: runs/, asm/, sweep.json")
-    sw.add_argument("--backend", choices=("local", "ray"), default="local",
-                    help="local = a process pool on this machine; ray = Ray Tune with per-trial resources (extra: ray)")
-    sw.add_argument("--workers", type=int, default=None, help="local: concurrent runs (default: sweep.workers or the cores)")
-    sw.add_argument("--only", action="append", default=None, metavar="KEY=V1,V2",
-                    help="run only trials whose KEY is one of the values (repeatable), e.g. --only actor=factored,spin")
-    sw.add_argument("--dry-run", action="store_true", help="list the trials and their state, run nothing")
-    sw.add_argument("--ray-num-cpus", type=int, default=None, help="ray: CPUs of a local Ray started by the sweep")
-    sw.add_argument("--ray-address", default=None,
-                    help="ray: join a running cluster (e.g. 'auto' or HOST:6379 after `ray start --head`) instead of "
-                         "starting one; --out must be on a filesystem every node sees")
-    sw.set_defaults(fn=cmd_sweep)
-    rp = sub.add_parser("report", help="report.md + report.json + learning-curve PNGs from a directory of run dirs")
-    rp.add_argument("dir", help="directory holding run directories (e.g. a sweep's --out)")
-    rp.add_argument("--doc", default=None, help="also write the markdown to this path with images beside it (docs/RESULTS.md)")
-    rp.add_argument("--title", default=None, help="report title")
-    rp.add_argument("--records", default=None, metavar="RECORDS",
-                    help="first copy the report's inputs of DIR's finished runs (KB each, no checkpoints) into RECORDS, "
-                         "then report from RECORDS, which keeps earlier runs too (commit it, e.g. benchmarks/records/paper)")
-    rp.add_argument("--paper", action="store_true", help="add the section listing how the runs' setting differs from the SPIN paper's")
-    rp.add_argument("--preamble", default=None, help="markdown file inserted after the title (context; no numbers)")
-    rp.add_argument("--early-step", type=int, default=None, metavar="S",
-                    help="write the early-learning page instead (the paper's Table 4 protocol): returns at step S with IQM and "
-                         "bootstrap intervals, paired SPIN differences, ASM controls, %% of a converged F-IQL (--reference)")
-    rp.add_argument("--reference", default=None, metavar="DIR",
-                    help="with --early-step: run directories or records of converged factored-IQL runs (the 100%% and the target)")
-    rp.set_defaults(fn=cmd_report)
-    if "pretrain" in sub.choices:
-        pt = sub.choices["pretrain"]
-        pt.add_argument("--distributed", action="store_true",
-                        help="data-parallel under torchrun (gloo on CPU, nccl on GPU): the batch is split across ranks, rank 0 writes")
-        pt.add_argument("--dist-backend", choices=["torchrun", "ray"], default="torchrun",
-                        help="with --distributed: torchrun (start with torchrun --nproc_per_node K) or ray (Ray Train "
-                             "TorchTrainer, started by this command; extra: ray)")
-        pt.add_argument("--workers", type=int, default=None, help="with --dist-backend ray: ranks, one CPU each (default 2)")
-        pt.add_argument("--ray-address", default=None, help="with --dist-backend ray: join this Ray cluster (default: a local one)")
-        pt.set_defaults(fn=cmd_pretrain_or_distributed)
-    if "eval" in sub.choices:
-        ev = sub.choices["eval"]
-        ev.add_argument("--offline", default=None, metavar="DATASET",
-                        help="dataset-only evaluation: FQE on held-out episodes and action agreement with the data "
-                             "(saved as offline_eval.json in the policy's run directory, a column of `spinrl report`)")
-        ev.add_argument("--fqe-iterations", type=int, default=None, help="--offline: FQE target updates (default: 50)")
-        ev.set_defaults(fn=cmd_eval_or_offline)
+def _eval_parser(sub, name: str, help: str) -> None:
+    from spinrl.evaluation.config import EvalConfig
+
+    _verb(sub, name, help, cmd_eval, EvalConfig, Output, positional=("policy",), skip=("env_kwargs",), allow_extra=True)
 
 
-_EXTRA_PARSERS.append(_experiment_parsers)
+def _demo_parser(sub, name: str, help: str) -> None:
+    from spinrl.experiments.demo import DemoConfig
+
+    _verb(sub, name, help, cmd_demo, DemoConfig)
+
+
+def _behaviour_parser(sub, name: str, help: str) -> None:
+    from spinrl.experiments.behaviour_sets import BehaviourExportConfig, CarryConfig
+    from spinrl.training.behaviour.config import BehaviourConfig
+
+    g = _group(sub, name, help)
+    _verb(g, "train", "online DecQN on dmc:<domain>-<task> with checkpoints and exact --resume", cmd_behaviour_train,
+          BehaviourConfig, positional=("env",))
+    _verb(g, "export", "choose expert/medium checkpoints of a run, compute references, copy them to --out",
+          cmd_behaviour_export, BehaviourExportConfig, positional=("run",))
+    _verb(g, "carry", "a run's state without its replay (a few MB) to continue it elsewhere with "
+          "`behaviour train --continue-from`", cmd_behaviour_carry, CarryConfig, positional=("run",))
+
+
+def _sweep_parser(sub, name: str, help: str) -> None:
+    from spinrl.experiments.sweep import SweepOptions
+
+    _verb(sub, name, help, cmd_sweep, SweepOptions, positional=("spec",))
+
+
+def _report_parser(sub, name: str, help: str) -> None:
+    from spinrl.experiments.report import ReportOptions
+
+    _verb(sub, name, help, cmd_report, ReportOptions, positional=("dir",))
+
+
+VERBS: dict[str, tuple[str, Callable]] = {
+    "envs": ("list environments: ids, observation dims, nvec, joint-space size", _envs_parser),
+    "data": ("make, inspect, validate, import and export datasets", _data_parser),
+    "pretrain": ("pretrain an Action Structure Model (masked action modelling; stops at a validation plateau or a "
+                 "budget)", _pretrain_parser),
+    "train": ("train a policy: --algo {iql,awac,bcq} --actor {factored,autoregressive,saint,spin,spin-cached}",
+              _train_parser),
+    "eval": ("evaluate a policy file in its dataset's environment (or --env ID with --name value options)",
+             _eval_parser),
+    "demo": ("the main job: SPIN (and SPIN-cached) vs factored IQL on Maze-12 medium-expert, table + plot",
+             _demo_parser),
+    "behaviour": ("train DecQN behaviour agents for the DM Control datasets", _behaviour_parser),
+    "sweep": ("run a TOML grid of pretraining + training runs (local process pool or Ray Tune)", _sweep_parser),
+    "report": ("report.md + report.json + learning-curve PNGs from a directory of run dirs", _report_parser),
+}
+"""Top-level verb -> (its one-line help, the function that builds its parser from the verb's config dataclasses)."""
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser. ``only``: build the flags of that verb alone (the others are listed, without flags),
+    which is what :func:`main` does so that a verb imports only its own configs; None builds every verb."""
+    from spinrl import __version__
+
+    p = _Parser(prog="spinrl", description="Offline RL in factored discrete action spaces: SPIN and baselines.")
+    p.add_argument("--version", action="version", version=f"spinrl {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (help_, build) in VERBS.items():
+        if only is None or name == only:
+            build(sub, name, help_)
+        else:
+            sub.add_parser(name, help=help_)
+    return p
 
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -584,7 +494,7 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(light=bool(argv) and argv[0] in ("envs", "data"))
+    parser = build_parser(only=argv[0] if argv and argv[0] in VERBS else "")
     args, extra = parser.parse_known_args(argv)
     args.argv = list(argv)  # a command that resumes tells the flags given from their defaults
     if extra and not getattr(args, "allow_extra", False):

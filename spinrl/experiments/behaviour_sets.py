@@ -339,12 +339,17 @@ def carry_candidates(checkpoints: list[Checkpoint], lo: float = MEDIUM_RANGE[0],
     return sorted({c.file: c for c in keep.values()}.values(), key=lambda c: c.env_step)
 
 
-def carry(run_dir: str | Path, out: str | Path, overwrite: bool = False) -> dict:
+def carry(run_dir: str | Path | CarryConfig, out: str | Path | None = None, overwrite: bool = False) -> dict:
     """``spinrl behaviour carry``: the run's state without its replay, plus medium candidates, in ``out``.
 
-    Returns the summary also written to ``out/carry.json`` (env, steps, wall time, kept files, best return).
-    ``out`` must be empty, new or an earlier carry (else ``overwrite``); one writer at a time.
+    Takes a :class:`CarryConfig` or the same names as arguments. Returns the summary also written to
+    ``out/carry.json`` (env, steps, wall time, kept files, best return). ``out`` must be empty, new or an
+    earlier carry (else ``overwrite``); one writer at a time.
     """
+    if isinstance(run_dir, CarryConfig):
+        return carry(run_dir.run, run_dir.out, run_dir.overwrite)
+    if out is None:
+        raise ConfigError("carry needs an output folder (--out)")
     run_dir = Path(run_dir)
     if not (run_dir / "checkpoints" / "last.pt").exists():
         raise ConfigError(f"{run_dir}: no checkpoints/last.pt; pass a `spinrl behaviour train` run directory")
@@ -381,3 +386,52 @@ def _carry(run_dir: Path, out: Path) -> dict:
                         + f" --continue-from {out} --out NEW_RUN --env-steps N"}
     write_text_atomic(out / "carry.json", json.dumps(info, indent=1) + "\n")
     return info
+
+
+@dataclass
+class BehaviourExportConfig:
+    """Choose expert/medium checkpoints of a run, compute references, copy them to --out.
+
+    ``spinrl behaviour export``; in Python :func:`export_set`.
+    """
+
+    run: str
+    """run directory of `spinrl behaviour train`"""
+    out: str
+    """output folder, e.g. behaviour_checkpoints/cheetah-run-3"""
+    select_top: int = SELECT_TOP
+    """re-evaluate this many best checkpoints and medium candidates before choosing"""
+    select_episodes: int = SELECT_EPISODES
+    """fresh greedy episodes per re-evaluated checkpoint; 0 keeps the training evaluations' choice"""
+    threads: int = 1
+    """torch CPU threads for the policies' forward passes; more only spin beside other jobs"""
+
+    def __post_init__(self) -> None:
+        if self.select_top < 1 or self.select_episodes < 0:
+            raise ConfigError("--select-top must be >= 1 and --select-episodes >= 0 (0 keeps the training evaluations' "
+                              "choice)")
+        check_threads(self.threads)  # before the run folder is read
+
+
+def export_set(cfg: BehaviourExportConfig) -> tuple[BehaviourSet, Path]:
+    """Export the behaviour set of ``cfg.run`` to ``cfg.out``; returns the set (its ``index`` holds the choice)
+    and the folder written."""
+    bset = BehaviourSet(cfg.run)
+    out = bset.export(cfg.out, top=cfg.select_top, episodes=cfg.select_episodes, threads=cfg.threads)
+    return bset, out
+
+
+@dataclass
+class CarryConfig:
+    """A run's state without its replay (a few MB), to continue it elsewhere with `spinrl behaviour train
+    --continue-from`.
+
+    ``spinrl behaviour carry``; in Python :func:`carry`.
+    """
+
+    run: str
+    """run directory of `spinrl behaviour train`"""
+    out: str
+    """output folder, e.g. behaviour_checkpoints/carry/humanoid-stand-3"""
+    overwrite: bool = False
+    """write into --out even if it is a directory spinrl did not write (files spinrl did not write are kept)"""

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -396,16 +397,33 @@ def write_report(behaviour_root: str | Path = "behaviour_checkpoints", data_root
     return out
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--behaviour-root", default=os.environ.get(SETS_VARIABLE) or "behaviour_checkpoints",
-                   help=f"folder of exported behaviour sets (default: ${SETS_VARIABLE}, else behaviour_checkpoints)")
-    p.add_argument("--data", default=None, help="dataset folder to scan (default: $SPINRL_DATA)")
-    p.add_argument("--out", default="docs/datasets.md", help="markdown output (default: docs/datasets.md); its ledger of dataset summaries is the same path with .json")
-    p.add_argument("--img-dir", default="docs/img", help="folder for the learning-curve PNGs (default: docs/img)")
+@dataclass
+class DatasetReportConfig:
+    """Write docs/datasets.md (+ learning-curve PNGs) from behaviour sets and datasets.
+
+    ``spinrl data report``; in Python :func:`write_dataset_report`.
+    """
+
+    behaviour_root: str | None = None
+    """folder of exported behaviour sets (default: $SPINRL_BEHAVIOUR_SETS, else behaviour_checkpoints)"""
+    data: str | None = None
+    """dataset folder to scan (default: $SPINRL_DATA)"""
+    out: str = "docs/datasets.md"
+    """markdown output; its ledger of dataset summaries is the same path with .json"""
+    img_dir: str = "docs/img"
+    """folder for the learning-curve PNGs"""
 
 
-if __name__ == "__main__":
+def write_dataset_report(cfg: DatasetReportConfig) -> Path:
+    """:func:`write_report` from a :class:`DatasetReportConfig`; returns the markdown path."""
+    root = cfg.behaviour_root or os.environ.get(SETS_VARIABLE) or "behaviour_checkpoints"
+    return write_report(root, cfg.data, cfg.out, cfg.img_dir)
+
+
+if __name__ == "__main__":  # the same flags as `spinrl data report` (all strings), without importing the CLI
+    import dataclasses
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(ap)
-    a = ap.parse_args()
-    print(f"wrote {write_report(a.behaviour_root, a.data, a.out, a.img_dir)}")
+    for f in dataclasses.fields(DatasetReportConfig):
+        ap.add_argument("--" + f.name.replace("_", "-"), default=f.default)
+    print(f"wrote {write_dataset_report(DatasetReportConfig(**vars(ap.parse_args())))}")

@@ -280,3 +280,150 @@ def cached_dataset(cfg: DataMakeConfig, progress: bool | None = None) -> Path:
     if (out / "meta.json").exists():
         return out
     return make_dataset(cfg, progress=progress)
+
+
+# ------------------------------------------------------------------ the other data verbs: one config each
+@dataclass
+class DataInfoConfig:
+    """Summary of a dataset (episodes, returns, normalized score, action histograms).
+
+    ``spinrl data info``; in Python ``load_dataset(cfg.path, verify=cfg.verify).summary()``.
+    """
+
+    path: str
+    """dataset directory"""
+    verify: bool = True
+    """check the checksums (--no-verify skips it: faster on huge datasets)"""
+
+
+@dataclass
+class DataValidateConfig:
+    """Verify a dataset's checksums and contents (and with --env its fit to the environment).
+
+    ``spinrl data validate``; in Python :func:`validate_dataset`, which raises a one-line error on any problem.
+    """
+
+    path: str
+    """dataset directory"""
+    env: bool = False
+    """also check against the environment"""
+
+
+def validate_dataset(cfg: DataValidateConfig) -> OfflineDataset:
+    """Load ``cfg.path`` with every check (and compare it with its environment if ``cfg.env``); returns it."""
+    from spinrl.data import load
+    from spinrl.errors import SpinError
+
+    ds = load(cfg.path, verify=True)
+    if cfg.env:
+        env = envs.make(ds.env_id, **ds.env_kwargs)
+        obs_dim = int(env.observation_space.shape[0])
+        if obs_dim != ds.observation_dim:
+            raise SpinError(
+                f"observations have {ds.observation_dim} features but {ds.env_id} produces {obs_dim}; "
+                "the dataset belongs to another environment or kwargs"
+            )
+        nvec = [int(m) for m in env.action_space.nvec]
+        if nvec != list(ds.nvec):
+            raise SpinError(f"nvec {list(ds.nvec)} does not match {ds.env_id}'s action space {nvec}")
+    return ds
+
+
+@dataclass
+class ImportDmcConfig:
+    """Import the public factorised-DMC pickle format (restricted unpickler).
+
+    ``spinrl data import-dmc``; in Python :func:`import_dmc`.
+    """
+
+    path: str
+    """file <root>/<bins>_bins/<domain>-<task>-<level>"""
+    out: str
+    """output dataset directory"""
+    env: str | None = None
+    """env id (default: inferred from the file name)"""
+    bins: int | None = None
+    """bins per dimension (default: from the <bins>_bins folder)"""
+    level: str | None = None
+    """dataset level (default: inferred from the file name)"""
+    done_means: Literal["auto", "truncation", "termination"] = "auto"
+    """how to read the done flag: auto = truncation when the episode ran to the time limit, else termination
+    (DMC never terminates: pass truncation for DMC files with short episodes)"""
+    time_limit: int | None = None
+    """episode time limit for --done-means auto (dmc: 1000)"""
+    overwrite: bool = False
+    """write into --out even if it is a directory spinrl did not write (files spinrl did not write are kept)"""
+
+
+def import_dmc(cfg: ImportDmcConfig) -> tuple[Path, str]:
+    """Import and save ``cfg.path``; returns the dataset directory and the import report."""
+    from spinrl.data.interop import import_public_dmc
+
+    ds, report = import_public_dmc(cfg.path, env_id=cfg.env, bins=cfg.bins, level=cfg.level,
+                                   done_means=cfg.done_means, time_limit=cfg.time_limit)
+    return ds.save(cfg.out, overwrite=cfg.overwrite), report
+
+
+@dataclass
+class ExportDmcConfig:
+    """Export a dataset to the public pickle layout <root>/<bins>_bins/<domain>-<task>-<level>.
+
+    ``spinrl data export-dmc``; in Python :func:`export_dmc`.
+    """
+
+    path: str
+    """dataset directory"""
+    root: str
+    """root folder of the public layout"""
+
+
+def export_dmc(cfg: ExportDmcConfig) -> Path:
+    """Write the dataset at ``cfg.path`` under ``cfg.root``; returns the file written."""
+    from spinrl.data import load
+    from spinrl.data.interop import export_public_dmc
+
+    return export_public_dmc(load(cfg.path), cfg.root)
+
+
+@dataclass
+class ExportMinariConfig:
+    """Export a dataset to a local Minari dataset (extra: minari).
+
+    ``spinrl data export-minari``; in Python :func:`export_to_minari`.
+    """
+
+    path: str
+    """dataset directory"""
+    dataset_id: str
+    """Minari id, e.g. spinrl/maze12/medium-expert-v0"""
+
+
+def export_to_minari(cfg: ExportMinariConfig) -> Path:
+    """Create the local Minari dataset ``cfg.dataset_id``; returns its directory."""
+    from spinrl.data import load
+    from spinrl.data.minari_io import export_minari
+
+    return export_minari(load(cfg.path), cfg.dataset_id)
+
+
+@dataclass
+class ImportMinariConfig:
+    """Import a local Minari dataset with a MultiDiscrete action space (extra: minari).
+
+    ``spinrl data import-minari``; in Python :func:`import_from_minari`.
+    """
+
+    dataset_id: str
+    """Minari id of a local dataset"""
+    out: str
+    """output dataset directory"""
+    overwrite: bool = False
+    """write into --out even if it is a directory spinrl did not write (files spinrl did not write are kept)"""
+
+
+def import_from_minari(cfg: ImportMinariConfig) -> tuple[Path, OfflineDataset]:
+    """Import and save ``cfg.dataset_id``; returns the dataset directory and the dataset."""
+    from spinrl.data.minari_io import import_minari
+
+    ds = import_minari(cfg.dataset_id)
+    return ds.save(cfg.out, overwrite=cfg.overwrite), ds

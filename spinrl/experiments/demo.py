@@ -21,8 +21,6 @@ from spinrl.errors import ConfigError
 from spinrl.evaluation.targets import pretrain_seconds, read_metrics
 from spinrl.experiments.datasets import DataMakeConfig, cached_dataset
 from spinrl.training.config import PretrainConfig, TrainConfig
-from spinrl.training.pretrain import pretrain, stop_summary
-from spinrl.training.trainer import run
 from spinrl.utils.checkpoint import write_text_atomic
 from spinrl.utils.jsonable import to_jsonable
 
@@ -80,6 +78,8 @@ def _train(cfg: TrainConfig) -> None:
     if (Path(cfg.out) / "policy.pt").exists():
         return  # finished earlier: reuse
     cfg.resume = (Path(cfg.out) / "checkpoints" / "last.pt").exists()
+    from spinrl.training.trainer import run  # torch loads here, not when the CLI reads DemoConfig
+
     run(cfg)
 
 
@@ -90,6 +90,8 @@ def demo(cfg: DemoConfig) -> dict:
             raise ConfigError(f"--methods {m!r} is unknown; choose from {', '.join(NAMES)}")
     if not cfg.seeds:
         raise ConfigError("--seeds needs at least one seed, e.g. --seeds 0 1 2")
+    from spinrl.training.pretrain import pretrain, stop_summary  # torch loads here, not when the CLI reads DemoConfig
+
     t_start = time.time()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -624,3 +625,50 @@ def write_report(root: str | Path, doc: str | Path | None = None, title: str | N
         rel = os.path.relpath(dimg, doc.parent)
         write_text_atomic(doc, _insert(format_markdown(rep, rel, title, command, paper), pre))
     return root
+
+
+@dataclass
+class ReportOptions:
+    """report.md + report.json + learning-curve PNGs from a directory of run directories (or, with
+    --early-step, the early-learning page).
+
+    ``report(ReportOptions("sw", doc="docs/RESULTS.md"))`` is ``spinrl report sw --doc docs/RESULTS.md``.
+    """
+
+    dir: str
+    """directory holding run directories (e.g. a sweep's --out)"""
+    doc: str | None = None
+    """also write the markdown to this path with images beside it (docs/RESULTS.md)"""
+    title: str | None = None
+    """report title"""
+    records: str | None = field(default=None, metadata={"metavar": "RECORDS"})
+    """first copy the report's inputs of DIR's finished runs (KB each, no checkpoints) into RECORDS, then report
+    from RECORDS, which keeps earlier runs too (commit it, e.g. benchmarks/records/paper)"""
+    paper: bool = False
+    """add the section listing how the runs' setting differs from the SPIN paper's"""
+    preamble: str | None = None
+    """markdown file inserted after the title (context; no numbers)"""
+    early_step: int | None = field(default=None, metadata={"metavar": "S"})
+    """write the early-learning page instead (the paper's Table 4 protocol): returns at step S with IQM and
+    bootstrap intervals, paired SPIN differences, ASM controls, % of a converged F-IQL (--reference)"""
+    reference: str | None = field(default=None, metadata={"metavar": "DIR"})
+    """with --early-step: run directories or records of converged factored-IQL runs (the 100% and the target)"""
+
+    def __post_init__(self) -> None:
+        if self.early_step is not None and not self.doc:
+            raise ConfigError("--early-step needs --doc PAGE.md (the page to write, e.g. docs/EARLY.md)")
+
+
+def report(opts: ReportOptions, command: str | None = None) -> list[Path]:
+    """Write what ``opts`` asks for; returns the files written (the page first). ``command``: the command
+    line quoted on the early-learning page."""
+    if opts.early_step is not None:
+        from spinrl.experiments import early
+
+        if opts.records:
+            save_records(opts.dir, opts.records)
+        doc = early.write(opts.records or opts.dir, opts.doc, opts.early_step, opts.reference, opts.preamble, command)
+        return [doc, doc.with_suffix(".json")]
+    out = write_report(opts.dir, doc=opts.doc, title=opts.title, paper=opts.paper, preamble=opts.preamble,
+                       records=opts.records)
+    return [out / "report.md", out / "report.json", *([Path(opts.doc)] if opts.doc else [])]

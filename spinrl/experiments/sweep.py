@@ -577,14 +577,51 @@ def run_ray(units: list, sw: Sweep, desc: str, num_cpus: int | None = None, addr
     return codes
 
 
-def sweep(spec_path: str | os.PathLike, out: str | os.PathLike, backend: str = "local", workers: int | None = None,
-          progress: bool = True, dry_run: bool = False, ray_num_cpus: int | None = None,
+@dataclasses.dataclass
+class SweepOptions:
+    """Run every trial of SPEC (see benchmarks/smoke.toml); rerunning skips finished runs and resumes
+    interrupted ones.
+
+    ``sweep(SweepOptions("benchmarks/smoke.toml", "sw"))`` is ``spinrl sweep benchmarks/smoke.toml --out sw``.
+    """
+
+    spec: str
+    """sweep spec (TOML)"""
+    out: str
+    """sweep directory: runs/, asm/, sweep.json"""
+    backend: typing.Literal["local", "ray"] = "local"
+    """local = a process pool on this machine; ray = Ray Tune with per-trial resources (extra: ray)"""
+    workers: int | None = None
+    """local: concurrent runs (default: sweep.workers or the cores)"""
+    only: list[str] | None = dataclasses.field(default=None, metadata={"action": "append", "metavar": "KEY=V1,V2"})
+    """run only trials whose KEY is one of the values (repeatable), e.g. --only actor=factored,spin"""
+    dry_run: bool = False
+    """list the trials and their state, run nothing"""
+    ray_num_cpus: int | None = None
+    """ray: CPUs of a local Ray started by the sweep"""
+    ray_address: str | None = None
+    """ray: join a running cluster (e.g. 'auto' or HOST:6379 after `ray start --head`) instead of starting one;
+    --out must be on a filesystem every node sees"""
+    progress: bool = True
+    """progress bar on stderr"""
+
+
+def sweep(spec_path: str | os.PathLike | SweepOptions, out: str | os.PathLike | None = None, backend: str = "local",
+          workers: int | None = None, progress: bool = True, dry_run: bool = False, ray_num_cpus: int | None = None,
           only: list[str] | None = None, ray_address: str | None = None) -> dict:
     """Run (or finish) every trial of a spec; returns counts and the failed units.
+
+    Takes a :class:`SweepOptions` (what ``spinrl sweep`` builds from its flags) or the same names as arguments.
 
     Raises:
         ConfigError: bad spec (one line naming the key) or unknown backend.
     """
+    if isinstance(spec_path, SweepOptions):
+        o = spec_path
+        return sweep(o.spec, o.out, backend=o.backend, workers=o.workers, progress=o.progress, dry_run=o.dry_run,
+                     ray_num_cpus=o.ray_num_cpus, only=o.only, ray_address=o.ray_address)
+    if out is None:
+        raise ConfigError("sweep needs an output directory (--out)")
     if backend not in ("local", "ray"):
         raise ConfigError(f"--backend {backend!r} is unknown; choose local or ray")
     if workers is not None and workers <= 0:

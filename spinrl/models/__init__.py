@@ -1,19 +1,13 @@
 """Networks for factored discrete actions; imports only torch (and spinrl.errors)."""
 
-from spinrl.models.actors import (
-    ACTOR_KINDS,
-    Actor,
-    AutoregressiveActor,
-    FactoredActor,
-    FactoredMLPActor,
-    TransformerActor,
-    build_actor,
-)
-from spinrl.models.asm import ActionStructureModel
-from spinrl.models.config import ModelConfig
-from spinrl.models.critics import FactoredTwinCritic, ValueNet
-from spinrl.models.layers import NEG, StateEncoder, SubActionHeads, TransformerBlock
-from spinrl.models.trunk import Trunk
+from spinrl.utils.lazy import lazy_package
+
+lazy_package(__name__, {name: f"spinrl.models.{module}" for module, names in {
+    "actors": ("ACTOR_KINDS", "Actor", "AutoregressiveActor", "FactoredActor", "FactoredMLPActor", "TransformerActor",
+               "build_actor"),
+    "asm": ("ActionStructureModel",), "config": ("ModelConfig",), "critics": ("FactoredTwinCritic", "ValueNet"),
+    "layers": ("NEG", "StateEncoder", "SubActionHeads", "TransformerBlock"), "trunk": ("Trunk",),
+}.items() for name in names})  # loaded on first use, so ``spinrl.models.config`` (ModelConfig) imports no torch
 
 __all__ = [
     "ACTOR_KINDS",
@@ -33,3 +27,4 @@ __all__ = [
     "ValueNet",
     "build_actor",
 ]
+

@@ -22,7 +22,6 @@ bit-identical to an uninterrupted run (the replay was lost); the env steps where
 in ``config.json`` (``continued_at``) and marked on the learning curve.
 """
 
-from spinrl.training.behaviour.carry import save_carry
 from spinrl.training.behaviour.config import (
     CARRY_FILE,
     CARRY_KIND,
@@ -45,12 +44,16 @@ from spinrl.training.behaviour.config import (
     reward_max,
     training_return,
 )
-from spinrl.training.behaviour.loop import epsilon_greedy, greedy_returns, load_policy, train_behaviour
-from spinrl.training.behaviour.replay import Replay, replay_capacity
-from spinrl.training.behaviour.sumtree import SumTree
+from spinrl.utils.lazy import lazy_package
+
+lazy_package(__name__, {name: f"spinrl.training.behaviour.{module}" for name, module in {
+    "save_carry": "carry", "epsilon_greedy": "loop", "greedy_returns": "loop", "load_policy": "loop",
+    "train_behaviour": "loop", "Replay": "replay", "replay_capacity": "replay", "SumTree": "sumtree"}.items()})
+# (loaded on first use: the settings above import no torch, and the CLI parser reads them)
 
 __all__ = ["CARRY_FILE", "CARRY_KIND", "DEFAULT_REFILL", "DIVERGENCE_RATIO", "DIVERGING", "EVAL_SEED", "EXPLORE_MODES",
            "METRIC_FIELDS", "POLICY_KIND", "REPLAY_MODES", "SHAPINGS", "STAND_HEIGHT", "TEMPORAL_MAX_HOLD",
            "TIMING_FIELDS", "BehaviourConfig", "Replay", "SumTree", "changed_flags", "epsilon_greedy", "greedy_returns",
            "load_policy", "q_divergence", "replay_capacity", "resume_config", "reward_max", "save_carry",
            "train_behaviour", "training_return"]
+

@@ -12,7 +12,6 @@ from typing import Literal
 import numpy as np
 
 from spinrl.errors import ConfigError
-from spinrl.models.decqn import OBS_TRANSFORMS
 from spinrl.utils.loggers import parse_loggers
 from spinrl.utils.rundir import check_same
 
@@ -169,6 +168,8 @@ class BehaviourConfig:
             raise ConfigError(f"--shaping head-height: {self.env}'s observation has no head_height (humanoid tasks "
                               "have it); drop --shaping")
         parse_loggers(self.loggers)
+        from spinrl.models.decqn import OBS_TRANSFORMS  # here, not at the top: the CLI parser imports no torch
+
         if self.obs_transform not in OBS_TRANSFORMS:
             raise ConfigError(f"--obs-transform {self.obs_transform!r}: choose one of {', '.join(OBS_TRANSFORMS)}")
         if self.warmup < 0:
