@@ -8,8 +8,9 @@ import os
 import shutil
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Generator, Iterator
 
 import numpy as np
 import torch
@@ -34,8 +35,8 @@ from spinrl.training.behaviour.config import (
     reward_max,
     training_return,
 )
-from spinrl.training.fitter import Fitter
 from spinrl.training.behaviour.replay import Replay, _add_complete, replay_capacity
+from spinrl.training.fitter import Fitter
 from spinrl.utils import loggers, outdir
 from spinrl.utils.checkpoint import CHECKPOINT_SCHEMA, capture_rng, load_checkpoint, restore_rng, save_atomic
 from spinrl.utils.memory import keep_freed_memory
@@ -56,6 +57,7 @@ def epsilon_greedy(rng: np.random.Generator, K: int, nvec: np.ndarray, epsilon: 
     uniforms drawn (the RNG stream of every run).
     """
     if mode == "temporal" and epsilon is not None:
+        assert hold is not None, "temporal exploration needs hold"
         left, held = hold
         start = (left == 0) & (rng.random(K) < epsilon)
         if start.any():
@@ -80,13 +82,18 @@ def epsilon_greedy(rng: np.random.Generator, K: int, nvec: np.ndarray, epsilon: 
     return a, (explore[:, 0] if mode == "joint" else np.ones(K, bool))
 
 
+def _greedy(net: DecQNNet, obs: np.ndarray) -> np.ndarray:
+    """The network's greedy actions [K, N] for observations [K, obs_dim]."""
+    return net.greedy(torch.from_numpy(obs)).numpy()
+
+
 class _Run:
     """Mutable state of one run (what ``last.pt`` stores)."""
 
     def __init__(self, cfg: BehaviourConfig, obs_dim: int, nvec: np.ndarray, capacity: int):
         torch.manual_seed(cfg.seed)
-        self.online = DecQNNet(obs_dim, nvec, cfg.hidden, cfg.obs_transform)
-        self.target = DecQNNet(obs_dim, nvec, cfg.hidden, cfg.obs_transform)
+        self.online = DecQNNet(obs_dim, nvec.tolist(), cfg.hidden, cfg.obs_transform)
+        self.target = DecQNNet(obs_dim, nvec.tolist(), cfg.hidden, cfg.obs_transform)
         self.target.load_state_dict(self.online.state_dict())
         for p in self.target.parameters():
             p.requires_grad_(False)
@@ -125,12 +132,14 @@ def load_policy(path: str | os.PathLike) -> tuple[DecQNNet, dict]:
     """A saved DecQN policy file -> (network in eval mode, its metadata without the weights)."""
     obj = load_checkpoint(path, what="DecQN policy")
     if obj.get("kind") != POLICY_KIND:
-        raise CheckpointError(f"{path} is not a DecQN policy file (kind {obj.get('kind')!r}); pass a policies/step_*.pt file")
+        raise CheckpointError(f"{path} is not a DecQN policy file (kind "
+                              f"{obj.get('kind')!r}); pass a policies/step_*.pt file")
     net = DecQNNet(obj["obs_dim"], obj["nvec"], obj["hidden"], obj.get("obs_transform", "none"))
     try:
         net.load_state_dict(obj["state_dict"])
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not match the recorded shapes ({str(e).splitlines()[0][:120]})") from None
+        raise CheckpointError(f"{path}: weights do not match the recorded shapes "
+                              f"({str(e).splitlines()[0][:120]})") from None
     net.eval()
     return net, {k: v for k, v in obj.items() if k != "state_dict"}
 
@@ -215,7 +224,7 @@ def train_behaviour(cfg: BehaviourConfig) -> Iterator[dict]:
     return Fitter(_rows(cfg), "train_behaviour(cfg)", "list(train_behaviour(cfg))")
 
 
-def _rows(cfg: BehaviourConfig) -> Iterator[dict]:
+def _rows(cfg: BehaviourConfig) -> Generator[dict, None, None]:
     held: list = []
     try:
         yield from _train_behaviour(cfg, held)
@@ -273,7 +282,8 @@ def _train_behaviour(cfg: BehaviourConfig, held: list) -> Iterator[dict]:
         for name in ("continue_from", "refill"):
             resolved[name] = resolved[name] if resolved[name] is not None else saved["config"].get(name)
     del saved
-    resolved.pop("resume"); resolved.pop("progress")
+    resolved.pop("resume")
+    resolved.pop("progress")
     write_json(out / "config.json", resolved, newline=True)
     log = loggers.RunLogger(out, names, job="behaviour", config=resolved, step_key="env_step")
     held.append(log)
@@ -292,26 +302,27 @@ def _train_behaviour(cfg: BehaviourConfig, held: list) -> Iterator[dict]:
         # ---- one round: K whole episodes, acting through one batched policy call per step
         obs = vec.reset([(cfg.seed * 1_000_003 + run.rounds * K + i) % EVAL_SEED for i in range(K)])
         hold = (np.zeros(K, np.int64), np.zeros((K, len(nvec)), np.int64))  # --explore temporal, per episode
-        O, A, R = [obs], [], []
+        S, A, R = [obs], [], []  # observations, actions, training rewards per step
         active = np.ones(K, bool)
         ret, ret_train = np.zeros(K), np.zeros(K)
         while active.any():
             before = run.step
             warm = run.step < cfg.warmup
             a, explored = epsilon_greedy(run.rng, K, nvec, None if warm else run.epsilon, cfg.explore,
-                                         lambda: run.online.greedy(torch.from_numpy(obs)).numpy(), hold)
+                                         partial(_greedy, run.online, obs), hold)
             if not warm:  # epsilon x decay per exploratory action (docs/benchmarks.md s.1)
                 run.epsilon = max(cfg.eps_min, run.epsilon * cfg.eps_decay ** int((explored & active).sum()))
             obs, r, te, tr = vec.step(a)
             r = np.where(active, r, 0.0)
-            O.append(obs); A.append(a)
+            S.append(obs)
+            A.append(a)
             R.append(r if head is None else r + active * cfg.shaping_scale
                      * np.clip(obs[:, head].ravel() / STAND_HEIGHT, 0.0, 1.0))  # training reward (--shaping)
             ret += r
             ret_train += R[-1]
             run.step += int(active.sum())
             ended = active & (te | tr)
-            _add_complete(run.replay, O, A, R, active & ~ended, ended, te, cfg.n_step, cfg.gamma)
+            _add_complete(run.replay, S, A, R, active & ~ended, ended, te, cfg.n_step, cfg.gamma)
             active &= ~ended
             bar.update(run.step - before)
             # one gradient update per `update_every` env steps after warm-up

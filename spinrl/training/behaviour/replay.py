@@ -70,6 +70,7 @@ class Replay:
         return self._batch(i), i, torch.from_numpy((w / w.max()).astype(np.float32))
 
     def update_priorities(self, slots: np.ndarray, td_abs: np.ndarray, priority_exponent: float) -> None:
+        assert self.tree is not None, "update_priorities needs Replay(prioritized=True)"
         p = (np.asarray(td_abs, np.float64) + self.PRIORITY_FLOOR) ** priority_exponent
         self.tree.set(slots, p)
         self.tree.max_priority = max(self.tree.max_priority, float(p.max()))
@@ -120,7 +121,7 @@ def replay_capacity(requested: int, obs_dim: int, n_sub: int) -> int:
     return int(max(10_000, min(requested, avail // 4 // per)))
 
 
-def _add_complete(replay: Replay, O: list, A: list, R: list, running: np.ndarray, ended: np.ndarray,
+def _add_complete(replay: Replay, S: list, A: list, R: list, running: np.ndarray, ended: np.ndarray,
                   terminated: np.ndarray, n: int, gamma: float) -> None:
     """Write the n-step transitions completed by the latest step (each transition exactly once).
 
@@ -133,11 +134,11 @@ def _add_complete(replay: Replay, O: list, A: list, R: list, running: np.ndarray
         rows = np.flatnonzero(running)
         t0 = T - n
         ret = sum(gamma**j * R[t0 + j][rows] for j in range(n))
-        replay.add(O[t0][rows], A[t0][rows], ret, O[T][rows], np.full(rows.size, gamma**n))
+        replay.add(S[t0][rows], A[t0][rows], ret, S[T][rows], np.full(rows.size, gamma**n))
     if ended.any():
         rows = np.flatnonzero(ended)
         for t in range(max(0, T - n), T):  # at most n (3) start times: a loop over the horizon only
             k = T - t
             ret = sum(gamma**j * R[t + j][rows] for j in range(k))
             disc = np.where(terminated[rows], 0.0, gamma**k)
-            replay.add(O[t][rows], A[t][rows], ret, O[T][rows], disc)
+            replay.add(S[t][rows], A[t][rows], ret, S[T][rows], disc)
