@@ -39,6 +39,29 @@ _LAZY = {
 
 __all__ = ["__version__", *_LAZY]
 
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:  # the names _LAZY loads on first use, for type checkers and editors ("X as X": re-exported)
+    from spinrl.data import OfflineDataset as OfflineDataset
+    from spinrl.data import from_arrays as from_arrays
+    from spinrl.data import load as load_dataset  # noqa: F401 (in __all__ through _LAZY)
+    from spinrl.envs.collect import collect as collect
+    from spinrl.evaluation.evaluate import evaluate as evaluate
+    from spinrl.evaluation.policy import Policy as Policy
+    from spinrl.evaluation.targets import time_to_target as time_to_target
+    from spinrl.experiments.datasets import DataMakeConfig as DataMakeConfig
+    from spinrl.experiments.datasets import make_dataset as make_dataset
+    from spinrl.experiments.demo import DemoConfig as DemoConfig
+    from spinrl.experiments.demo import demo as demo
+    from spinrl.training.config import PretrainConfig as PretrainConfig
+    from spinrl.training.config import TrainConfig as TrainConfig
+    from spinrl.training.pretrain import fit_asm as fit_asm
+    from spinrl.training.pretrain import fitter_asm as fitter_asm
+    from spinrl.training.pretrain import pretrain as pretrain
+    from spinrl.training.trainer import fit as fit
+    from spinrl.training.trainer import fitter as fitter
+    from spinrl.training.trainer import train as train
+
 from spinrl.envs.registration import register_envs as _register_envs  # noqa: E402
 
 _register_envs()  # gymnasium.make("spinrl/Maze-v0", actuators=12) after `import spinrl`; imports no simulator
