@@ -73,6 +73,7 @@ def value_loss(
     """MSE of V(s) to the policy's value under the target critic."""
     with torch.no_grad():
         target_B = policy_value(nets, batch.obs, cfg, generator)
+    assert nets.value is not None  # built: UPDATES names "value"
     v_B = nets.value(batch.obs)
     loss = (v_B - target_B).pow(2).mean()
     return loss, {"value_loss": loss.detach(), "v": v_B.detach().mean()}
@@ -80,6 +81,7 @@ def value_loss(
 
 def critic_loss(nets: Nets, batch: Batch, cfg: AWACConfig, shared: dict | None = None) -> LossInfo:
     """MSE of each Q_k(s, a) to r + gamma (1 - terminated) V_target(s')."""
+    assert nets.value_target is not None  # built: TARGETS names "value"
     with torch.no_grad():
         target_B = td_target(batch, nets.value_target(batch.next_obs), cfg.gamma)
     q_KB = nets.critic(batch.obs, batch.actions)
@@ -89,6 +91,7 @@ def critic_loss(nets: Nets, batch: Batch, cfg: AWACConfig, shared: dict | None =
 
 def actor_loss(nets: Nets, batch: Batch, cfg: AWACConfig, shared: dict | None = None) -> LossInfo:
     """Advantage-weighted likelihood with the online critic and value (weights detached)."""
+    assert nets.value is not None  # built: UPDATES names "value"
     with torch.no_grad():
         adv_B = nets.critic(batch.obs, batch.actions).min(0).values - nets.value(batch.obs)
         w_B = actor_weights(adv_B, cfg)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from spinrl.models import FactoredTwinCritic, ModelConfig, ValueNet
-
+from spinrl.models.actors import ActorModule
 
 _M = TypeVar("_M", bound=nn.Module)
 
@@ -32,7 +32,7 @@ class Batch(NamedTuple):
 class Nets:
     """The networks an algorithm reads and updates; names match ``UPDATES`` and ``TARGETS``."""
 
-    actor: nn.Module
+    actor: ActorModule
     critic: FactoredTwinCritic
     critic_target: FactoredTwinCritic
     value: ValueNet | None = None
@@ -47,7 +47,7 @@ def target_copy(net: _M) -> _M:
 
 
 def build_nets(
-    actor: nn.Module,
+    actor: ActorModule,
     obs_dim: int,
     nvec: Sequence[int],
     cfg: ModelConfig | None = None,

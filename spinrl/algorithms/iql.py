@@ -69,12 +69,15 @@ def target_q(nets: Nets, batch: Batch, shared: dict | None) -> torch.Tensor:
 def updated_values(nets: Nets, batch: Batch, shared: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(V(s), V(s')) after the value update, from one forward over both halves: the critic's target reads
     V(s'), the actor's advantage V(s), and V does not move between those two losses."""
-    return _once(shared, "v_updated", lambda: nets.value(torch.cat([batch.obs, batch.next_obs])).chunk(2))
+    value = nets.value
+    assert value is not None  # built: UPDATES names "value"
+    return _once(shared, "v_updated", lambda: value(torch.cat([batch.obs, batch.next_obs])).chunk(2))
 
 
 def value_loss(nets: Nets, batch: Batch, cfg: IQLConfig, shared: dict | None = None) -> LossInfo:
     """Expectile regression of V(s) on min_k Q_target,k(s, a)."""
     q_B = target_q(nets, batch, shared)
+    assert nets.value is not None  # built: UPDATES names "value"
     v_B = nets.value(batch.obs)
     loss = expectile_loss(q_B - v_B, cfg.expectile)
     return loss, {"value_loss": loss.detach(), "v": v_B.detach().mean()}

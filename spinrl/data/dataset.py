@@ -162,7 +162,7 @@ class OfflineDataset:
         d = torch.from_numpy(np.asarray(self.terminations[idx], dtype=np.float32))
         out = (s.reshape(len(idx), -1), a, r, s2.reshape(len(idx), -1), d)
         if device is not None:
-            out = tuple(t.to(device, non_blocking=True) for t in out)
+            return tuple(t.to(device, non_blocking=True) for t in out)
         return out
 
     # ------------------------------------------------------------------ subsets

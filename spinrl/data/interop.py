@@ -78,7 +78,8 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
     for pkg in ("numpy.core", "numpy._core"):
         allowed[(f"{pkg}.multiarray", "_reconstruct")] = _bounded(_reconstruct, lambda c=None, s=0, *a: _shape_bytes(s))
         allowed[(f"{pkg}.multiarray", "scalar")] = multiarray.scalar
-        allowed[(f"{pkg}.numeric", "_frombuffer")] = numeric._frombuffer  # protocol 5 arrays
+        # protocol 5 arrays; numpy's stubs leave out this private reconstructor
+        allowed[(f"{pkg}.numeric", "_frombuffer")] = numeric._frombuffer  # type: ignore[attr-defined]
     for name in ("list", "tuple", "dict", "set", "frozenset", "bytearray", "bytes", "complex", "int", "float", "bool"):
         allowed[("builtins", name)] = getattr(builtins, name)
         allowed[("__builtin__", name)] = getattr(builtins, name)  # protocol <= 2 from Python 2
@@ -118,7 +119,8 @@ def _encode_latin1(obj: Any, encoding: str = "utf-8", errors: str = "strict") ->
     import codecs
 
     if encoding not in ("latin1", "latin-1"):
-        raise DatasetError(f"the pickle calls _codecs.encode with {encoding!r}; refused (only latin1 is used for arrays)")
+        raise DatasetError(f"the pickle calls _codecs.encode with {encoding!r}; "
+                           "refused (only latin1 is used for arrays)")
     return codecs.encode(obj, encoding, errors)
 
 
@@ -126,7 +128,8 @@ _NDARRAY = _bounded(np.ndarray, lambda shape=0, dtype=float, *a: _shape_bytes(sh
 
 
 def _reconstruct(cls: Any, *args: Any) -> Any:
-    """numpy's ``_reconstruct`` given the real ndarray class for the bounded stand-in that ``numpy.ndarray`` resolves to."""
+    """numpy's ``_reconstruct`` given the real ndarray class for the bounded stand-in that ``numpy.ndarray``
+    resolves to."""
     try:  # numpy >= 2
         from numpy._core.multiarray import _reconstruct as rec
     except ImportError:  # pragma: no cover - numpy 1.x
@@ -238,7 +241,8 @@ def _column(data: list, j: int, t0: int, t1: int, what: str) -> np.ndarray:
     try:
         return np.stack([np.asarray(data[t][j]) for t in range(t0, t1)])
     except ValueError as e:
-        raise DatasetError(f"{what} in steps {t0}..{t1 - 1} have inconsistent shapes ({e}); the file is malformed") from None
+        raise DatasetError(f"{what} in steps {t0}..{t1 - 1} have inconsistent "
+                           f"shapes ({e}); the file is malformed") from None
 
 
 def _decode_actions(raw: np.ndarray, bins: int | None) -> tuple[np.ndarray, str, int]:
@@ -382,7 +386,8 @@ def import_public_dmc(
         raise DatasetError(f"done_means must be 'auto', 'truncation' or 'termination', got {done_means!r}")
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"{path} does not exist or is not a file; expected <root>/<bins>_bins/<domain>-<task>-<level>")
+        raise DatasetError(f"{path} does not exist or is not a file; expected "
+                           "<root>/<bins>_bins/<domain>-<task>-<level>")
     env_id, bins, level = parse_public_path(path, env_id, bins, level)
     task = env_id.split(":", 1)[-1]
     if time_limit is None and env_id.startswith("dmc:"):
@@ -427,7 +432,8 @@ def import_public_dmc(
     except (ValueError, TypeError) as e:
         raise DatasetError(f"rewards and done flags must be scalars per step ({e})") from None
     del data
-    if not (done_raw.dtype == np.bool_ or (np.issubdtype(done_raw.dtype, np.number) and np.isin(done_raw, (0, 1)).all())):
+    is_binary = np.issubdtype(done_raw.dtype, np.number) and np.isin(done_raw, (0, 1)).all()
+    if not (done_raw.dtype == np.bool_ or is_binary):
         raise DatasetError(f"done flags must be booleans or 0/1, got dtype {done_raw.dtype} with other values")
     done = done_raw.astype(bool)
 
@@ -461,8 +467,8 @@ def import_public_dmc(
 
     reference = None
     if (task, bins) in PUBLIC_REFERENCE and env_id.startswith("dmc:"):
-        r, e = PUBLIC_REFERENCE[(task, bins)]
-        reference = {"random": r, "expert": e, "source": "public benchmark"}
+        random_score, expert_score = PUBLIC_REFERENCE[(task, bins)]
+        reference = {"random": random_score, "expert": expert_score, "source": "public benchmark"}
     n_done = int(done.sum())
     n_term = int(term.sum())
     n_trunc_done = int((done_end & as_trunc).sum())
@@ -526,11 +532,13 @@ def import_public_dmc(
             f"actions        {encoding}",
             f"transitions    {T}   episodes {E}",
             f"done flags     {n_done} ({n_done / T:.3%} of steps); {frac_done:.1%} of episodes end with done",
-            f"state jumps    {n_breaks} episode ends without done (next_state[t] != state[t+1]); last step ends the file",
+            f"state jumps    {n_breaks} episode ends without done "
+            "(next_state[t] != state[t+1]); last step ends the file",
             f"episode length {_describe_lengths(lengths)}",
             f"done read as   {how}",
             "reference      "
-            + (f"random {reference['random']}, expert {reference['expert']} (public benchmark)" if reference else "none known"),
+            + (f"random {reference['random']}, expert {reference['expert']} "
+               "(public benchmark)" if reference else "none known"),
         ]
     )
     return ds, report
@@ -564,7 +572,8 @@ def export_public_dmc(ds: OfflineDataset, root: str | os.PathLike) -> Path:
     check_meta_names(ds.meta, "export-dmc")
     out = Path(root) / f"{bins}_bins" / f"{task}-{level}"
     if Path(root).resolve() not in out.resolve().parents:  # never write outside --root, whatever the metadata says
-        raise DatasetError(f"export-dmc: the file name from env_id {env_id!r} and level {level!r} leaves --root; fix the metadata")
+        raise DatasetError(f"export-dmc: the file name from env_id {env_id!r} "
+                           f"and level {level!r} leaves --root; fix the metadata")
     out.parent.mkdir(parents=True, exist_ok=True)
 
     obs = ds.observations

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -79,7 +79,8 @@ class Summary:
                 f"source: {ref.get('source')})"
             )
         lines.append(
-            f"episode ends   terminated {self.termination_fraction:.1%}  truncated {self.truncation_fraction:.1%} of episodes"
+            f"episode ends   terminated {self.termination_fraction:.1%} "
+            f" truncated {self.truncation_fraction:.1%} of episodes"
         )
         for src, b in (self.by_source or {}).items():
             norm = "" if b["normalized_score"] is None else f"  normalized {b['normalized_score']:.1f}"
@@ -107,7 +108,7 @@ def summarize(ds: "OfflineDataset") -> Summary:
     offsets = np.concatenate([[0], np.cumsum(nvec)[:-1]])
     counts = np.bincount((acts + offsets).ravel(), minlength=int(nvec.sum()))
     hists = [counts[o : o + m].tolist() for o, m in zip(offsets, nvec)]
-    by_source = None
+    by_source: dict[str, dict[str, Any]] | None = None
     sources = ds.meta.get("episode_sources")
     if sources and sum(int(n) for _, n in sources) == ds.num_episodes:
         by_source, lo = {}, 0
@@ -122,7 +123,7 @@ def summarize(ds: "OfflineDataset") -> Summary:
         for entry in by_source.values():
             r = np.concatenate(entry.pop("_r"))
             entry["return_mean"], entry["return_std"] = float(r.mean()), float(r.std())
-            entry["normalized_score"] = None if norm is None else float(
+            entry["normalized_score"] = None if norm is None or ref is None else float(
                 100.0 * (r.mean() - ref["random"]) / (ref["expert"] - ref["random"]))
     return Summary(
         by_source=by_source,

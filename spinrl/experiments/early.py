@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -61,7 +62,7 @@ def stratified_bootstrap(per_task: list, stat=iqm, draws: int = BOOT_DRAWS, seed
     return float(lo), float(hi)
 
 
-def summarize(values: list[float]) -> dict:
+def summarize(values: list[float | None]) -> dict:
     v = [x for x in values if x is not None]
     if not v:
         return {"iqm": None, "ci": None, "n": 0, "values": []}
@@ -217,13 +218,14 @@ def build(root: str | Path, step: int = 10_000, reference: str | Path | None = N
         seeds_of: dict[str, dict[int, float]] = {}
         for name in sorted(variants, key=_sort_key):
             rs = sorted(variants[name], key=lambda r: r["config"].get("seed", 0))
-            vals = {int(r["config"].get("seed", 0)): _at(r, step, key) for r in rs}
+            # the runs were filtered to those with an evaluation at ``step``: each has a value there
+            vals = {int(r["config"].get("seed", 0)): cast(float, _at(r, step, key)) for r in rs}
             seeds_of[name] = vals
             norm = [_at(r, step, "normalized_score") for r in rs]
             asm_s = [float(r["cj"].get("asm_wall_seconds") or 0.0) for r in rs]
             curve_steps = sorted({int(e["step"]) for r in rs for e in r["evals"]})
             last = [_row_at(r, step) for r in rs]
-            entry = {
+            entry: dict[str, Any] = {
                 "runs": [str(r["dir"]) for r in rs],
                 "seeds": sorted(vals),
                 "return": summarize(list(vals.values())),

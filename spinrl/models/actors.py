@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Literal, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import nn
@@ -53,7 +52,7 @@ class FactoredActor(nn.Module):
     Subclasses implement ``logits(obs) -> [B, N, max_m]``.
     """
 
-    factored = True
+    factored: Literal[True] = True
     nvec: tuple[int, ...]
 
     def logits(self, obs_BO: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -194,7 +193,7 @@ class AutoregressiveActor(nn.Module):
     whole sequence in one LSTM call; sampling is sequential (the only loop over sub-actions).
     """
 
-    factored = False
+    factored: Literal[False] = False
     feed_offsets: torch.Tensor
 
     def __init__(self, obs_dim: int, nvec: Sequence[int], cfg: ModelConfig | None = None):
@@ -253,6 +252,11 @@ class AutoregressiveActor(nn.Module):
         """k ancestral samples per state (one batched decode of B*k rows), long [B, k, N]."""
         B = obs_BO.shape[0]
         return self.sample(obs_BO.repeat_interleave(k, dim=0), generator).view(B, k, len(self.nvec))
+
+
+ActorModule = FactoredActor | AutoregressiveActor
+"""Every actor ``build_actor`` makes: an ``nn.Module`` with the :class:`Actor` methods; ``factored`` tells
+the two families apart (only factored actors have ``logits``)."""
 
 
 class CachedFeatureActor(FactoredActor):
@@ -319,7 +323,7 @@ def build_actor(
     nvec: Sequence[int],
     cfg: ModelConfig | None = None,
     asm: ActionStructureModel | None = None,
-) -> nn.Module:
+) -> ActorModule:
     """Make an actor by name: "factored", "autoregressive", "saint" or "spin" (needs ``asm``).
 
     Raises:

@@ -20,7 +20,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from spinrl.errors import ConfigError, MissingExtraError
 from spinrl.utils.rundir import write_metrics_csv
@@ -93,7 +93,9 @@ class RunLogger:
         self.out, self.step_key, self.job = Path(out), step_key, job
         self.names = parse_loggers(names)
         require(self.names)
-        self._tb = self._wandb = self._mlflow = None
+        self._tb: Any = None  # SummaryWriter
+        self._wandb: Any = None  # wandb run
+        self._mlflow: tuple[Any, str] | None = None  # (MlflowClient, run id)
         try:
             for name in self.names:
                 getattr(self, f"_open_{name}")(dict(config))
