@@ -16,7 +16,6 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
-from spinrl.envs.registration import canonical, register_envs
 from spinrl.envs.core import (
     BehaviourPolicy,
     CoreEnv,
@@ -27,6 +26,7 @@ from spinrl.envs.core import (
     random_act,
     rollout_returns,
 )
+from spinrl.envs.registration import canonical, register_envs
 from spinrl.errors import SpinError
 
 __all__ = [
@@ -114,7 +114,8 @@ def _resolve(env_id: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             raise SpinError(f"{env_id}: unknown option '{key}'; valid options: {ok}")
     kw = {**allowed, **kwargs}
     if fam == "maze" and (not isinstance(kw["actuators"], (int, np.integer)) or kw["actuators"] < 2):
-        raise SpinError(f"maze actuators = {kw['actuators']!r}: need an integer >= 2 (reference scores for 3, 5, 7, 10, 12, 15)")
+        raise SpinError(f"maze actuators = {kw['actuators']!r}: need an integer "
+                        ">= 2 (reference scores for 3, 5, 7, 10, 12, 15)")
     if fam == "cone":
         from spinrl.envs.cone import check_cone_kwargs
 
@@ -145,7 +146,8 @@ def _core_factory(fam: str, kw: dict[str, Any]):
 def _make_gym(env_id: str, kw: dict[str, Any], render_mode: str | None = None) -> gym.Env:
     """``gymnasium.make`` with its failure as one line, and the spaces spinrl needs checked."""
     try:
-        env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}), **kw)
+        mode: dict[str, Any] = {"render_mode": render_mode} if render_mode else {}
+        env = gym.make(env_id, **mode, **kw)
     except SpinError:
         raise
     except Exception as e:  # a foreign env's constructor: any error, reported in one line
@@ -166,7 +168,8 @@ def check_env(env: gym.Env, name: str | None = None) -> gym.Env:
     """
     name = name or getattr(getattr(env, "spec", None), "id", None) or type(env).__name__
     act, obs = getattr(env, "action_space", None), getattr(env, "observation_space", None)
-    if not isinstance(act, gym.spaces.MultiDiscrete) or np.asarray(act.nvec).ndim != 1 or np.any(np.asarray(act.start) != 0):
+    if (not isinstance(act, gym.spaces.MultiDiscrete) or np.asarray(act.nvec).ndim != 1
+            or np.any(np.asarray(act.start) != 0)):
         raise SpinError(f"{name} has action space {act}; spinrl needs a 1-D MultiDiscrete starting at 0 "
                         "(factored discrete actions): discretize or shift it in a wrapper first")
     if not isinstance(obs, gym.spaces.Box):
@@ -267,7 +270,8 @@ def _own_reference(env_id: str, key: tuple) -> ReferenceScores:
     seeds = list(range(10_000, 10_200))
     rnd = rollout_returns(venv, behaviour_policy(env_id, "random", **kw), seeds, np.random.default_rng(0)).mean()
     exp = rollout_returns(venv, behaviour_policy(env_id, "expert", **kw), seeds, np.random.default_rng(1)).mean()
-    return ReferenceScores(float(rnd), float(exp), "spinrl scripted policies: uniform random and expert, 200 episodes each")
+    return ReferenceScores(float(rnd), float(exp), "spinrl scripted policies: uniform "
+                                                   "random and expert, 200 episodes each")
 
 
 def reference_scores(env_id: str, **kwargs: Any) -> ReferenceScores | None:
@@ -299,7 +303,8 @@ def reference_scores(env_id: str, **kwargs: Any) -> ReferenceScores | None:
         load_dynamics()  # raises MissingExtraError without the extra
         return ReferenceScores(
             SEPSIS_EXACT["random"], SEPSIS_EXACT["optimal"],
-            "exact policy evaluation of the icu-sepsis MDP: uniform random and optimal (value iteration); clinicians score 0.782",
+            "exact policy evaluation of the icu-sepsis MDP: uniform "
+            "random and optimal (value iteration); clinicians score 0.782",
         )
     if fam == "cone":
         from spinrl.envs.cone import MAX_EXPERT_TABLE
@@ -341,8 +346,9 @@ def behaviour_policy(env_id: str, level: str, p_random: float | None = None, **k
         raise SpinError(f"level '{level}' is unknown; use one of {', '.join(LEVELS)}")
     if level == "random":
         if fam == "dmc":
-            from spinrl.envs.dmc import DMCEnv, bin_values, parse_task
             from dm_control import suite
+
+            from spinrl.envs.dmc import bin_values, parse_task
 
             spec = suite.load(*parse_task(env_id)).action_spec()
             nvec = np.array([v.size for v in bin_values(kw["bins"], spec.minimum, spec.maximum)])
@@ -350,9 +356,11 @@ def behaviour_policy(env_id: str, level: str, p_random: float | None = None, **k
             nvec = make_vector(env_id, 1, **kw).nvec
         return BehaviourPolicy(random_act(nvec), nvec, "uniform random joint action")
     if fam == "dmc":
-        raise SpinError(f"{env_id}: scripted '{level}' policies exist for maze, cone and sepsis only; train a DecQN behaviour agent for dmc")
+        raise SpinError(f"{env_id}: scripted '{level}' policies exist for maze, cone "
+                        "and sepsis only; train a DecQN behaviour agent for dmc")
     if fam == "gym":
-        raise SpinError(f"{env_id}: scripted '{level}' policies exist for maze, cone and sepsis only; use level 'random' "
+        raise SpinError(f"{env_id}: scripted '{level}' policies exist for "
+                        "maze, cone and sepsis only; use level 'random' "
                         "or collect with your own policy (spinrl.collect)")
     p = MEDIUM_P[fam] if p_random is None else float(p_random)
     if not 0.0 <= p <= 1.0:
@@ -363,40 +371,49 @@ def behaviour_policy(env_id: str, level: str, p_random: float | None = None, **k
         ex = _maze_expert(int(kw["actuators"]))
         nvec = np.full(ex.n, 2)
         if level == "expert":
-            return BehaviourPolicy(ex.act, nvec, f"maze expert: uniform over coordinated joint actions along a waypoint heading ({ex.counts.mean():.0f} per state on average)")
-        return BehaviourPolicy(mixed_act(ex.act, nvec, p), nvec, f"maze medium: expert, but a uniform random joint action with probability {p}")
+            return BehaviourPolicy(ex.act, nvec, "maze expert: uniform over coordinated joint actions along a "
+                                                 f"waypoint heading ({ex.counts.mean():.0f} per state on average)")
+        return BehaviourPolicy(mixed_act(ex.act, nvec, p), nvec, "maze medium: expert, but a uniform "
+                                                                 f"random joint action with probability {p}")
     if fam == "cone":
         from spinrl.envs.cone import cone_medium_act
 
         ex = _cone_expert(_key(kw))
         nvec = ex.core.nvec
         if level == "expert":
-            return BehaviourPolicy(ex.act, nvec, "cone expert: uniform over optimal moves (value iteration), stays coded (0,0)/(1,1) at random")
-        return BehaviourPolicy(cone_medium_act(ex, p), nvec, f"cone medium: optimal move, but a random neighbour with probability {p}")
+            return BehaviourPolicy(ex.act, nvec, "cone expert: uniform over optimal moves (value "
+                                                 "iteration), stays coded (0,0)/(1,1) at random")
+        return BehaviourPolicy(cone_medium_act(ex, p), nvec, "cone medium: optimal move, but a "
+                                                             f"random neighbour with probability {p}")
     from spinrl.envs.sepsis import sepsis_policy_act
 
     nvec = np.array([5, 5])
     if level == "expert":
-        return BehaviourPolicy(sepsis_policy_act(0.0), nvec, "sepsis expert: the clinicians' policy (package expert_policy)")
-    return BehaviourPolicy(sepsis_policy_act(p), nvec, f"sepsis medium: clinicians' policy, uniform random action with probability {p}")
+        return BehaviourPolicy(sepsis_policy_act(0.0), nvec, "sepsis expert: the clinicians' "
+                                                             "policy (package expert_policy)")
+    return BehaviourPolicy(sepsis_policy_act(p), nvec, "sepsis medium: clinicians' policy, uniform "
+                                                       f"random action with probability {p}")
 
 
 def list_envs() -> list[dict[str, Any]]:
     """Summary rows for ``spinrl envs``: id, default kwargs, obs_dim, nvec, joint size, description."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for env_id in ("maze", "cone", "sepsis"):
-        row = {"id": env_id, "kwargs": dict(DEFAULTS[env_id]), "description": DESCRIPTIONS[env_id]}
+        row: dict[str, Any] = {"id": env_id, "kwargs": dict(DEFAULTS[env_id]), "description": DESCRIPTIONS[env_id]}
         try:
             venv = make_vector(env_id, 1)
-            row.update(obs_dim=venv.observation_dim, nvec=[int(m) for m in venv.nvec], joint_size=int(np.prod(venv.nvec.astype(object))), available=True)
+            row.update(obs_dim=venv.observation_dim, nvec=[int(m) for m in venv.nvec],
+                       joint_size=int(np.prod(venv.nvec.astype(object))), available=True)
         except SpinError as e:  # missing extra
             row.update(obs_dim=47, nvec=[5, 5], joint_size=25, available=False, note=str(e))
         rows.append(row)
     # static facts (docs/benchmarks.md section 1 table) so listing never loads MuJoCo
-    dmc_shape = {"cheetah-run": (17, 6), "finger-spin": (9, 2), "fish-swim": (24, 5), "quadruped-walk": (78, 12), "humanoid-stand": (67, 21), "dog-trot": (223, 38)}
+    dmc_shape = {"cheetah-run": (17, 6), "finger-spin": (9, 2), "fish-swim": (24, 5), "quadruped-walk": (78, 12),
+                 "humanoid-stand": (67, 21), "dog-trot": (223, 38)}
     for task in DMC_TASKS:
         obs_dim, n = dmc_shape[task]
-        rows.append({"id": f"dmc:{task}", "kwargs": {"bins": 3}, "obs_dim": obs_dim, "nvec": [3] * n, "joint_size": 3**n, "available": True, "description": DESCRIPTIONS["dmc"]})
+        rows.append({"id": f"dmc:{task}", "kwargs": {"bins": 3}, "obs_dim": obs_dim, "nvec": [3] * n,
+                     "joint_size": 3**n, "available": True, "description": DESCRIPTIONS["dmc"]})
     return rows
 
 

@@ -64,7 +64,8 @@ class ConeCore:
 
     max_steps = MAX_STEPS
 
-    def __init__(self, num_envs: int, dims: int = 5, size: int = 5, pit_seed: int = 0, n_pits: int | None = None, include_distances: bool = True):
+    def __init__(self, num_envs: int, dims: int = 5, size: int = 5, pit_seed: int = 0, n_pits: int | None = None,
+                 include_distances: bool = True):
         n = check_cone_kwargs(dims, size, n_pits)
         self.dims, self.size, self.include_distances = int(dims), int(size), bool(include_distances)
         self.nvec = np.full(2 * self.dims, 2, dtype=np.int64)
@@ -127,7 +128,8 @@ class ConeExpert:
         self.core = core
         D, S = core.dims, core.size
         if S**D * 3**D > MAX_EXPERT_TABLE:
-            raise SpinError(f"cone expert: size**dims * 3**dims = {S**D * 3**D} > {MAX_EXPERT_TABLE}; use a smaller grid (e.g. dims <= 6 at size 5)")
+            raise SpinError(f"cone expert: size**dims * 3**dims = {S**D * 3**D} > "
+                            f"{MAX_EXPERT_TABLE}; use a smaller grid (e.g. dims <= 6 at size 5)")
         self.offsets = _offsets(D)
         cells = np.arange(S**D)
         coords = cells[:, None] // core.radix % S
@@ -169,7 +171,7 @@ def cone_medium_act(expert: ConeExpert, p_random: float):
         m = expert.moves(obs, rng)
         r = (rng.random(m.shape[0]) * (3**D - 1)).astype(np.int64)
         nb = expert.offsets[r + (r >= (3**D - 1) // 2)]  # skip the all-zero offset (the stay)
-        m = np.where((rng.random(m.shape[0]) < p_random)[:, None], nb, m)
+        m = np.where((rng.random(len(m)) < p_random)[:, None], nb, m)
         return encode_moves(m, rng)
 
     return act

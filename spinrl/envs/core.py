@@ -4,7 +4,7 @@ adapter that runs a batched core with B=1 so every env has exactly one implement
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence, cast
 
 import gymnasium as gym
 import numpy as np
@@ -53,6 +53,12 @@ class VectorCore(Protocol):
     def step(self, actions: np.ndarray, alive: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
     def observe(self) -> np.ndarray: ...
+
+
+class RenderableCore(VectorCore, Protocol):
+    """A core that draws frames (``render_mode="rgb_array"``)."""
+
+    def render_rgb(self, i: int = 0) -> np.ndarray: ...
 
 
 class VectorEnv:
@@ -136,8 +142,9 @@ class LoopVectorEnv(VectorEnv):
             raise SpinError(f"num_envs = {num_envs}: need at least 1 environment")
         self.num_envs = int(num_envs)
         self.envs = [env_fn() for _ in range(self.num_envs)]
-        self.nvec = np.asarray(self.envs[0].action_space.nvec, dtype=np.int64)
-        self.observation_dim = int(np.prod(self.envs[0].observation_space.shape))
+        # a 1-D MultiDiscrete action space and a shaped observation space: check_spaces ran in the env factory
+        self.nvec = np.asarray(cast(gym.spaces.MultiDiscrete, self.envs[0].action_space).nvec, dtype=np.int64)
+        self.observation_dim = int(np.prod(cast(tuple[int, ...], self.envs[0].observation_space.shape)))
         self._obs = np.zeros((self.num_envs, self.observation_dim), dtype=np.float32)
         self._term = np.zeros(self.num_envs, dtype=bool)
         self._trunc = np.zeros(self.num_envs, dtype=bool)
@@ -160,7 +167,8 @@ class LoopVectorEnv(VectorEnv):
             if self._term[i] or self._trunc[i]:
                 continue
             obs, r, te, tr, _ = env.step(a[i])
-            self._obs[i], reward[i], self._term[i], self._trunc[i] = np.asarray(obs, dtype=np.float32).reshape(-1), r, te, tr
+            self._obs[i], reward[i], self._term[i], self._trunc[i] = (np.asarray(obs, dtype=np.float32).reshape(-1),
+                                                                      r, te, tr)
         return self._obs.copy(), reward, self._term.copy(), self._trunc.copy()
 
     def close(self) -> None:
@@ -180,7 +188,8 @@ class CoreEnv(gym.Env):
         self._vec = CoreVectorEnv(core_factory, 1)
         if render_mode is not None and (render_mode != "rgb_array" or not hasattr(self._vec.core, "render_rgb")):
             can = "rgb_array" if hasattr(self._vec.core, "render_rgb") else "none"
-            raise SpinError(f"render_mode={render_mode!r}: {spec_id or 'this env'} renders {can}; use maze or dmc:... for videos")
+            raise SpinError(f"render_mode={render_mode!r}: {spec_id or 'this env'} "
+                            f"renders {can}; use maze or dmc:... for videos")
         self.render_mode = render_mode
         self.action_space = gym.spaces.MultiDiscrete(self._vec.nvec)
         low, high = getattr(self._vec.core, "obs_bounds", (-np.inf, np.inf))
@@ -205,7 +214,7 @@ class CoreEnv(gym.Env):
         """An RGB frame ``[H, W, 3]`` uint8 with ``render_mode="rgb_array"``, else None."""
         if self.render_mode != "rgb_array":
             return None
-        return self._vec.core.render_rgb(0)
+        return cast(RenderableCore, self._vec.core).render_rgb(0)  # render_mode checked in __init__
 
 
 @dataclass(frozen=True)
@@ -224,7 +233,8 @@ class ReferenceScores:
 class BehaviourPolicy:
     """A scripted behaviour policy: ``act(obs [B, obs_dim], rng) -> actions [B, N] int64``."""
 
-    def __init__(self, act_fn: Callable[[np.ndarray, np.random.Generator], np.ndarray], nvec: np.ndarray, description: str):
+    def __init__(self, act_fn: Callable[[np.ndarray, np.random.Generator], np.ndarray], nvec: np.ndarray,
+                 description: str):
         self._act = act_fn
         self.nvec = np.asarray(nvec, dtype=np.int64)
         self.description = description
@@ -249,7 +259,8 @@ def random_act(nvec: np.ndarray) -> Callable[[np.ndarray, np.random.Generator], 
     return act
 
 
-def rollout_returns(venv: VectorEnv, policy: BehaviourPolicy, seeds: Sequence[int], rng: np.random.Generator) -> np.ndarray:
+def rollout_returns(venv: VectorEnv, policy: BehaviourPolicy, seeds: Sequence[int],
+                    rng: np.random.Generator) -> np.ndarray:
     """Undiscounted return of one episode per seed, all episodes stepped as one batch."""
     obs = venv.reset(seeds)
     ret = np.zeros(len(seeds))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from typing import Sequence
+from typing import Sequence, cast
 
 import gymnasium as gym
 import numpy as np
@@ -67,7 +67,7 @@ def observation_slices(env_id: str) -> dict[str, slice]:
 def bin_values(bins: int | Sequence[int], low: np.ndarray, high: np.ndarray) -> list[np.ndarray]:
     """Per-dimension action values: sub-action i with m_i choices -> linspace(low_i, high_i, m_i)."""
     n = low.size
-    b = [int(bins)] * n if np.isscalar(bins) else [int(x) for x in bins]
+    b = [int(cast(int, bins))] * n if np.isscalar(bins) else [int(x) for x in cast(Sequence[int], bins)]
     if len(b) != n:
         raise SpinError(f"bins has {len(b)} entries but the task has {n} action dimensions; pass one int or {n} ints")
     if min(b) < 2:
@@ -131,5 +131,7 @@ class DMCEnv(gym.Env):
             return self._env.physics.render(*self.render_size, camera_id=0)
         except Exception as e:  # no GL backend: name the setting and the system packages
             gl = os.environ.get("MUJOCO_GL")
-            raise SpinError(f"DM Control rendering failed with MUJOCO_GL={gl} ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}); "
-                            "install Mesa's EGL (libegl1) or OSMesa (libosmesa6) and set MUJOCO_GL=egl or osmesa") from None
+            raise SpinError(f"DM Control rendering failed with MUJOCO_GL={gl} "
+                            f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}); "
+                            "install Mesa's EGL (libegl1) or OSMesa (libosmesa6) "
+                            "and set MUJOCO_GL=egl or osmesa") from None

@@ -31,7 +31,8 @@ def load_dynamics() -> dict[str, np.ndarray]:
     root = list(spec.submodule_search_locations)[0]
     path = os.path.join(root, "envs", "assets", "dynamics.npz")
     if not os.path.exists(path):
-        raise SpinError(f"icu-sepsis is installed but {path} is missing; reinstall with: pip install --force-reinstall icu-sepsis")
+        raise SpinError(f"icu-sepsis is installed but {path} is missing; reinstall "
+                        "with: pip install --force-reinstall icu-sepsis")
     with np.load(path) as d:
         out = {k: np.asarray(d[k]) for k in ("tx_mat", "r_mat", "d_0", "expert_policy", "state_cluster_centers")}
     out["tx_cum"] = np.cumsum(out["tx_mat"], axis=2)
@@ -92,7 +93,7 @@ def sepsis_policy_act(p_random: float = 0.0):
     cum = np.cumsum(np.where(pol.sum(1, keepdims=True) > 0, pol, 1.0), axis=1)
 
     def act(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        a = _sample(cum[state_index(obs)], rng.random(obs.shape[0]))
+        a = _sample(cum[state_index(obs)], rng.random(len(obs)))
         a = np.where(rng.random(a.size) < p_random, rng.integers(0, 25, a.size), a)
         return np.stack([a // 5, a % 5], axis=1).astype(np.int64)
 

@@ -19,17 +19,20 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Generator, Iterator
 
 import numpy as np
 import torch
 
 from spinrl.algorithms.mam import MAMConfig, asm_loss
-from spinrl.utils.jsonable import to_jsonable
-from spinrl.utils.optim import FusedAdam
 from spinrl.data import load
 from spinrl.errors import ConfigError, MissingExtraError
+from spinrl.evaluation.structure import marginal_modes, structure_diagnostics
 from spinrl.models import ActionStructureModel, ModelConfig
+from spinrl.training.config import PretrainConfig
+from spinrl.training.fitter import Fitter
+from spinrl.training.runinfo import environment_info
+from spinrl.utils import loggers, outdir
 from spinrl.utils.checkpoint import (
     CHECKPOINT_SCHEMA,
     capture_rng,
@@ -40,15 +43,12 @@ from spinrl.utils.checkpoint import (
     save_safetensors,
     seed_everything,
 )
-from spinrl.utils.rundir import check_same, save_figure, write_json
-from spinrl.evaluation.structure import marginal_modes, structure_diagnostics
-from spinrl.training.config import PretrainConfig
-from spinrl.training.fitter import Fitter
-from spinrl.training.runinfo import environment_info
-from spinrl.utils.progress import progress_bar
-from spinrl.utils.memory import keep_freed_memory
 from spinrl.utils.hardware import threads_warning
-from spinrl.utils import loggers, outdir
+from spinrl.utils.jsonable import to_jsonable
+from spinrl.utils.memory import keep_freed_memory
+from spinrl.utils.optim import FusedAdam
+from spinrl.utils.progress import progress_bar
+from spinrl.utils.rundir import check_same, save_figure, write_json
 
 # Settings that define the result; a resume with other values would silently mix two runs.
 _FIXED = ("preset", "patience", "min_delta", "min_epochs", "steps_per_epoch", "batch_size", "lr",
@@ -93,7 +93,7 @@ def pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None = None) -> Iterator[d
     return Fitter(_rows(cfg, _dist), "pretrain_iter(cfg)", "spinrl.fit_asm(cfg)")
 
 
-def _rows(cfg: PretrainConfig, _dist: _Dist | None) -> Iterator[dict]:
+def _rows(cfg: PretrainConfig, _dist: _Dist | None) -> Generator[dict, None, None]:
     held: list = []
     try:
         yield from _pretrain_iter(cfg, _dist, held)
@@ -106,6 +106,7 @@ def _rows(cfg: PretrainConfig, _dist: _Dist | None) -> Iterator[dict]:
 
 def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None, held: list) -> Iterator[dict]:
     cfg.validate()
+    assert cfg.threads != "auto"  # validate() resolved it to a count
     dist = _dist or _Dist()
     names = loggers.parse_loggers(cfg.loggers) if dist.main else ()
     loggers.require(names)  # before anything is written
@@ -123,7 +124,8 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None, held: list) -> Iter
     if out.exists() and (out / "asm.json").exists() and not cfg.resume:
         raise ConfigError(f"--out {out} already holds a finished ASM; choose another --out or pass --resume")
     if out.exists() and ckpt_path.exists() and not cfg.resume:
-        raise ConfigError(f"--out {out} holds an interrupted pretraining run; pass --resume to continue it or choose another --out")
+        raise ConfigError(f"--out {out} holds an interrupted pretraining run; "
+                          "pass --resume to continue it or choose another --out")
     if dist.world > 1:  # no rank may see another's first checkpoint as "an interrupted run"
         torch.distributed.barrier()
 
@@ -140,7 +142,8 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None, held: list) -> Iter
     gen.manual_seed(cfg.seed if dist.rank == 0 else cfg.seed + 1_000_003 * dist.rank)  # own corruption per rank
     B = res["batch_size"]
     if dist.world > 1 and B % dist.world:
-        raise ConfigError(f"--batch-size {B} must be divisible by the {dist.world} processes (the global batch is split across them)")
+        raise ConfigError(f"--batch-size {B} must be divisible by the {dist.world} "
+                          "processes (the global batch is split across them)")
     steps_per_epoch = cfg.steps_per_epoch or min(1000, max(1, train_ds.num_transitions // B))
     max_steps = cfg.max_steps if cfg.max_steps is not None else float("inf")
     # Fixed validation minibatches and corruption: the curve measures the model, not the noise.
@@ -148,7 +151,8 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None, held: list) -> Iter
     val_idx = [val_rng.integers(0, val_ds.num_transitions, size=B) for _ in range(cfg.val_batches)]
 
     rows: list[dict] = []
-    state = {"epoch": 0, "step": 0, "best": float("inf"), "best_epoch": 0, "best_step": 0, "bad": 0, "elapsed": 0.0}
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "best": float("inf"), "best_epoch": 0, "best_step": 0, "bad": 0,
+                             "elapsed": 0.0}
     config_json = {"config": to_jsonable(cfg), "resolved": res, **environment_info(device)}
     if cfg.resume and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path, "pretraining checkpoint", kind="asm_pretrain")
@@ -156,8 +160,10 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None, held: list) -> Iter
         check_same(saved, to_jsonable(cfg), _FIXED)
         _check_same_data(ck, saved, cfg, ds)
         if saved.get("threads") != cfg.threads:
-            raise ConfigError(f"--resume with --threads {cfg.threads} but the run used {saved.get('threads')}: another thread "
-                              f"count ends bit-identity with an uninterrupted run; pass --threads {saved.get('threads')}")
+            raise ConfigError(f"--resume with --threads {cfg.threads} but the "
+                              f"run used {saved.get('threads')}: another thread "
+                              "count ends bit-identity with an uninterrupted "
+                              f"run; pass --threads {saved.get('threads')}")
         if dist.main:
             outdir.hold(out, "asm")  # one writer (lock released at exit), marked as spinrl's ASM directory
         asm.load_state_dict(ck["model"])
@@ -217,7 +223,8 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None, held: list) -> Iter
         state["elapsed"] += time.perf_counter() - t0
         improved = v_loss < state["best"] - cfg.min_delta
         if improved:
-            state["best"], state["best_epoch"], state["best_step"], state["bad"] = v_loss, state["epoch"], state["step"], 0
+            state["best"], state["best_epoch"], state["best_step"] = v_loss, state["epoch"], state["step"]
+            state["bad"] = 0
             if dist.main:
                 save_atomic({"schema": CHECKPOINT_SCHEMA, "kind": "asm", "model": asm.state_dict()}, out / "asm.pt")
         else:
@@ -251,13 +258,15 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None, held: list) -> Iter
             },
             ckpt_path,
         )
-        bar.set_postfix(train=f"{row['train_loss']:.3f}", val=f"{v_loss:.3f}", acc=f"{row['val_masked_acc']:.2f}", best=state["best_step"])
+        bar.set_postfix(train=f"{row['train_loss']:.3f}", val=f"{v_loss:.3f}", acc=f"{row['val_masked_acc']:.2f}",
+                        best=state["best_step"])
         yield row
     bar.close()
     if not dist.main:
         return
     log.close()
-    still_falling = stop_reason != "plateau" and state["bad"] == 0 and state["epoch"] > 0  # last validation was the best
+    # still falling: the last validation was the best
+    still_falling = stop_reason != "plateau" and state["bad"] == 0 and state["epoch"] > 0
     if state["epoch"] == 0:  # a zero budget: the random ASM itself (the paper's epoch-0 point)
         save_atomic({"schema": CHECKPOINT_SCHEMA, "kind": "asm", "model": asm.state_dict()}, out / "asm.pt")
     best = load_checkpoint(out / "asm.pt", "ASM", kind="asm")["model"]
@@ -266,7 +275,7 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None, held: list) -> Iter
     random_asm.load_state_dict(init_state)
     diag_batches = [val_ds.batch_at(idx, device=device)[:2] for idx in val_idx]
     diagnostics = structure_diagnostics(asm, random_asm, diag_batches, marginal_modes(train_ds.actions, ds.nvec))
-    info = {
+    asm_info = {
         "signature": ds.signature,
         "dataset": {"path": str(cfg.dataset), "checksum": ds.meta.get("checksum"), "level": ds.meta.get("level")},
         "model": res["model"],
@@ -289,15 +298,15 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None, held: list) -> Iter
         "wall_seconds": round(state["elapsed"], 3),
         "structure": diagnostics,
         **({"world_size": dist.world, "per_rank_batch": B // dist.world} if dist.world > 1 else {}),
-        "curve": [{k: r[k] for k in ("epoch", "step", "train_loss", "val_loss", "val_masked_acc", "wall_seconds") if k in r}
-                  for r in rows],
+        "curve": [{k: r[k] for k in ("epoch", "step", "train_loss", "val_loss", "val_masked_acc", "wall_seconds")
+                   if k in r} for r in rows],
         **environment_info(device),
     }
     # the chosen weights again for sharing, loadable without pickle (load_checkpoint reads either file)
     save_safetensors({"schema": CHECKPOINT_SCHEMA, "kind": "asm", "model": best}, out / "asm.safetensors")
-    write_json(out / "asm.json", info)
+    write_json(out / "asm.json", asm_info)
     if still_falling:
-        warnings.warn(stop_summary(info), stacklevel=2)
+        warnings.warn(stop_summary(asm_info), stacklevel=2)
     if not rows:
         return
     try:
@@ -311,10 +320,13 @@ def _check_same_data(ck: dict, saved: dict, cfg: PretrainConfig, ds) -> None:
     resolved path (checkpoints from before checksums were stored)."""
     if ck.get("dataset_checksum") is not None:
         if ck["dataset_checksum"] != ds.meta.get("checksum"):
-            raise ConfigError(f"--resume on dataset {cfg.dataset} whose checksum differs from the one the run trained on "
-                              f"({str(ck['dataset_checksum'])[:12]}...): the data changed; pretrain a new ASM with another --out")
+            raise ConfigError(f"--resume on dataset {cfg.dataset} whose checksum "
+                              "differs from the one the run trained on "
+                              f"({str(ck['dataset_checksum'])[:12]}...): the data "
+                              "changed; pretrain a new ASM with another --out")
     elif Path(str(saved.get("dataset"))).resolve() != Path(cfg.dataset).resolve():
-        raise ConfigError(f"--resume with dataset={cfg.dataset!r} but the run used {saved.get('dataset')!r}; use the same dataset")
+        raise ConfigError(f"--resume with dataset={cfg.dataset!r} but the run "
+                          f"used {saved.get('dataset')!r}; use the same dataset")
 
 
 _STOP_TEXT = {
@@ -342,7 +354,8 @@ def stop_summary(info: dict) -> str:
     """What the command prints last: where it stopped, why, and whether the loss was still falling."""
     if info["steps_run"] == 0:
         return "ASM not trained (a budget of 0 steps): the random initial ASM was saved, as the paper's epoch-0 control"
-    msg = (f"ASM {info['stop_explained']} after {info['steps_run']} gradient steps ({info['epochs_run']} validation{'s' if info['epochs_run'] != 1 else ''}); "
+    msg = (f"ASM {info['stop_explained']} after {info['steps_run']} gradient steps "
+           f"({info['epochs_run']} validation{'s' if info['epochs_run'] != 1 else ''}); "
            f"chosen step {info['chosen_step']}, best validation masked loss {info['best_val_loss']:.4f}")
     if info.get("still_falling"):
         msg += (f"; WARNING: the validation loss was still falling when the budget stopped it (best at step "
@@ -391,7 +404,8 @@ def pretrain_distributed(cfg: PretrainConfig) -> Path | None:
     import torch.distributed as tdist
 
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        raise ConfigError("--distributed needs torchrun: torchrun --nproc_per_node K -m spinrl pretrain DATASET --out DIR --distributed")
+        raise ConfigError("--distributed needs torchrun: torchrun --nproc_per_node "
+                          "K -m spinrl pretrain DATASET --out DIR --distributed")
     device = resolve_device(cfg.device)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
