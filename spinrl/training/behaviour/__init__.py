@@ -22,6 +22,8 @@ bit-identical to an uninterrupted run (the replay was lost); the env steps where
 in ``config.json`` (``continued_at``) and marked on the learning curve.
 """
 
+from typing import TYPE_CHECKING
+
 from spinrl.training.behaviour.config import (
     CARRY_FILE,
     CARRY_KIND,
@@ -50,6 +52,16 @@ lazy_package(__name__, {name: f"spinrl.training.behaviour.{module}" for name, mo
     "save_carry": "carry", "epsilon_greedy": "loop", "greedy_returns": "loop", "load_policy": "loop",
     "train_behaviour": "loop", "Replay": "replay", "replay_capacity": "replay", "SumTree": "sumtree"}.items()})
 # (loaded on first use: the settings above import no torch, and the CLI parser reads them)
+
+if TYPE_CHECKING:  # the same names for type checkers and editors ("X as X": re-exported)
+    from spinrl.training.behaviour.carry import save_carry as save_carry
+    from spinrl.training.behaviour.loop import epsilon_greedy as epsilon_greedy
+    from spinrl.training.behaviour.loop import greedy_returns as greedy_returns
+    from spinrl.training.behaviour.loop import load_policy as load_policy
+    from spinrl.training.behaviour.loop import train_behaviour as train_behaviour
+    from spinrl.training.behaviour.replay import Replay as Replay
+    from spinrl.training.behaviour.replay import replay_capacity as replay_capacity
+    from spinrl.training.behaviour.sumtree import SumTree as SumTree
 
 __all__ = ["CARRY_FILE", "CARRY_KIND", "DEFAULT_REFILL", "DIVERGENCE_RATIO", "DIVERGING", "EVAL_SEED", "EXPLORE_MODES",
            "METRIC_FIELDS", "POLICY_KIND", "REPLAY_MODES", "SHAPINGS", "STAND_HEIGHT", "TEMPORAL_MAX_HOLD",

@@ -15,7 +15,6 @@ from spinrl.errors import ConfigError
 from spinrl.utils.loggers import parse_loggers
 from spinrl.utils.rundir import check_same
 
-
 EVAL_SEED = 2_000_000_000
 """Evaluation episode k is reset with seed EVAL_SEED + k (the same episodes at every evaluation)."""
 EXPLORE_MODES = ("joint", "per-dimension", "temporal")
@@ -117,8 +116,8 @@ class BehaviourConfig:
     --shaping-scale x min(head height / 1.4, 1) to each step's reward, for tasks whose observation has a
     head_height (humanoid). humanoid-stand's reward is ~0 until the head is above ~1 m, so from the floor
     the learner sees no signal (3 runs without it, up to 7.5M env steps, stayed at the random policy's
-    level; with it one stood up: the committed expert, 800.5 on 50 fresh greedy episodes at 4.25M); the bonus is largest when standing, so it
-    points where the task's reward does"""
+    level; with it one stood up: the committed expert, 800.5 on 50 fresh greedy episodes at 4.25M); the bonus
+    is largest when standing, so it points where the task's reward does"""
     shaping_scale: float = 0.5
     """with --shaping head-height: the bonus of a head at standing height (the task's reward is at most 1)"""
     num_envs: int = 5
@@ -140,7 +139,8 @@ class BehaviourConfig:
 
     def validate(self) -> None:
         if not isinstance(self.env, str) or not self.env.startswith("dmc:"):
-            raise ConfigError(f"env {self.env!r}: behaviour training is for DM Control tasks; use dmc:<domain>-<task> (e.g. dmc:cheetah-run)")
+            raise ConfigError(f"env {self.env!r}: behaviour training is for DM Control "
+                              "tasks; use dmc:<domain>-<task> (e.g. dmc:cheetah-run)")
         from spinrl.envs.dmc import observation_slices, parse_task
 
         parse_task(self.env)  # raises naming the valid tasks
@@ -177,12 +177,14 @@ class BehaviourConfig:
         if self.refill is not None and (not isinstance(self.refill, (int, np.integer)) or self.refill < 0):
             raise ConfigError(f"--refill {self.refill!r}: must be an integer >= 0")
         if self.refill is not None and not self.continue_from:
-            raise ConfigError("--refill is for --continue-from CARRY (a run's own --resume keeps its replay); drop --refill")
+            raise ConfigError("--refill is for --continue-from CARRY (a run's "
+                              "own --resume keeps its replay); drop --refill")
         if self.continue_from is not None and not self.resume and not (Path(self.continue_from) / CARRY_FILE).exists():
             raise ConfigError(f"--continue-from {self.continue_from}: no {CARRY_FILE} there; pass a folder written by "
                               "`spinrl behaviour carry RUN --out DIR`")
         if not (0 < self.eps_decay <= 1 and 0 <= self.eps_min <= self.eps_start <= 1):
-            raise ConfigError("--eps-start/--eps-min/--eps-decay: need 0 <= eps-min <= eps-start <= 1 and 0 < eps-decay <= 1")
+            raise ConfigError("--eps-start/--eps-min/--eps-decay: need 0 <= "
+                              "eps-min <= eps-start <= 1 and 0 < eps-decay <= 1")
 
 
 DEFAULT_REFILL = 100_000
