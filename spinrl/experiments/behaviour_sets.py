@@ -5,10 +5,10 @@ or an exported set (``behaviour.json`` + ``expert.pt`` + ``medium.pt``, e.g. the
 ``behaviour_checkpoints/<task>-<bins>``). Selection (docs/benchmarks.md s.1, "ours" where unpublished):
 expert = the checkpoint with the best greedy evaluation return (earliest on ties); medium = among the
 checkpoints whose greedy return is 35-55% of the expert's, the one closest to 45% (earliest on ties): the
-earliest in the band sits at its lower edge on a steep learning curve, and users expect medium ~45. Data are collected epsilon-greedily
-with epsilon 0.05 (DecQN's own exploration floor, so data look like the agent's experience and are not
-deterministic); our reference returns (uniform random and the noisy expert) are computed once and cached
-in ``behaviour.json``.
+earliest in the band sits at its lower edge on a steep learning curve, and users expect medium ~45. Data are
+collected epsilon-greedily with epsilon 0.05 (DecQN's own exploration floor, so data look like the agent's
+experience and are not deterministic); our reference returns (uniform random and the noisy expert) are
+computed once and cached in ``behaviour.json``.
 
 Two guards against noisy ten-episode evaluations (quadruped's returns are bimodal: a greedy episode gives
 ~130 or ~960): ``export`` re-evaluates the best checkpoints and the medium candidates on SELECT_EPISODES
@@ -29,9 +29,9 @@ import numpy as np
 
 from spinrl.envs.core import BehaviourPolicy
 from spinrl.errors import CheckpointError, ConfigError
+from spinrl.utils import outdir
 from spinrl.utils.checkpoint import load_checkpoint, write_text_atomic
 from spinrl.utils.hardware import check_threads, torch_threads
-from spinrl.utils import outdir
 from spinrl.utils.rundir import sha256_file
 
 MEDIUM_RANGE = (0.35, 0.55)
@@ -78,7 +78,8 @@ def committed_set(env: str, bins: int) -> Path | None:
 
 def reference_rule() -> dict:
     """How reference returns are measured; part of a dataset's cache name, so a new rule never reuses old data."""
-    return {"min_episodes": REFERENCE_EPISODES, "precision": REFERENCE_PRECISION, "max_episodes": REFERENCE_MAX_EPISODES}
+    return {"min_episodes": REFERENCE_EPISODES, "precision": REFERENCE_PRECISION,
+            "max_episodes": REFERENCE_MAX_EPISODES}
 
 
 @dataclass
@@ -129,9 +130,11 @@ class BehaviourSet:
     def __init__(self, root: str | Path, env: str | None = None, bins: int | None = None):
         self.root = Path(root)
         if not self.root.is_dir():
-            raise ConfigError(f"--behaviour {root}: not a directory; pass a `spinrl behaviour train` run or an exported set")
+            raise ConfigError(f"--behaviour {root}: not a directory; pass a "
+                              "`spinrl behaviour train` run or an exported set")
         if (self.root / "carry.pt").exists():
-            raise ConfigError(f"--behaviour {root} is a carry of a run in progress, not a behaviour set; continue it with "
+            raise ConfigError(f"--behaviour {root} is a carry of a run in "
+                              "progress, not a behaviour set; continue it with "
                               f"`spinrl behaviour train --continue-from {root}` and export that run")
         index_path = self.root / INDEX
         self.index = json.loads(index_path.read_text()) if index_path.exists() else {}
@@ -151,7 +154,8 @@ class BehaviourSet:
             raise ConfigError(f"--behaviour {root}: neither a run directory (policies/) nor an exported set ({INDEX})")
         self.env, self.bins = self.index["env"], int(self.index["bins"])
         if env is not None and env != self.env:
-            raise ConfigError(f"--behaviour {root} was trained on {self.env}, not {env}; pass a behaviour directory of {env}")
+            raise ConfigError(f"--behaviour {root} was trained on {self.env}, "
+                              f"not {env}; pass a behaviour directory of {env}")
         if bins is not None and int(bins) != self.bins:
             raise ConfigError(f"--behaviour {root} was trained with --bins {self.bins}, not {bins}; "
                               f"use --bins {self.bins} or a behaviour run trained at {bins} bins")
@@ -162,8 +166,10 @@ class BehaviourSet:
             ex = self.index["expert"]["eval_return_mean"]
             got = ", ".join(f"{r['env_step']}: {r['eval_return_mean']:.0f}" for r in self.index.get("curve", [])[-8:])
             raise ConfigError(
-                f"--behaviour {self.root}: no checkpoint has a greedy return in {MEDIUM_RANGE[0]:.0%}-{MEDIUM_RANGE[1]:.0%} "
-                f"of the expert's {ex:.1f} ({ex * MEDIUM_RANGE[0]:.0f}-{ex * MEDIUM_RANGE[1]:.0f}); evaluate more often "
+                f"--behaviour {self.root}: no checkpoint has a greedy "
+                f"return in {MEDIUM_RANGE[0]:.0%}-{MEDIUM_RANGE[1]:.0%} "
+                f"of the expert's {ex:.1f} "
+                f"({ex * MEDIUM_RANGE[0]:.0f}-{ex * MEDIUM_RANGE[1]:.0f}); evaluate more often "
                 f"(--eval-every) or train longer (recent: {got})")
         return Checkpoint(c["file"], int(c["env_step"]), float(c["eval_return_mean"]), float(c["eval_return_std"]))
 
@@ -202,7 +208,8 @@ class BehaviourSet:
         ref = self.index.get("reference")
         expert = self.index["expert"]
         rule = reference_rule()
-        if ref and ref.get("epsilon") == epsilon and ref.get("expert_file") == expert["file"] and ref.get("rule") == rule:
+        if (ref and ref.get("epsilon") == epsilon and ref.get("expert_file") == expert["file"]
+                and ref.get("rule") == rule):
             return ref
         from spinrl import envs
         from spinrl.evaluation.rollout import run_episodes
@@ -231,7 +238,8 @@ class BehaviourSet:
                "random_std": float(r0.std()), "expert_std": float(r1.std()), "episodes": n,
                "random_se": float(r0.std() / np.sqrt(n)), "expert_se": float(r1.std() / np.sqrt(n)), "rule": rule,
                "epsilon": epsilon, "expert_file": expert["file"],
-               "source": f"ours: uniform random / DecQN expert {self.root.name} ({expert['file']}, epsilon {epsilon}), {n} episodes each"}
+               "source": f"ours: uniform random / DecQN expert {self.root.name} "
+                         f"({expert['file']}, epsilon {epsilon}), {n} episodes each"}
         self.index["reference"] = ref
         write_text_atomic(self.root / INDEX, json.dumps(self.index, indent=2) + "\n")
         return ref
@@ -246,7 +254,8 @@ class BehaviourSet:
         if not (self.root / "policies").is_dir():
             raise ConfigError(f"{self.root}: re-selection needs the run directory (policies/), not an exported set")
         rule = {"top": int(top), "episodes": int(episodes), "seed": SELECT_SEED}
-        if self.index.get("selection", {}).get("rule") == rule and self.index["selection"].get("listing") == self.index["listing"]:
+        if (self.index.get("selection", {}).get("rule") == rule
+                and self.index["selection"].get("listing") == self.index["listing"]):
             return
         from spinrl import envs
         from spinrl.training.behaviour import greedy_returns, load_policy
@@ -261,7 +270,8 @@ class BehaviourSet:
             if c.file not in evals:
                 evals[c.file] = greedy_returns(load_policy(self.root / c.file)[0], vec, int(episodes), SELECT_SEED)
                 bar.update(1)
-                bar.set_postfix_str(f"{c.env_step:,}: {evals[c.file].mean():.1f} (training eval {c.eval_return_mean:.1f})")
+                bar.set_postfix_str(f"{c.env_step:,}: {evals[c.file].mean():.1f} "
+                                    f"(training eval {c.eval_return_mean:.1f})")
             return float(evals[c.file].mean())
 
         best = sorted(cks, key=lambda c: (-c.eval_return_mean, c.env_step))[: int(top)]
@@ -382,7 +392,8 @@ def _carry(run_dir: Path, out: Path) -> dict:
             "best": max(kept, key=lambda c: (c.eval_return_mean, -c.env_step)).__dict__,
             "kept": [c.__dict__ for c in kept], "run": summary,
             "continue": f"spinrl behaviour train {summary['config']['env']} --bins {summary['config']['bins']} "
-                        + " ".join(filter(None, [f"--hidden {summary['config']['hidden']}", changed_flags(summary["config"])]))
+                        + " ".join(filter(None, ["--hidden "
+                                                 f"{summary['config']['hidden']}", changed_flags(summary["config"])]))
                         + f" --continue-from {out} --out NEW_RUN --env-steps N"}
     write_text_atomic(out / "carry.json", json.dumps(info, indent=1) + "\n")
     return info

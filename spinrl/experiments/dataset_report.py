@@ -19,17 +19,24 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from spinrl.data.cache import data_dir
 from spinrl.envs import DMC_REFERENCE
-from spinrl.experiments.behaviour_sets import (REFERENCE_EPISODES, REFERENCE_MAX_EPISODES, REFERENCE_PRECISION,
-                                              SELECT_EPISODES, SETS_VARIABLE)
+from spinrl.experiments.behaviour_sets import (
+    REFERENCE_EPISODES,
+    REFERENCE_MAX_EPISODES,
+    REFERENCE_PRECISION,
+    SELECT_EPISODES,
+    SETS_VARIABLE,
+)
 from spinrl.utils.checkpoint import write_text_atomic
 from spinrl.utils.rundir import save_figure, sha256_file
 
-BENCHMARK_SIZES = {"medium": 1_000_000, "expert": 1_000_000, "medium-expert": 2_000_000, "random-medium-expert": 200_000}
+BENCHMARK_SIZES = {"medium": 1_000_000, "expert": 1_000_000, "medium-expert": 2_000_000,
+                   "random-medium-expert": 200_000}
 """Transitions per level in the public benchmark (docs/benchmarks.md s.1)."""
 WANTED = [("cheetah-run", 3), ("finger-spin", 3), ("humanoid-stand", 3), ("quadruped-walk", 3), ("dog-trot", 3),
           ("dog-trot", 10), ("dog-trot", 30)]
@@ -63,7 +70,8 @@ def summarize_dataset(path: Path) -> dict:
     meta = ds.meta
     rets = np.asarray(ds.episode_returns(), dtype=float)
     lengths = np.asarray(ds.episode_lengths)
-    per_source, k = {}, 0
+    per_source: dict[str, dict[str, Any]] = {}
+    k = 0
     for src, n in meta.get("episode_sources") or []:
         r = rets[k : k + n]
         full = lengths[k : k + n] == lengths.max()  # the last episode of a source may be cut short
@@ -91,7 +99,7 @@ def summarize_dataset(path: Path) -> dict:
 
 def find_datasets(root: Path) -> list[dict]:
     """Every dmc dataset under ``root`` made from a behaviour set (metadata has behaviour_checkpoints)."""
-    found = []
+    found: list[dict] = []
     if not root.exists():
         return found
     for meta_path in sorted(root.glob("*/meta.json")):
@@ -148,7 +156,8 @@ def plot_curve(index: dict, path: Path) -> None:
         if c:
             ax.scatter([c["env_step"] / 1e6], [c["eval_return_mean"]], color=color, zorder=3, label=f"chosen {level}")
     for k, step in enumerate(index["run"]["config"].get("continued_at") or []):
-        ax.axvline(step / 1e6, color="gray", ls=":", lw=1, label="continued from a carry (replay refilled)" if k == 0 else None)
+        ax.axvline(step / 1e6, color="gray", ls=":", lw=1, label="continued from a carry (replay "
+                                                                 "refilled)" if k == 0 else None)
     task = index["env"].split(":", 1)[1]
     pub = DMC_REFERENCE.get((task, int(index["bins"])))
     if pub:
@@ -166,8 +175,9 @@ def _current(d: dict, current: dict) -> bool:
     if d.get("expert_sha") not in current:
         return False
     ref, mine = current[d["expert_sha"]], d.get("reference") or {}
-    return ref is None or all(abs(float(mine.get(k, float("nan"))) - float(ref[k])) <= 1e-9 * max(1.0, abs(float(ref[k])))
-                              for k in ("random", "expert"))
+    return ref is None or all(
+        abs(float(mine.get(k, float("nan"))) - float(ref[k])) <= 1e-9 * max(1.0, abs(float(ref[k])))
+        for k in ("random", "expert"))
 
 
 def _going_on(behaviour_root: Path, task: str, bins: int, exported_steps: int) -> dict | None:
@@ -193,11 +203,13 @@ def _attempts(behaviour_root: Path, task: str, bins: int) -> list[str]:
         flags = " ".join(f for f in (f"--hidden {cfg.get('hidden')}", changed_flags(cfg)) if f)
         evals = [r for r in info["run"].get("metrics", []) if r.get("eval_return_mean") is not None]
         last = evals[-1] if evals else None
-        why = last and q_divergence(last.get("q_mean"), cfg.get("gamma", 0.99), reward_max(cfg), training_return(last, cfg))
+        why = last and q_divergence(last.get("q_mean"), cfg.get("gamma", 0.99), reward_max(cfg),
+                                    training_return(last, cfg))
         rows.append(f"| `{carry_json.parent.name}` | `{flags}` | {info['env_step']:,} | "
                     f"{(info['run'].get('wall_seconds') or 0.0) / 3600:.2f} h | {best['eval_return_mean']:.1f} +/- "
                     f"{best['eval_return_std']:.1f} at {best['env_step']:,} | "
-                    + (f"{last['eval_return_mean']:.1f}" + (f" (diverged: {why})" if why else "") if last else "") + " |")
+                    + (f"{last['eval_return_mean']:.1f}" + (f" (diverged: {why})" if why else "") if last else "")
+                    + " |")
     if not rows:
         return []
     return ["Other attempts, carried in `behaviour_checkpoints/carry` (continue one with `spinrl behaviour train "
@@ -217,7 +229,8 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
         sets[(index["env"].split(":", 1)[1], int(index["bins"]))] = (idx_path.parent, index)
     current = {sha256_file(folder / "expert.pt"): index.get("reference") for folder, index in sets.values()
                if (folder / "expert.pt").exists()}
-    datasets, new_ledger = merge_ledger(find_datasets(data_root), ledger or [], time.strftime("%Y-%m-%d", time.gmtime()))
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    datasets, new_ledger = merge_ledger(find_datasets(data_root), ledger or [], today)
     # A dataset from a behaviour set that no longer exists, or made with other references than the set's
     # current ones (an earlier reference rule), is not what `spinrl data make` gives now: not on the page.
     stale = [d for d in datasets if not _current(d, current)]
@@ -234,13 +247,16 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
         "Protocol (docs/benchmarks.md s.1; *ours* where the sources are silent): behaviour agents are online DecQN "
         "(`spinrl behaviour train`: mean-decomposed factored Q, double Q, 3-step returns, Huber, Adam 1e-4, clip 40, "
         "batch 256, Polyak 0.005, uniform replay, 10k random warm-up steps, one update per 5 env steps, epsilon "
-        "1.0 -> 0.05 multiplied by 0.999 per exploratory action) evaluated greedily on 10 episodes every 25k env steps. "
+        "1.0 -> 0.05 multiplied by 0.999 per exploratory action) "
+        "evaluated greedily on 10 episodes every 25k env steps. "
         "Expert = the checkpoint with the best greedy return; medium = among the checkpoints whose greedy return is "
-        "35-55% of the expert's, the one closest to 45% (*ours*). Data are collected epsilon-greedily with epsilon 0.05 (*ours*), "
+        "35-55% of the expert's, the one closest to 45% (*ours*). Data "
+        "are collected epsilon-greedily with epsilon 0.05 (*ours*), "
         "random = uniform joint actions, random-medium-expert = whole episodes, one third from each source. "
         "Normalized scores use *our* references stored in each dataset (uniform random and the epsilon-0.05 expert, "
         f"in blocks of {REFERENCE_EPISODES} episodes until each mean's standard error is at most "
-        f"{REFERENCE_PRECISION:.0%} of expert - random, at most {REFERENCE_MAX_EPISODES}); the column `norm. (public refs)` "
+        f"{REFERENCE_PRECISION:.0%} of expert - random, at most "
+        f"{REFERENCE_MAX_EPISODES}); the column `norm. (public refs)` "
         "uses the public benchmark's constants for comparison. `spinrl behaviour export` re-evaluates the best "
         f"checkpoints and the medium candidates on {SELECT_EPISODES} fresh greedy episodes and chooses by those "
         "(the best of a hundred 10-episode means overstates the expert); sets exported before that rule say so. "
@@ -273,16 +289,20 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
             best = info["best"]
             lines += [f"![behaviour learning curve (in progress)]({os.path.relpath(img, out.parent)})", "",
                       f"Not made yet: the DecQN behaviour run is in progress, carried between machines in "
-                      f"`{carry_json.parent}` (`spinrl behaviour carry`): {info['env_step']:,} env steps in {wall / 3600:.2f} h "
+                      f"`{carry_json.parent}` (`spinrl behaviour carry`): "
+                      f"{info['env_step']:,} env steps in {wall / 3600:.2f} h "
                       f"wall so far (hidden {info['run']['config'].get('hidden')}"
                       + (f"; {changed_flags(info['run']['config'])}" if changed_flags(info['run']['config']) else "")
                       + "), best greedy return "
-                      f"{best['eval_return_mean']:.1f} +/- {best['eval_return_std']:.1f} at env step {best['env_step']:,}"
+                      f"{best['eval_return_mean']:.1f} +/- "
+                      f"{best['eval_return_std']:.1f} at env step {best['env_step']:,}"
                       + (f" (public expert reference {pub[1]})" if pub else "") + f". Continue: `{info['continue']}`. "
                       "A carry holds no replay: continuing refills an empty one from the carried policy (`--refill`, "
-                      "default 100k: with 10k a dog-trot continuation lost its fit; with 100k two continuations dipped for 25-50k steps "
+                      "default 100k: with 10k a dog-trot continuation lost its "
+                      "fit; with 100k two continuations dipped for 25-50k steps "
                       "and then went on rising), so where the "
-                      "original run directory (replay included) still exists, `--resume` it instead.", "", *_attempts(behaviour_root, task, bins)]
+                      "original run directory (replay included) still exists, `--resume` "
+                      "it instead.", "", *_attempts(behaviour_root, task, bins)]
             continue
         folder, index = sets[(task, bins)]
         run = index["run"]
@@ -298,7 +318,8 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
         lines.append(
             f"- Behaviour run: {run['env_steps']:,} env steps in {wall / 3600:.2f} h wall "
             f"({wall / max(run['env_steps'], 1) * 1e6 / 3600:.2f} h per 1M steps; hidden {cfg.get('hidden')}, "
-            f"{_changed(cfg)}{cfg.get('num_envs')} envs batched, seed {cfg.get('seed')}, {cfg.get('threads')} CPU thread(s) on a shared 2-core machine)."
+            f"{_changed(cfg)}{cfg.get('num_envs')} envs batched, seed {cfg.get('seed')}, "
+            f"{cfg.get('threads')} CPU thread(s) on a shared 2-core machine)."
         )
         evals = [r for r in run.get("metrics", []) if r.get("eval_return_mean") is not None]
         if evals:
@@ -338,12 +359,14 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
                 + (f", standard errors {ref['random_se']:.2f} / {ref['expert_se']:.2f}" if "random_se" in ref else "")
                 + f", expert with epsilon {ref['epsilon']})"
                 + (f"; public benchmark: random {pub[0]}, expert {pub[1]} - our expert reaches "
-                   f"{_norm(ref['expert'], {'random': pub[0], 'expert': pub[1]}):.1f} on the public scale." if pub else ".")
+                   f"{_norm(ref['expert'], {'random': pub[0], 'expert': pub[1]}):.1f} "
+                   "on the public scale." if pub else ".")
             )
         sha = sha256_file(folder / "expert.pt") if (folder / "expert.pt").exists() else None
         mine = [d for d in datasets if d["env"] == f"dmc:{task}" and d["bins"] == bins and d["expert_sha"] == sha]
         mine.sort(key=lambda d: (LEVEL_ORDER.index(d["level"]), d["transitions"]))
-        lines += ["", "| level | transitions made / benchmark size | episodes | return mean +/- std | normalized (ours) "
+        lines += ["", "| level | transitions made / benchmark size | "
+                      "episodes | return mean +/- std | normalized (ours) "
                   "| norm. (public refs) | per source: return (normalized, ours) | seed | wall |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for d in mine:
@@ -352,8 +375,10 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
             mark = "" if d["present"] else " (recorded)"
             any_recorded |= not d["present"]
             lines.append(
-                f"| {d['level']}{mark} | {d['transitions']:,} / {'-' if size is None else f'{size:,}'} | {d['episodes']} | "
-                f"{d['return_mean']:.1f} +/- {d['return_std']:.1f} | {_fmt(d['normalized'])} | {_fmt(d['normalized_public'])} "
+                f"| {d['level']}{mark} | {d['transitions']:,} / "
+                f"{'-' if size is None else f'{size:,}'} | {d['episodes']} | "
+                f"{d['return_mean']:.1f} +/- {d['return_std']:.1f} | "
+                f"{_fmt(d['normalized'])} | {_fmt(d['normalized_public'])} "
                 f"| {src} | {d['seed']} | {_fmt(d['wall_seconds'], 0)} s |"
             )
         made = {d["level"] for d in mine}

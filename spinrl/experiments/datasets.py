@@ -8,7 +8,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
 
@@ -21,6 +21,8 @@ from spinrl.utils.hardware import check_threads
 from spinrl.utils.progress import progress_bar
 
 if TYPE_CHECKING:
+    import gymnasium as gym
+
     from spinrl.evaluation.rollout import Episodes
 
 LEVELS = ("random", "medium", "expert", "medium-expert", "random-medium-expert")
@@ -80,13 +82,15 @@ class DataMakeConfig:
         check_int(self.threads, "--threads")
         check_threads(self.threads)
         if self.behaviour is not None and not str(self.env).startswith("dmc:"):
-            raise ConfigError(f"--behaviour is for dmc tasks; {self.env} has scripted medium/expert policies, drop --behaviour")
+            raise ConfigError(f"--behaviour is for dmc tasks; {self.env} has "
+                              "scripted medium/expert policies, drop --behaviour")
         if str(self.env).startswith("dmc:") and self.level != "random" and self.resolved_behaviour() is None:
             from spinrl.experiments.behaviour_sets import SETS_VARIABLE, sets_root
 
             raise ConfigError(f"--level {self.level} on {self.env} needs --behaviour DIR (no set {self.env[4:]}-"
                               f"{self.env_kwargs.get('bins', 3)} in {sets_root()}; set {SETS_VARIABLE} to a folder of "
-                              "behaviour sets, default ./behaviour_checkpoints, or train one with `spinrl behaviour train`)")
+                              "behaviour sets, default ./behaviour_checkpoints, "
+                              "or train one with `spinrl behaviour train`)")
         fr = np.asarray(self.rme_fractions, dtype=float)
         if fr.shape != (3,) or np.any(fr < 0) or fr.sum() <= 0:
             raise ConfigError("--rme-fractions must be three non-negative numbers (random, medium, expert)")
@@ -161,10 +165,12 @@ def _generate(cfg: DataMakeConfig, progress: bool | None) -> OfflineDataset:
     else:
         fractions = np.ones(len(sources))
     total = cfg.episodes if cfg.episodes is not None else cfg.transitions
+    assert total is not None  # validate(): exactly one of episodes and transitions
     shares = _split(int(total), fractions)
     unit = "ep" if cfg.episodes is not None else "transitions"
     show = cfg.progress if progress is None else progress
-    bar = progress_bar(total=int(total), desc=f"data make {cfg.env} {cfg.level}", unit=unit, disable=None if show else True)
+    bar = progress_bar(total=int(total), desc=f"data make {cfg.env} "
+                                              f"{cfg.level}", unit=unit, disable=None if show else True)
     parts: list[Episodes] = []
     counts: list[list] = []  # [source, episodes] in dataset order, so levels can be summarised per source
     descriptions = {}
@@ -231,7 +237,7 @@ def _generate(cfg: DataMakeConfig, progress: bool | None) -> OfflineDataset:
     trunc_arr[ends] = ~np.asarray(terms, dtype=bool)
     if bset is not None:  # our own references for our own datasets (docs/benchmarks.md s.1)
         r = bset.reference()
-        ref = envs.ReferenceScores(r["random"], r["expert"], r["source"])
+        ref: envs.ReferenceScores | None = envs.ReferenceScores(r["random"], r["expert"], r["source"])
     else:
         ref = envs.reference_scores(cfg.env, **cfg.env_kwargs)
     gen = asdict(cfg)
@@ -316,14 +322,16 @@ def validate_dataset(cfg: DataValidateConfig) -> OfflineDataset:
 
     ds = load(cfg.path, verify=True)
     if cfg.env:
+        if ds.env_id is None:
+            raise SpinError(f"{cfg.path} names no environment (meta.json env_id); drop --env")
         env = envs.make(ds.env_id, **ds.env_kwargs)
-        obs_dim = int(env.observation_space.shape[0])
+        obs_dim = int(cast(tuple[int, ...], env.observation_space.shape)[0])
         if obs_dim != ds.observation_dim:
             raise SpinError(
                 f"observations have {ds.observation_dim} features but {ds.env_id} produces {obs_dim}; "
                 "the dataset belongs to another environment or kwargs"
             )
-        nvec = [int(m) for m in env.action_space.nvec]
+        nvec = [int(m) for m in cast("gym.spaces.MultiDiscrete", env.action_space).nvec]
         if nvec != list(ds.nvec):
             raise SpinError(f"nvec {list(ds.nvec)} does not match {ds.env_id}'s action space {nvec}")
     return ds

@@ -16,6 +16,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal, cast
 
 from spinrl.errors import ConfigError
 from spinrl.evaluation.targets import pretrain_seconds, read_metrics
@@ -103,16 +104,20 @@ def demo(cfg: DemoConfig) -> dict:
     print(f"      {data_path}", flush=True)
 
     asm_dir = out / "asm"
-    print(f"[2/4] pretraining the Action Structure Model (until a validation plateau, at most {cfg.asm_max_steps} steps "
+    print("[2/4] pretraining the Action Structure Model (until a "
+          f"validation plateau, at most {cfg.asm_max_steps} steps "
           f"or {cfg.asm_max_minutes} min)", flush=True)
     if not (asm_dir / "asm.json").exists():
         import warnings
 
         with warnings.catch_warnings():  # the still-falling warning is part of the summary printed below
             warnings.filterwarnings("ignore", message="ASM stopped")
-            pretrain(PretrainConfig(dataset=data_path, out=str(asm_dir), preset=cfg.preset, max_epochs=10_000,
+            # preset and masking are checked by PretrainConfig.validate (DemoConfig's flags are plain strings)
+            preset = cast(Literal["cpu", "paper"], cfg.preset)
+            pretrain(PretrainConfig(dataset=data_path, out=str(asm_dir), preset=preset, max_epochs=10_000,
                                     max_steps=cfg.asm_max_steps, max_minutes=cfg.asm_max_minutes, steps_per_epoch=250,
-                                    seed=seed0, threads=cfg.threads, progress=cfg.progress, masking=cfg.masking,
+                                    seed=seed0, threads=cfg.threads, progress=cfg.progress,
+                                    masking=cast(Literal["bert", "variable"], cfg.masking),
                                     resume=(asm_dir / "checkpoints" / "last.pt").exists()))
     asm_info = json.loads((asm_dir / "asm.json").read_text())
     print("      " + stop_summary(asm_info), flush=True)
@@ -120,16 +125,20 @@ def demo(cfg: DemoConfig) -> dict:
 
     print("      " + describe(asm_info["structure"]), flush=True)
 
-    common = dict(dataset=data_path, algo="iql", preset=cfg.preset, steps=cfg.steps, eval_every=cfg.eval_every,
-                  eval_episodes=cfg.eval_episodes, threads=cfg.threads, progress=cfg.progress, log_every=cfg.eval_every)
+    common: dict[str, Any] = dict(dataset=data_path, algo="iql", preset=cfg.preset, steps=cfg.steps,
+                                  eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes, threads=cfg.threads,
+                                  progress=cfg.progress, log_every=cfg.eval_every)
     names = [NAMES[m] for m in cfg.methods]
     label = "one seed: single runs, no intervals" if len(cfg.seeds) == 1 else f"{len(cfg.seeds)} seeds"
-    print(f"[3/4] training {', '.join(names)} for {cfg.steps} gradient steps each (same data and critics; {label})", flush=True)
+    print(f"[3/4] training {', '.join(names)} for {cfg.steps} gradient "
+          f"steps each (same data and critics; {label})", flush=True)
     dirs_by_seed = {}
     for s in cfg.seeds:
         dirs = _method_dirs(out, cfg.methods, s)
         for m, d in zip(cfg.methods, dirs.values()):
-            _train(TrainConfig(out=str(d), actor=m, seed=s, asm=str(asm_dir) if m.startswith("spin") else None, **common))
+            actor = cast(Literal["factored", "autoregressive", "saint", "spin", "spin-cached"], m)  # checked above
+            _train(TrainConfig(out=str(d), actor=actor, seed=s, asm=str(asm_dir) if m.startswith("spin") else None,
+                               **common))
         dirs_by_seed[s] = dirs
 
     print("[4/4] results", flush=True)
@@ -139,16 +148,18 @@ def demo(cfg: DemoConfig) -> dict:
 
         target = load(data_path).summary().normalized_score
         source = "the dataset's own mean return: the level of the behaviour that made it"
+    assert target is not None  # maze datasets carry reference scores
     results = summarize(dirs_by_seed, target)
     results["target"]["source"] = source
     results["config"] = to_jsonable(cfg)
     results["dataset"] = data_path
-    results["asm"] = {k: asm_info.get(k) for k in ("steps_run", "chosen_step", "stop_reason", "still_falling", "best_val_loss",
-                                                   "wall_seconds", "masking")}
+    results["asm"] = {k: asm_info.get(k) for k in ("steps_run", "chosen_step", "stop_reason", "still_falling",
+                                                   "best_val_loss", "wall_seconds", "masking")}
     results["asm"]["summary"] = stop_summary(asm_info)
     results["asm"]["structure"] = describe(asm_info["structure"])
     results["demo_wall_seconds"] = round(time.time() - t_start, 1)
-    results["stage_seconds"] = round(float(asm_info["wall_seconds"]) + sum(sum(m["train_wall"]) for m in results["methods"].values()), 1)
+    results["stage_seconds"] = round(float(asm_info["wall_seconds"])
+                                     + sum(sum(m["train_wall"]) for m in results["methods"].values()), 1)
     results["load_average"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     print(format_table(results))
     print("\n".join(interpretation(results)))
@@ -175,7 +186,8 @@ def summarize(dirs_by_seed: dict[int, dict[str, Path]], target: float) -> dict:
             pre = pretrain_seconds(d)
             hit = next((r for r in evals if (r.get("normalized_score") or float("-inf")) >= target), None)
             m = methods.setdefault(name, {"seeds": [], "final": [], "best": [], "steps_to_target": [],
-                                          "time_to_target": [], "steps_per_s": [], "train_wall": [], "pretrain_wall": pre})
+                                          "time_to_target": [], "steps_per_s": [], "train_wall": [],
+                                          "pretrain_wall": pre})
             m["seeds"].append(seed)
             m["final"].append(evals[-1].get("normalized_score"))
             m["best"].append(max((r.get("normalized_score") or float("-inf")) for r in evals))
@@ -194,7 +206,8 @@ def summarize(dirs_by_seed: dict[int, dict[str, Path]], target: float) -> dict:
         m["median_time_to_target"] = _median(m["time_to_target"]) if m["reached"] == len(m["seeds"]) else None
         m["median_steps_per_s"] = _median(m["steps_per_s"])
         m["curve"] = {s: statistics.fmean(v) for s, v in sorted(m["curve"].items())}
-    return {"methods": methods, "target": {"normalized": target, "reference": "the dataset's expert behaviour policy = 100"}}
+    return {"methods": methods,
+            "target": {"normalized": target, "reference": "the dataset's expert behaviour policy = 100"}}
 
 
 def format_table(results: dict) -> str:
@@ -204,8 +217,9 @@ def format_table(results: dict) -> str:
     lines = [head, "-" * len(head)]
     for name, m in results["methods"].items():
         fin = f"{m['final_mean']:.1f}" + (f" [{m['final_min']:.0f}, {m['final_max']:.0f}]" if n > 1 else "")
-        stt = f"{m['median_steps_to_target']:.0f}" if m["median_steps_to_target"] is not None else f"{m['reached']}/{n} reached"
-        ttt = f"{m['median_time_to_target']:.1f}" if m["median_time_to_target"] is not None else f"{m['reached']}/{n} reached"
+        reached = f"{m['reached']}/{n} reached"
+        stt = f"{m['median_steps_to_target']:.0f}" if m["median_steps_to_target"] is not None else reached
+        ttt = f"{m['median_time_to_target']:.1f}" if m["median_time_to_target"] is not None else reached
         sps = "n/a" if m["median_steps_per_s"] is None else f"{m['median_steps_per_s']:.0f}"
         lines.append(f"{name:<16} {fin:>22} {statistics.fmean(m['best']):>6.1f} {sps:>8} {stt:>16} {ttt:>19}")
     t = results["target"]
@@ -238,13 +252,15 @@ def interpretation(results: dict) -> list[str]:
         return s + "."
 
     if spin and saint:
-        out.append("- The ASM's part (SPIN vs SAINT, the same actor from scratch): " + cmp(spin, saint, "SPIN-IQL", "SAINT-IQL"))
+        out.append("- The ASM's part (SPIN vs SAINT, the same actor from scratch): "
+                   + cmp(spin, saint, "SPIN-IQL", "SAINT-IQL"))
     if spin and f:
         out.append("- SPIN vs factored: " + cmp(spin, f, "SPIN-IQL", "factored-IQL"))
         if f["median_steps_per_s"] and spin["median_steps_per_s"]:
             ratio = f["median_steps_per_s"] / spin["median_steps_per_s"]
             pre = spin["pretrain_wall"]
-            out.append(f"- Cost on this CPU: a SPIN-IQL step takes {ratio:.1f}x a factored-IQL step (a transformer over "
+            out.append("- Cost on this CPU: a SPIN-IQL step takes "
+                       f"{ratio:.1f}x a factored-IQL step (a transformer over "
                        f"the state and sub-action tokens against MLP heads), and its ASM pretraining "
                        f"took {pre:.0f} s before the first step. "
                        + _wall_verdict(spin["median_time_to_target"], f["median_time_to_target"], ratio))
@@ -252,14 +268,16 @@ def interpretation(results: dict) -> list[str]:
         out.append("- SPIN-cached vs factored: " + cmp(ms["SPIN-cached-IQL"], f, "SPIN-cached-IQL", "factored-IQL"))
     n = len(next(iter(ms.values()))["seeds"])
     if n == 1:
-        out.append("- One seed: these are single runs; run `spinrl demo --seeds 0 1 2` (about 3x as long) before reading "
+        out.append("- One seed: these are single runs; run `spinrl demo "
+                   "--seeds 0 1 2` (about 3x as long) before reading "
                    "a difference of a few points as real.")
     return out
 
 
 def _wall_verdict(t_spin: float | None, t_f: float | None, ratio: float) -> str:
     if t_f is not None and (t_spin is None or t_spin > t_f):
-        return (f"So in wall-clock SPIN is slower here: to break even it must reach the target in {ratio:.1f}x fewer steps "
+        return ("So in wall-clock SPIN is slower here: to break even "
+                f"it must reach the target in {ratio:.1f}x fewer steps "
                 "than factored, pretraining aside.")
     if t_spin is not None and t_f is not None:
         return "Even so it reached the target sooner in wall-clock."
@@ -294,26 +312,33 @@ def write_report(results: dict, out: Path, doc: Path) -> None:
         "## Setting and provenance",
         "",
         f"Maze with {c['actuators']} actuators, medium-expert data ({c['transitions']} transitions), IQL, {c['steps']} "
-        f"gradient steps per method, evaluation every {c['eval_every']} steps on {c['eval_episodes']} sampled episodes, "
-        f"seeds {list(c['seeds'])}, preset `{c['preset']}`. ASM (masking `{c['masking']}`, shared by SPIN and SPIN-cached): "
+        f"gradient steps per method, evaluation every {c['eval_every']} "
+        f"steps on {c['eval_episodes']} sampled episodes, "
+        f"seeds {list(c['seeds'])}, preset `{c['preset']}`. ASM "
+        f"(masking `{c['masking']}`, shared by SPIN and SPIN-cached): "
         f"{results['asm']['summary']}, {results['asm']['wall_seconds']:.1f} s. {results['asm']['structure']}.",
         "",
         f"Generated by `spinrl demo --doc {doc}" + (f" --threads {c['threads']}" if c.get("threads") else "")
-        + (f" --seeds {' '.join(map(str, c['seeds']))}" if list(c["seeds"]) != [0] else "") + f"` (spinrl {env['versions']['spinrl']} at commit {env.get('commit')}, torch "
-        f"{env['versions']['torch']}, {env['device']['name'] or 'cpu'}, {env['device']['torch_threads']} torch threads); "
+        + (f" --seeds {' '.join(map(str, c['seeds']))}" if list(c["seeds"]) != [0] else "")
+        + f"` (spinrl {env['versions']['spinrl']} at commit {env.get('commit')}, torch "
+        f"{env['versions']['torch']}, {env['device']['name'] or 'cpu'}, "
+        f"{env['device']['torch_threads']} torch threads); "
         f"ASM pretraining and the trainings (evaluations included) took {results['stage_seconds']:.0f} s"
-        + (f", this invocation {results['demo_wall_seconds']:.0f} s" if results["demo_wall_seconds"] > 0.5 * results["stage_seconds"]
+        + (f", this invocation {results['demo_wall_seconds']:.0f} "
+           "s" if results["demo_wall_seconds"] > 0.5 * results["stage_seconds"]
            else " (this invocation reused those finished stages and only rebuilt the report)")
         + f"; load average at the end {results.get('load_average')}. " + (c.get("note") or "").rstrip(". ")
         + (". " if c.get("note") else "")
-        + "Steps/s is the median training throughput (evaluation excluded); time to target counts wall-clock from the start "
-        "of training to the first evaluation at or above the target, plus the ASM's pretraining for the SPIN variants (and "
+        + "Steps/s is the median training throughput (evaluation "
+          "excluded); time to target counts wall-clock from the start "
+        "of training to the first evaluation at or above the target, "
+        "plus the ASM's pretraining for the SPIN variants (and "
         "the feature-cache build for SPIN-cached, inside its training run).",
     ]
     write_text_atomic(doc, "\n".join(lines) + "\n")
 
 
-def plot_curves(dirs_by_seed: dict[int, dict[str, Path]], path: Path, target: float) -> None:
+def plot_curves(dirs_by_seed: dict[int, dict[str, Path]], path: Path, target: float | None) -> None:
     """Learning curves against gradient steps and wall-clock (pretraining included), with the target line."""
     from spinrl.experiments.report import find_runs, plot_learning_curves
 

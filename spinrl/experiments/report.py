@@ -23,6 +23,7 @@ import shutil
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -42,7 +43,8 @@ PAPER_DMC = {
     "medium-expert": {"cheetah-run": (612.9, 609.9, 627.4, 651.1), "finger-spin": (844.5, 857.8, 847.6, 855.2),
                       "humanoid-stand": (603.0, 567.6, 621.5, 652.5), "quadruped-walk": (838.2, 833.4, 836.5, 854.1)},
     "random-medium-expert": {"cheetah-run": (289.6, 276.5, 302.4, 332.4), "finger-spin": (693.4, 762.7, 747.2, 773.2),
-                             "humanoid-stand": (230.1, 192.8, 237.3, 330.2), "quadruped-walk": (340.0, 350.2, 468.8, 561.0)},
+                             "humanoid-stand": (230.1, 192.8, 237.3, 330.2),
+                             "quadruped-walk": (340.0, 350.2, 468.8, 561.0)},
     "expert": {"cheetah-run": (665.9, 665.7, 664.5, 672.7), "finger-spin": (874.0, 873.3, 870.2, 868.5),
                "humanoid-stand": (729.0, 717.2, 726.1, 734.7), "quadruped-walk": (843.5, 824.9, 831.6, 839.0)},
 }
@@ -152,15 +154,16 @@ def find_asms(root: str | Path) -> list[dict]:
         except (json.JSONDecodeError, UnicodeDecodeError):
             continue
         sig = info.get("signature", {})
-        out.append({"dir": p.parent, "info": info, "env_id": sig.get("env_id"), "env_kwargs": sig.get("env_kwargs") or {},
-                    "level": (info.get("dataset") or {}).get("level"), "seed": (json.loads((p.parent / "config.json").read_text())
-                                                                           .get("config", {}).get("seed")
-                                                                           if (p.parent / "config.json").exists() else None)})
+        cj = p.parent / "config.json"
+        seed = json.loads(cj.read_text()).get("config", {}).get("seed") if cj.exists() else None
+        out.append({"dir": p.parent, "info": info, "env_id": sig.get("env_id"),
+                    "env_kwargs": sig.get("env_kwargs") or {}, "level": (info.get("dataset") or {}).get("level"),
+                    "seed": seed})
     return out
 
 
 # ---------------------------------------------------------------------- statistics
-def _ms(values: list[float | None]) -> dict:
+def _ms(values: Sequence[float | None]) -> dict:
     v = np.asarray([x for x in values if x is not None], dtype=float)
     if v.size == 0:
         return {"mean": None, "std": None, "n": 0}
@@ -265,7 +268,8 @@ def build_report(root: str | Path) -> dict:
         tasks[task] = {
             "env_id": r0["env_id"], "env_kwargs": r0["env_kwargs"], "level": r0["level"],
             "reference_method": REFERENCE_METHOD if ref else None,
-            # each algorithm's target comes from the factored actor trained with it (F-AWAC for AWAC...), as the paper does
+            # each algorithm's target comes from the factored actor trained with it (F-AWAC for AWAC...), as the paper
+            # does
             "methods": {m: {**summarize_method(rs, methods.get(reference_for(m))),
                             "reference": reference_for(m) if methods.get(reference_for(m)) else None}
                         for m, rs in methods.items()},
@@ -292,10 +296,10 @@ def build_report(root: str | Path) -> dict:
         "devices": sorted({f"{c.get('device', {}).get('type')} ({c.get('device', {}).get('name')})" for c in cfgs}),
         "platform": sorted({c.get("device", {}).get("platform") for c in cfgs}),
         "versions": cfgs[0].get("versions", {}),
-        "dataset_sizes": sorted({_dataset_size(r) for r in runs} - {None}),
+        "dataset_sizes": sorted({n for r in runs if (n := _dataset_size(r)) is not None}),
         "cpu_count": os.cpu_count(),
     }
-    rep = {"root": str(root), "setting": setting, "tasks": tasks}
+    rep: dict[str, Any] = {"root": str(root), "setting": setting, "tasks": tasks}
     rep["comparisons"] = comparisons(rep)
     return rep
 
@@ -417,12 +421,16 @@ def paper_differences(rep: dict) -> list[str]:
     envs = sorted({t["env_id"] for t in rep["tasks"].values()})
     out = [
         f"- gradient steps: {', '.join(map(str, st['steps']))} per run here vs 1,000,000 in the paper",
-        f"- hardware: {', '.join(st['devices'])} with {_j(st['threads'])} torch thread(s) per run on a {st['cpu_count']}-core "
-        "machine shared with other jobs, vs one NVIDIA A40 GPU; wall-clock times (and so time to target) are not comparable "
+        f"- hardware: {', '.join(st['devices'])} with {_j(st['threads'])} "
+        f"torch thread(s) per run on a {st['cpu_count']}-core "
+        "machine shared with other jobs, vs one NVIDIA A40 GPU; "
+        "wall-clock times (and so time to target) are not comparable "
         "in absolute terms, and contention from other jobs adds noise to them",
         f"- seeds: {len(st['seeds'])} ({_j(st['seeds'])}) vs 5",
-        f"- evaluation every {_j(st['eval_every'])} steps on {_j(st['eval_episodes'])} episodes vs every 5,000 steps on 10",
-        f"- model preset {_j(st['presets'])}: transformer d_model {_j(st['d_model'])}, {_j(st['n_blocks'])} blocks vs d_model 256, "
+        f"- evaluation every {_j(st['eval_every'])} steps on "
+        f"{_j(st['eval_episodes'])} episodes vs every 5,000 steps on 10",
+        f"- model preset {_j(st['presets'])}: transformer d_model "
+        f"{_j(st['d_model'])}, {_j(st['n_blocks'])} blocks vs d_model 256, "
         "3 blocks (critics, heads, batch 256 and learning rates as in the paper)",
         f"- tasks: {', '.join(envs)}; the paper's main table is DM Control (cheetah-run, finger-spin, humanoid-stand, "
         "quadruped-walk at 4 levels), and its Maze results are 5/10/15 actuators",
@@ -432,7 +440,8 @@ def paper_differences(rep: dict) -> list[str]:
     if asms:
         ep = sorted({a["epochs_run"] for a in asms})
         masks = sorted({a["masking"] for a in asms})
-        out.append(f"- ASM pretraining: stopped on validation masked loss after {_j(ep)} epochs (ours), masking {_j(masks)}, "
+        out.append("- ASM pretraining: stopped on validation masked loss "
+                   f"after {_j(ep)} epochs (ours), masking {_j(masks)}, "
                    "vs a fixed number of epochs (100 by default) with BERT 15% masking; one ASM per (dataset, seed)")
     if any("SPIN-cached" in m for t in rep["tasks"].values() for m in t["methods"]):
         out.append("- spin-cached (heads on cached frozen-ASM features) is ours, not in the paper")
@@ -450,13 +459,15 @@ def format_markdown(rep: dict, img_dir: str, title: str | None = None, command: 
         "## Setting",
         "",
         f"- runs: {st['runs']} ({st['finished_runs']} finished), seeds {_j(st['seeds'])}",
-        f"- gradient steps per run: {_j(st['steps'])}; evaluation every {_j(st['eval_every'])} steps on {_j(st['eval_episodes'])} "
+        f"- gradient steps per run: {_j(st['steps'])}; evaluation every "
+        f"{_j(st['eval_every'])} steps on {_j(st['eval_episodes'])} "
         f"episodes ({'greedy' if st['greedy'] == [True] else 'sampled'} actions, reset seeds seed+100+k)",
-        f"- preset {_j(st['presets'])}: transformer d_model {_j(st['d_model'])}, {_j(st['n_blocks'])} blocks; batch {_j(st['batch_size'])}",
+        f"- preset {_j(st['presets'])}: transformer d_model {_j(st['d_model'])}, "
+        f"{_j(st['n_blocks'])} blocks; batch {_j(st['batch_size'])}",
         f"- dataset sizes (transitions): {_j(st['dataset_sizes'])}",
         f"- hardware: {', '.join(st['devices'])}, {_j(st['threads'])} torch thread(s) per run, machine with "
         f"{st['cpu_count']} cores shared with other jobs; {', '.join(st['platform'])}",
-        f"- versions: " + ", ".join(f"{k} {v}" for k, v in st["versions"].items()),
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in st["versions"].items()),
         "- mean ± std over seeds (population std); final = last evaluation; best = best evaluation of each seed, "
         "then averaged; time to target = first wall time at which the seed-mean return reaches 95% of F-IQL's "
         "final return (SPIN: ASM pretraining included); steps/s = gradient steps per second excluding evaluation",
@@ -471,7 +482,8 @@ def format_markdown(rep: dict, img_dir: str, title: str | None = None, command: 
         slug = _slug(task)
         lines += [f"## {task}", ""]
         offline = any("offline" in m for m in t["methods"].values())
-        head = "| method | seeds | final normalized | best normalized | final return | time to target | steps to target | train wall (s) | ASM wall (s) | steps/s |"
+        head = ("| method | seeds | final normalized | best normalized | final return | time "
+                "to target | steps to target | train wall (s) | ASM wall (s) | steps/s |")
         sep = "|---|---|---|---|---|---|---|---|---|---|"
         if offline:
             head += " FQE value (held-out) | disc. return (sim) | action agreement exact / per sub-action |"
@@ -479,27 +491,34 @@ def format_markdown(rep: dict, img_dir: str, title: str | None = None, command: 
         lines += [head, sep]
         for name, m in t["methods"].items():
             row = (f"| {name} | {len(m['seeds'])} | {_fmt(m['final_normalized'])} | {_fmt(m['best_normalized'])} | "
-                   f"{_fmt(m['final_return'], 2)} | {_fmt_time(m['time_to_target_seconds']) if m.get('reference') else 'no ' + reference_for(name)} | "
-                   f"{int(m['steps_to_target']) if m['steps_to_target'] is not None else '-'} | {_fmt(m['train_wall_seconds'], 0)} | "
-                   f"{_fmt(m['pretrain_wall_seconds'], 0) if m['pretrain_wall_seconds']['mean'] else '-'} | {_fmt(m['grad_steps_per_s'], 0)} |")
+                   f"{_fmt(m['final_return'], 2)} | "
+                   f"{_fmt_time(m['time_to_target_seconds']) if m.get('reference') else 'no ' + reference_for(name)} | "
+                   f"{int(m['steps_to_target']) if m['steps_to_target'] is not None else '-'} "
+                   f"| {_fmt(m['train_wall_seconds'], 0)} | "
+                   f"{_fmt(m['pretrain_wall_seconds'], 0) if m['pretrain_wall_seconds']['mean'] else '-'} "
+                   f"| {_fmt(m['grad_steps_per_s'], 0)} |")
             if offline:
                 o = m.get("offline")
-                row += (f" {_fmt(o['fqe_value'], 2)} | {_fmt(o['discounted_return'], 2)} | {_fmt(o['exact_match'], 2)} / "
+                row += (f" {_fmt(o['fqe_value'], 2)} | {_fmt(o['discounted_return'], 2)} "
+                        f"| {_fmt(o['exact_match'], 2)} / "
                         f"{_fmt(o['sub_action_agreement'], 2)} |" if o else " - | - | - |")
             lines.append(row)
         lines.append("")
         p = t.get("paper")
         if p:
             if p.get("final_return"):
-                lines += [p["note"][0].upper() + p["note"][1:] + ": " + ", ".join(f"{k} {v}" for k, v in p["final_return"].items()), ""]
+                lines += [p["note"][0].upper() + p["note"][1:] + ": "
+                          + ", ".join(f"{k} {v}" for k, v in p["final_return"].items()), ""]
             else:
                 lines += [p["note"][0].upper() + p["note"][1:] + ".", ""]
         lines += [f"![learning curves {task}]({img_dir}/curves_{slug}.png)", ""]
         if t["asms"]:
             a = t["asms"]
             lines += ["ASM pretraining: " + "; ".join(
-                f"seed {x['seed']}: epoch {x['chosen_epoch']} of {x['epochs_run']} ({x['stop_reason']}, {x['masking']}), "
-                f"{x['wall_seconds']:.0f} s" for x in a), "", f"![ASM pretraining {task}]({img_dir}/asm_{slug}.png)", ""]
+                f"seed {x['seed']}: epoch {x['chosen_epoch']} of "
+                f"{x['epochs_run']} ({x['stop_reason']}, {x['masking']}), "
+                f"{x['wall_seconds']:.0f} s" for x in a), "", "![ASM pretraining "
+                                                              f"{task}]({img_dir}/asm_{slug}.png)", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -534,12 +553,14 @@ def comparisons(rep: dict) -> list[dict]:
             tw, bw = m["total_wall_seconds"]["mean"], b["total_wall_seconds"]["mean"]
             out.append({"kind": kind, "task": task, "method": name, "baseline": base, "score_key": m["score_key"],
                         "final": m["final_normalized"] if m["score_key"] == "normalized_score" else m["final_return"],
-                        "baseline_final": b["final_normalized"] if b["score_key"] == "normalized_score" else b["final_return"],
+                        "baseline_final": (b["final_normalized"] if b["score_key"] == "normalized_score"
+                                           else b["final_return"]),
                         "paired_difference": _ms(diffs), "seeds": len(diffs),
                         "wall_ratio": tw / bw if tw and bw else None,
                         "steps_per_s_ratio": (m["grad_steps_per_s"]["mean"] / b["grad_steps_per_s"]["mean"]
                                               if b["grad_steps_per_s"]["mean"] else None),
-                        "time_to_target": m["time_to_target_seconds"], "baseline_time_to_target": b["time_to_target_seconds"]})
+                        "time_to_target": m["time_to_target_seconds"],
+                        "baseline_time_to_target": b["time_to_target_seconds"]})
     return out
 
 
@@ -551,15 +572,18 @@ def format_comparisons(comps: list[dict]) -> list[str]:
              "SAINT, which trains the same transformer from scratch without one); the difference is "
              "variant minus baseline per seed (mean ± std over seeds); wall time includes ASM pretraining. "
              "A difference smaller than its std is not evidence either way.", "",
-             "| comparison | task | variant final | baseline final | difference (paired) | total wall ratio | steps/s ratio | time to target (variant / baseline) |",
+             "| comparison | task | variant final | baseline final | difference (paired) "
+             "| total wall ratio | steps/s ratio | time to target (variant / baseline) |",
              "|---|---|---|---|---|---|---|---|"]
     for c in comps:
         d = c["paired_difference"]
         diff = "-" if d["mean"] is None else f"{d['mean']:+.1f} ± {d['std']:.1f}"
         wall = "-" if c["wall_ratio"] is None else f"{c['wall_ratio']:.2f}x"
         sps = "-" if c["steps_per_s_ratio"] is None else f"{c['steps_per_s_ratio']:.2f}x"
-        lines.append(f"| {c['method']} vs {c['baseline']} | {c['task']} | {_fmt(c['final'])} | {_fmt(c['baseline_final'])} | "
-                     f"{diff} | {wall} | {sps} | {_fmt_time(c['time_to_target'])} / {_fmt_time(c['baseline_time_to_target'])} |")
+        lines.append(f"| {c['method']} vs {c['baseline']} | {c['task']} | "
+                     f"{_fmt(c['final'])} | {_fmt(c['baseline_final'])} | "
+                     f"{diff} | {wall} | {sps} | {_fmt_time(c['time_to_target'])} "
+                     f"/ {_fmt_time(c['baseline_time_to_target'])} |")
     for kind in dict.fromkeys(c["kind"] for c in comps):
         cs = [c for c in comps if c["kind"] == kind and c["paired_difference"]["mean"] is not None]
         up = sum(c["paired_difference"]["mean"] > c["paired_difference"]["std"] for c in cs)
@@ -601,7 +625,8 @@ def write_report(root: str | Path, doc: str | Path | None = None, title: str | N
     for task, methods in groups.items():
         slug = _slug(task)
         ref = rep["tasks"][task]["methods"].get(REFERENCE_METHOD, {})
-        plot_learning_curves(methods, img / f"curves_{slug}.png", f"{task}: mean ± std over seeds", ref.get("target_return"))
+        plot_learning_curves(methods, img / f"curves_{slug}.png", f"{task}: mean ± std over "
+                                                                  "seeds", ref.get("target_return"))
         t_asms = [a for a in asms if task_name(a["env_id"], a["env_kwargs"], a["level"]) == task]
         if t_asms:
             plot_asm_curves(t_asms, img / f"asm_{slug}.png", f"{task}: ASM pretraining")
@@ -665,6 +690,7 @@ def report(opts: ReportOptions, command: str | None = None) -> list[Path]:
     if opts.early_step is not None:
         from spinrl.experiments import early
 
+        assert opts.doc is not None  # __post_init__: --early-step needs --doc
         if opts.records:
             save_records(opts.dir, opts.records)
         doc = early.write(opts.records or opts.dir, opts.doc, opts.early_step, opts.reference, opts.preamble, command)

@@ -31,6 +31,7 @@ import os
 import sys
 import time
 import tomllib
+import types
 import typing
 from pathlib import Path
 from typing import Any, get_args, get_origin
@@ -79,7 +80,7 @@ def _fields(cls: type) -> dict[str, Any]:
 def _check_type(where: str, value: Any, tp: Any) -> None:
     """Raise a one-line error when ``value`` does not fit the dataclass field type ``tp``."""
     origin = get_origin(tp)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType")):
+    if origin in (typing.Union, types.UnionType):
         args = get_args(tp)
         if value is None and type(None) in args:
             return
@@ -188,7 +189,8 @@ def expand(spec: dict, out: str | os.PathLike, spec_path: str = "", only: dict[s
             raise ConfigError(f"sweep spec: unknown key sweep.{k}; valid keys: {', '.join(SWEEP_KEYS)}")
         _check_type(f"sweep.{k}", v, SWEEP_KEYS[k])
         if k in ("workers", "cpus_per_trial", "gpus_per_trial") and not 0 <= v < 10**6:  # -3 workers hung the sweep
-            raise ConfigError(f"sweep spec: sweep.{k} = {v} must be a number >= 0 (workers 0: one per core); fix the spec")
+            raise ConfigError(f"sweep spec: sweep.{k} = {v} must be a number "
+                              ">= 0 (workers 0: one per core); fix the spec")
     tf, pf, df = _fields(TrainConfig), _fields(PretrainConfig), _fields(DataMakeConfig)
 
     grids = spec.get("grid", {})
@@ -210,7 +212,8 @@ def expand(spec: dict, out: str | os.PathLike, spec_path: str = "", only: dict[s
         known = set().union(*(_values(t) for t in trials)) | set(DATA_GRID)
         for k in only:
             if k not in known:
-                raise ConfigError(f"--only {k}=... names no key of this spec's trials; known keys: {', '.join(sorted(known))}")
+                raise ConfigError(f"--only {k}=... names no key of this spec's "
+                                  f"trials; known keys: {', '.join(sorted(known))}")
         trials = [t for t in trials if _matches(t, only)]
         if not trials:
             raise ConfigError(f"--only {only} selects no trial of the spec; check the keys and values")
@@ -239,7 +242,8 @@ def _expand_grid(spec: dict, grid: dict, out: Path, tf: dict, pf: dict, df: dict
     asm_grid_keys = [f"asm_{k}" for k in pf if k not in _PRETRAIN_OWNED or k == "seed"]
     for k, v in grid.items():
         if k not in DATA_GRID and k not in train_grid_keys and k not in asm_grid_keys:
-            raise ConfigError(f"sweep spec: unknown key grid.{k}; valid keys: {', '.join(DATA_GRID + tuple(train_grid_keys))}, "
+            raise ConfigError(f"sweep spec: unknown key grid.{k}; valid keys: "
+                              f"{', '.join(DATA_GRID + tuple(train_grid_keys))}, "
                               f"and asm_<pretrain field>")
         vals = _as_list(f"{where}.{k}", v)
         for x in vals:
@@ -254,7 +258,8 @@ def _expand_grid(spec: dict, grid: dict, out: Path, tf: dict, pf: dict, df: dict
             else:
                 _check_type(f"{where}.{k}", x, tf[k])
         grid[k] = vals
-    for sect, fields, owned in (("data", df, _DATA_OWNED), ("train", tf, _TRAIN_OWNED), ("pretrain", pf, _PRETRAIN_OWNED)):
+    for sect, fields, owned in (("data", df, _DATA_OWNED), ("train", tf, _TRAIN_OWNED),
+                                ("pretrain", pf, _PRETRAIN_OWNED)):
         for k, v in spec.get(sect, {}).items():
             if k not in fields or k in owned:
                 valid = [f for f in fields if f not in owned]
@@ -305,7 +310,8 @@ def _make_trial(data: dict, tr: dict, pre_fixed: dict, out: Path) -> Trial:
     preset = tr.get("preset", "cpu")
     size = f"{data['transitions']}t" if "transitions" in data else f"{data['episodes']}ep"
     task = "_".join(p for p in (data["env"].replace(":", "-"), _kw_tag(data["env_kwargs"]), data["level"], size) if p)
-    defining = {"data": data, "train": {k: v for k, v in sorted(tr.items()) if k not in ("threads", "device", "progress")}}
+    defining: dict[str, Any] = {
+        "data": data, "train": {k: v for k, v in sorted(tr.items()) if k not in ("threads", "device", "progress")}}
     if asm_grid and actor in ("spin", "spin-cached"):  # gridded ASM settings define the trial (absent: ids unchanged)
         defining["asm_grid"] = dict(sorted(asm_grid.items()))
     if str(data["env"]).startswith("dmc:") and data["level"] != "random":
@@ -348,7 +354,8 @@ def asm_state(asm_dir: Path) -> str:
     return "partial" if (asm_dir / "checkpoints" / "last.pt").exists() else "new"
 
 
-def run_pretrain_unit(asm_dir: str, dataset: str, asm_kwargs: dict, threads: int | None = 1, device: str = "cpu") -> str:
+def run_pretrain_unit(asm_dir: str, dataset: str, asm_kwargs: dict, threads: int | None = 1,
+                      device: str = "cpu") -> str:
     """Pretrain one ASM (or finish it); a finished one is never touched."""
     from spinrl.training.config import PretrainConfig
     from spinrl.training.pretrain import pretrain
@@ -443,7 +450,8 @@ def _units(sw: Sweep, datasets: dict[str, str]) -> tuple[list, list]:
         if t.asm_id and t.asm_id not in seen and asm_state(Path(t.train["asm"])) != "done":
             seen.add(t.asm_id)
             d = t.train["asm"]
-            pre.append((t.asm_id, "pretrain", (d, datasets[t.id], t.asm, 1), str(Path(d).parent / (Path(d).name + ".log"))))
+            log = str(Path(d).parent / (Path(d).name + ".log"))
+            pre.append((t.asm_id, "pretrain", (d, datasets[t.id], t.asm, 1), log))
     train = []
     # Seed-major order: a sweep cut short still holds complete method comparisons on fewer seeds.
     for t in sorted(sw.trials, key=lambda t: t.train.get("seed", 0)):
@@ -481,7 +489,8 @@ def run_local(units: list, workers: int, desc: str, progress: bool = True) -> di
     if not units:
         return {}
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "spinrl.training.trainer", "spinrl.training.pretrain", "spinrl.experiments.sweep"])
+    ctx.set_forkserver_preload(["torch", "spinrl.training.trainer", "spinrl.training.pretrain",
+                                "spinrl.experiments.sweep"])
     import signal
 
     pending = list(units)
@@ -517,7 +526,8 @@ def run_local(units: list, workers: int, desc: str, progress: bool = True) -> di
     return codes
 
 
-def run_ray(units: list, sw: Sweep, desc: str, num_cpus: int | None = None, address: str | None = None) -> dict[str, int]:
+def run_ray(units: list, sw: Sweep, desc: str, num_cpus: int | None = None,
+            address: str | None = None) -> dict[str, int]:
     """The same units through Ray Tune, one Tune trial per unit with per-trial resources.
 
     ``address`` joins a running cluster (``ray start --head``) instead of starting one in this process; the sweep
@@ -634,9 +644,11 @@ def sweep(spec_path: str | os.PathLike | SweepOptions, out: str | os.PathLike | 
     sw = expand(load_spec(spec_path), out, str(spec_path), only=parse_only(only))
     workers = workers or int(sw.options.get("workers", 0)) or (os.cpu_count() or 1)
     states = [trial_state(t) for t in sw.trials]
-    summary = {"trials": len(sw.trials), "done_before": states.count("done"), "partial_before": states.count("partial")}
+    summary: dict[str, Any] = {"trials": len(sw.trials), "done_before": states.count("done"),
+                               "partial_before": states.count("partial")}
     print(f"spinrl sweep {sw.name}: {len(sw.trials)} trials ({summary['done_before']} finished, "
-          f"{summary['partial_before']} to resume), backend {backend}" + (f", {workers} workers" if backend == "local" else ""),
+          f"{summary['partial_before']} to resume), backend "
+          f"{backend}" + (f", {workers} workers" if backend == "local" else ""),
           flush=True)
     if dry_run:
         for t, s in zip(sw.trials, states):
@@ -661,7 +673,9 @@ def sweep(spec_path: str | os.PathLike | SweepOptions, out: str | os.PathLike | 
         if desc.startswith("pretrain") and failed:
             break  # spin runs need their ASMs; report instead of cascading failures
     summary.update({"ran": len(pre) + len(train), "failed": failed, "wall_seconds": round(time.time() - t0, 1)})
-    print(f"spinrl sweep {sw.name}: {len(train)} training runs and {len(pre)} ASMs run in {summary['wall_seconds']:.0f}s; "
-          f"{len(failed)} failed" + (f": {', '.join(failed)}" if failed else "") + f"; results under {Path(out) / 'runs'}",
+    print(f"spinrl sweep {sw.name}: {len(train)} training runs and "
+          f"{len(pre)} ASMs run in {summary['wall_seconds']:.0f}s; "
+          f"{len(failed)} failed" + (f": {', '.join(failed)}" if failed else "")
+          + f"; results under {Path(out) / 'runs'}",
           flush=True)
     return summary
