@@ -95,6 +95,10 @@ def test_early_page_from_records(tmp_path):
     # the answer leads: the Table-4 test (SPIN >= 70%, factored < 50% of the reference) and the speed ratio
     assert "Table-4 test" in md and "**met**" in md and "F-IQL 0.5 min (3/4 seeds, the long reference runs)" in md
     assert "(0.75x F-IQL's speed)" in md  # SPIN's 40 s (ASM included) against factored's 30 s
+    # time runs at the run's median pace: a paused stretch (1 step/s for one row) does not count
+    rows = [{"step": 1000, "grad_steps_per_s": 100.0}, {"step": 2000, "grad_steps_per_s": 1.0},
+            {"step": 3000, "grad_steps_per_s": 100.0}]
+    assert early._train_seconds({"rows": rows}, 3000) == pytest.approx(30.0)
     # runs evaluated greedily are their own rows, never pooled with or compared against sampled ones
     greedy = {"config": {"algo": "iql", "actor": "saint", "preset": "cpu", "greedy": True}}
     assert early._variant(greedy, None) == "SAINT-IQL" + early.GREEDY

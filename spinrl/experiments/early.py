@@ -157,19 +157,13 @@ def converged_reference(runs: list[dict], key: str, last: int = 5) -> dict | Non
 
 
 def _train_seconds(run: dict, step: int) -> float:
-    """Gradient-step time up to ``step``, evaluations excluded (each logged row's steps over its steps/s), so runs
-    that evaluate every 1,000 and every 5,000 steps are timed alike."""
-    if not any(r.get("grad_steps_per_s") for r in run["rows"]):  # records without the column: the wall clock
+    """Gradient-step time up to ``step``, evaluations excluded: the steps over the run's median logged pace
+    (steps/s), so runs that evaluate every 1,000 and every 5,000 steps are timed alike, and a pause or a loaded
+    stretch of a long run (a few rows of its metrics) does not count as its method's time."""
+    pace = [float(r["grad_steps_per_s"]) for r in run["rows"] if r.get("grad_steps_per_s")]
+    if not pace:  # records without the column: the wall clock
         return float(_at(run, step, "wall_seconds") or 0.0)
-    total, prev = 0.0, 0
-    for r in run["rows"]:
-        s = r.get("step")
-        if s is None or int(s) > step:
-            break
-        if r.get("grad_steps_per_s"):
-            total += (int(s) - prev) / float(r["grad_steps_per_s"])
-        prev = int(s)
-    return total
+    return step / float(np.median(pace))
 
 
 def _time_to(run: dict, target: float, key: str, asm_seconds: float) -> float | None:
