@@ -39,7 +39,8 @@ def test_auto_picks_cuda_when_available_and_a_resume_keeps_the_runs_device(tmp_p
     (tmp_path / "r" / "config.json").write_text(json.dumps({"config": {"device": "cpu"}}))  # a run made before auto
     resumed = spinrl.TrainConfig(dataset="d", out=str(tmp_path / "r"), resume=True)
     assert run_device(resumed) == torch.device("cpu")
-    (tmp_path / "r" / "config.json").write_text(json.dumps({"config": {"device": "auto"}, "resolved": {"device": "cuda"}}))
+    rec = {"config": {"device": "auto"}, "resolved": {"device": "cuda"}}
+    (tmp_path / "r" / "config.json").write_text(json.dumps(rec))
     assert run_device(resumed) == torch.device("cuda")
 
 
@@ -70,3 +71,26 @@ def test_a_seed_fixes_the_result_on_cuda(small_maze, tmp_path):
     assert [{k: v for k, v in r.items() if k not in timing} for r in rows[0]] == \
         [{k: v for k, v in r.items() if k not in timing} for r in rows[1]]
     assert json.loads((tmp_path / "r0" / "config.json").read_text())["resolved"]["cuda_determinism"]
+
+
+def test_pretraining_defaults_to_auto_and_an_asm_made_before_resumes_on_its_device(small_maze, tmp_path, monkeypatch):
+    from spinrl.utils.checkpoint import resolve_device
+    from spinrl.utils.determinism import run_device_name
+
+    assert spinrl.PretrainConfig().device == "auto"
+    kw = dict(dataset=small_maze, out=str(tmp_path / "asm"), max_epochs=2, steps_per_epoch=1, batch_size=16,
+              model_kwargs=TINY, progress=False, patience=10)
+    gen = spinrl.fitter_asm(spinrl.PretrainConfig(**kw))
+    next(gen)
+    gen.close()
+    path = tmp_path / "asm" / "config.json"
+    rec = json.loads(path.read_text())
+    assert rec["config"]["device"] == "auto" and rec["resolved"]["device"] == "cpu"
+    del rec["resolved"]["device"]  # as an ASM directory made before auto records it: config.device = cpu
+    path.write_text(json.dumps({**rec, "config": {**rec["config"], "device": "cpu"}}))
+    with monkeypatch.context() as m:
+        m.setattr(torch.cuda, "is_available", lambda: True)
+        assert run_device_name("auto", tmp_path / "asm", resume=True) == "cpu"
+        assert resolve_device(run_device_name("auto", tmp_path / "new", resume=False)) == torch.device("cuda")
+    asm = spinrl.fit_asm(spinrl.PretrainConfig(**kw, resume=True))["asm"]  # the default auto resumes it
+    assert asm["epochs_run"] == 2 and asm["device"]["type"] == "cpu" and "cuda_determinism" not in asm

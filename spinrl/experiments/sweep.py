@@ -355,8 +355,8 @@ def asm_state(asm_dir: Path) -> str:
 
 
 def run_pretrain_unit(asm_dir: str, dataset: str, asm_kwargs: dict, threads: int | None = 1,
-                      device: str = "cpu") -> str:
-    """Pretrain one ASM (or finish it); a finished one is never touched."""
+                      device: str = "auto") -> str:
+    """Pretrain one ASM (or finish it); a finished one is never touched (a partial one keeps its device)."""
     from spinrl.training.config import PretrainConfig
     from spinrl.training.pretrain import pretrain
 

@@ -240,8 +240,10 @@ class PretrainConfig:
     """seed of initialization, minibatches and masking"""
     resume: bool = False
     """continue from the last epoch checkpoint; on the command line, flags not given keep the run's own values"""
-    device: str = "cpu"
-    """torch device: cpu, cuda or auto"""
+    device: str = "auto"
+    """torch device: auto = CUDA when available, else cpu (with CUDA, the settings under which a seed fixes the
+    result are applied); cpu, cuda, cuda:1. The device used is recorded in config.json (resolved.device), and a
+    resumed run with auto keeps the device it was made on"""
     threads: int | Literal["auto"] | None = "auto"
     """torch CPU threads; auto = the cores idle at start (at least one, at most torch's own count), written into
     the ASM directory's config as the number"""

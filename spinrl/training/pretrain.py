@@ -43,6 +43,7 @@ from spinrl.utils.checkpoint import (
     save_safetensors,
     seed_everything,
 )
+from spinrl.utils.determinism import cuda_determinism, run_device_name
 from spinrl.utils.hardware import threads_warning
 from spinrl.utils.jsonable import to_jsonable
 from spinrl.utils.memory import keep_freed_memory
@@ -113,9 +114,10 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None, held: list) -> Iter
     keep_freed_memory()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    device = resolve_device(run_device_name(cfg.device, cfg.out, cfg.resume))  # a resume keeps the run's device
     if dist.world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    determinism = cuda_determinism(device)  # before any tensor reaches the GPU (cuBLAS reads its setting once)
     res = cfg.resolved()
     out = Path(cfg.out)
     ckpt_path = out / "checkpoints" / "last.pt"
@@ -153,7 +155,8 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None, held: list) -> Iter
     rows: list[dict] = []
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best": float("inf"), "best_epoch": 0, "best_step": 0, "bad": 0,
                              "elapsed": 0.0}
-    config_json = {"config": to_jsonable(cfg), "resolved": res, **environment_info(device)}
+    resolved = {**res, "device": str(device), **({"cuda_determinism": determinism} if determinism else {})}
+    config_json = {"config": to_jsonable(cfg), "resolved": resolved, **environment_info(device)}
     if cfg.resume and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path, "pretraining checkpoint", kind="asm_pretrain")
         saved = ck["config"]
@@ -301,6 +304,7 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None, held: list) -> Iter
         "curve": [{k: r[k] for k in ("epoch", "step", "train_loss", "val_loss", "val_masked_acc", "wall_seconds")
                    if k in r} for r in rows],
         **environment_info(device),
+        **({"cuda_determinism": determinism} if determinism else {}),
     }
     # the chosen weights again for sharing, loadable without pickle (load_checkpoint reads either file)
     save_safetensors({"schema": CHECKPOINT_SCHEMA, "kind": "asm", "model": best}, out / "asm.safetensors")
@@ -406,7 +410,7 @@ def pretrain_distributed(cfg: PretrainConfig) -> Path | None:
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         raise ConfigError("--distributed needs torchrun: torchrun --nproc_per_node "
                           "K -m spinrl pretrain DATASET --out DIR --distributed")
-    device = resolve_device(cfg.device)
+    device = resolve_device(run_device_name(cfg.device, cfg.out, cfg.resume))
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
@@ -455,9 +459,11 @@ def pretrain_ray(cfg: PretrainConfig, workers: int, use_gpu: bool = False, addre
         raise MissingExtraError("ray[train]", "ray") from None
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
-    # Ray runs workers in their own directories: pass absolute paths.
+    # Ray runs workers in their own directories: pass absolute paths. auto is the GPU only where Ray gives one.
+    device = run_device_name(cfg.device, cfg.out, cfg.resume)
+    device = ("cuda" if use_gpu else "cpu") if device == "auto" else device
     cfg = dataclasses.replace(cfg, dataset=os.path.abspath(cfg.dataset), out=os.path.abspath(cfg.out), progress=False,
-                              threads=cfg.threads or 1)
+                              threads=cfg.threads or 1, device=device)
     cfg.validate()
     started = not ray.is_initialized()
     if started:

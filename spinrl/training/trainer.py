@@ -49,7 +49,7 @@ from spinrl.training.runinfo import environment_info
 from spinrl.utils.progress import progress_bar
 from spinrl.utils.hardware import bf16_warning, threads_warning
 from spinrl.utils.memory import keep_freed_memory
-from spinrl.utils.determinism import cuda_determinism
+from spinrl.utils.determinism import cuda_determinism, run_device_name
 from spinrl.utils import loggers, outdir
 
 EVAL_COLUMNS = ("eval_return_mean", "eval_return_std", "normalized_score", "normalized_std")
@@ -160,13 +160,7 @@ def run_device(cfg: TrainConfig) -> torch.device:
     """``cfg.device`` as a torch device. ``auto`` is CUDA when available, else the CPU; a resumed run with
     ``auto`` keeps the device its config.json records (runs made before ``auto`` record ``cpu``), since another
     device ends bit-identity and the resume would be refused."""
-    name = cfg.device
-    if name == "auto" and cfg.resume:
-        rec = outdir._json(Path(cfg.out) / "config.json")
-        if isinstance(rec, dict):
-            was = (rec.get("resolved") or {}).get("device") or (rec.get("config") or {}).get("device")
-            name = was if isinstance(was, str) else name
-    return resolve_device(name)
+    return resolve_device(run_device_name(cfg.device, cfg.out, cfg.resume))
 
 
 def _eval_env(cfg: TrainConfig, ds: OfflineDataset, env: Any = None) -> EvalEnv | None:

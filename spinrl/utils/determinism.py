@@ -8,6 +8,7 @@ seed differ unless these are set (torch's "Reproducibility" notes).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -35,3 +36,20 @@ def cuda_determinism(device: torch.device | str) -> dict | None:
     torch.use_deterministic_algorithms(True, warn_only=True)
     return {"cudnn_deterministic": True, "cudnn_benchmark": False, "deterministic_algorithms": "warn_only",
             "CUBLAS_WORKSPACE_CONFIG": os.environ["CUBLAS_WORKSPACE_CONFIG"]}
+
+
+def run_device_name(name: str, out: str | os.PathLike, resume: bool) -> str:
+    """The device a run uses: ``name``, except that a resumed run with ``auto`` keeps the device its
+    config.json records (``resolved.device``; runs made before ``auto`` record ``config.device``, i.e. cpu),
+    since another device ends bit-identity with the uninterrupted run.
+    """
+    if name != "auto" or not resume:
+        return name
+    from spinrl.utils.outdir import _json
+
+    rec = _json(Path(out) / "config.json")
+    if isinstance(rec, dict):
+        was = (rec.get("resolved") or {}).get("device") or (rec.get("config") or {}).get("device")
+        if isinstance(was, str):
+            return was
+    return name
