@@ -64,6 +64,7 @@ def write(tmp_path: Path, text: str, name: str = "spec.toml") -> Path:
     ("[grid]\nenv=['maze']\n", r"grid.transitions or grid.episodes"),
     ("[grid]\nenv=['maze']\ntransitions=[100]\n[env_kwargs.cone]\ndims=[2]\n", r"env_kwargs.cone names an env"),
     ("[grid\nenv=", r"not valid TOML"),
+    ("[grid]\nenv=['maze']\ntransitions=[100]\n[train]\nenv='cone'\n", r"train.env is not a setting.*grid.env"),
 ])
 def test_bad_specs_are_one_line_errors_naming_the_key(tmp_path, capsys, text, match):
     spec = write(tmp_path, text)
@@ -72,6 +73,12 @@ def test_bad_specs_are_one_line_errors_naming_the_key(tmp_path, capsys, text, ma
     assert main(["sweep", str(spec), "--out", str(tmp_path / "o"), "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("spinrl: error:")
+
+
+def test_the_valid_grid_keys_name_env_once(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        expand(load_spec(write(tmp_path, "[grid]\nenv=['maze']\ntransitions=[100]\nactr=['spin']\n")), tmp_path)
+    assert str(e.value).count(" env,") == 1
 
 
 def test_ids_are_stable_and_spin_runs_share_one_asm_per_dataset_and_seed(tmp_path):

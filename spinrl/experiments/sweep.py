@@ -42,8 +42,9 @@ SECTIONS = ("sweep", "grid", "env_kwargs", "data", "train", "pretrain")
 SWEEP_KEYS = {"name": str, "workers": int, "cpus_per_trial": float, "gpus_per_trial": float, "offline_eval": bool,
               "description": str}
 DATA_GRID = ("env", "level", "transitions", "episodes")
-# Fields a sweep sets itself, per trial: never user-settable.
-_TRAIN_OWNED = ("dataset", "out", "asm", "resume", "progress")
+# Fields a sweep sets itself, per trial: never user-settable. TrainConfig.env (an evaluation env other than the
+# dataset's) is owned too: a sweep's "env" is its datasets' env (grid.env), and they carry their simulator.
+_TRAIN_OWNED = ("dataset", "out", "asm", "resume", "progress", "env")
 _PRETRAIN_OWNED = ("dataset", "out", "seed", "preset", "resume", "progress", "threads", "device")
 _DATA_OWNED = ("env", "level", "transitions", "episodes", "out", "env_kwargs", "progress")
 
@@ -261,6 +262,9 @@ def _expand_grid(spec: dict, grid: dict, out: Path, tf: dict, pf: dict, df: dict
     for sect, fields, owned in (("data", df, _DATA_OWNED), ("train", tf, _TRAIN_OWNED),
                                 ("pretrain", pf, _PRETRAIN_OWNED)):
         for k, v in spec.get(sect, {}).items():
+            if k == "env" and sect != "pretrain":
+                raise ConfigError(f"sweep spec: {sect}.env is not a setting; the env is grid.env "
+                                  "(e.g. env = [\"maze\"]): the datasets are made on it and trials evaluate on it")
             if k not in fields or k in owned:
                 valid = [f for f in fields if f not in owned]
                 raise ConfigError(f"sweep spec: unknown key {sect}.{k}; valid keys: {', '.join(valid)}")
