@@ -113,9 +113,11 @@ def test_empty_dir_is_a_clear_error(tmp_path):
 def test_records_carry_finished_runs_to_later_reports(runs, tmp_path):
     """--records: a later report on another machine, with only its new runs, still has the earlier ones."""
     rec = tmp_path / "records"
+    (runs / "f0" / "best.json").write_text('{"step": 30}')
     assert main(["report", str(runs), "--records", str(rec)]) == 0
     before = build_report(runs)["tasks"]["maze[actuators=5] medium-expert"]["methods"]
     assert not list(rec.rglob("*.pt")) and not (rec / "s2").exists()  # no checkpoints; the interrupted run left out
+    assert json.loads((rec / "f0" / "best.json").read_text()) == {"step": 30}
     assert json.loads((rec / "f0" / "record.json").read_text())["policy_sha256"]
     import shutil
 

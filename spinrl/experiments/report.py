@@ -85,7 +85,8 @@ def _slug(text: str) -> str:
 
 # ---------------------------------------------------------------------- discovery
 RECORD = "record.json"
-RECORD_FILES = ("config.json", "metrics.csv", "offline_eval.json", "asm.json", "final_eval.json")
+# best.json: the step and scores of the best evaluation (policy_best.pt is its policy; only its record is kept)
+RECORD_FILES = ("config.json", "metrics.csv", "offline_eval.json", "asm.json", "final_eval.json", "best.json")
 
 
 def save_records(root: str | Path, records: str | Path) -> int:
