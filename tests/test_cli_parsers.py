@@ -14,7 +14,7 @@ from spinrl.cli.args import add_config_args, flag
 from spinrl.cli.main import VERBS, build_parser
 
 # The verbs whose parsers must not import torch (train's reads the algorithm configs, which live beside their
-# losses in torch modules: style.md 2).
+# losses in torch modules, one module per algorithm).
 TORCH_FREE = [["--help"], ["envs", "--help"], ["data", "validate", "--help"], ["data", "make", "--help"],
               ["eval", "--help"], ["pretrain", "--help"], ["sweep", "--help"], ["report", "--help"],
               ["demo", "--help"], ["behaviour", "export", "--help"], ["behaviour", "train", "--help"]]

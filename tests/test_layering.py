@@ -1,4 +1,5 @@
-"""Imports point one way along the pipeline (style.md): a package never imports one above it."""
+"""Imports point one way along the pipeline (data and envs, models, algorithms, evaluation, training, experiments,
+cli): a package never imports one above it."""
 
 import ast
 from pathlib import Path

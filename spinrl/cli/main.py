@@ -397,7 +397,7 @@ def _pretrain_parser(sub, name: str, help: str) -> None:
 
 
 def _train_parser(sub, name: str, help: str) -> None:
-    from spinrl.algorithms import CONFIGS as ALGO_CONFIGS  # beside their losses (style.md 2): this loads torch
+    from spinrl.algorithms import CONFIGS as ALGO_CONFIGS  # each beside its algorithm's losses: this loads torch
     from spinrl.models.config import ModelConfig
     from spinrl.training.config import TrainConfig
 

@@ -1,6 +1,7 @@
 """``spinrl data report``: write docs/datasets.md from the exported behaviour sets and the datasets made.
 
-Inputs are files only (style.md s.8): ``behaviour_checkpoints/<task>-<bins>/behaviour.json`` (selection,
+Inputs are files only, never live objects, so the page can be rebuilt from them:
+``behaviour_checkpoints/<task>-<bins>/behaviour.json`` (selection,
 references and the behaviour run's metrics, written by ``spinrl behaviour export``) and the dataset
 directories under ``$SPINRL_DATA`` (or ``--data``) whose metadata names those checkpoints.
 Run ``python -m spinrl.experiments.dataset_report`` or ``spinrl data report``.

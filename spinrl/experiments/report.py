@@ -1,4 +1,5 @@
-"""``spinrl report DIR``: tables and learning curves from run directories only (style.md 8).
+"""``spinrl report DIR``: tables and learning curves from run directories only (never live objects, so any
+finished or copied run can be reported again).
 
 Runs are found by their ``config.json`` + ``metrics.csv`` and grouped by task (env id, env kwargs,
 dataset level) and method (algorithm x actor, preset when a task mixes presets); the seeds of a group
