@@ -15,7 +15,6 @@ from spinrl.evaluation.rollout import run_episodes
 from spinrl.utils.checks import MAX_EPISODES, check_int, check_seed
 from spinrl.utils.hardware import check_threads, torch_threads
 
-
 EVAL_MODES = ("auto", "rollout", "exact")
 
 
@@ -161,9 +160,11 @@ def _evaluate(policy, env, episodes, seed, greedy, num_envs, reference, mode, en
     instance = env is not None and not isinstance(env, str)
     if instance:  # an env object: checked, stepped as a batch of one, no known model or references
         if env_kwargs:
-            raise ConfigError(f"env options {sorted(env_kwargs)} apply to an env id, not to an env object; make the env with them")
+            raise ConfigError(f"env options {sorted(env_kwargs)} apply to an env "
+                              "id, not to an env object; make the env with them")
         if mode == "exact":
-            raise ConfigError("--mode exact needs an env id with a known model (sepsis), not an env object; use rollout or auto")
+            raise ConfigError("--mode exact needs an env id with a known model "
+                              "(sepsis), not an env object; use rollout or auto")
         if video is not None and getattr(env, "render_mode", None) != "rgb_array":
             raise ConfigError(f"video: the env's render_mode is {getattr(env, 'render_mode', None)!r}; make it with "
                               "render_mode='rgb_array'")
@@ -173,19 +174,22 @@ def _evaluate(policy, env, episodes, seed, greedy, num_envs, reference, mode, en
     else:
         env_id = env or sig.get("env_id")
         if env_id is None:
-            raise ConfigError("the policy's dataset names no environment; pass env='maze' (or another id) to evaluate it")
+            raise ConfigError("the policy's dataset names no environment; "
+                              "pass env='maze' (or another id) to evaluate it")
         kwargs = env_kwargs if env else (env_kwargs or sig.get("env_kwargs") or {})
         probe = envs.make_vector(env_id, 1, **kwargs)
         probe.close()
     if (int(probe.observation_dim), [int(m) for m in probe.nvec]) != (policy.observation_dim, list(policy.nvec)):
         raise ConfigError(
             f"the policy was trained for {policy.observation_dim}-dim observations and nvec {list(policy.nvec)}, but "
-            f"{env_id}{f' {kwargs}' if kwargs else ''} has {int(probe.observation_dim)} and {[int(m) for m in probe.nvec]}; "
+            f"{env_id}{f' {kwargs}' if kwargs else ''} has "
+            f"{int(probe.observation_dim)} and {[int(m) for m in probe.nvec]}; "
             "evaluate it in its own environment (drop --env and env options)"
         )
-    video_env = None if video is None else (env if instance else envs.make(env_id, render_mode="rgb_array", **kwargs))
-    result = _run(policy, env_id, kwargs, probe if instance else None, episodes, seed, greedy, num_envs, reference, mode,
-                  env is None)
+    video_env = (None if video is None
+                 else env if instance else envs.make(env_id, render_mode="rgb_array", **kwargs))
+    result = _run(policy, env_id, kwargs, probe if instance else None, episodes, seed, greedy, num_envs, reference,
+                  mode, env is None)
     if video_env is not None:
         from spinrl.evaluation.video import record_video
 

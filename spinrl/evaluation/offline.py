@@ -27,12 +27,13 @@ import torch
 from torch import nn
 
 from spinrl.errors import ConfigError
-from spinrl.utils.rundir import write_json
 from spinrl.utils.hardware import check_threads, torch_threads
+from spinrl.utils.rundir import write_json
 
 
 class ActsLikePolicy(Protocol):
-    def act(self, observations: np.ndarray, deterministic: bool = False, generator: torch.Generator | None = None) -> np.ndarray: ...
+    def act(self, observations: np.ndarray, deterministic: bool = False,
+            generator: torch.Generator | None = None) -> np.ndarray: ...
 
 
 @dataclass
@@ -83,9 +84,10 @@ class QNet(nn.Module):
     def __init__(self, obs_dim: int, nvec: tuple[int, ...], hidden: int):
         super().__init__()
         self.total = int(sum(nvec))
-        self.register_buffer("offsets", torch.as_tensor(np.concatenate([[0], np.cumsum(nvec)[:-1]]), dtype=torch.long))
-        self.net = nn.Sequential(nn.Linear(obs_dim + self.total, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, 1))
+        self.register_buffer("offsets", torch.as_tensor(np.concatenate([[0], np.cumsum(nvec)[:-1]]),
+                                                        dtype=torch.long))
+        self.net = nn.Sequential(nn.Linear(obs_dim + self.total, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
+                                 nn.ReLU(), nn.Linear(hidden, 1))
 
     def forward(self, s_BD: torch.Tensor, a_BN: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([s_BD, _one_hot(a_BN, self.offsets, self.total)], dim=1)).squeeze(1)
@@ -96,7 +98,8 @@ def _policy_actions(policy: ActsLikePolicy, obs: np.ndarray, k: int, determinist
     """[K, B, N] actions of the policy at ``obs`` (K copies of the mode when deterministic)."""
     out = []
     for _ in range(1 if deterministic else k):
-        parts = [policy.act(obs[i:i + chunk], deterministic=deterministic, generator=gen) for i in range(0, len(obs), chunk)]
+        parts = [policy.act(obs[i:i + chunk], deterministic=deterministic, generator=gen)
+                 for i in range(0, len(obs), chunk)]
         out.append(np.concatenate(parts) if parts else np.zeros((0,), dtype=np.int64))
     return np.stack(out).astype(np.int64)
 

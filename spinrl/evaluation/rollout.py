@@ -71,10 +71,10 @@ def run_episodes(
         out.returns[lo : lo + n] = ret[:n]
         out.lengths[lo : lo + n] = length[:n]
         if record:
-            O, A, R = np.stack(obs_hist), np.stack(act_hist), np.stack(rew_hist)
+            S, A, R = np.stack(obs_hist), np.stack(act_hist), np.stack(rew_hist)
             for i in range(n):  # assembly per finished episode, not per step
                 L = int(length[i])
-                out.observations.append(O[: L + 1, i])
+                out.observations.append(S[: L + 1, i])
                 out.actions.append(A[:L, i])
                 out.rewards.append(R[:L, i])
                 out.terminated.append(bool(term_flag[i]))

@@ -11,7 +11,7 @@ ASM at its initialisation (the paper's "epoch 0").
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -74,7 +74,8 @@ def structure_diagnostics(asm: ActionStructureModel, random_asm: ActionStructure
         ours.append(leave_one_out_correct(asm, obs, act))
         rnd.append(leave_one_out_correct(random_asm, obs, act))
         ind.append(act == torch.as_tensor(modes_N, device=act.device).unsqueeze(0))
-    res = {"asm": _summary(torch.cat(ours)), "random": _summary(torch.cat(rnd)), "independent": _summary(torch.cat(ind))}
+    res: dict[str, Any] = {"asm": _summary(torch.cat(ours)), "random": _summary(torch.cat(rnd)),
+                           "independent": _summary(torch.cat(ind))}
     for k in ("random", "independent"):
         base = res[k]["exact"]
         res[f"exact_vs_{k}"] = round(res["asm"]["exact"] / base, 2) if base > 0 else None
@@ -88,5 +89,6 @@ def describe(d: dict) -> str:
     vs = lambda x: f"{x:.1f}x" if x is not None else "n/a"  # noqa: E731
     return (f"held-out leave-one-out reconstruction ({d['rows']} rows): per sub-action {100 * a['slot_acc_mean']:.1f}% "
             f"(independent {100 * i['slot_acc_mean']:.1f}%, random ASM {100 * r['slot_acc_mean']:.1f}%), "
-            f"exact joint {100 * a['exact']:.2f}% (independent {100 * i['exact']:.2f}%, {vs(d['exact_vs_independent'])}; "
+            f"exact joint {100 * a['exact']:.2f}% (independent "
+            f"{100 * i['exact']:.2f}%, {vs(d['exact_vs_independent'])}; "
             f"random ASM {100 * r['exact']:.2f}%, {vs(d['exact_vs_random'])})")

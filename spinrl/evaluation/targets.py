@@ -14,12 +14,14 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / "metrics.csv"
     try:
         with open(path) as f:
-            for i, r in enumerate(csv.DictReader(f)):
+            for r in csv.DictReader(f):
                 rows.append({k: (float(v) if v not in ("", None) else None) for k, v in r.items()})
-    except (ValueError, TypeError, UnicodeDecodeError, csv.Error) as e:  # a hand-edited or foreign CSV: one line, not a traceback
+    # a hand-edited or foreign CSV: one line, not a traceback
+    except (ValueError, TypeError, UnicodeDecodeError, csv.Error) as e:
         from spinrl.errors import SpinError
 
-        raise SpinError(f"{path} row {len(rows) + 1} is not numeric ({str(e)[:80]}); fix or remove that run's metrics.csv") from None
+        raise SpinError(f"{path} row {len(rows) + 1} is not numeric ({str(e)[:80]}); "
+                        "fix or remove that run's metrics.csv") from None
     return rows
 
 

@@ -41,7 +41,8 @@ def _frame(env: Any) -> np.ndarray:
     f = env.render()
     if not isinstance(f, np.ndarray) or f.ndim != 3 or f.shape[2] not in (3, 4):
         got = type(f).__name__ if not isinstance(f, np.ndarray) else f"shape {f.shape}"
-        raise SpinError(f"env.render() returned {got}, not an RGB frame [H, W, 3]; make the env with render_mode='rgb_array'")
+        raise SpinError(f"env.render() returned {got}, not an RGB frame [H, "
+                        "W, 3]; make the env with render_mode='rgb_array'")
     return np.ascontiguousarray(f[..., :3], dtype=np.uint8)
 
 

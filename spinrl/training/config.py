@@ -8,8 +8,8 @@ from typing import Literal
 
 from spinrl.errors import ConfigError
 from spinrl.models.config import ModelConfig
-from spinrl.utils.loggers import parse_loggers
 from spinrl.utils.checks import MAX_BATCH, MAX_EPISODES, check_finite, check_int, check_seed
+from spinrl.utils.loggers import parse_loggers
 
 ALGOS = ("iql", "awac", "bcq")
 ACTORS = ("factored", "autoregressive", "saint", "spin", "spin-cached")
@@ -136,7 +136,8 @@ class TrainConfig:
         if self.actor not in ACTORS:
             raise ConfigError(f"--actor {self.actor!r} is unknown; choose one of {', '.join(ACTORS)}")
         if self.actor in ("spin", "spin-cached") and not self.asm:
-            raise ConfigError(f"--actor {self.actor} needs --asm DIR (pretrain one with `spinrl pretrain DATASET --out DIR`)")
+            raise ConfigError(f"--actor {self.actor} needs --asm DIR (pretrain "
+                              "one with `spinrl pretrain DATASET --out DIR`)")
         preset(self.preset)
         for name in ("steps", "eval_episodes", "log_every", "eval_num_envs"):
             v = getattr(self, name)

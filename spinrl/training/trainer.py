@@ -25,14 +25,16 @@ import torch
 
 from spinrl.algorithms import ALGORITHMS, CONFIGS
 from spinrl.algorithms.common import Batch, build_nets, polyak
-from spinrl.utils.jsonable import to_jsonable
-from spinrl.utils.optim import FusedAdam
 from spinrl.data import OfflineDataset, load
 from spinrl.errors import ConfigError, SpinError
 from spinrl.evaluation.evaluate import evaluate_act, exact_evaluate, resolve_eval_mode
 from spinrl.evaluation.policy import Policy, write_policy
 from spinrl.models import ModelConfig, build_actor, fast
 from spinrl.training.asm_dir import load_asm
+from spinrl.training.config import TrainConfig
+from spinrl.training.fitter import Fitter
+from spinrl.training.runinfo import environment_info
+from spinrl.utils import loggers, outdir
 from spinrl.utils.checkpoint import (
     CHECKPOINT_SCHEMA,
     capture_rng,
@@ -42,15 +44,13 @@ from spinrl.utils.checkpoint import (
     save_atomic,
     seed_everything,
 )
-from spinrl.utils.rundir import check_same, sha256_file, write_json, write_metrics_csv
-from spinrl.training.config import TrainConfig
-from spinrl.training.fitter import Fitter
-from spinrl.training.runinfo import environment_info
-from spinrl.utils.progress import progress_bar
-from spinrl.utils.hardware import bf16_warning, threads_warning
-from spinrl.utils.memory import keep_freed_memory
 from spinrl.utils.determinism import cuda_determinism, run_device_name
-from spinrl.utils import loggers, outdir
+from spinrl.utils.hardware import bf16_warning, threads_warning
+from spinrl.utils.jsonable import to_jsonable
+from spinrl.utils.memory import keep_freed_memory
+from spinrl.utils.optim import FusedAdam
+from spinrl.utils.progress import progress_bar
+from spinrl.utils.rundir import check_same, sha256_file, write_json, write_metrics_csv
 
 EVAL_COLUMNS = ("eval_return_mean", "eval_return_std", "normalized_score", "normalized_std")
 # Settings a resumed run must share with the original: anything that changes what is computed. The dataset and
@@ -230,7 +230,8 @@ def gradient_step(s: Setup, batch: Batch) -> dict[str, torch.Tensor]:
 
 
 def _state_dicts(s: Setup) -> dict:
-    nets = {f.name: getattr(s.nets, f.name).state_dict() for f in dataclasses.fields(s.nets) if getattr(s.nets, f.name) is not None}
+    nets = {f.name: getattr(s.nets, f.name).state_dict() for f in dataclasses.fields(s.nets)
+            if getattr(s.nets, f.name) is not None}
     return {"nets": nets, "optimizers": {k: o.state_dict() for k, o in s.optimizers.items()}}
 
 
@@ -333,10 +334,13 @@ def _check_resume(s: Setup, ck: dict, recorded: dict, out: Path) -> None:
     data_was = was.get("dataset_checksum") or (recorded.get("dataset") or {}).get("checksum")
     arrays_was = was.get("array_checksums")
     if (data_was and data_was != ident["dataset_checksum"]) or (arrays_was and arrays_was != ident["array_checksums"]):
-        raise ConfigError(f"--resume: dataset {cfg.dataset} (checksum {str(ident['dataset_checksum'])[:12]}) is not the "
-                          f"data the run in {out} was trained on ({data_was[:12]}); pass that dataset or choose another --out")
+        raise ConfigError(f"--resume: dataset {cfg.dataset} (checksum "
+                          f"{str(ident['dataset_checksum'])[:12]}) is not the "
+                          f"data the run in {out} was trained on ({data_was[:12]}); "
+                          "pass that dataset or choose another --out")
     if was.get("asm_checksum") and was["asm_checksum"] != ident["asm_checksum"]:
-        raise ConfigError(f"--resume: --asm {cfg.asm} is not the ASM the run in {out} was trained with (asm.pt checksum "
+        raise ConfigError(f"--resume: --asm {cfg.asm} is not the ASM the "
+                          f"run in {out} was trained with (asm.pt checksum "
                           "differs); pass that ASM or choose another --out")
     if saved.get("asm") and not was and Path(saved["asm"]).resolve() != Path(cfg.asm or "").resolve():
         raise ConfigError(f"--resume with asm={cfg.asm!r} but the run used {saved['asm']!r}; use the same ASM")
@@ -353,7 +357,8 @@ def _check_resume(s: Setup, ck: dict, recorded: dict, out: Path) -> None:
                           "scores and best policy would mix two environments; pass the same --env (an env object: "
                           "fit(cfg, env=...) again)")
     if cfg.steps < ck["step"]:
-        raise ConfigError(f"--steps {cfg.steps} is below the checkpoint's step {ck['step']}; pass --steps {ck['step']} or more")
+        raise ConfigError(f"--steps {cfg.steps} is below the checkpoint's step "
+                          f"{ck['step']}; pass --steps {ck['step']} or more")
 
 
 def _train(cfg: TrainConfig, held: list, env: Any = None) -> Iterator[dict]:
@@ -386,7 +391,8 @@ def _train(cfg: TrainConfig, held: list, env: Any = None) -> Iterator[dict]:
         "config": to_jsonable(cfg),
         "resolved": {**cfg.resolved(), "model": dataclasses.asdict(s.model_cfg), "algo": dataclasses.asdict(s.algo_cfg),
                      "device": str(s.device), **({"cuda_determinism": s.determinism} if s.determinism else {})},
-        "dataset": {"path": cfg.dataset, "checksum": ds.meta.get("checksum"), **ds.signature, "level": ds.meta.get("level")},
+        "dataset": {"path": cfg.dataset, "checksum": ds.meta.get("checksum"), **ds.signature,
+                    "level": ds.meta.get("level")},
         "asm_wall_seconds": asm_seconds,
         "asm_chosen_epoch": s.asm_info.get("chosen_epoch") if s.asm_info else None,
         "eval_env": s.eval_env.record() if do_eval else None,
@@ -430,7 +436,8 @@ def _train(cfg: TrainConfig, held: list, env: Any = None) -> Iterator[dict]:
     if not do_eval:
         why = "--eval-every 0" if cfg.eval_every == 0 else "the dataset names no environment; pass --env ID to evaluate"
         print(f"note: no evaluation ({why}), so no policy_best.pt is kept; policy.pt is the last policy", flush=True)
-    bar = progress_bar(total=cfg.steps, desc=f"{cfg.algo}/{cfg.actor}", unit="step", disable=None if cfg.progress else True)
+    bar = progress_bar(total=cfg.steps, desc=f"{cfg.algo}/{cfg.actor}", unit="step",
+                       disable=None if cfg.progress else True)
     bar.update(step)
     last_eval = next((r for r in reversed(rows) if r.get("eval_return_mean") is not None), None)
     for n in s.nets.__dict__.values():
@@ -488,7 +495,9 @@ def _train(cfg: TrainConfig, held: list, env: Any = None) -> Iterator[dict]:
             last_eval = row
         row["wall_seconds"] = round(elapsed, 3)
         if columns is None:
-            columns = ["step", "wall_seconds", "grad_steps_per_s"] + sorted(k for k in row if k not in ("step", "wall_seconds", "grad_steps_per_s", "eval_method") and k not in EVAL_COLUMNS) + list(EVAL_COLUMNS)
+            first = ("step", "wall_seconds", "grad_steps_per_s")
+            columns = [*first, *sorted(k for k in row if k not in (*first, "eval_method") and k not in EVAL_COLUMNS),
+                       *EVAL_COLUMNS]
         rows.append(row)
         log.log(rows, columns)  # metrics.csv, and the row to the optional loggers
         post = {k: f"{row[k]:.3g}" for k in ("critic_loss", "actor_loss") if k in row}
@@ -543,7 +552,8 @@ def _stop_if_diverged(bad_step: torch.Tensor, good_step: int, acc: dict, ckpt_pa
     bad = int(bad_step)
     if bad:
         name = next((k for k, v in acc.items() if not torch.isfinite(v)), "a loss")
-        kept = f"the last good checkpoint (step {good_step}) is kept in {ckpt_path}" if good_step else "no checkpoint was written"
+        kept = (f"the last good checkpoint (step {good_step}) is kept in "
+                f"{ckpt_path}") if good_step else "no checkpoint was written"
         raise SpinError(f"training diverged: {name} is not finite at step {bad}; {kept}; lower --lr or check the data")
 
 
@@ -563,7 +573,8 @@ def _feature_source(s: Setup):
               "computing features per batch instead", flush=True)
 
         def recompute(batch: Batch, idx: np.ndarray) -> None:
-            actor.provide_features([(batch.obs, actor.features(batch.obs)), (batch.next_obs, actor.features(batch.next_obs))])
+            actor.provide_features([(batch.obs, actor.features(batch.obs)),
+                                    (batch.next_obs, actor.features(batch.next_obs))])
 
         return recompute
     cache = build_feature_cache(actor, s.dataset, cache_path(s.cfg.dataset, s.dataset, s.cfg.asm), s.device,
