@@ -42,7 +42,7 @@ def field_docs(cls: type) -> dict[str, str]:
         body = tree.body[0].body  # type: ignore[attr-defined]
         for node, nxt in zip(body, body[1:]):
             if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-                if isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):
+                if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
                     if isinstance(nxt.value.value, str):
                         docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs
@@ -81,7 +81,7 @@ def flag(name: str) -> str:
 
 
 def add_config_args(
-    parser: argparse.ArgumentParser,
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     cls: type,
     positional: tuple[str, ...] = (),
     skip: tuple[str, ...] = (),
@@ -92,8 +92,8 @@ def add_config_args(
     is not given out of the namespace (to tell given flags from defaults)."""
     for f, tp, doc in _flag_fields(cls, skip):
         default = (defaults or {}).get(f.name, f.default if f.default is not dataclasses.MISSING else None)
-        if f.default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = f.default_factory()  # type: ignore[misc]
+        if f.default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
         help_ = doc
         if default not in (None, "", ()) and not isinstance(default, (dict, list)):
             help_ += f" (default: {default})"
@@ -121,7 +121,7 @@ def add_config_args(
             kw["type"] = str
         if "metavar" in f.metadata:
             kw["metavar"] = f.metadata["metavar"]
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if f.name in positional:
             if default not in (None, ""):
                 kw["nargs"] = "?"

@@ -189,6 +189,7 @@ def cmd_pretrain(args: argparse.Namespace, extra: list[str]) -> int:
     with warnings.catch_warnings():  # the still-falling warning is printed below, once
         warnings.filterwarnings("ignore", message="ASM stopped")
         out = pretrain_launch(cfg, dist)
+    assert out is not None  # not distributed: this process is rank 0
     info = json.loads((out / "asm.json").read_text())
     print(f"ASM saved to {out} (wall {info['wall_seconds']:.1f}s)")
     print(stop_summary(info))
@@ -331,7 +332,7 @@ def cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage block), like every other spinrl error; exit code 2."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
 
@@ -518,15 +519,16 @@ def os_error_line(e: BaseException) -> str:
     import errno
 
     where = " ".join(f"'{f}'" for f in (getattr(e, "filename", None), getattr(e, "filename2", None)) if f)
-    fixes = {errno.ENOSPC: "the disk is full; free space or write elsewhere",
-             errno.EDQUOT: "the disk quota is exceeded; free space or write elsewhere",
-             errno.EROFS: "the file system is read-only; write somewhere writable",
-             errno.EACCES: "permission denied; check the path's permissions or choose another path",
-             errno.EPERM: "operation not permitted; check the path's permissions or choose another path",
-             errno.ENOTDIR: "a path component is a file, not a directory; choose another path",
-             errno.EISDIR: "a directory is in the way where a file is written; choose another path",
-             errno.EEXIST: "something is already there; choose another path",
-             errno.ENAMETOOLONG: "the path is too long; choose a shorter one"}
+    fixes: dict[int | None, str] = {
+        errno.ENOSPC: "the disk is full; free space or write elsewhere",
+        errno.EDQUOT: "the disk quota is exceeded; free space or write elsewhere",
+        errno.EROFS: "the file system is read-only; write somewhere writable",
+        errno.EACCES: "permission denied; check the path's permissions or choose another path",
+        errno.EPERM: "operation not permitted; check the path's permissions or choose another path",
+        errno.ENOTDIR: "a path component is a file, not a directory; choose another path",
+        errno.EISDIR: "a directory is in the way where a file is written; choose another path",
+        errno.EEXIST: "something is already there; choose another path",
+        errno.ENAMETOOLONG: "the path is too long; choose a shorter one"}
     if isinstance(e, MemoryError):
         return "out of memory for the requested size; use smaller sizes (--batch-size, --transitions, ...)"
     if isinstance(e, RecursionError):
@@ -534,7 +536,7 @@ def os_error_line(e: BaseException) -> str:
     if isinstance(e, OverflowError):
         return f"a number is out of range ({e}); use a smaller value"
     fix = fixes.get(getattr(e, "errno", None), "check the path and the machine's resources")
-    msg = (e.strerror or str(e)).replace("\n", " ")
+    msg = (getattr(e, "strerror", None) or str(e)).replace("\n", " ")
     return f"{msg}{' ' + where if where else ''}: {fix}"
 
 

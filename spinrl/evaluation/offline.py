@@ -81,6 +81,8 @@ def _one_hot(a_BN: torch.Tensor, offsets: torch.Tensor, total: int) -> torch.Ten
 
 
 class QNet(nn.Module):
+    offsets: torch.Tensor
+
     def __init__(self, obs_dim: int, nvec: tuple[int, ...], hidden: int):
         super().__init__()
         self.total = int(sum(nvec))

@@ -13,7 +13,7 @@ from spinrl.algorithms import ALGORITHMS, CONFIGS
 from spinrl.algorithms.common import Nets
 from spinrl.errors import CheckpointError, SpinError
 from spinrl.models import FactoredTwinCritic, ModelConfig, build_actor
-from spinrl.models.actors import CachedFeatureActor
+from spinrl.models.actors import ActorModule, CachedFeatureActor
 from spinrl.utils.checkpoint import load_checkpoint, save_atomic, save_safetensors
 
 POLICY_SCHEMA = 1
@@ -117,7 +117,7 @@ class Policy:
             algo = meta["algo"]
             model_cfg = ModelConfig(**meta["model"])
             if meta["actor"] == "spin-cached":
-                actor = CachedFeatureActor(meta["obs_dim"], meta["nvec"], model_cfg)
+                actor: ActorModule = CachedFeatureActor(meta["obs_dim"], meta["nvec"], model_cfg)
             else:
                 kind = "saint" if meta["actor"] == "spin" else meta["actor"]  # same architecture, weights in file
                 actor = build_actor(kind, meta["obs_dim"], meta["nvec"], model_cfg)

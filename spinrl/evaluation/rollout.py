@@ -65,8 +65,8 @@ def run_episodes(
             done = active & (te | tr)
             term_flag |= done & te
             if on_episode is not None:
-                for i in np.flatnonzero(done):
-                    on_episode(int(length[i]))
+                for j in np.flatnonzero(done):
+                    on_episode(int(length[j]))
             active &= ~done
         out.returns[lo : lo + n] = ret[:n]
         out.lengths[lo : lo + n] = length[:n]

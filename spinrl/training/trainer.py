@@ -18,13 +18,14 @@ import dataclasses
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from types import ModuleType
+from typing import Any, Generator, Iterator
 
 import numpy as np
 import torch
 
 from spinrl.algorithms import ALGORITHMS, CONFIGS
-from spinrl.algorithms.common import Batch, build_nets, polyak
+from spinrl.algorithms.common import Batch, Nets, build_nets, polyak
 from spinrl.data import OfflineDataset, load
 from spinrl.errors import ConfigError, SpinError
 from spinrl.evaluation.evaluate import evaluate_act, exact_evaluate, resolve_eval_mode
@@ -101,9 +102,11 @@ class Setup:
 
     cfg: TrainConfig
     dataset: OfflineDataset
-    nets: object
-    algo: object
-    algo_cfg: object
+    nets: Nets
+    algo: ModuleType
+    """the algorithm's module (spinrl.algorithms.iql, ...): its UPDATES, TARGETS and loss functions"""
+    algo_cfg: Any
+    """the algorithm's config dataclass (IQLConfig, AWACConfig or BCQConfig)"""
     optimizers: dict
     model_cfg: ModelConfig
     device: torch.device
@@ -137,6 +140,7 @@ def build(cfg: TrainConfig, dataset: OfflineDataset | None = None, device: torch
     seed_everything(cfg.seed)
     asm, asm_info = None, None
     if cfg.actor in ("spin", "spin-cached"):
+        assert cfg.asm is not None  # validate(): spin actors need --asm
         asm, asm_info = load_asm(cfg.asm, ds.signature)
         # The frozen part's sizes are the ASM's; the rest (heads, critics) follow the preset.
         am = asm_info["model"]
@@ -179,6 +183,7 @@ def _eval_env(cfg: TrainConfig, ds: OfflineDataset, env: Any = None) -> EvalEnv 
         _check_spaces(ds, vec, target, "pass the env the data was collected in, or train with --eval-every 0")
         return target
     env_id = cfg.env or ds.env_id
+    assert env_id is not None  # neither names an env: returned None above
     own = env_id == ds.env_id
     kwargs = dict(ds.env_kwargs) if own else {}
     try:
@@ -307,7 +312,7 @@ def fit(cfg: TrainConfig, env: Any = None) -> dict:
             "best": best, "policy_best": out / "policy_best.pt" if best else None}
 
 
-def _rows(cfg: TrainConfig, env: Any = None) -> Iterator[dict]:
+def _rows(cfg: TrainConfig, env: Any = None) -> Generator[dict, None, None]:
     held: list = []
     try:
         yield from _train(cfg, held, env)
@@ -336,7 +341,7 @@ def _check_resume(s: Setup, ck: dict, recorded: dict, out: Path) -> None:
     if (data_was and data_was != ident["dataset_checksum"]) or (arrays_was and arrays_was != ident["array_checksums"]):
         raise ConfigError(f"--resume: dataset {cfg.dataset} (checksum "
                           f"{str(ident['dataset_checksum'])[:12]}) is not the "
-                          f"data the run in {out} was trained on ({data_was[:12]}); "
+                          f"data the run in {out} was trained on ({str(data_was)[:12]}); "
                           "pass that dataset or choose another --out")
     if was.get("asm_checksum") and was["asm_checksum"] != ident["asm_checksum"]:
         raise ConfigError(f"--resume: --asm {cfg.asm} is not the ASM the "
@@ -363,6 +368,7 @@ def _check_resume(s: Setup, ck: dict, recorded: dict, out: Path) -> None:
 
 def _train(cfg: TrainConfig, held: list, env: Any = None) -> Iterator[dict]:
     cfg.validate()  # before the thread count reaches torch: 100000 threads crash later torch calls in this process
+    assert cfg.threads != "auto"  # validate() resolved it to a count
     keep_freed_memory()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -379,7 +385,7 @@ def _train(cfg: TrainConfig, held: list, env: Any = None) -> Iterator[dict]:
         raise ConfigError(f"--out {out} holds a finished run without checkpoints; choose another --out")
     ds = s.dataset
     do_eval = s.eval_env is not None
-    reference = s.eval_env.reference if do_eval else None
+    reference = s.eval_env.reference if s.eval_env is not None else None
     rng = np.random.default_rng(cfg.seed)
     step, elapsed, rows = 0, 0.0, []
     best: dict | None = None  # the best evaluation so far: step, scores and the policy file's content
@@ -395,7 +401,7 @@ def _train(cfg: TrainConfig, held: list, env: Any = None) -> Iterator[dict]:
                     "level": ds.meta.get("level")},
         "asm_wall_seconds": asm_seconds,
         "asm_chosen_epoch": s.asm_info.get("chosen_epoch") if s.asm_info else None,
-        "eval_env": s.eval_env.record() if do_eval else None,
+        "eval_env": s.eval_env.record() if s.eval_env is not None else None,
         **environment_info(s.device),
     }
     if cfg.resume and ckpt_path.exists():
@@ -478,7 +484,8 @@ def _train(cfg: TrainConfig, held: list, env: Any = None) -> Iterator[dict]:
                 good_step = step
             continue
         _stop_if_diverged(bad_step, good_step, acc, ckpt_path)
-        row = {"step": step, "wall_seconds": None, "grad_steps_per_s": round(interval_steps / max(interval_t, 1e-9), 2)}
+        row: dict[str, Any] = {"step": step, "wall_seconds": None,
+                               "grad_steps_per_s": round(interval_steps / max(interval_t, 1e-9), 2)}
         row.update({k: float(v) / acc_n for k, v in sorted(acc.items())})
         acc, acc_n, interval_t, interval_steps = {}, 0, 0.0, 0
         if is_eval:
@@ -500,7 +507,7 @@ def _train(cfg: TrainConfig, held: list, env: Any = None) -> Iterator[dict]:
                        *EVAL_COLUMNS]
         rows.append(row)
         log.log(rows, columns)  # metrics.csv, and the row to the optional loggers
-        post = {k: f"{row[k]:.3g}" for k in ("critic_loss", "actor_loss") if k in row}
+        post: dict[str, str] = {k: f"{row[k]:.3g}" for k in ("critic_loss", "actor_loss") if k in row}
         if last_eval is not None:
             post["eval"] = f"{last_eval['eval_return_mean']:.1f}"
             if last_eval.get("normalized_score") is not None:
@@ -561,9 +568,12 @@ def _feature_source(s: Setup):
     """For spin-cached: a function that hands each batch's cached (or recomputed) features to the actor."""
     if s.cfg.actor != "spin-cached":
         return None
+    from spinrl.models.actors import CachedFeatureActor
     from spinrl.training.feature_cache import build_feature_cache, cache_bytes, cache_path
 
     actor = s.nets.actor
+    assert isinstance(actor, CachedFeatureActor)  # build_actor's spin-cached actor
+    assert s.cfg.asm is not None  # validate(): spin actors need --asm
     if s.asm_info and s.asm_info.get("masking", "bert") != "variable":
         print("note: this ASM was pretrained with --masking bert; spin-cached reads its all-[MASK] input, which "
               "only --masking variable trains on", flush=True)
@@ -596,6 +606,7 @@ def _evaluate(s: Setup, step: int, reference: dict | None):
     gen.manual_seed(s.cfg.seed * 1_000_003 + step)
     torch_state = torch.get_rng_state()
     e = s.eval_env
+    assert e is not None  # called only when the run evaluates
 
     def act(obs: np.ndarray) -> np.ndarray:
         return policy.act(obs, deterministic=s.cfg.greedy, generator=gen)
@@ -609,8 +620,8 @@ def _evaluate(s: Setup, step: int, reference: dict | None):
         torch.set_rng_state(torch_state)
 
 
-def _checkpoint(s: Setup, path: Path, step: int, elapsed: float, rows: list, columns: list, acc: dict, acc_n: int,
-                rng: np.random.Generator, best: dict | None = None) -> None:
+def _checkpoint(s: Setup, path: Path, step: int, elapsed: float, rows: list, columns: list | None, acc: dict,
+                acc_n: int, rng: np.random.Generator, best: dict | None = None) -> None:
     save_atomic(
         {
             "schema": CHECKPOINT_SCHEMA,
