@@ -92,6 +92,12 @@ def test_ids_are_stable_and_spin_runs_share_one_asm_per_dataset_and_seed(tmp_pat
     assert len({t.asm_id for t in spin}) == 2 * 2  # (dataset, seed); spin, spin-cached and both algos share it
     only = expand(spec, tmp_path, only=parse_only(["env=maze", "actor=spin"]))
     assert {t.id for t in only.trials} <= {t.id for t in a.trials} and len(only.trials) == 4
+    # a training key a grid leaves unset counts as its default; booleans are spelled as in TOML
+    two = {**spec, "grid": [spec["grid"], {**spec["grid"], "greedy": [True]}]}
+    greedy = expand(two, tmp_path, only=parse_only(["greedy=true"])).trials
+    plain = expand(two, tmp_path, only=parse_only(["greedy=false"])).trials
+    assert len(greedy) == len(plain) == len(a.trials) and not {t.id for t in greedy} & {t.id for t in plain}
+    assert {t.id for t in plain} == {t.id for t in a.trials}
 
 
 def _files(d: Path) -> dict[str, float]:

@@ -162,14 +162,25 @@ def _values(t: Trial) -> dict:
             **{f"asm_{k}": v for k, v in (t.asm or {}).items() if k not in ("seed", "preset", "model_kwargs")}}
 
 
-def _matches(t: Trial, only: dict[str, list[str]]) -> bool:
-    """Kept when, for every --only key the trial has, its value (as text) is listed; an env keyword that
-    another env lacks (actuators for cone) does not exclude that env."""
+def _text(v: Any) -> str:
+    """A value as the spec spells it: TOML's true/false, not Python's True/False."""
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _matches(t: Trial, only: dict[str, list[str]], train_defaults: dict[str, Any]) -> bool:
+    """Kept when, for every --only key, the trial's value (as text) is listed. A training key the trial
+    leaves unset counts as its default (`--only greedy=true` keeps only the greedy runs); a key that does
+    not apply to the trial (an ASM key for factored, an env keyword that another env lacks, such as
+    actuators for cone) does not exclude it."""
     values = _values(t)
     for k, allowed in only.items():
-        if k not in values:
+        if k in values:
+            v = values[k]
+        elif k in train_defaults:
+            v = train_defaults[k]
+        else:
             continue
-        if str(values[k]) not in allowed:
+        if _text(v) not in allowed:
             return False
     return True
 
@@ -215,7 +226,9 @@ def expand(spec: dict, out: str | os.PathLike, spec_path: str = "", only: dict[s
             if k not in known:
                 raise ConfigError(f"--only {k}=... names no key of this spec's "
                                   f"trials; known keys: {', '.join(sorted(known))}")
-        trials = [t for t in trials if _matches(t, only)]
+        train_defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+                          if f.default is not dataclasses.MISSING}
+        trials = [t for t in trials if _matches(t, only, train_defaults)]
         if not trials:
             raise ConfigError(f"--only {only} selects no trial of the spec; check the keys and values")
     for t in trials:
