@@ -22,10 +22,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/spinrl demo
 
-# Lint and type-check first (configured in pyproject.toml; ~1 s and ~40 s of CPU on a cold mypy cache), then the
+# Lint, format-check and type-check first (configured in pyproject.toml; ~1 s and ~40 s of CPU on a cold mypy cache), then the
 # tests. torch tests never run in parallel workers: 2 cores, and torch stalls when cores are shared.
 test: $(STAMP)
 	$(VENV)/bin/ruff check spinrl
+	$(VENV)/bin/ruff format --check spinrl
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -p no:cacheprovider tests
 

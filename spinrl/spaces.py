@@ -34,9 +34,11 @@ def as_nvec(nvec: Sequence[int] | np.ndarray, field: str = "nvec") -> np.ndarray
     if arr.size > MAX_SUB_ACTIONS or np.any(arr > MAX_CHOICES):
         # heads, embeddings and one-hot buffers scale with these: 10**15 choices would fail far from the cause
         bad = int(np.argmax(arr))
-        raise SpinError(f"{field} has {arr.size} sub-actions, {field}[{bad}] "
-                        f"= {int(arr[bad])}: at most {MAX_SUB_ACTIONS} "
-                        f"sub-actions of at most {MAX_CHOICES} choices each are supported")
+        raise SpinError(
+            f"{field} has {arr.size} sub-actions, {field}[{bad}] "
+            f"= {int(arr[bad])}: at most {MAX_SUB_ACTIONS} "
+            f"sub-actions of at most {MAX_CHOICES} choices each are supported"
+        )
     return arr.astype(np.int64)
 
 
@@ -88,8 +90,9 @@ class FactoredSpace:
         if a.ndim < 1 or a.shape[-1] != self.n:
             raise SpinError(f"{field} must have shape [..., {self.n}] (one column per sub-action), got {a.shape}")
         if not np.issubdtype(a.dtype, np.integer):
-            raise SpinError(f"{field} must be integers (sub-action indices), "
-                            f"got dtype {a.dtype}; cast with .astype(int)")
+            raise SpinError(
+                f"{field} must be integers (sub-action indices), got dtype {a.dtype}; cast with .astype(int)"
+            )
         if a.size:
             nv = np.asarray(self.nvec)
             bad = (a < 0) | (a >= nv)

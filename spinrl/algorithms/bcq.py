@@ -130,7 +130,7 @@ def action_probs(
     below_BA = (c_BA - pi_BA.gather(1, order)).clamp(min=0.0)
     k = cfg.k_candidates
     if not deterministic:
-        p_sorted = c_BA ** k - below_BA ** k
+        p_sorted = c_BA**k - below_BA**k
     else:
         mode_B = joint_one_hot(nets.actor.mode(obs), all_AN).gather(1, order).argmax(-1)  # rank of the greedy decode
         rank_A = torch.arange(A, device=obs.device)

@@ -45,8 +45,9 @@ def q_target(online: DecQNNet, target: DecQNNet, batch: NStepBatch) -> torch.Ten
         return batch.returns + batch.discount * target.q_value(batch.next_obs, a_next)
 
 
-def q_loss(online: DecQNNet, target: DecQNNet, batch: NStepBatch, cfg: DecQNConfig,
-           weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+def q_loss(
+    online: DecQNNet, target: DecQNNet, batch: NStepBatch, cfg: DecQNConfig, weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, dict]:
     """Huber TD loss of the mean-decomposed Q, each row times ``weights`` [B] when given (prioritized
     replay's importance weights); returns (loss, info) with info["td_abs"] = |Q - y| [B], the new priorities."""
     y = q_target(online, target, batch)  # no_grad forwards: backward only through the 256 rows of s_t

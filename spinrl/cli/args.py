@@ -100,8 +100,10 @@ def add_config_args(
         kw: dict[str, Any] = {"help": help_.replace("%", "%%")}  # argparse %-formats help ("80% [MASK]")
         origin = get_origin(tp)
         if tp is dict or origin is dict:  # a silent skip would drop the field from --help and the CLI
-            raise TypeError(f"{cls.__name__}.{f.name} is a dict and has no flag form; name it in skip= and fill it "
-                            "from the command line yourself (parse_kwargs, add_nested_args)")
+            raise TypeError(
+                f"{cls.__name__}.{f.name} is a dict and has no flag form; name it in skip= and fill it "
+                "from the command line yourself (parse_kwargs, add_nested_args)"
+            )
         if f.metadata.get("action") == "append":  # a repeatable flag collecting strings
             kw["action"] = "append"
         elif origin is typing.Literal:
@@ -134,8 +136,14 @@ def add_config_args(
             parser.add_argument(flag(f.name), dest=f.name, default=argparse.SUPPRESS if suppress else default, **kw)
 
 
-def add_nested_args(parser: argparse.ArgumentParser, title: str, classes: dict[str, type], dest: str,
-                    skip: tuple[str, ...] = (), default_note: str = "default") -> None:
+def add_nested_args(
+    parser: argparse.ArgumentParser,
+    title: str,
+    classes: dict[str, type],
+    dest: str,
+    skip: tuple[str, ...] = (),
+    default_note: str = "default",
+) -> None:
     """Flags ``--<key>-<field>`` for the fields of each class in ``classes`` (e.g. ``--iql-beta`` from
     IQLConfig.beta), in one help group; values land in ``<dest>:<key>:<field>`` only when given, so the
     caller builds the dict fields (``algo_kwargs``, ``model_kwargs``) from what the user typed."""
@@ -146,9 +154,14 @@ def add_nested_args(parser: argparse.ArgumentParser, title: str, classes: dict[s
             if tp is bool:
                 kw = {"action": argparse.BooleanOptionalAction}
             help_ = doc + (f" ({default_note}: {f.default})" if f.default is not dataclasses.MISSING else "")
-            group.add_argument(f"--{key}-{f.name}".replace("_", "-"), dest=f"{dest}:{key}:{f.name}",
-                               metavar=f.name.upper(),
-                               default=argparse.SUPPRESS, help=help_.replace("%", "%%"), **kw)
+            group.add_argument(
+                f"--{key}-{f.name}".replace("_", "-"),
+                dest=f"{dest}:{key}:{f.name}",
+                metavar=f.name.upper(),
+                default=argparse.SUPPRESS,
+                help=help_.replace("%", "%%"),
+                **kw,
+            )
 
 
 def nested_from_args(ns: argparse.Namespace, dest: str) -> dict[str, dict[str, Any]]:

@@ -93,8 +93,10 @@ def cmd_data_validate(args: argparse.Namespace, extra: list[str]) -> int:
 
     cfg = config_from_args(DataValidateConfig, args)
     ds = validate_dataset(cfg)
-    print(f"ok: {cfg.path} ({ds.num_transitions} transitions, {ds.num_episodes} episodes, "
-          f"checksum {ds.meta['checksum'][:12]})")
+    print(
+        f"ok: {cfg.path} ({ds.num_transitions} transitions, {ds.num_episodes} episodes, "
+        f"checksum {ds.meta['checksum'][:12]})"
+    )
     return 0
 
 
@@ -162,8 +164,10 @@ def _nested_kwargs(args: argparse.Namespace, algo: str | None) -> tuple[dict, di
     other = sorted(k for k in algo_all if k != algo)
     if other:
         f = next(iter(algo_all[other[0]]))
-        raise ConfigError(f"--{other[0]}-{f.replace('_', '-')} is a flag of --algo {other[0]}; this run uses "
-                          f"--algo {algo}: drop it or pass --algo {other[0]}")
+        raise ConfigError(
+            f"--{other[0]}-{f.replace('_', '-')} is a flag of --algo {other[0]}; this run uses "
+            f"--algo {algo}: drop it or pass --algo {other[0]}"
+        )
     return algo_all.get(algo or "", {}), nested_from_args(args, "model_kwargs").get("model", {})
 
 
@@ -180,8 +184,10 @@ def cmd_pretrain(args: argparse.Namespace, extra: list[str]) -> int:
         out = pretrain_launch(cfg, dist)
         if out is not None:  # rank 0
             info = json.loads((out / "asm.json").read_text())
-            print(f"ASM saved to {out} ({info['world_size']} processes, global batch {info['batch_size']}): chosen "
-                  f"epoch {info['chosen_epoch']} of {info['epochs_run']}, wall {info['wall_seconds']:.1f}s")
+            print(
+                f"ASM saved to {out} ({info['world_size']} processes, global batch {info['batch_size']}): chosen "
+                f"epoch {info['chosen_epoch']} of {info['epochs_run']}, wall {info['wall_seconds']:.1f}s"
+            )
         return 0
     from spinrl.evaluation.structure import describe
     from spinrl.training.pretrain import stop_summary
@@ -204,8 +210,9 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     algo_kw, model_kw = _nested_kwargs(args, args.algo)
     cfg = _resumed(TrainConfig, config_from_args(TrainConfig, args), args, ("dataset",))
     if algo_kw or model_kw:  # typed flags win over the saved run's values (a resume then refuses a change)
-        cfg = dataclasses.replace(cfg, algo_kwargs={**cfg.algo_kwargs, **algo_kw},
-                                  model_kwargs={**cfg.model_kwargs, **model_kw})
+        cfg = dataclasses.replace(
+            cfg, algo_kwargs={**cfg.algo_kwargs, **algo_kw}, model_kwargs={**cfg.model_kwargs, **model_kw}
+        )
     last = None
     for row in train(cfg):
         last = row if row.get("eval_return_mean") is not None else last
@@ -234,22 +241,30 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
                 f"offline ({res['heldout_episodes']} held-out episodes): FQE value {res['fqe_value']:.3f} (gamma "
                 f"{res['gamma']}; behaviour's discounted return {res['behaviour_value']:.3f}); action agreement: exact "
                 f"{res['exact_match']:.3f}, per sub-action {res['sub_action_agreement']:.3f}"
-                + (f"; simulator discounted return {res['simulator_discounted_return']:.3f} over "
-                   f"{res['simulator_episodes']} episodes"
-                   if res.get("simulator_discounted_return") is not None else "")
+                + (
+                    f"; simulator discounted return {res['simulator_discounted_return']:.3f} over "
+                    f"{res['simulator_episodes']} episodes"
+                    if res.get("simulator_discounted_return") is not None
+                    else ""
+                )
             )
         return 0
     if args.json:
         print(json.dumps(res.as_dict(), indent=2))
         return 0
-    line = (f"expected return {res.mean:.4f} (exact, on the env's model)" if res.exact
-            else f"return {res.mean:.2f} +/- {res.std:.2f} over {len(res.returns)} episodes")
+    line = (
+        f"expected return {res.mean:.4f} (exact, on the env's model)"
+        if res.exact
+        else f"return {res.mean:.2f} +/- {res.std:.2f} over {len(res.returns)} episodes"
+    )
     if res.normalized_mean is not None:
         line += f", normalized {res.normalized_mean:.1f} (reference: {res.reference.get('source')})"
     print(line)
     if res.video:
-        print(f"video: {res.video['path']} ({res.video['frames']} frames, episode seed {res.video['seed']}, "
-              f"return {res.video['return']:.2f})")
+        print(
+            f"video: {res.video['path']} ({res.video['frames']} frames, episode seed {res.video['seed']}, "
+            f"return {res.video['return']:.2f})"
+        )
     return 0
 
 
@@ -274,8 +289,11 @@ def cmd_behaviour_train(args: argparse.Namespace, extra: list[str]) -> int:
     cfg = _resumed(BehaviourConfig, config_from_args(BehaviourConfig, args), args, ("env",), key=None)
     for row in train_behaviour(cfg):
         q = "-" if row["q_mean"] is None else f"{row['q_mean']:.2f}"
-        print(f"step {row['env_step']}: eval return {row['eval_return_mean']:.1f} +/- {row['eval_return_std']:.1f}, "
-              f"epsilon {row['epsilon']:.3f}, loss {row['loss']}, q {q}, wall {row['wall_seconds']:.0f}s", flush=True)
+        print(
+            f"step {row['env_step']}: eval return {row['eval_return_mean']:.1f} +/- {row['eval_return_std']:.1f}, "
+            f"epsilon {row['epsilon']:.3f}, loss {row['loss']}, q {q}, wall {row['wall_seconds']:.0f}s",
+            flush=True,
+        )
         warning = q_divergence(row["q_mean"], cfg.gamma, reward_max(vars(cfg)), training_return(row, vars(cfg)))
         if warning:
             print(f"warning: step {row['env_step']}: {warning}{DIVERGING}", file=sys.stderr, flush=True)
@@ -289,13 +307,24 @@ def cmd_behaviour_export(args: argparse.Namespace, extra: list[str]) -> int:
     bset, out = export_set(config_from_args(BehaviourExportConfig, args))
     for level in ("expert", "medium"):
         c = bset.index.get(level)
-        again = (f", {c['selection_episodes']} fresh episodes {c['selection_return_mean']:.1f}"
-                 if c and "selection_episodes" in c else "")
-        print(f"{level}: " + ("none in range" if c is None else f"{c['file']} (env step {c['env_step']}, greedy "
-                                                                f"return {c['eval_return_mean']:.1f}{again})"))
+        again = (
+            f", {c['selection_episodes']} fresh episodes {c['selection_return_mean']:.1f}"
+            if c and "selection_episodes" in c
+            else ""
+        )
+        print(
+            f"{level}: "
+            + (
+                "none in range"
+                if c is None
+                else f"{c['file']} (env step {c['env_step']}, greedy return {c['eval_return_mean']:.1f}{again})"
+            )
+        )
     ref = bset.index["reference"]
-    print(f"reference: random {ref['random']:.1f}, expert {ref['expert']:.1f} ({ref['episodes']} episodes each); "
-          f"exported to {out}")
+    print(
+        f"reference: random {ref['random']:.1f}, expert {ref['expert']:.1f} ({ref['episodes']} episodes each); "
+        f"exported to {out}"
+    )
     return 0
 
 
@@ -305,10 +334,12 @@ def cmd_behaviour_carry(args: argparse.Namespace, extra: list[str]) -> int:
     cfg = config_from_args(CarryConfig, args)
     info = carry(cfg)
     best = info["best"]
-    print(f"carried {info['env']} bins {info['bins']} at env step {info['env_step']:,} "
-          f"(best greedy return {best['eval_return_mean']:.1f} at {best['env_step']:,}; {len(info['kept'])} policy "
-          "files) "
-          f"to {cfg.out}\ncontinue with: {info['continue']}")
+    print(
+        f"carried {info['env']} bins {info['bins']} at env step {info['env_step']:,} "
+        f"(best greedy return {best['eval_return_mean']:.1f} at {best['env_step']:,}; {len(info['kept'])} policy "
+        "files) "
+        f"to {cfg.out}\ncontinue with: {info['continue']}"
+    )
     return 0
 
 
@@ -336,8 +367,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
 
-def _verb(sub, name: str, help: str, fn: Callable, *configs: type, positional: tuple[str, ...] = (),
-          skip: tuple[str, ...] = (), allow_extra: bool = False, **parser_kw) -> argparse.ArgumentParser:
+def _verb(
+    sub,
+    name: str,
+    help: str,
+    fn: Callable,
+    *configs: type,
+    positional: tuple[str, ...] = (),
+    skip: tuple[str, ...] = (),
+    allow_extra: bool = False,
+    **parser_kw,
+) -> argparse.ArgumentParser:
     """One (sub)command: flags from ``configs`` (the first one's docstring is the description; ``skip``/
     ``positional`` apply to it); ``allow_extra``: leftover ``--name value`` tokens reach the handler."""
     first = configs[0] if configs and configs[0] is not Output else None
@@ -365,23 +405,73 @@ def _data_parser(sub, name: str, help: str) -> None:
     from spinrl.experiments.dataset_report import DatasetReportConfig
 
     g = _group(sub, name, help)
-    _verb(g, "make", "generate a dataset; environment options follow as --name value (e.g. --actuators 12)",
-          cmd_data_make, d.DataMakeConfig, positional=("env",), skip=("env_kwargs",), allow_extra=True,
-          allow_abbrev=False)
-    _verb(g, "info", "summary of a dataset (episodes, returns, normalized score, action histograms)", cmd_data_info,
-          d.DataInfoConfig, Output, positional=("path",))
-    _verb(g, "validate", "verify checksums and contents; exit 2 on any problem", cmd_data_validate,
-          d.DataValidateConfig, positional=("path",))
-    _verb(g, "import-dmc", "import the public factorised-DMC pickle format (restricted unpickler)", cmd_data_import_dmc,
-          d.ImportDmcConfig, positional=("path",))
-    _verb(g, "export-dmc", "export a dataset to the public pickle layout <root>/<bins>_bins/<domain>-<task>-<level>",
-          cmd_data_export_dmc, d.ExportDmcConfig, positional=("path",))
-    _verb(g, "export-minari", "export to a local Minari dataset (extra: minari)", cmd_data_export_minari,
-          d.ExportMinariConfig, positional=("path",))
-    _verb(g, "import-minari", "import a local Minari dataset with a MultiDiscrete action space (extra: minari)",
-          cmd_data_import_minari, d.ImportMinariConfig, positional=("dataset_id",))
-    _verb(g, "report", "write docs/datasets.md (+ learning-curve PNGs) from behaviour sets and datasets",
-          cmd_data_report, DatasetReportConfig)
+    _verb(
+        g,
+        "make",
+        "generate a dataset; environment options follow as --name value (e.g. --actuators 12)",
+        cmd_data_make,
+        d.DataMakeConfig,
+        positional=("env",),
+        skip=("env_kwargs",),
+        allow_extra=True,
+        allow_abbrev=False,
+    )
+    _verb(
+        g,
+        "info",
+        "summary of a dataset (episodes, returns, normalized score, action histograms)",
+        cmd_data_info,
+        d.DataInfoConfig,
+        Output,
+        positional=("path",),
+    )
+    _verb(
+        g,
+        "validate",
+        "verify checksums and contents; exit 2 on any problem",
+        cmd_data_validate,
+        d.DataValidateConfig,
+        positional=("path",),
+    )
+    _verb(
+        g,
+        "import-dmc",
+        "import the public factorised-DMC pickle format (restricted unpickler)",
+        cmd_data_import_dmc,
+        d.ImportDmcConfig,
+        positional=("path",),
+    )
+    _verb(
+        g,
+        "export-dmc",
+        "export a dataset to the public pickle layout <root>/<bins>_bins/<domain>-<task>-<level>",
+        cmd_data_export_dmc,
+        d.ExportDmcConfig,
+        positional=("path",),
+    )
+    _verb(
+        g,
+        "export-minari",
+        "export to a local Minari dataset (extra: minari)",
+        cmd_data_export_minari,
+        d.ExportMinariConfig,
+        positional=("path",),
+    )
+    _verb(
+        g,
+        "import-minari",
+        "import a local Minari dataset with a MultiDiscrete action space (extra: minari)",
+        cmd_data_import_minari,
+        d.ImportMinariConfig,
+        positional=("dataset_id",),
+    )
+    _verb(
+        g,
+        "report",
+        "write docs/datasets.md (+ learning-curve PNGs) from behaviour sets and datasets",
+        cmd_data_report,
+        DatasetReportConfig,
+    )
 
 
 _MODEL_SIZES = "model sizes (override the --preset)"
@@ -403,8 +493,13 @@ def _train_parser(sub, name: str, help: str) -> None:
     from spinrl.training.config import TrainConfig
 
     p = _verb(sub, name, help, cmd_train, TrainConfig, positional=("dataset",), skip=("algo_kwargs", "model_kwargs"))
-    add_nested_args(p, "algorithm hyper-parameters (each --ALGO-NAME sets NAME of --algo ALGO; --gamma is above)",
-                    ALGO_CONFIGS, "algo_kwargs", skip=("gamma",))
+    add_nested_args(
+        p,
+        "algorithm hyper-parameters (each --ALGO-NAME sets NAME of --algo ALGO; --gamma is above)",
+        ALGO_CONFIGS,
+        "algo_kwargs",
+        skip=("gamma",),
+    )
     add_nested_args(p, _MODEL_SIZES, {"model": ModelConfig}, "model_kwargs", default_note="paper preset")
 
 
@@ -425,12 +520,30 @@ def _behaviour_parser(sub, name: str, help: str) -> None:
     from spinrl.training.behaviour.config import BehaviourConfig
 
     g = _group(sub, name, help)
-    _verb(g, "train", "online DecQN on dmc:<domain>-<task> with checkpoints and exact --resume", cmd_behaviour_train,
-          BehaviourConfig, positional=("env",))
-    _verb(g, "export", "choose expert/medium checkpoints of a run, compute references, copy them to --out",
-          cmd_behaviour_export, BehaviourExportConfig, positional=("run",))
-    _verb(g, "carry", "a run's state without its replay (a few MB) to continue it elsewhere with "
-          "`behaviour train --continue-from`", cmd_behaviour_carry, CarryConfig, positional=("run",))
+    _verb(
+        g,
+        "train",
+        "online DecQN on dmc:<domain>-<task> with checkpoints and exact --resume",
+        cmd_behaviour_train,
+        BehaviourConfig,
+        positional=("env",),
+    )
+    _verb(
+        g,
+        "export",
+        "choose expert/medium checkpoints of a run, compute references, copy them to --out",
+        cmd_behaviour_export,
+        BehaviourExportConfig,
+        positional=("run",),
+    )
+    _verb(
+        g,
+        "carry",
+        "a run's state without its replay (a few MB) to continue it elsewhere with `behaviour train --continue-from`",
+        cmd_behaviour_carry,
+        CarryConfig,
+        positional=("run",),
+    )
 
 
 def _sweep_parser(sub, name: str, help: str) -> None:
@@ -448,14 +561,22 @@ def _report_parser(sub, name: str, help: str) -> None:
 VERBS: dict[str, tuple[str, Callable]] = {
     "envs": ("list environments: ids, observation dims, nvec, joint-space size", _envs_parser),
     "data": ("make, inspect, validate, import and export datasets", _data_parser),
-    "pretrain": ("pretrain an Action Structure Model (masked action modelling; stops at a validation plateau or a "
-                 "budget)", _pretrain_parser),
-    "train": ("train a policy: --algo {iql,awac,bcq} --actor {factored,autoregressive,saint,spin,spin-cached}",
-              _train_parser),
-    "eval": ("evaluate a policy file in its dataset's environment (or --env ID with --name value options)",
-             _eval_parser),
-    "demo": ("the main job: SPIN (and SPIN-cached) vs factored IQL on Maze-12 medium-expert, table + plot",
-             _demo_parser),
+    "pretrain": (
+        "pretrain an Action Structure Model (masked action modelling; stops at a validation plateau or a budget)",
+        _pretrain_parser,
+    ),
+    "train": (
+        "train a policy: --algo {iql,awac,bcq} --actor {factored,autoregressive,saint,spin,spin-cached}",
+        _train_parser,
+    ),
+    "eval": (
+        "evaluate a policy file in its dataset's environment (or --env ID with --name value options)",
+        _eval_parser,
+    ),
+    "demo": (
+        "the main job: SPIN (and SPIN-cached) vs factored IQL on Maze-12 medium-expert, table + plot",
+        _demo_parser,
+    ),
     "behaviour": ("train DecQN behaviour agents for the DM Control datasets", _behaviour_parser),
     "sweep": ("run a TOML grid of pretraining + training runs (local process pool or Ray Tune)", _sweep_parser),
     "report": ("report.md + report.json + learning-curve PNGs from a directory of run dirs", _report_parser),
@@ -528,7 +649,8 @@ def os_error_line(e: BaseException) -> str:
         errno.ENOTDIR: "a path component is a file, not a directory; choose another path",
         errno.EISDIR: "a directory is in the way where a file is written; choose another path",
         errno.EEXIST: "something is already there; choose another path",
-        errno.ENAMETOOLONG: "the path is too long; choose a shorter one"}
+        errno.ENAMETOOLONG: "the path is too long; choose a shorter one",
+    }
     if isinstance(e, MemoryError):
         return "out of memory for the requested size; use smaller sizes (--batch-size, --transitions, ...)"
     if isinstance(e, RecursionError):

@@ -92,8 +92,9 @@ def from_arrays(
     new_len = np.bincount(ep_id[keep], minlength=E)
     keep_ep = new_len > 0
     if not keep_ep.any():
-        raise DatasetError("no complete transition left: every episode is a "
-                           "single truncated step; pass next_observations")
+        raise DatasetError(
+            "no complete transition left: every episode is a single truncated step; pass next_observations"
+        )
     kept = np.flatnonzero(keep)
     lens = new_len[keep_ep].astype(np.int64)
     ep_new = np.cumsum(keep_ep) - 1  # old episode -> new episode index

@@ -108,8 +108,10 @@ def _bounded(fn: Any, size: Any) -> Any:
 
     def call(*args, **kw):
         if size(*args) > MAX_ALLOC:
-            raise DatasetError(f"the pickle asks {getattr(fn, '__name__', fn)} for more than {MAX_ALLOC >> 20} MB in "
-                               "one call; refused (a real public dataset never does)")
+            raise DatasetError(
+                f"the pickle asks {getattr(fn, '__name__', fn)} for more than {MAX_ALLOC >> 20} MB in "
+                "one call; refused (a real public dataset never does)"
+            )
         return fn(*args, **kw)
 
     return call
@@ -119,8 +121,9 @@ def _encode_latin1(obj: Any, encoding: str = "utf-8", errors: str = "strict") ->
     import codecs
 
     if encoding not in ("latin1", "latin-1"):
-        raise DatasetError(f"the pickle calls _codecs.encode with {encoding!r}; "
-                           "refused (only latin1 is used for arrays)")
+        raise DatasetError(
+            f"the pickle calls _codecs.encode with {encoding!r}; refused (only latin1 is used for arrays)"
+        )
     return codecs.encode(obj, encoding, errors)
 
 
@@ -192,8 +195,18 @@ def restricted_load(path: str | os.PathLike) -> tuple[Any, str]:
             reader.sha256.update(f.read())  # trailing bytes after STOP, if any
     except DatasetError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError,
-            RecursionError, OverflowError) as e:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        MemoryError,
+        RecursionError,
+        OverflowError,
+    ) as e:
         raise DatasetError(
             f"{path} is not a readable pickle ({e.__class__.__name__}: {e}); the file is truncated, corrupted or not "
             "a public factorised-DMC dataset"
@@ -241,8 +254,9 @@ def _column(data: list, j: int, t0: int, t1: int, what: str) -> np.ndarray:
     try:
         return np.stack([np.asarray(data[t][j]) for t in range(t0, t1)])
     except ValueError as e:
-        raise DatasetError(f"{what} in steps {t0}..{t1 - 1} have inconsistent "
-                           f"shapes ({e}); the file is malformed") from None
+        raise DatasetError(
+            f"{what} in steps {t0}..{t1 - 1} have inconsistent shapes ({e}); the file is malformed"
+        ) from None
 
 
 def _decode_actions(raw: np.ndarray, bins: int | None) -> tuple[np.ndarray, str, int]:
@@ -337,12 +351,16 @@ def check_items(data: list, path: Path, budget: int) -> None:
             x = item[j]
             n = 1 if isinstance(x, _SCALARS) else _size(x, depth, budget - total)
             if n < 0 or (j in (2, 4) and n != 1):
-                raise DatasetError(f"item {t} of {path}: {what} is a {type(x).__name__} that is not "
-                                   f"{'a number' if j in (2, 4) else 'a numeric vector'}; the file is malformed")
+                raise DatasetError(
+                    f"item {t} of {path}: {what} is a {type(x).__name__} that is not "
+                    f"{'a number' if j in (2, 4) else 'a numeric vector'}; the file is malformed"
+                )
             total += n
         if total > budget:
-            raise DatasetError(f"{path} expands to more than {budget} numbers by item {t} (repeated references to the "
-                               "same objects); refused, the file is malformed or hostile")
+            raise DatasetError(
+                f"{path} expands to more than {budget} numbers by item {t} (repeated references to the "
+                "same objects); refused, the file is malformed or hostile"
+            )
 
 
 def _describe_lengths(lengths: np.ndarray, limit: int = 6) -> str:
@@ -386,8 +404,9 @@ def import_public_dmc(
         raise DatasetError(f"done_means must be 'auto', 'truncation' or 'termination', got {done_means!r}")
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"{path} does not exist or is not a file; expected "
-                           "<root>/<bins>_bins/<domain>-<task>-<level>")
+        raise DatasetError(
+            f"{path} does not exist or is not a file; expected <root>/<bins>_bins/<domain>-<task>-<level>"
+        )
     env_id, bins, level = parse_public_path(path, env_id, bins, level)
     task = env_id.split(":", 1)[-1]
     if time_limit is None and env_id.startswith("dmc:"):
@@ -537,8 +556,11 @@ def import_public_dmc(
             f"episode length {_describe_lengths(lengths)}",
             f"done read as   {how}",
             "reference      "
-            + (f"random {reference['random']}, expert {reference['expert']} "
-               "(public benchmark)" if reference else "none known"),
+            + (
+                f"random {reference['random']}, expert {reference['expert']} (public benchmark)"
+                if reference
+                else "none known"
+            ),
         ]
     )
     return ds, report
@@ -572,8 +594,9 @@ def export_public_dmc(ds: OfflineDataset, root: str | os.PathLike) -> Path:
     check_meta_names(ds.meta, "export-dmc")
     out = Path(root) / f"{bins}_bins" / f"{task}-{level}"
     if Path(root).resolve() not in out.resolve().parents:  # never write outside --root, whatever the metadata says
-        raise DatasetError(f"export-dmc: the file name from env_id {env_id!r} "
-                           f"and level {level!r} leaves --root; fix the metadata")
+        raise DatasetError(
+            f"export-dmc: the file name from env_id {env_id!r} and level {level!r} leaves --root; fix the metadata"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
 
     obs = ds.observations
@@ -583,9 +606,7 @@ def export_public_dmc(ds: OfflineDataset, root: str | os.PathLike) -> Path:
     done = np.asarray(ds.terminations, dtype=bool) | np.asarray(ds.truncations, dtype=bool)
     obs32 = np.asarray(obs, dtype=np.float32).reshape(obs.shape[0], -1)
     # Rows are views (no per-step copies); each is serialised as its own array, as the public files are.
-    data = [
-        (obs32[oi[t]], acts[t], float(rew[t]), obs32[oi[t] + 1], bool(done[t])) for t in range(ds.num_transitions)
-    ]
+    data = [(obs32[oi[t]], acts[t], float(rew[t]), obs32[oi[t] + 1], bool(done[t])) for t in range(ds.num_transitions)]
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         with open(tmp, "wb") as f:

@@ -63,8 +63,11 @@ def env_spec_json(env_id: str | None, env_kwargs: dict | None) -> str | None:
         spec = gym.spec(gid)
         return dataclasses.replace(spec, kwargs={**spec.kwargs, **kw}).to_json()
     except (gym.error.Error, ValueError, TypeError, ModuleNotFoundError) as e:
-        warnings.warn(f"Minari export: no env_spec for env_id {env_id!r} ({type(e).__name__}: {str(e)[:120]}); "
-                      "recover_environment will not rebuild it", stacklevel=3)
+        warnings.warn(
+            f"Minari export: no env_spec for env_id {env_id!r} ({type(e).__name__}: {str(e)[:120]}); "
+            "recover_environment will not rebuild it",
+            stacklevel=3,
+        )
         return None
 
 

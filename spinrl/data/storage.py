@@ -164,12 +164,15 @@ def read_meta(path: str | os.PathLike) -> dict:
     if not path.exists():
         raise DatasetError(f"dataset path {path} does not exist; create it with 'spinrl data make' or check the path")
     if not path.is_dir() or not (path / "meta.json").exists():
-        raise DatasetError(f"{path} is not a spinrl dataset directory (no meta.json); "
-                           "import foreign formats with 'spinrl data import-dmc'")
+        raise DatasetError(
+            f"{path} is not a spinrl dataset directory (no meta.json); "
+            "import foreign formats with 'spinrl data import-dmc'"
+        )
     mpath = _regular_file(path, "meta.json")
     if mpath.stat().st_size > MAX_META_BYTES:
-        raise DatasetError(f"{mpath} is larger than {MAX_META_BYTES >> 20} MB, "
-                           "not a spinrl meta.json; regenerate the dataset")
+        raise DatasetError(
+            f"{mpath} is larger than {MAX_META_BYTES >> 20} MB, not a spinrl meta.json; regenerate the dataset"
+        )
     try:
         meta = json.loads(mpath.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, OSError) as e:
@@ -184,24 +187,33 @@ def read_meta(path: str | os.PathLike) -> dict:
             f"dataset schema_version {version} is newer than this spinrl supports ({SCHEMA_VERSION}); upgrade spinrl"
         )
     # Fields the loader indexes into must have the right JSON types, or a corrupt file fails with a TypeError.
-    for key, kind, what in (("checksums", dict, "an object"), ("observation_shape", list, "a list"),
-                            ("env_kwargs", (dict, type(None)), "an object")):
+    for key, kind, what in (
+        ("checksums", dict, "an object"),
+        ("observation_shape", list, "a list"),
+        ("env_kwargs", (dict, type(None)), "an object"),
+    ):
         if key in meta and not isinstance(meta[key], kind):
-            raise DatasetError(f"{path}/meta.json field '{key}' must be {what}, got "
-                               f"{type(meta[key]).__name__}; regenerate the dataset")
+            raise DatasetError(
+                f"{path}/meta.json field '{key}' must be {what}, got {type(meta[key]).__name__}; regenerate the dataset"
+            )
     shape = meta.get("observation_shape", [])
     if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise DatasetError(f"{path}/meta.json field 'observation_shape' must list "
-                           f"non-negative integers, got {shape}; regenerate the dataset")
+        raise DatasetError(
+            f"{path}/meta.json field 'observation_shape' must list "
+            f"non-negative integers, got {shape}; regenerate the dataset"
+        )
     if int(np.prod([float(d) for d in shape])) > MAX_ELEMENTS:
-        raise DatasetError(f"{path}/meta.json field 'observation_shape' {shape[:8]} "
-                           "is implausibly large; regenerate the dataset")
+        raise DatasetError(
+            f"{path}/meta.json field 'observation_shape' {shape[:8]} is implausibly large; regenerate the dataset"
+        )
     for key in ("num_transitions", "num_episodes"):
         v = meta.get(key, 0)
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_ELEMENTS:
-            raise DatasetError(f"{path}/meta.json field '{key}' must be an "
-                               f"integer in [0, {MAX_ELEMENTS:.0e}], got {v!r}; "
-                               "regenerate the dataset")
+            raise DatasetError(
+                f"{path}/meta.json field '{key}' must be an "
+                f"integer in [0, {MAX_ELEMENTS:.0e}], got {v!r}; "
+                "regenerate the dataset"
+            )
     check_meta_names(meta, f"{path}/meta.json")
     return meta
 
@@ -232,19 +244,24 @@ def _check_npy_size(fpath: Path, name: str) -> None:
             shape, _, dtype = read(f, max_header_size=10000)
             offset = f.tell()
     except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
-        raise DatasetError(f"cannot read array '{name}' from {fpath} "
-                           f"({str(e)[:120]}); regenerate the dataset") from None
+        raise DatasetError(
+            f"cannot read array '{name}' from {fpath} ({str(e)[:120]}); regenerate the dataset"
+        ) from None
     n = 1
     for dim in shape:
         n *= int(dim)
     if n > MAX_ELEMENTS or dtype.hasobject:
-        raise DatasetError(f"cannot read array '{name}' from {fpath}: it declares shape {shape} dtype {dtype}, not a "
-                           "spinrl array; regenerate the dataset")
+        raise DatasetError(
+            f"cannot read array '{name}' from {fpath}: it declares shape {shape} dtype {dtype}, not a "
+            "spinrl array; regenerate the dataset"
+        )
     if offset + n * dtype.itemsize != fpath.stat().st_size:
-        raise DatasetError(f"cannot read array '{name}' from {fpath}: "
-                           f"{fpath.stat().st_size} bytes but its header declares "
-                           f"{offset + n * dtype.itemsize} (shape {shape}): "
-                           "truncated or padded; regenerate the dataset")
+        raise DatasetError(
+            f"cannot read array '{name}' from {fpath}: "
+            f"{fpath.stat().st_size} bytes but its header declares "
+            f"{offset + n * dtype.itemsize} (shape {shape}): "
+            "truncated or padded; regenerate the dataset"
+        )
 
 
 def meta_digest(meta: dict) -> str:

@@ -84,8 +84,10 @@ class Summary:
         )
         for src, b in (self.by_source or {}).items():
             norm = "" if b["normalized_score"] is None else f"  normalized {b['normalized_score']:.1f}"
-            lines.append(f"  from {src:<8} {b['episodes']:>6} episodes {b['transitions']:>8} transitions  "
-                         f"return {b['return_mean']:.2f} +/- {b['return_std']:.2f}{norm}")
+            lines.append(
+                f"  from {src:<8} {b['episodes']:>6} episodes {b['transitions']:>8} transitions  "
+                f"return {b['return_mean']:.2f} +/- {b['return_std']:.2f}{norm}"
+            )
         for i, h in enumerate(self.action_histograms[:40]):
             tot = max(sum(h), 1)
             lines.append(f"  sub-action {i:>2}: " + " ".join(f"{c / tot:.2f}" for c in h))
@@ -123,8 +125,11 @@ def summarize(ds: "OfflineDataset") -> Summary:
         for entry in by_source.values():
             r = np.concatenate(entry.pop("_r"))
             entry["return_mean"], entry["return_std"] = float(r.mean()), float(r.std())
-            entry["normalized_score"] = None if norm is None or ref is None else float(
-                100.0 * (r.mean() - ref["random"]) / (ref["expert"] - ref["random"]))
+            entry["normalized_score"] = (
+                None
+                if norm is None or ref is None
+                else float(100.0 * (r.mean() - ref["random"]) / (ref["expert"] - ref["random"]))
+            )
     return Summary(
         by_source=by_source,
         episodes=ds.num_episodes,

@@ -27,8 +27,9 @@ def validate(ds: "OfflineDataset") -> None:
     check_meta_names(meta, "metadata")
     lengths = np.asarray(ds.episode_lengths)
     if lengths.ndim != 1 or not np.issubdtype(lengths.dtype, np.integer):
-        raise DatasetError("episode_lengths must be a 1-D integer array, "
-                           f"got shape {lengths.shape} dtype {lengths.dtype}")
+        raise DatasetError(
+            f"episode_lengths must be a 1-D integer array, got shape {lengths.shape} dtype {lengths.dtype}"
+        )
     if len(lengths) == 0:
         raise DatasetError("dataset has no episodes; provide at least one transition")
     if np.any(lengths <= 0):
@@ -40,8 +41,9 @@ def validate(ds: "OfflineDataset") -> None:
     if a.ndim != 2 or a.shape[0] != T:
         raise DatasetError(f"actions must have shape [{T}, {space.n}] (transitions, sub-actions), got {a.shape}")
     if a.shape[1] != space.n:
-        raise DatasetError(f"actions have {a.shape[1]} columns but nvec has "
-                           f"{space.n} sub-actions; fix nvec or the actions")
+        raise DatasetError(
+            f"actions have {a.shape[1]} columns but nvec has {space.n} sub-actions; fix nvec or the actions"
+        )
     space.validate(a, "actions")
     obs = np.asarray(ds.observations)
     if obs.ndim < 2 or 0 in obs.shape[1:]:
@@ -76,8 +78,9 @@ def validate(ds: "OfflineDataset") -> None:
     not_end[ends] = False
     if np.any((term | trunc) & not_end):
         i = int(np.argmax((term | trunc) & not_end))
-        raise DatasetError(f"transition {i} is marked done but is not the "
-                           "last step of its episode; fix episode_lengths")
+        raise DatasetError(
+            f"transition {i} is marked done but is not the last step of its episode; fix episode_lengths"
+        )
 
 
 def _check_finite(arr: np.ndarray, name: str, chunk: int = 1 << 20) -> None:
@@ -101,10 +104,16 @@ def safe_name(value: Any, field: str) -> None:
         return
     if not isinstance(value, str):
         raise DatasetError(f"metadata field '{field}' must be a string, got {type(value).__name__}; fix the metadata")
-    if (any(c in value for c in "/\\\0") or value.split(":")[-1] in (".", "..") or value.startswith(".")
-            or len(value) > 200):
-        raise DatasetError(f"metadata field '{field}' = {value[:80]!r} is not a safe name (no '/', '\\', '..', leading "
-                           "'.' or absolute paths); fix the metadata")
+    if (
+        any(c in value for c in "/\\\0")
+        or value.split(":")[-1] in (".", "..")
+        or value.startswith(".")
+        or len(value) > 200
+    ):
+        raise DatasetError(
+            f"metadata field '{field}' = {value[:80]!r} is not a safe name (no '/', '\\', '..', leading "
+            "'.' or absolute paths); fix the metadata"
+        )
 
 
 def check_meta_names(meta: dict, where: str) -> None:

@@ -59,15 +59,22 @@ DESCRIPTIONS = {
     "maze": "2-D point pushed by n binary actuators around two walls to a goal (docs/benchmarks.md s.2)",
     "cone": "D-dim grid, 2 bits per dimension (XOR-coded stay), pits on the start-goal line (docs/benchmarks.md s.3)",
     "sepsis": "ICU-Sepsis tabular MDP from MIMIC-III, fluids x vasopressors 5x5 "
-              "(docs/benchmarks.md s.4; extra 'sepsis')",
+    "(docs/benchmarks.md s.4; extra 'sepsis')",
     "dmc": "DM Control task, each action dimension discretized into bins (docs/benchmarks.md s.1)",
 }
 DMC_TASKS = ["cheetah-run", "finger-spin", "fish-swim", "quadruped-walk", "humanoid-stand", "dog-trot"]
 DMC_REFERENCE = {  # (task, bins): (random, expert), docs/benchmarks.md section 1
-    ("cheetah-run", 3): (5.39, 664.57), ("finger-spin", 3): (4.36, 853.62), ("fish-swim", 3): (72.32, 418.58),
-    ("quadruped-walk", 3): (121.37, 781.19), ("humanoid-stand", 3): (4.54, 711.9), ("dog-trot", 3): (7.32, 724.37),
-    ("dog-trot", 10): (6.48, 736.95), ("dog-trot", 30): (6.39, 768.24), ("dog-trot", 50): (6.1, 752.58),
-    ("dog-trot", 75): (6.31, 803.05), ("dog-trot", 100): (6.14, 756.86),
+    ("cheetah-run", 3): (5.39, 664.57),
+    ("finger-spin", 3): (4.36, 853.62),
+    ("fish-swim", 3): (72.32, 418.58),
+    ("quadruped-walk", 3): (121.37, 781.19),
+    ("humanoid-stand", 3): (4.54, 711.9),
+    ("dog-trot", 3): (7.32, 724.37),
+    ("dog-trot", 10): (6.48, 736.95),
+    ("dog-trot", 30): (6.39, 768.24),
+    ("dog-trot", 50): (6.1, 752.58),
+    ("dog-trot", 75): (6.31, 803.05),
+    ("dog-trot", 100): (6.14, 756.86),
 }
 LEVELS = ("random", "medium", "expert")
 # per-step probability of a random action for "medium", tuned to ~45 normalized (see tests/test_envs.py)
@@ -84,8 +91,10 @@ def _family(env_id: str) -> str:
         return env_id
     if _gym_registered(env_id):
         return "gym"
-    raise SpinError(f"env_id '{env_id}' is unknown; use maze, cone, sepsis, dmc:<domain>-<task> (e.g. dmc:cheetah-run) "
-                    "or a registered Gymnasium id (module:ID imports the module that registers it)")
+    raise SpinError(
+        f"env_id '{env_id}' is unknown; use maze, cone, sepsis, dmc:<domain>-<task> (e.g. dmc:cheetah-run) "
+        "or a registered Gymnasium id (module:ID imports the module that registers it)"
+    )
 
 
 def _gym_registered(env_id: str) -> bool:
@@ -97,8 +106,10 @@ def _gym_registered(env_id: str) -> bool:
         try:
             importlib.import_module(module)
         except ImportError as e:
-            raise SpinError(f"env_id '{env_id}': cannot import module '{module}' ({e}); "
-                            "pass module:ID with an importable module that registers ID") from None
+            raise SpinError(
+                f"env_id '{env_id}': cannot import module '{module}' ({e}); "
+                "pass module:ID with an importable module that registers ID"
+            ) from None
     return name in gym.registry
 
 
@@ -114,8 +125,9 @@ def _resolve(env_id: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             raise SpinError(f"{env_id}: unknown option '{key}'; valid options: {ok}")
     kw = {**allowed, **kwargs}
     if fam == "maze" and (not isinstance(kw["actuators"], (int, np.integer)) or kw["actuators"] < 2):
-        raise SpinError(f"maze actuators = {kw['actuators']!r}: need an integer "
-                        ">= 2 (reference scores for 3, 5, 7, 10, 12, 15)")
+        raise SpinError(
+            f"maze actuators = {kw['actuators']!r}: need an integer >= 2 (reference scores for 3, 5, 7, 10, 12, 15)"
+        )
     if fam == "cone":
         from spinrl.envs.cone import check_cone_kwargs
 
@@ -168,10 +180,15 @@ def check_env(env: gym.Env, name: str | None = None) -> gym.Env:
     """
     name = name or getattr(getattr(env, "spec", None), "id", None) or type(env).__name__
     act, obs = getattr(env, "action_space", None), getattr(env, "observation_space", None)
-    if (not isinstance(act, gym.spaces.MultiDiscrete) or np.asarray(act.nvec).ndim != 1
-            or np.any(np.asarray(act.start) != 0)):
-        raise SpinError(f"{name} has action space {act}; spinrl needs a 1-D MultiDiscrete starting at 0 "
-                        "(factored discrete actions): discretize or shift it in a wrapper first")
+    if (
+        not isinstance(act, gym.spaces.MultiDiscrete)
+        or np.asarray(act.nvec).ndim != 1
+        or np.any(np.asarray(act.start) != 0)
+    ):
+        raise SpinError(
+            f"{name} has action space {act}; spinrl needs a 1-D MultiDiscrete starting at 0 "
+            "(factored discrete actions): discretize or shift it in a wrapper first"
+        )
     if not isinstance(obs, gym.spaces.Box):
         raise SpinError(f"{name} has observation space {obs}; spinrl needs a Box: flatten it in a wrapper first")
     return env
@@ -270,8 +287,9 @@ def _own_reference(env_id: str, key: tuple) -> ReferenceScores:
     seeds = list(range(10_000, 10_200))
     rnd = rollout_returns(venv, behaviour_policy(env_id, "random", **kw), seeds, np.random.default_rng(0)).mean()
     exp = rollout_returns(venv, behaviour_policy(env_id, "expert", **kw), seeds, np.random.default_rng(1)).mean()
-    return ReferenceScores(float(rnd), float(exp), "spinrl scripted policies: uniform "
-                                                   "random and expert, 200 episodes each")
+    return ReferenceScores(
+        float(rnd), float(exp), "spinrl scripted policies: uniform random and expert, 200 episodes each"
+    )
 
 
 def reference_scores(env_id: str, **kwargs: Any) -> ReferenceScores | None:
@@ -302,7 +320,8 @@ def reference_scores(env_id: str, **kwargs: Any) -> ReferenceScores | None:
 
         load_dynamics()  # raises MissingExtraError without the extra
         return ReferenceScores(
-            SEPSIS_EXACT["random"], SEPSIS_EXACT["optimal"],
+            SEPSIS_EXACT["random"],
+            SEPSIS_EXACT["optimal"],
             "exact policy evaluation of the icu-sepsis MDP: uniform "
             "random and optimal (value iteration); clinicians score 0.782",
         )
@@ -356,12 +375,16 @@ def behaviour_policy(env_id: str, level: str, p_random: float | None = None, **k
             nvec = make_vector(env_id, 1, **kw).nvec
         return BehaviourPolicy(random_act(nvec), nvec, "uniform random joint action")
     if fam == "dmc":
-        raise SpinError(f"{env_id}: scripted '{level}' policies exist for maze, cone "
-                        "and sepsis only; train a DecQN behaviour agent for dmc")
+        raise SpinError(
+            f"{env_id}: scripted '{level}' policies exist for maze, cone "
+            "and sepsis only; train a DecQN behaviour agent for dmc"
+        )
     if fam == "gym":
-        raise SpinError(f"{env_id}: scripted '{level}' policies exist for "
-                        "maze, cone and sepsis only; use level 'random' "
-                        "or collect with your own policy (spinrl.collect)")
+        raise SpinError(
+            f"{env_id}: scripted '{level}' policies exist for "
+            "maze, cone and sepsis only; use level 'random' "
+            "or collect with your own policy (spinrl.collect)"
+        )
     p = MEDIUM_P[fam] if p_random is None else float(p_random)
     if not 0.0 <= p <= 1.0:
         raise SpinError(f"p_random = {p}: must lie in [0, 1]")
@@ -371,28 +394,41 @@ def behaviour_policy(env_id: str, level: str, p_random: float | None = None, **k
         ex = _maze_expert(int(kw["actuators"]))
         nvec = np.full(ex.n, 2)
         if level == "expert":
-            return BehaviourPolicy(ex.act, nvec, "maze expert: uniform over coordinated joint actions along a "
-                                                 f"waypoint heading ({ex.counts.mean():.0f} per state on average)")
-        return BehaviourPolicy(mixed_act(ex.act, nvec, p), nvec, "maze medium: expert, but a uniform "
-                                                                 f"random joint action with probability {p}")
+            return BehaviourPolicy(
+                ex.act,
+                nvec,
+                "maze expert: uniform over coordinated joint actions along a "
+                f"waypoint heading ({ex.counts.mean():.0f} per state on average)",
+            )
+        return BehaviourPolicy(
+            mixed_act(ex.act, nvec, p),
+            nvec,
+            f"maze medium: expert, but a uniform random joint action with probability {p}",
+        )
     if fam == "cone":
         from spinrl.envs.cone import cone_medium_act
 
         ex = _cone_expert(_key(kw))
         nvec = ex.core.nvec
         if level == "expert":
-            return BehaviourPolicy(ex.act, nvec, "cone expert: uniform over optimal moves (value "
-                                                 "iteration), stays coded (0,0)/(1,1) at random")
-        return BehaviourPolicy(cone_medium_act(ex, p), nvec, "cone medium: optimal move, but a "
-                                                             f"random neighbour with probability {p}")
+            return BehaviourPolicy(
+                ex.act,
+                nvec,
+                "cone expert: uniform over optimal moves (value iteration), stays coded (0,0)/(1,1) at random",
+            )
+        return BehaviourPolicy(
+            cone_medium_act(ex, p), nvec, f"cone medium: optimal move, but a random neighbour with probability {p}"
+        )
     from spinrl.envs.sepsis import sepsis_policy_act
 
     nvec = np.array([5, 5])
     if level == "expert":
-        return BehaviourPolicy(sepsis_policy_act(0.0), nvec, "sepsis expert: the clinicians' "
-                                                             "policy (package expert_policy)")
-    return BehaviourPolicy(sepsis_policy_act(p), nvec, "sepsis medium: clinicians' policy, uniform "
-                                                       f"random action with probability {p}")
+        return BehaviourPolicy(
+            sepsis_policy_act(0.0), nvec, "sepsis expert: the clinicians' policy (package expert_policy)"
+        )
+    return BehaviourPolicy(
+        sepsis_policy_act(p), nvec, f"sepsis medium: clinicians' policy, uniform random action with probability {p}"
+    )
 
 
 def list_envs() -> list[dict[str, Any]]:
@@ -402,18 +438,37 @@ def list_envs() -> list[dict[str, Any]]:
         row: dict[str, Any] = {"id": env_id, "kwargs": dict(DEFAULTS[env_id]), "description": DESCRIPTIONS[env_id]}
         try:
             venv = make_vector(env_id, 1)
-            row.update(obs_dim=venv.observation_dim, nvec=[int(m) for m in venv.nvec],
-                       joint_size=int(np.prod(venv.nvec.astype(object))), available=True)
+            row.update(
+                obs_dim=venv.observation_dim,
+                nvec=[int(m) for m in venv.nvec],
+                joint_size=int(np.prod(venv.nvec.astype(object))),
+                available=True,
+            )
         except SpinError as e:  # missing extra
             row.update(obs_dim=47, nvec=[5, 5], joint_size=25, available=False, note=str(e))
         rows.append(row)
     # static facts (docs/benchmarks.md section 1 table) so listing never loads MuJoCo
-    dmc_shape = {"cheetah-run": (17, 6), "finger-spin": (9, 2), "fish-swim": (24, 5), "quadruped-walk": (78, 12),
-                 "humanoid-stand": (67, 21), "dog-trot": (223, 38)}
+    dmc_shape = {
+        "cheetah-run": (17, 6),
+        "finger-spin": (9, 2),
+        "fish-swim": (24, 5),
+        "quadruped-walk": (78, 12),
+        "humanoid-stand": (67, 21),
+        "dog-trot": (223, 38),
+    }
     for task in DMC_TASKS:
         obs_dim, n = dmc_shape[task]
-        rows.append({"id": f"dmc:{task}", "kwargs": {"bins": 3}, "obs_dim": obs_dim, "nvec": [3] * n,
-                     "joint_size": 3**n, "available": True, "description": DESCRIPTIONS["dmc"]})
+        rows.append(
+            {
+                "id": f"dmc:{task}",
+                "kwargs": {"bins": 3},
+                "obs_dim": obs_dim,
+                "nvec": [3] * n,
+                "joint_size": 3**n,
+                "available": True,
+                "description": DESCRIPTIONS["dmc"],
+            }
+        )
     return rows
 
 

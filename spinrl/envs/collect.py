@@ -49,8 +49,10 @@ def collect(
             a = np.asarray(policy(o)).reshape(-1)
             if not np.issubdtype(a.dtype, np.integer):  # 0.7 would be truncated to 0 without a word
                 if not (np.issubdtype(a.dtype, np.number) and np.isfinite(a).all() and (a == np.round(a)).all()):
-                    raise DatasetError(f"policy returned non-integer action {a.tolist()[:8]} in episode {k}; "
-                                       "return sub-action indices (integers in [0, nvec))")
+                    raise DatasetError(
+                        f"policy returned non-integer action {a.tolist()[:8]} in episode {k}; "
+                        "return sub-action indices (integers in [0, nvec))"
+                    )
             o, r, te, tr, _ = env.step(a)
             ep_obs.append(np.asarray(o, dtype=np.float32).reshape(-1))
             act_l.append(a.astype(np.int64))
@@ -73,8 +75,10 @@ def collect(
             try:
                 json.dumps(env_kwargs)
             except TypeError:
-                raise DatasetError(f"the env's options {sorted(env_kwargs)} are not JSON values; pass env_kwargs= "
-                                   "with the JSON options that rebuild it (or env_kwargs={})") from None
+                raise DatasetError(
+                    f"the env's options {sorted(env_kwargs)} are not JSON values; pass env_kwargs= "
+                    "with the JSON options that rebuild it (or env_kwargs={})"
+                ) from None
     md = {
         "env_id": env_id,
         "env_kwargs": env_kwargs or {},
@@ -82,5 +86,6 @@ def collect(
         "generator": {"function": "spinrl.data.collect", "episodes": episodes, "seed": seed},
         **meta,
     }
-    return from_episodes(np.stack(obs_l), np.stack(act_l), np.array(rew_l), np.array(term_l), np.array(trunc_l),
-                         np.array(lens), md)
+    return from_episodes(
+        np.stack(obs_l), np.stack(act_l), np.array(rew_l), np.array(term_l), np.array(trunc_l), np.array(lens), md
+    )

@@ -64,8 +64,15 @@ class ConeCore:
 
     max_steps = MAX_STEPS
 
-    def __init__(self, num_envs: int, dims: int = 5, size: int = 5, pit_seed: int = 0, n_pits: int | None = None,
-                 include_distances: bool = True):
+    def __init__(
+        self,
+        num_envs: int,
+        dims: int = 5,
+        size: int = 5,
+        pit_seed: int = 0,
+        n_pits: int | None = None,
+        include_distances: bool = True,
+    ):
         n = check_cone_kwargs(dims, size, n_pits)
         self.dims, self.size, self.include_distances = int(dims), int(size), bool(include_distances)
         self.nvec = np.full(2 * self.dims, 2, dtype=np.int64)
@@ -128,8 +135,10 @@ class ConeExpert:
         self.core = core
         D, S = core.dims, core.size
         if S**D * 3**D > MAX_EXPERT_TABLE:
-            raise SpinError(f"cone expert: size**dims * 3**dims = {S**D * 3**D} > "
-                            f"{MAX_EXPERT_TABLE}; use a smaller grid (e.g. dims <= 6 at size 5)")
+            raise SpinError(
+                f"cone expert: size**dims * 3**dims = {S**D * 3**D} > "
+                f"{MAX_EXPERT_TABLE}; use a smaller grid (e.g. dims <= 6 at size 5)"
+            )
         self.offsets = _offsets(D)
         cells = np.arange(S**D)
         coords = cells[:, None] // core.radix % S

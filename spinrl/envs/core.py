@@ -167,8 +167,12 @@ class LoopVectorEnv(VectorEnv):
             if self._term[i] or self._trunc[i]:
                 continue
             obs, r, te, tr, _ = env.step(a[i])
-            self._obs[i], reward[i], self._term[i], self._trunc[i] = (np.asarray(obs, dtype=np.float32).reshape(-1),
-                                                                      r, te, tr)
+            self._obs[i], reward[i], self._term[i], self._trunc[i] = (
+                np.asarray(obs, dtype=np.float32).reshape(-1),
+                r,
+                te,
+                tr,
+            )
         return self._obs.copy(), reward, self._term.copy(), self._trunc.copy()
 
     def close(self) -> None:
@@ -188,8 +192,9 @@ class CoreEnv(gym.Env):
         self._vec = CoreVectorEnv(core_factory, 1)
         if render_mode is not None and (render_mode != "rgb_array" or not hasattr(self._vec.core, "render_rgb")):
             can = "rgb_array" if hasattr(self._vec.core, "render_rgb") else "none"
-            raise SpinError(f"render_mode={render_mode!r}: {spec_id or 'this env'} "
-                            f"renders {can}; use maze or dmc:... for videos")
+            raise SpinError(
+                f"render_mode={render_mode!r}: {spec_id or 'this env'} renders {can}; use maze or dmc:... for videos"
+            )
         self.render_mode = render_mode
         self.action_space = gym.spaces.MultiDiscrete(self._vec.nvec)
         low, high = getattr(self._vec.core, "obs_bounds", (-np.inf, np.inf))
@@ -233,8 +238,9 @@ class ReferenceScores:
 class BehaviourPolicy:
     """A scripted behaviour policy: ``act(obs [B, obs_dim], rng) -> actions [B, N] int64``."""
 
-    def __init__(self, act_fn: Callable[[np.ndarray, np.random.Generator], np.ndarray], nvec: np.ndarray,
-                 description: str):
+    def __init__(
+        self, act_fn: Callable[[np.ndarray, np.random.Generator], np.ndarray], nvec: np.ndarray, description: str
+    ):
         self._act = act_fn
         self.nvec = np.asarray(nvec, dtype=np.int64)
         self.description = description
@@ -259,8 +265,9 @@ def random_act(nvec: np.ndarray) -> Callable[[np.ndarray, np.random.Generator], 
     return act
 
 
-def rollout_returns(venv: VectorEnv, policy: BehaviourPolicy, seeds: Sequence[int],
-                    rng: np.random.Generator) -> np.ndarray:
+def rollout_returns(
+    venv: VectorEnv, policy: BehaviourPolicy, seeds: Sequence[int], rng: np.random.Generator
+) -> np.ndarray:
     """Undiscounted return of one episode per seed, all episodes stepped as one batch."""
     obs = venv.reset(seeds)
     ret = np.zeros(len(seeds))

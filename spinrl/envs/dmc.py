@@ -131,7 +131,9 @@ class DMCEnv(gym.Env):
             return self._env.physics.render(*self.render_size, camera_id=0)
         except Exception as e:  # no GL backend: name the setting and the system packages
             gl = os.environ.get("MUJOCO_GL")
-            raise SpinError(f"DM Control rendering failed with MUJOCO_GL={gl} "
-                            f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}); "
-                            "install Mesa's EGL (libegl1) or OSMesa (libosmesa6) "
-                            "and set MUJOCO_GL=egl or osmesa") from None
+            raise SpinError(
+                f"DM Control rendering failed with MUJOCO_GL={gl} "
+                f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}); "
+                "install Mesa's EGL (libegl1) or OSMesa (libosmesa6) "
+                "and set MUJOCO_GL=egl or osmesa"
+            ) from None

@@ -24,8 +24,14 @@ STEP_REWARD = -0.05
 GOAL_REWARD = 100.0
 MAX_STEPS = 150
 MAX_ENUM = 15  # enumerate all 2^n joint actions up to this many actuators
-REFERENCE = {3: (-1.76, 99.22), 5: (-5.62, 99.34), 7: (-6.85, 99.38), 10: (-7.45, 99.37), 12: (-7.45, 99.2),
-             15: (-7.45, 99.33)}
+REFERENCE = {
+    3: (-1.76, 99.22),
+    5: (-5.62, 99.34),
+    7: (-6.85, 99.38),
+    10: (-7.45, 99.37),
+    12: (-7.45, 99.2),
+    15: (-7.45, 99.33),
+}
 
 
 def actuator_vectors(n: int) -> np.ndarray:
@@ -89,7 +95,7 @@ class MazeCore:
             ctr = t * SUBSTEPS + k
             noisy = counter_uniform(self.keys, ctr, 0) < NOISE_PROB
             uniform = np.stack([counter_uniform(self.keys, ctr, 1), counter_uniform(self.keys, ctr, 2)], 1)
-            noise = uniform ** 2 / 1.415 * STEP
+            noise = uniform**2 / 1.415 * STEP
             cand = self.pos + np.where(noisy[:, None], noise, delta)
             ok = (cand >= 0).all(1) & (cand <= 1).all(1) & ~_in_rects(cand, WALLS)
             moving &= ok  # a sub-step into a wall or out of bounds ends the whole step
@@ -170,8 +176,9 @@ class MazeExpert:
     def __init__(self, actuators: int, min_cos: float = 0.95, min_len: float = 0.75, bins: int = 360):
         self.n = int(actuators)
         if self.n > MAX_ENUM:
-            raise SpinError(f"actuators = {self.n}: the maze expert enumerates "
-                            f"2^n joint actions; use actuators <= {MAX_ENUM}")
+            raise SpinError(
+                f"actuators = {self.n}: the maze expert enumerates 2^n joint actions; use actuators <= {MAX_ENUM}"
+            )
         units = actuator_vectors(self.n)
         self.combos = all_joint_actions(self.n)
         motion = self.combos.astype(np.float64) @ (units / max_motion_norm(units))

@@ -57,8 +57,12 @@ def register_envs() -> None:
     for gid, task in DMC_TASK_IDS.items():
         if gid not in gym.registry:
             domain, _, name = task.partition("-")
-            gym.register(gid, entry_point="spinrl.envs.registration:dmc", kwargs={"domain": domain, "task": name},
-                         disable_env_checker=True)
+            gym.register(
+                gid,
+                entry_point="spinrl.envs.registration:dmc",
+                kwargs={"domain": domain, "task": name},
+                disable_env_checker=True,
+            )
 
 
 def canonical(env_id: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -31,8 +31,9 @@ def load_dynamics() -> dict[str, np.ndarray]:
     root = list(spec.submodule_search_locations)[0]
     path = os.path.join(root, "envs", "assets", "dynamics.npz")
     if not os.path.exists(path):
-        raise SpinError(f"icu-sepsis is installed but {path} is missing; reinstall "
-                        "with: pip install --force-reinstall icu-sepsis")
+        raise SpinError(
+            f"icu-sepsis is installed but {path} is missing; reinstall with: pip install --force-reinstall icu-sepsis"
+        )
     with np.load(path) as d:
         out = {k: np.asarray(d[k]) for k in ("tx_mat", "r_mat", "d_0", "expert_policy", "state_cluster_centers")}
     out["tx_cum"] = np.cumsum(out["tx_mat"], axis=2)
@@ -143,5 +144,8 @@ def exact_values() -> dict[str, float]:
     """
     pol = load_dynamics()["expert_policy"]
     pol = np.where(pol.sum(1, keepdims=True) > 0, pol, 1.0 / pol.shape[1])
-    return {"random": policy_value(np.full_like(pol, 1.0 / pol.shape[1])), "clinicians": policy_value(pol),
-            "optimal": policy_value(None)}
+    return {
+        "random": policy_value(np.full_like(pol, 1.0 / pol.shape[1])),
+        "clinicians": policy_value(pol),
+        "optimal": policy_value(None),
+    }

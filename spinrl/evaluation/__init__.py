@@ -9,10 +9,19 @@ from typing import TYPE_CHECKING
 from spinrl.utils.lazy import lazy_package
 
 _EVALUATE = "spinrl.evaluation.evaluate"
-lazy_package(__name__, {"EvalResult": _EVALUATE, "evaluate": _EVALUATE, "evaluate_act": _EVALUATE,
-                        "normalize": _EVALUATE, "Policy": "spinrl.evaluation.policy",
-                        "time_to_target": "spinrl.evaluation.targets", "EvalConfig": "spinrl.evaluation.config",
-                        "run_eval": "spinrl.evaluation.config"})
+lazy_package(
+    __name__,
+    {
+        "EvalResult": _EVALUATE,
+        "evaluate": _EVALUATE,
+        "evaluate_act": _EVALUATE,
+        "normalize": _EVALUATE,
+        "Policy": "spinrl.evaluation.policy",
+        "time_to_target": "spinrl.evaluation.targets",
+        "EvalConfig": "spinrl.evaluation.config",
+        "run_eval": "spinrl.evaluation.config",
+    },
+)
 
 if TYPE_CHECKING:  # the same names for type checkers and editors ("X as X": re-exported)
     from spinrl.evaluation.config import EvalConfig as EvalConfig

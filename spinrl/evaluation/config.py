@@ -59,8 +59,17 @@ def run_eval(cfg: EvalConfig) -> Any:
     if cfg.offline is None:
         from spinrl.evaluation.evaluate import evaluate
 
-        return evaluate(cfg.policy, env=cfg.env, episodes=cfg.episodes, seed=cfg.seed, greedy=cfg.greedy, mode=cfg.mode,
-                        threads=cfg.threads, video=cfg.video, **cfg.env_kwargs)
+        return evaluate(
+            cfg.policy,
+            env=cfg.env,
+            episodes=cfg.episodes,
+            seed=cfg.seed,
+            greedy=cfg.greedy,
+            mode=cfg.mode,
+            threads=cfg.threads,
+            video=cfg.video,
+            **cfg.env_kwargs,
+        )
     from spinrl.evaluation.offline import offline_evaluate, write_offline_eval
 
     res = offline_evaluate(cfg.policy, cfg.offline, seed=cfg.seed, iterations=cfg.fqe_iterations, threads=cfg.threads)

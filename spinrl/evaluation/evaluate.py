@@ -98,7 +98,11 @@ def resolve_eval_mode(mode: str, env_id: str, env_kwargs: dict | None = None) ->
 
 
 def exact_evaluate(
-    policy: Policy, env_id: str, env_kwargs: dict | None = None, greedy: bool = False, reference: dict | None = None,
+    policy: Policy,
+    env_id: str,
+    env_kwargs: dict | None = None,
+    greedy: bool = False,
+    reference: dict | None = None,
 ) -> EvalResult:
     """The policy's expected return from the env's model (``envs.exact_return``), as a one-value result:
     the action distributions are computed in closed form (``Policy.action_probs``), so nothing is sampled."""
@@ -160,22 +164,27 @@ def _evaluate(policy, env, episodes, seed, greedy, num_envs, reference, mode, en
     instance = env is not None and not isinstance(env, str)
     if instance:  # an env object: checked, stepped as a batch of one, no known model or references
         if env_kwargs:
-            raise ConfigError(f"env options {sorted(env_kwargs)} apply to an env "
-                              "id, not to an env object; make the env with them")
+            raise ConfigError(
+                f"env options {sorted(env_kwargs)} apply to an env id, not to an env object; make the env with them"
+            )
         if mode == "exact":
-            raise ConfigError("--mode exact needs an env id with a known model "
-                              "(sepsis), not an env object; use rollout or auto")
+            raise ConfigError(
+                "--mode exact needs an env id with a known model (sepsis), not an env object; use rollout or auto"
+            )
         if video is not None and getattr(env, "render_mode", None) != "rgb_array":
-            raise ConfigError(f"video: the env's render_mode is {getattr(env, 'render_mode', None)!r}; make it with "
-                              "render_mode='rgb_array'")
+            raise ConfigError(
+                f"video: the env's render_mode is {getattr(env, 'render_mode', None)!r}; make it with "
+                "render_mode='rgb_array'"
+            )
         probe = envs.wrap(env)
         env_id = getattr(getattr(env, "spec", None), "id", None) or type(env).__name__
         kwargs: dict = {}
     else:
         env_id = env or sig.get("env_id")
         if env_id is None:
-            raise ConfigError("the policy's dataset names no environment; "
-                              "pass env='maze' (or another id) to evaluate it")
+            raise ConfigError(
+                "the policy's dataset names no environment; pass env='maze' (or another id) to evaluate it"
+            )
         kwargs = env_kwargs if env else (env_kwargs or sig.get("env_kwargs") or {})
         probe = envs.make_vector(env_id, 1, **kwargs)
         probe.close()
@@ -186,17 +195,28 @@ def _evaluate(policy, env, episodes, seed, greedy, num_envs, reference, mode, en
             f"{int(probe.observation_dim)} and {[int(m) for m in probe.nvec]}; "
             "evaluate it in its own environment (drop --env and env options)"
         )
-    video_env = (None if video is None
-                 else env if instance else envs.make(env_id, render_mode="rgb_array", **kwargs))
-    result = _run(policy, env_id, kwargs, probe if instance else None, episodes, seed, greedy, num_envs, reference,
-                  mode, env is None)
+    video_env = None if video is None else env if instance else envs.make(env_id, render_mode="rgb_array", **kwargs)
+    result = _run(
+        policy,
+        env_id,
+        kwargs,
+        probe if instance else None,
+        episodes,
+        seed,
+        greedy,
+        num_envs,
+        reference,
+        mode,
+        env is None,
+    )
     if video_env is not None:
         from spinrl.evaluation.video import record_video
 
         gen = torch.Generator(device=policy.device)
         gen.manual_seed(seed)
-        result.video = record_video(video_env, lambda obs: policy.act(obs, deterministic=greedy, generator=gen),
-                                    seed + 100, video)
+        result.video = record_video(
+            video_env, lambda obs: policy.act(obs, deterministic=greedy, generator=gen), seed + 100, video
+        )
         if not instance:
             video_env.close()
     return result
@@ -207,8 +227,11 @@ def _run(policy, env_id, kwargs, vec, episodes, seed, greedy, num_envs, referenc
     if vec is not None:
         gen = torch.Generator(device=policy.device)
         gen.manual_seed(seed)
-        eps = run_episodes(vec, lambda obs: policy.act(obs, deterministic=greedy, generator=gen),
-                           [seed + 100 + k for k in range(episodes)])
+        eps = run_episodes(
+            vec,
+            lambda obs: policy.act(obs, deterministic=greedy, generator=gen),
+            [seed + 100 + k for k in range(episodes)],
+        )
         return EvalResult(eps.returns, normalize(eps.returns, reference), reference)
     env = None if own_env else env_id
     if reference is None and env is None:

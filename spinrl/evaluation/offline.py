@@ -32,8 +32,9 @@ from spinrl.utils.rundir import write_json
 
 
 class ActsLikePolicy(Protocol):
-    def act(self, observations: np.ndarray, deterministic: bool = False,
-            generator: torch.Generator | None = None) -> np.ndarray: ...
+    def act(
+        self, observations: np.ndarray, deterministic: bool = False, generator: torch.Generator | None = None
+    ) -> np.ndarray: ...
 
 
 @dataclass
@@ -86,22 +87,29 @@ class QNet(nn.Module):
     def __init__(self, obs_dim: int, nvec: tuple[int, ...], hidden: int):
         super().__init__()
         self.total = int(sum(nvec))
-        self.register_buffer("offsets", torch.as_tensor(np.concatenate([[0], np.cumsum(nvec)[:-1]]),
-                                                        dtype=torch.long))
-        self.net = nn.Sequential(nn.Linear(obs_dim + self.total, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
-                                 nn.ReLU(), nn.Linear(hidden, 1))
+        self.register_buffer("offsets", torch.as_tensor(np.concatenate([[0], np.cumsum(nvec)[:-1]]), dtype=torch.long))
+        self.net = nn.Sequential(
+            nn.Linear(obs_dim + self.total, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, 1),
+        )
 
     def forward(self, s_BD: torch.Tensor, a_BN: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([s_BD, _one_hot(a_BN, self.offsets, self.total)], dim=1)).squeeze(1)
 
 
-def _policy_actions(policy: ActsLikePolicy, obs: np.ndarray, k: int, deterministic: bool, gen: torch.Generator,
-                    chunk: int = 4096) -> np.ndarray:
+def _policy_actions(
+    policy: ActsLikePolicy, obs: np.ndarray, k: int, deterministic: bool, gen: torch.Generator, chunk: int = 4096
+) -> np.ndarray:
     """[K, B, N] actions of the policy at ``obs`` (K copies of the mode when deterministic)."""
     out = []
     for _ in range(1 if deterministic else k):
-        parts = [policy.act(obs[i:i + chunk], deterministic=deterministic, generator=gen)
-                 for i in range(0, len(obs), chunk)]
+        parts = [
+            policy.act(obs[i : i + chunk], deterministic=deterministic, generator=gen)
+            for i in range(0, len(obs), chunk)
+        ]
         out.append(np.concatenate(parts) if parts else np.zeros((0,), dtype=np.int64))
     return np.stack(out).astype(np.int64)
 
@@ -161,8 +169,11 @@ def fqe(policy: ActsLikePolicy, data, cfg: FQEConfig | None = None, progress: bo
     with torch.no_grad():
         s0 = torch.as_tensor(s0_np)
         v0 = torch.stack([q(s0, a0_KBN[k]) for k in range(a0_KBN.shape[0])]).mean(0)
-    return {"fqe_value": float(v0.mean()), "behaviour_value": discounted_episode_return(data, cfg.gamma),
-            "td_loss": loss_mean}
+    return {
+        "fqe_value": float(v0.mean()),
+        "behaviour_value": discounted_episode_return(data, cfg.gamma),
+        "td_loss": loss_mean,
+    }
 
 
 def discounted_episode_return(data, gamma: float) -> float:
@@ -170,7 +181,7 @@ def discounted_episode_return(data, gamma: float) -> float:
     lengths = np.asarray(data.episode_lengths, dtype=np.int64)
     r = np.asarray(data.rewards, dtype=np.float64)
     t = np.arange(len(r)) - np.repeat(np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    disc = r * gamma ** t
+    disc = r * gamma**t
     return float(np.add.reduceat(disc, np.concatenate([[0], np.cumsum(lengths)[:-1]])).mean())
 
 
@@ -178,14 +189,24 @@ def action_agreement(policy: ActsLikePolicy, data, chunk: int = 4096) -> dict:
     """Exact-match rate and per-sub-action agreement of the policy's most likely action with the data."""
     obs = np.asarray(data.transition_observations, dtype=np.float32).reshape(data.num_transitions, -1)
     acts = np.asarray(data.actions, dtype=np.int64)
-    pred = np.concatenate([policy.act(obs[i:i + chunk], deterministic=True) for i in range(0, len(obs), chunk)])
+    pred = np.concatenate([policy.act(obs[i : i + chunk], deterministic=True) for i in range(0, len(obs), chunk)])
     eq = pred == acts
-    return {"exact_match": float(eq.all(1).mean()), "sub_action_agreement": float(eq.mean()),
-            "per_sub_action": [float(x) for x in eq.mean(0)]}
+    return {
+        "exact_match": float(eq.all(1).mean()),
+        "sub_action_agreement": float(eq.mean()),
+        "per_sub_action": [float(x) for x in eq.mean(0)],
+    }
 
 
-def simulator_discounted_return(policy: ActsLikePolicy, env_id: str, env_kwargs: dict, gamma: float, episodes: int,
-                                seed: int, deterministic: bool = False) -> float:
+def simulator_discounted_return(
+    policy: ActsLikePolicy,
+    env_id: str,
+    env_kwargs: dict,
+    gamma: float,
+    episodes: int,
+    seed: int,
+    deterministic: bool = False,
+) -> float:
     """The policy's mean discounted return in the simulator (what FQE estimates), resets seed+100+k."""
     from spinrl import envs
     from spinrl.evaluation.rollout import run_episodes
@@ -193,14 +214,26 @@ def simulator_discounted_return(policy: ActsLikePolicy, env_id: str, env_kwargs:
     gen = torch.Generator()
     gen.manual_seed(seed)
     vec = envs.make_vector(env_id, min(episodes, 16), **env_kwargs)
-    eps = run_episodes(vec, lambda o: policy.act(o, deterministic=deterministic, generator=gen),
-                       [seed + 100 + k for k in range(episodes)], record=True)
+    eps = run_episodes(
+        vec,
+        lambda o: policy.act(o, deterministic=deterministic, generator=gen),
+        [seed + 100 + k for k in range(episodes)],
+        record=True,
+    )
     return float(np.mean([np.sum(np.asarray(rw) * gamma ** np.arange(len(rw))) for rw in eps.rewards]))
 
 
-def offline_evaluate(policy: str | Path | ActsLikePolicy, dataset: str | Path | Any, cfg: FQEConfig | None = None,
-                     seed: int | None = None, iterations: int | None = None, simulate: bool = True,
-                     sim_episodes: int = 20, progress: bool = True, threads: int | None = None) -> dict:
+def offline_evaluate(
+    policy: str | Path | ActsLikePolicy,
+    dataset: str | Path | Any,
+    cfg: FQEConfig | None = None,
+    seed: int | None = None,
+    iterations: int | None = None,
+    simulate: bool = True,
+    sim_episodes: int = 20,
+    progress: bool = True,
+    threads: int | None = None,
+) -> dict:
     """FQE and action agreement on the held-out episodes of ``dataset`` (+ the simulator's truth if available).
 
     Args:
@@ -229,20 +262,30 @@ def _offline_evaluate(policy, dataset, cfg, seed, iterations, simulate, sim_epis
     pol = Policy.load(policy) if isinstance(policy, (str, Path)) else policy
     ds = load(dataset) if isinstance(dataset, (str, Path)) else dataset
     if hasattr(pol, "nvec") and tuple(pol.nvec) != tuple(ds.nvec):
-        raise ConfigError(f"--offline dataset has nvec {list(ds.nvec)} but the policy acts in {list(pol.nvec)}; "
-                          "use the dataset the policy was trained on (or one of the same task)")
+        raise ConfigError(
+            f"--offline dataset has nvec {list(ds.nvec)} but the policy acts in {list(pol.nvec)}; "
+            "use the dataset the policy was trained on (or one of the same task)"
+        )
     if ds.num_episodes < 2:
         raise ConfigError(f"--offline dataset has {ds.num_episodes} episode(s); a held-out split needs at least 2")
     _, held = ds.split(cfg.heldout_fraction, seed=cfg.seed)
     res = fqe(pol, held, cfg, progress=progress)
     res.update(action_agreement(pol, held))
-    res.update({"gamma": cfg.gamma, "heldout_episodes": held.num_episodes, "heldout_transitions": held.num_transitions,
-                "fqe": asdict(cfg), "dataset": str(dataset) if isinstance(dataset, (str, Path)) else None,
-                "simulator_discounted_return": None})
+    res.update(
+        {
+            "gamma": cfg.gamma,
+            "heldout_episodes": held.num_episodes,
+            "heldout_transitions": held.num_transitions,
+            "fqe": asdict(cfg),
+            "dataset": str(dataset) if isinstance(dataset, (str, Path)) else None,
+            "simulator_discounted_return": None,
+        }
+    )
     if simulate and ds.env_id is not None:
         try:
             res["simulator_discounted_return"] = simulator_discounted_return(
-                pol, ds.env_id, ds.env_kwargs, cfg.gamma, sim_episodes, cfg.seed, cfg.deterministic)
+                pol, ds.env_id, ds.env_kwargs, cfg.gamma, sim_episodes, cfg.seed, cfg.deterministic
+            )
             res["simulator_episodes"] = sim_episodes
         except Exception as e:  # noqa: BLE001 - a missing simulator must not lose the offline estimate
             res["simulator_error"] = f"{e.__class__.__name__}: {e}"

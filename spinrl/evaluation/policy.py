@@ -43,8 +43,9 @@ class Policy:
     def observation_dim(self) -> int:
         return int(self.meta["obs_dim"])
 
-    def act_tensor(self, obs: torch.Tensor, deterministic: bool = False,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+    def act_tensor(
+        self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Batched actions as a long tensor [B, N] (networks in eval mode: no dropout)."""
         was = self.nets.actor.training
         self.nets.actor.eval()
@@ -67,22 +68,27 @@ class Policy:
         self.nets.actor.eval()
         try:
             with torch.no_grad():
-                return torch.cat([self._module.action_probs(self.nets, obs[i:i + chunk], all_AN, self.algo_cfg,
-                                                            deterministic)
-                                  for i in range(0, obs.shape[0], chunk)])
+                return torch.cat(
+                    [
+                        self._module.action_probs(self.nets, obs[i : i + chunk], all_AN, self.algo_cfg, deterministic)
+                        for i in range(0, obs.shape[0], chunk)
+                    ]
+                )
         finally:
             self.nets.actor.train(was)
 
-    def act(self, observations: np.ndarray, deterministic: bool = False,
-            generator: torch.Generator | None = None) -> np.ndarray:
+    def act(
+        self, observations: np.ndarray, deterministic: bool = False, generator: torch.Generator | None = None
+    ) -> np.ndarray:
         """Actions for a batch of observations ``[B, obs_dim]`` (or one ``[obs_dim]``), int64."""
         obs = np.asarray(observations, dtype=np.float32)
         single = obs.ndim == 1
         if single:
             obs = obs[None]
         if obs.ndim != 2 or obs.shape[1] != self.observation_dim:
-            raise SpinError(f"observations must have shape [B, {self.observation_dim}], "
-                            f"got {np.asarray(observations).shape}")
+            raise SpinError(
+                f"observations must have shape [B, {self.observation_dim}], got {np.asarray(observations).shape}"
+            )
         if not np.isfinite(obs).all():  # a NaN/inf observation would silently get an arbitrary action
             r = int(np.argwhere(~np.isfinite(obs))[0][0])
             raise SpinError(f"observations[{r}] contains NaN/inf; a policy acts only on finite observations")
@@ -126,13 +132,16 @@ class Policy:
             critic.load_state_dict(ck["critic"])
             algo_cfg = CONFIGS[algo](**ck["algo_cfg"])
         except (KeyError, TypeError, RuntimeError, ValueError, AttributeError, OverflowError) as e:
-            raise CheckpointError(f"policy file {path} is incomplete or from another "
-                                  f"version ({str(e).splitlines()[0][:120]})") from None
+            raise CheckpointError(
+                f"policy file {path} is incomplete or from another version ({str(e).splitlines()[0][:120]})"
+            ) from None
         for part, state in (("actor", ck["actor"]), ("critic", ck["critic"])):
             for name, t in state.items():  # a NaN-weight policy (a diverged run) must not get a score
                 if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():
-                    raise CheckpointError(f"policy file {path} has NaN/inf {part} weights ({name}): the run diverged; "
-                                          "retrain (e.g. with a smaller --lr)")
+                    raise CheckpointError(
+                        f"policy file {path} has NaN/inf {part} weights ({name}): the run diverged; "
+                        "retrain (e.g. with a smaller --lr)"
+                    )
         dev = torch.device(device)
         nets = Nets(actor=actor.to(dev).eval(), critic=critic.to(dev).eval(), critic_target=critic)
         return cls(nets, algo, algo_cfg, meta, dev)

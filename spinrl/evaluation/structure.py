@@ -20,8 +20,9 @@ from spinrl.models import ActionStructureModel
 
 
 @torch.no_grad()
-def leave_one_out_correct(asm: ActionStructureModel, obs_BD: torch.Tensor, act_BN: torch.Tensor,
-                          chunk_rows: int = 65536) -> torch.Tensor:
+def leave_one_out_correct(
+    asm: ActionStructureModel, obs_BD: torch.Tensor, act_BN: torch.Tensor, chunk_rows: int = 65536
+) -> torch.Tensor:
     """Bool [B, N]: is sub-action i predicted right when it alone is [MASK]ed?
 
     The batch is repeated N times (copy i masks slot i), so one forward pass covers every slot.
@@ -32,10 +33,10 @@ def leave_one_out_correct(asm: ActionStructureModel, obs_BD: torch.Tensor, act_B
     out = []
     step = max(1, chunk_rows // N)
     for s in range(0, B, step):
-        a = act_BN[s:s + step]
+        a = act_BN[s : s + step]
         b = a.shape[0]
         tokens_bNN = torch.where(eye_NN, m_N, a.unsqueeze(1).expand(b, N, N))  # copy i: slot i masked
-        logits = asm(obs_BD[s:s + step].repeat_interleave(N, 0), tokens_bNN.reshape(b * N, N))  # [b*N, N, M]
+        logits = asm(obs_BD[s : s + step].repeat_interleave(N, 0), tokens_bNN.reshape(b * N, N))  # [b*N, N, M]
         pred_bNN = logits.argmax(-1).reshape(b, N, N)
         pred_bN = pred_bNN.diagonal(dim1=1, dim2=2)  # copy i's prediction at slot i
         out.append(pred_bN == a)
@@ -44,8 +45,11 @@ def leave_one_out_correct(asm: ActionStructureModel, obs_BD: torch.Tensor, act_B
 
 def _summary(correct_BN: torch.Tensor) -> dict:
     c = correct_BN.float()
-    return {"slot_acc_mean": float(c.mean()), "exact": float(correct_BN.all(1).float().mean()),
-            "slot_acc": [round(float(x), 4) for x in c.mean(0)]}
+    return {
+        "slot_acc_mean": float(c.mean()),
+        "exact": float(correct_BN.all(1).float().mean()),
+        "slot_acc": [round(float(x), 4) for x in c.mean(0)],
+    }
 
 
 def marginal_modes(actions_TN: np.ndarray, nvec: Iterable[int]) -> np.ndarray:
@@ -53,8 +57,9 @@ def marginal_modes(actions_TN: np.ndarray, nvec: Iterable[int]) -> np.ndarray:
     return np.array([np.bincount(np.asarray(actions_TN[:, i]), minlength=int(m)).argmax() for i, m in enumerate(nvec)])
 
 
-def structure_diagnostics(asm: ActionStructureModel, random_asm: ActionStructureModel, batches: list,
-                          modes_N: np.ndarray) -> dict:
+def structure_diagnostics(
+    asm: ActionStructureModel, random_asm: ActionStructureModel, batches: list, modes_N: np.ndarray
+) -> dict:
     """Leave-one-out reconstruction of the trained ASM, a random ASM and the independence baseline.
 
     Args:
@@ -74,8 +79,11 @@ def structure_diagnostics(asm: ActionStructureModel, random_asm: ActionStructure
         ours.append(leave_one_out_correct(asm, obs, act))
         rnd.append(leave_one_out_correct(random_asm, obs, act))
         ind.append(act == torch.as_tensor(modes_N, device=act.device).unsqueeze(0))
-    res: dict[str, Any] = {"asm": _summary(torch.cat(ours)), "random": _summary(torch.cat(rnd)),
-                           "independent": _summary(torch.cat(ind))}
+    res: dict[str, Any] = {
+        "asm": _summary(torch.cat(ours)),
+        "random": _summary(torch.cat(rnd)),
+        "independent": _summary(torch.cat(ind)),
+    }
     for k in ("random", "independent"):
         base = res[k]["exact"]
         res[f"exact_vs_{k}"] = round(res["asm"]["exact"] / base, 2) if base > 0 else None
@@ -87,8 +95,10 @@ def describe(d: dict) -> str:
     """One line for a terminal: the ASM against its two baselines."""
     a, r, i = d["asm"], d["random"], d["independent"]
     vs = lambda x: f"{x:.1f}x" if x is not None else "n/a"  # noqa: E731
-    return (f"held-out leave-one-out reconstruction ({d['rows']} rows): per sub-action {100 * a['slot_acc_mean']:.1f}% "
-            f"(independent {100 * i['slot_acc_mean']:.1f}%, random ASM {100 * r['slot_acc_mean']:.1f}%), "
-            f"exact joint {100 * a['exact']:.2f}% (independent "
-            f"{100 * i['exact']:.2f}%, {vs(d['exact_vs_independent'])}; "
-            f"random ASM {100 * r['exact']:.2f}%, {vs(d['exact_vs_random'])})")
+    return (
+        f"held-out leave-one-out reconstruction ({d['rows']} rows): per sub-action {100 * a['slot_acc_mean']:.1f}% "
+        f"(independent {100 * i['slot_acc_mean']:.1f}%, random ASM {100 * r['slot_acc_mean']:.1f}%), "
+        f"exact joint {100 * a['exact']:.2f}% (independent "
+        f"{100 * i['exact']:.2f}%, {vs(d['exact_vs_independent'])}; "
+        f"random ASM {100 * r['exact']:.2f}%, {vs(d['exact_vs_random'])})"
+    )

@@ -20,8 +20,9 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     except (ValueError, TypeError, UnicodeDecodeError, csv.Error) as e:
         from spinrl.errors import SpinError
 
-        raise SpinError(f"{path} row {len(rows) + 1} is not numeric ({str(e)[:80]}); "
-                        "fix or remove that run's metrics.csv") from None
+        raise SpinError(
+            f"{path} row {len(rows) + 1} is not numeric ({str(e)[:80]}); fix or remove that run's metrics.csv"
+        ) from None
     return rows
 
 

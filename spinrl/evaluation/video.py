@@ -41,13 +41,15 @@ def _frame(env: Any) -> np.ndarray:
     f = env.render()
     if not isinstance(f, np.ndarray) or f.ndim != 3 or f.shape[2] not in (3, 4):
         got = type(f).__name__ if not isinstance(f, np.ndarray) else f"shape {f.shape}"
-        raise SpinError(f"env.render() returned {got}, not an RGB frame [H, "
-                        "W, 3]; make the env with render_mode='rgb_array'")
+        raise SpinError(
+            f"env.render() returned {got}, not an RGB frame [H, W, 3]; make the env with render_mode='rgb_array'"
+        )
     return np.ascontiguousarray(f[..., :3], dtype=np.uint8)
 
 
-def record_video(env: Any, act: Callable[[np.ndarray], np.ndarray], seed: int, path: str | os.PathLike,
-                 max_steps: int | None = None) -> dict:
+def record_video(
+    env: Any, act: Callable[[np.ndarray], np.ndarray], seed: int, path: str | os.PathLike, max_steps: int | None = None
+) -> dict:
     """Roll out one episode (reset with ``seed``) and write its frames, the first after reset, to ``path``.
 
     An env stepping faster than 30 Hz (DM Control: 100 Hz or more) is drawn every k-th step, at its

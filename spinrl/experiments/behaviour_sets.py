@@ -78,8 +78,11 @@ def committed_set(env: str, bins: int) -> Path | None:
 
 def reference_rule() -> dict:
     """How reference returns are measured; part of a dataset's cache name, so a new rule never reuses old data."""
-    return {"min_episodes": REFERENCE_EPISODES, "precision": REFERENCE_PRECISION,
-            "max_episodes": REFERENCE_MAX_EPISODES}
+    return {
+        "min_episodes": REFERENCE_EPISODES,
+        "precision": REFERENCE_PRECISION,
+        "max_episodes": REFERENCE_MAX_EPISODES,
+    }
 
 
 @dataclass
@@ -95,13 +98,20 @@ def _scan(run_dir: Path) -> list[Checkpoint]:
     out = []
     for f in files:
         meta = load_checkpoint(f, what="DecQN policy")
-        out.append(Checkpoint(f"policies/{f.name}", int(meta["env_step"]), float(meta["eval_return_mean"]),
-                              float(meta["eval_return_std"])))
+        out.append(
+            Checkpoint(
+                f"policies/{f.name}",
+                int(meta["env_step"]),
+                float(meta["eval_return_mean"]),
+                float(meta["eval_return_std"]),
+            )
+        )
     return out
 
 
-def select(checkpoints: list[Checkpoint], lo: float = MEDIUM_RANGE[0], hi: float = MEDIUM_RANGE[1],
-           aim: float = MEDIUM_TARGET) -> tuple[Checkpoint, Checkpoint | None]:
+def select(
+    checkpoints: list[Checkpoint], lo: float = MEDIUM_RANGE[0], hi: float = MEDIUM_RANGE[1], aim: float = MEDIUM_TARGET
+) -> tuple[Checkpoint, Checkpoint | None]:
     """(expert, medium or None): best greedy return; in [lo, hi] x expert's, the closest to aim x expert's."""
     if not checkpoints:
         raise CheckpointError("no policies/step_*.pt checkpoints found; run `spinrl behaviour train` first")
@@ -120,8 +130,12 @@ def run_summary(run_dir: Path) -> dict:
         rows = [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()} for r in csv.DictReader(f)]
     cfg = json.loads((run_dir / "config.json").read_text())
     last = rows[-1] if rows else {}
-    return {"config": cfg, "env_steps": int(last.get("env_step") or 0), "wall_seconds": last.get("wall_seconds"),
-            "metrics": rows}
+    return {
+        "config": cfg,
+        "env_steps": int(last.get("env_step") or 0),
+        "wall_seconds": last.get("wall_seconds"),
+        "metrics": rows,
+    }
 
 
 class BehaviourSet:
@@ -130,12 +144,15 @@ class BehaviourSet:
     def __init__(self, root: str | Path, env: str | None = None, bins: int | None = None):
         self.root = Path(root)
         if not self.root.is_dir():
-            raise ConfigError(f"--behaviour {root}: not a directory; pass a "
-                              "`spinrl behaviour train` run or an exported set")
+            raise ConfigError(
+                f"--behaviour {root}: not a directory; pass a `spinrl behaviour train` run or an exported set"
+            )
         if (self.root / "carry.pt").exists():
-            raise ConfigError(f"--behaviour {root} is a carry of a run in "
-                              "progress, not a behaviour set; continue it with "
-                              f"`spinrl behaviour train --continue-from {root}` and export that run")
+            raise ConfigError(
+                f"--behaviour {root} is a carry of a run in "
+                "progress, not a behaviour set; continue it with "
+                f"`spinrl behaviour train --continue-from {root}` and export that run"
+            )
         index_path = self.root / INDEX
         self.index = json.loads(index_path.read_text()) if index_path.exists() else {}
         if (self.root / "policies").is_dir():  # a run directory: (re)select from its current policies
@@ -145,20 +162,29 @@ class BehaviourSet:
             if self.index.get("listing") != listing or self.index.get("rule") != rule:
                 cfg = json.loads((self.root / "config.json").read_text())
                 expert, medium = select(cks)
-                self.index = {"env": cfg["env"], "bins": int(cfg["bins"]), "listing": listing, "rule": rule,
-                              "expert": expert.__dict__, "medium": None if medium is None else medium.__dict__,
-                              "curve": [c.__dict__ for c in cks],
-                              **({"reference": self.index["reference"]} if "reference" in self.index else {})}
+                self.index = {
+                    "env": cfg["env"],
+                    "bins": int(cfg["bins"]),
+                    "listing": listing,
+                    "rule": rule,
+                    "expert": expert.__dict__,
+                    "medium": None if medium is None else medium.__dict__,
+                    "curve": [c.__dict__ for c in cks],
+                    **({"reference": self.index["reference"]} if "reference" in self.index else {}),
+                }
                 write_text_atomic(index_path, json.dumps(self.index, indent=2) + "\n")
         elif not self.index:
             raise ConfigError(f"--behaviour {root}: neither a run directory (policies/) nor an exported set ({INDEX})")
         self.env, self.bins = self.index["env"], int(self.index["bins"])
         if env is not None and env != self.env:
-            raise ConfigError(f"--behaviour {root} was trained on {self.env}, "
-                              f"not {env}; pass a behaviour directory of {env}")
+            raise ConfigError(
+                f"--behaviour {root} was trained on {self.env}, not {env}; pass a behaviour directory of {env}"
+            )
         if bins is not None and int(bins) != self.bins:
-            raise ConfigError(f"--behaviour {root} was trained with --bins {self.bins}, not {bins}; "
-                              f"use --bins {self.bins} or a behaviour run trained at {bins} bins")
+            raise ConfigError(
+                f"--behaviour {root} was trained with --bins {self.bins}, not {bins}; "
+                f"use --bins {self.bins} or a behaviour run trained at {bins} bins"
+            )
 
     def checkpoint(self, level: str) -> Checkpoint:
         c = self.index.get(level)
@@ -170,7 +196,8 @@ class BehaviourSet:
                 f"return in {MEDIUM_RANGE[0]:.0%}-{MEDIUM_RANGE[1]:.0%} "
                 f"of the expert's {ex:.1f} "
                 f"({ex * MEDIUM_RANGE[0]:.0f}-{ex * MEDIUM_RANGE[1]:.0f}); evaluate more often "
-                f"(--eval-every) or train longer (recent: {got})")
+                f"(--eval-every) or train longer (recent: {got})"
+            )
         return Checkpoint(c["file"], int(c["env_step"]), float(c["eval_return_mean"]), float(c["eval_return_std"]))
 
     def policy(self, level: str, epsilon: float = DATA_EPSILON) -> BehaviourPolicy:
@@ -190,8 +217,10 @@ class BehaviourSet:
             rand = rng.integers(0, nvec, size=a.shape)
             return np.where(explore[:, None], rand, a)
 
-        desc = (f"DecQN {level}: {self.root.name}/{ck.file} (env step {ck.env_step}, greedy return "
-                f"{ck.eval_return_mean:.1f}), epsilon-greedy with epsilon {epsilon}")
+        desc = (
+            f"DecQN {level}: {self.root.name}/{ck.file} (env step {ck.env_step}, greedy return "
+            f"{ck.eval_return_mean:.1f}), epsilon-greedy with epsilon {epsilon}"
+        )
         return BehaviourPolicy(act, nvec, desc)
 
     def provenance(self) -> dict:
@@ -208,8 +237,12 @@ class BehaviourSet:
         ref = self.index.get("reference")
         expert = self.index["expert"]
         rule = reference_rule()
-        if (ref and ref.get("epsilon") == epsilon and ref.get("expert_file") == expert["file"]
-                and ref.get("rule") == rule):
+        if (
+            ref
+            and ref.get("epsilon") == epsilon
+            and ref.get("expert_file") == expert["file"]
+            and ref.get("rule") == rule
+        ):
             return ref
         from spinrl import envs
         from spinrl.evaluation.rollout import run_episodes
@@ -234,12 +267,20 @@ class BehaviourSet:
                 break
         bar.close()
         n = len(r0)
-        ref = {"random": float(r0.mean()), "expert": float(r1.mean()),
-               "random_std": float(r0.std()), "expert_std": float(r1.std()), "episodes": n,
-               "random_se": float(r0.std() / np.sqrt(n)), "expert_se": float(r1.std() / np.sqrt(n)), "rule": rule,
-               "epsilon": epsilon, "expert_file": expert["file"],
-               "source": f"ours: uniform random / DecQN expert {self.root.name} "
-                         f"({expert['file']}, epsilon {epsilon}), {n} episodes each"}
+        ref = {
+            "random": float(r0.mean()),
+            "expert": float(r1.mean()),
+            "random_std": float(r0.std()),
+            "expert_std": float(r1.std()),
+            "episodes": n,
+            "random_se": float(r0.std() / np.sqrt(n)),
+            "expert_se": float(r1.std() / np.sqrt(n)),
+            "rule": rule,
+            "epsilon": epsilon,
+            "expert_file": expert["file"],
+            "source": f"ours: uniform random / DecQN expert {self.root.name} "
+            f"({expert['file']}, epsilon {epsilon}), {n} episodes each",
+        }
         self.index["reference"] = ref
         write_text_atomic(self.root / INDEX, json.dumps(self.index, indent=2) + "\n")
         return ref
@@ -254,8 +295,10 @@ class BehaviourSet:
         if not (self.root / "policies").is_dir():
             raise ConfigError(f"{self.root}: re-selection needs the run directory (policies/), not an exported set")
         rule = {"top": int(top), "episodes": int(episodes), "seed": SELECT_SEED}
-        if (self.index.get("selection", {}).get("rule") == rule
-                and self.index["selection"].get("listing") == self.index["listing"]):
+        if (
+            self.index.get("selection", {}).get("rule") == rule
+            and self.index["selection"].get("listing") == self.index["listing"]
+        ):
             return
         from spinrl import envs
         from spinrl.training.behaviour import greedy_returns, load_policy
@@ -270,8 +313,9 @@ class BehaviourSet:
             if c.file not in evals:
                 evals[c.file] = greedy_returns(load_policy(self.root / c.file)[0], vec, int(episodes), SELECT_SEED)
                 bar.update(1)
-                bar.set_postfix_str(f"{c.env_step:,}: {evals[c.file].mean():.1f} "
-                                    f"(training eval {c.eval_return_mean:.1f})")
+                bar.set_postfix_str(
+                    f"{c.env_step:,}: {evals[c.file].mean():.1f} (training eval {c.eval_return_mean:.1f})"
+                )
             return float(evals[c.file].mean())
 
         best = sorted(cks, key=lambda c: (-c.eval_return_mean, c.env_step))[: int(top)]
@@ -285,18 +329,31 @@ class BehaviourSet:
 
         def entry(c: Checkpoint) -> dict:
             r = evals[c.file]
-            return {**c.__dict__, "selection_return_mean": float(r.mean()), "selection_return_std": float(r.std()),
-                    "selection_episodes": int(len(r))}
+            return {
+                **c.__dict__,
+                "selection_return_mean": float(r.mean()),
+                "selection_return_std": float(r.std()),
+                "selection_episodes": int(len(r)),
+            }
 
         self.index["expert"] = entry(expert)
         self.index["medium"] = None if medium is None else entry(medium)
-        self.index["selection"] = {"rule": rule, "listing": self.index["listing"],
-                                   "candidates": [entry(c) for c in cks if c.file in evals]}
+        self.index["selection"] = {
+            "rule": rule,
+            "listing": self.index["listing"],
+            "candidates": [entry(c) for c in cks if c.file in evals],
+        }
         self.index.pop("reference", None)  # belongs to the expert chosen before
         write_text_atomic(self.root / INDEX, json.dumps(self.index, indent=2) + "\n")
 
-    def export(self, out: str | Path, top: int = SELECT_TOP, episodes: int = SELECT_EPISODES, progress: bool = True,
-               threads: int = 1) -> Path:
+    def export(
+        self,
+        out: str | Path,
+        top: int = SELECT_TOP,
+        episodes: int = SELECT_EPISODES,
+        progress: bool = True,
+        threads: int = 1,
+    ) -> Path:
         """Re-select (``episodes`` > 0), compute references, copy the chosen policy files and the index to ``out``.
 
         ``threads``: torch CPU threads for the rollouts' forward passes (restored afterwards), 1 as in ``data
@@ -326,8 +383,9 @@ class BehaviourSet:
         return out
 
 
-def carry_candidates(checkpoints: list[Checkpoint], lo: float = MEDIUM_RANGE[0], bucket: float = CARRY_BUCKET,
-                     floor: float = 0.0) -> list[Checkpoint]:
+def carry_candidates(
+    checkpoints: list[Checkpoint], lo: float = MEDIUM_RANGE[0], bucket: float = CARRY_BUCKET, floor: float = 0.0
+) -> list[Checkpoint]:
     """The policy files a carry keeps: the best so far, and per ``bucket`` x b the earliest at >= lo x b,
     b = max(best so far, ``floor``).
 
@@ -381,20 +439,25 @@ def _carry(run_dir: Path, out: Path) -> dict:
     st_step = int(load_checkpoint(run_dir / "checkpoints" / "last.pt", what="behaviour checkpoint")["step"])
     # Only policies up to the checkpoint can be carried (a kill between an evaluation and its checkpoint
     # leaves a newer policy file that the continued run will redo), so choose among those.
-    kept = carry_candidates([c for c in _scan(run_dir) if c.env_step <= st_step],
-                            floor=CARRY_FLOOR * public[1] if public else 0.0)
+    kept = carry_candidates(
+        [c for c in _scan(run_dir) if c.env_step <= st_step], floor=CARRY_FLOOR * public[1] if public else 0.0
+    )
     out = save_carry(run_dir, out, [c.file for c in kept])
     summary = run_summary(run_dir)
     summary["metrics"] = [r for r in summary["metrics"] if (r.get("env_step") or 0) <= st_step]
     summary["env_steps"] = st_step
     summary["wall_seconds"] = summary["metrics"][-1]["wall_seconds"] if summary["metrics"] else 0.0
-    info = {"env": summary["config"]["env"], "bins": int(summary["config"]["bins"]), "env_step": st_step,
-            "best": max(kept, key=lambda c: (c.eval_return_mean, -c.env_step)).__dict__,
-            "kept": [c.__dict__ for c in kept], "run": summary,
-            "continue": f"spinrl behaviour train {summary['config']['env']} --bins {summary['config']['bins']} "
-                        + " ".join(filter(None, ["--hidden "
-                                                 f"{summary['config']['hidden']}", changed_flags(summary["config"])]))
-                        + f" --continue-from {out} --out NEW_RUN --env-steps N"}
+    info = {
+        "env": summary["config"]["env"],
+        "bins": int(summary["config"]["bins"]),
+        "env_step": st_step,
+        "best": max(kept, key=lambda c: (c.eval_return_mean, -c.env_step)).__dict__,
+        "kept": [c.__dict__ for c in kept],
+        "run": summary,
+        "continue": f"spinrl behaviour train {summary['config']['env']} --bins {summary['config']['bins']} "
+        + " ".join(filter(None, [f"--hidden {summary['config']['hidden']}", changed_flags(summary["config"])]))
+        + f" --continue-from {out} --out NEW_RUN --env-steps N",
+    }
     write_text_atomic(out / "carry.json", json.dumps(info, indent=1) + "\n")
     return info
 
@@ -419,8 +482,9 @@ class BehaviourExportConfig:
 
     def __post_init__(self) -> None:
         if self.select_top < 1 or self.select_episodes < 0:
-            raise ConfigError("--select-top must be >= 1 and --select-episodes >= 0 (0 keeps the training evaluations' "
-                              "choice)")
+            raise ConfigError(
+                "--select-top must be >= 1 and --select-episodes >= 0 (0 keeps the training evaluations' choice)"
+            )
         check_threads(self.threads)  # before the run folder is read
 
 

@@ -36,11 +36,22 @@ from spinrl.experiments.behaviour_sets import (
 from spinrl.utils.checkpoint import write_text_atomic
 from spinrl.utils.rundir import save_figure, sha256_file
 
-BENCHMARK_SIZES = {"medium": 1_000_000, "expert": 1_000_000, "medium-expert": 2_000_000,
-                   "random-medium-expert": 200_000}
+BENCHMARK_SIZES = {
+    "medium": 1_000_000,
+    "expert": 1_000_000,
+    "medium-expert": 2_000_000,
+    "random-medium-expert": 200_000,
+}
 """Transitions per level in the public benchmark (docs/benchmarks.md s.1)."""
-WANTED = [("cheetah-run", 3), ("finger-spin", 3), ("humanoid-stand", 3), ("quadruped-walk", 3), ("dog-trot", 3),
-          ("dog-trot", 10), ("dog-trot", 30)]
+WANTED = [
+    ("cheetah-run", 3),
+    ("finger-spin", 3),
+    ("humanoid-stand", 3),
+    ("quadruped-walk", 3),
+    ("dog-trot", 3),
+    ("dog-trot", 10),
+    ("dog-trot", 30),
+]
 """Task/bins pairs issue 4 asks for (paper main table and the dog-trot cardinality study)."""
 LEVEL_ORDER = ("random", "medium", "expert", "medium-expert", "random-medium-expert")
 
@@ -82,11 +93,19 @@ def summarize_dataset(path: Path) -> dict:
     ours, public = meta.get("reference"), meta.get("public_reference")
     full = lengths == lengths.max()
     out = {
-        "path": str(path), "env": meta["env_id"], "bins": int((meta.get("env_kwargs") or {}).get("bins", 3)),
-        "level": meta["level"], "transitions": int(lengths.sum()), "episodes": int(len(lengths)),
-        "return_mean": float(rets[full].mean()), "return_std": float(rets[full].std()),
-        "seed": meta.get("generator", {}).get("seed"), "wall_seconds": meta.get("generator", {}).get("wall_seconds"),
-        "reference": ours, "public_reference": public, "per_source": per_source,
+        "path": str(path),
+        "env": meta["env_id"],
+        "bins": int((meta.get("env_kwargs") or {}).get("bins", 3)),
+        "level": meta["level"],
+        "transitions": int(lengths.sum()),
+        "episodes": int(len(lengths)),
+        "return_mean": float(rets[full].mean()),
+        "return_std": float(rets[full].std()),
+        "seed": meta.get("generator", {}).get("seed"),
+        "wall_seconds": meta.get("generator", {}).get("wall_seconds"),
+        "reference": ours,
+        "public_reference": public,
+        "per_source": per_source,
         "expert_sha": (meta.get("behaviour_checkpoints") or {}).get("expert", {}).get("sha256"),
         "checksum": meta.get("checksum"),
     }
@@ -113,9 +132,24 @@ def find_datasets(root: Path) -> list[dict]:
     return found
 
 
-LEDGER_FIELDS = ("env", "bins", "level", "transitions", "episodes", "return_mean", "return_std", "seed",
-                 "wall_seconds", "reference", "public_reference", "per_source", "expert_sha", "checksum", "normalized",
-                 "normalized_public")
+LEDGER_FIELDS = (
+    "env",
+    "bins",
+    "level",
+    "transitions",
+    "episodes",
+    "return_mean",
+    "return_std",
+    "seed",
+    "wall_seconds",
+    "reference",
+    "public_reference",
+    "per_source",
+    "expert_sha",
+    "checksum",
+    "normalized",
+    "normalized_public",
+)
 """What the ledger keeps of a summary (not the cache path: it is this machine's)."""
 
 
@@ -157,8 +191,9 @@ def plot_curve(index: dict, path: Path) -> None:
         if c:
             ax.scatter([c["env_step"] / 1e6], [c["eval_return_mean"]], color=color, zorder=3, label=f"chosen {level}")
     for k, step in enumerate(index["run"]["config"].get("continued_at") or []):
-        ax.axvline(step / 1e6, color="gray", ls=":", lw=1, label="continued from a carry (replay "
-                                                                 "refilled)" if k == 0 else None)
+        ax.axvline(
+            step / 1e6, color="gray", ls=":", lw=1, label="continued from a carry (replay refilled)" if k == 0 else None
+        )
     task = index["env"].split(":", 1)[1]
     pub = DMC_REFERENCE.get((task, int(index["bins"])))
     if pub:
@@ -178,7 +213,8 @@ def _current(d: dict, current: dict) -> bool:
     ref, mine = current[d["expert_sha"]], d.get("reference") or {}
     return ref is None or all(
         abs(float(mine.get(k, float("nan"))) - float(ref[k])) <= 1e-9 * max(1.0, abs(float(ref[k])))
-        for k in ("random", "expert"))
+        for k in ("random", "expert")
+    )
 
 
 def _going_on(behaviour_root: Path, task: str, bins: int, exported_steps: int) -> dict | None:
@@ -204,23 +240,32 @@ def _attempts(behaviour_root: Path, task: str, bins: int) -> list[str]:
         flags = " ".join(f for f in (f"--hidden {cfg.get('hidden')}", changed_flags(cfg)) if f)
         evals = [r for r in info["run"].get("metrics", []) if r.get("eval_return_mean") is not None]
         last = evals[-1] if evals else None
-        why = last and q_divergence(last.get("q_mean"), cfg.get("gamma", 0.99), reward_max(cfg),
-                                    training_return(last, cfg))
-        rows.append(f"| `{carry_json.parent.name}` | `{flags}` | {info['env_step']:,} | "
-                    f"{(info['run'].get('wall_seconds') or 0.0) / 3600:.2f} h | {best['eval_return_mean']:.1f} +/- "
-                    f"{best['eval_return_std']:.1f} at {best['env_step']:,} | "
-                    + (f"{last['eval_return_mean']:.1f}" + (f" (diverged: {why})" if why else "") if last else "")
-                    + " |")
+        why = last and q_divergence(
+            last.get("q_mean"), cfg.get("gamma", 0.99), reward_max(cfg), training_return(last, cfg)
+        )
+        rows.append(
+            f"| `{carry_json.parent.name}` | `{flags}` | {info['env_step']:,} | "
+            f"{(info['run'].get('wall_seconds') or 0.0) / 3600:.2f} h | {best['eval_return_mean']:.1f} +/- "
+            f"{best['eval_return_std']:.1f} at {best['env_step']:,} | "
+            + (f"{last['eval_return_mean']:.1f}" + (f" (diverged: {why})" if why else "") if last else "")
+            + " |"
+        )
     if not rows:
         return []
-    return ["Other attempts, carried in `behaviour_checkpoints/carry` (continue one with `spinrl behaviour train "
-            "--continue-from` and its flags):", "",
-            "| carry | learner flags | env steps | wall | best greedy return | last greedy return |",
-            "|---|---|---|---|---|---|", *rows, ""]
+    return [
+        "Other attempts, carried in `behaviour_checkpoints/carry` (continue one with `spinrl behaviour train "
+        "--continue-from` and its flags):",
+        "",
+        "| carry | learner flags | env steps | wall | best greedy return | last greedy return |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
-def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path,
-                 ledger: list[dict] | None = None) -> tuple[str, list[dict]]:
+def build_report(
+    behaviour_root: Path, data_root: Path, out: Path, img_dir: Path, ledger: list[dict] | None = None
+) -> tuple[str, list[dict]]:
     """Returns the markdown and the new ledger (see the module docstring)."""
     from spinrl.training.behaviour import changed_flags, q_divergence, reward_max, training_return
 
@@ -228,8 +273,11 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
     for idx_path in sorted(behaviour_root.glob("*/behaviour.json")):
         index = json.loads(idx_path.read_text())
         sets[(index["env"].split(":", 1)[1], int(index["bins"]))] = (idx_path.parent, index)
-    current = {sha256_file(folder / "expert.pt"): index.get("reference") for folder, index in sets.values()
-               if (folder / "expert.pt").exists()}
+    current = {
+        sha256_file(folder / "expert.pt"): index.get("reference")
+        for folder, index in sets.values()
+        if (folder / "expert.pt").exists()
+    }
     today = time.strftime("%Y-%m-%d", time.gmtime())
     datasets, new_ledger = merge_ledger(find_datasets(data_root), ledger or [], today)
     # A dataset from a behaviour set that no longer exists, or made with other references than the set's
@@ -271,8 +319,11 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
         "",
     ]
     if stale:
-        lines += [f"Not shown: {len(stale)} dataset(s) in the cache or ledger made from earlier behaviour sets or "
-                  "with earlier reference returns (remake them with `spinrl data make`).", ""]
+        lines += [
+            f"Not shown: {len(stale)} dataset(s) in the cache or ledger made from earlier behaviour sets or "
+            "with earlier reference returns (remake them with `spinrl data make`).",
+            "",
+        ]
     for task, bins in WANTED + sorted(k for k in sets if k not in WANTED):
         lines.append(f"## {task}, {bins} bins")
         lines.append("")
@@ -280,30 +331,39 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
         if (task, bins) not in sets:
             carry_json = behaviour_root / "carry" / f"{task}-{bins}" / "carry.json"
             if not carry_json.exists():
-                lines += ["Not made: no behaviour agent was trained for this task and bin count yet (compute).", "",
-                          *_attempts(behaviour_root, task, bins)]
+                lines += [
+                    "Not made: no behaviour agent was trained for this task and bin count yet (compute).",
+                    "",
+                    *_attempts(behaviour_root, task, bins),
+                ]
                 continue
             info = json.loads(carry_json.read_text())
             img = img_dir / f"{task}-{bins}-behaviour.png"
             plot_curve(info, img)
             wall = info["run"].get("wall_seconds") or 0.0
             best = info["best"]
-            lines += [f"![behaviour learning curve (in progress)]({os.path.relpath(img, out.parent)})", "",
-                      f"Not made yet: the DecQN behaviour run is in progress, carried between machines in "
-                      f"`{carry_json.parent}` (`spinrl behaviour carry`): "
-                      f"{info['env_step']:,} env steps in {wall / 3600:.2f} h "
-                      f"wall so far (hidden {info['run']['config'].get('hidden')}"
-                      + (f"; {changed_flags(info['run']['config'])}" if changed_flags(info['run']['config']) else "")
-                      + "), best greedy return "
-                      f"{best['eval_return_mean']:.1f} +/- "
-                      f"{best['eval_return_std']:.1f} at env step {best['env_step']:,}"
-                      + (f" (public expert reference {pub[1]})" if pub else "") + f". Continue: `{info['continue']}`. "
-                      "A carry holds no replay: continuing refills an empty one from the carried policy (`--refill`, "
-                      "default 100k: with 10k a dog-trot continuation lost its "
-                      "fit; with 100k two continuations dipped for 25-50k steps "
-                      "and then went on rising), so where the "
-                      "original run directory (replay included) still exists, `--resume` "
-                      "it instead.", "", *_attempts(behaviour_root, task, bins)]
+            lines += [
+                f"![behaviour learning curve (in progress)]({os.path.relpath(img, out.parent)})",
+                "",
+                f"Not made yet: the DecQN behaviour run is in progress, carried between machines in "
+                f"`{carry_json.parent}` (`spinrl behaviour carry`): "
+                f"{info['env_step']:,} env steps in {wall / 3600:.2f} h "
+                f"wall so far (hidden {info['run']['config'].get('hidden')}"
+                + (f"; {changed_flags(info['run']['config'])}" if changed_flags(info["run"]["config"]) else "")
+                + "), best greedy return "
+                f"{best['eval_return_mean']:.1f} +/- "
+                f"{best['eval_return_std']:.1f} at env step {best['env_step']:,}"
+                + (f" (public expert reference {pub[1]})" if pub else "")
+                + f". Continue: `{info['continue']}`. "
+                "A carry holds no replay: continuing refills an empty one from the carried policy (`--refill`, "
+                "default 100k: with 10k a dog-trot continuation lost its "
+                "fit; with 100k two continuations dipped for 25-50k steps "
+                "and then went on rising), so where the "
+                "original run directory (replay included) still exists, `--resume` "
+                "it instead.",
+                "",
+                *_attempts(behaviour_root, task, bins),
+            ]
             continue
         folder, index = sets[(task, bins)]
         run = index["run"]
@@ -314,8 +374,11 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
         rel_img = os.path.relpath(img, out.parent)
         cfg = run["config"]
         wall = run.get("wall_seconds") or 0.0
-        lines += [f"![behaviour learning curve{' (the run went on after this set was exported)' if going_on else ''}]"
-                  f"({rel_img})", ""]
+        lines += [
+            f"![behaviour learning curve{' (the run went on after this set was exported)' if going_on else ''}]"
+            f"({rel_img})",
+            "",
+        ]
         lines.append(
             f"- Behaviour run: {run['env_steps']:,} env steps in {wall / 3600:.2f} h wall "
             f"({wall / max(run['env_steps'], 1) * 1e6 / 3600:.2f} h per 1M steps; hidden {cfg.get('hidden')}, "
@@ -329,10 +392,18 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
             why = q_divergence(last.get("q_mean"), cfg.get("gamma", 0.99), reward_max(cfg), training_return(last, cfg))
             lines.append(
                 f"- Last evaluation: env step {int(last['env_step']):,}, greedy return {last['eval_return_mean']:.1f}"
-                + (f"; the run fell after its best ({top['eval_return_mean']:.1f} at {int(top['env_step']):,})"
-                   + (f", its mean Q going from {top['q_mean']:.1f} to {last['q_mean']:.1f} (diverged: {why})"
-                      if top.get("q_mean") is not None and why else "")
-                   if fell else "") + ".")
+                + (
+                    f"; the run fell after its best ({top['eval_return_mean']:.1f} at {int(top['env_step']):,})"
+                    + (
+                        f", its mean Q going from {top['q_mean']:.1f} to {last['q_mean']:.1f} (diverged: {why})"
+                        if top.get("q_mean") is not None and why
+                        else ""
+                    )
+                    if fell
+                    else ""
+                )
+                + "."
+            )
         if going_on:
             best = going_on["best"]
             lines.append(
@@ -341,15 +412,21 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
                 f"{(going_on['run'].get('wall_seconds') or 0.0) / 3600:.2f} h so far, best greedy return "
                 f"{best['eval_return_mean']:.1f} +/- {best['eval_return_std']:.1f} at env step {best['env_step']:,}. "
                 f"The set below is the exported one until `spinrl behaviour export` re-exports the run. "
-                f"Continue: `{going_on['continue']}`.")
+                f"Continue: `{going_on['continue']}`."
+            )
         for level in ("expert", "medium"):
             c = index.get(level)
             if c:
-                again = (f"; on {c['selection_episodes']} fresh episodes {c['selection_return_mean']:.1f} "
-                         f"+/- {c['selection_return_std']:.1f}" if "selection_episodes" in c else
-                         "; chosen by the training evaluations alone (exported before re-selection)")
-                lines.append(f"- Chosen {level}: env step {c['env_step']:,}, greedy return {c['eval_return_mean']:.1f} "
-                             f"+/- {c['eval_return_std']:.1f} in training{again} (`{folder}/{c['file']}`).")
+                again = (
+                    f"; on {c['selection_episodes']} fresh episodes {c['selection_return_mean']:.1f} "
+                    f"+/- {c['selection_return_std']:.1f}"
+                    if "selection_episodes" in c
+                    else "; chosen by the training evaluations alone (exported before re-selection)"
+                )
+                lines.append(
+                    f"- Chosen {level}: env step {c['env_step']:,}, greedy return {c['eval_return_mean']:.1f} "
+                    f"+/- {c['eval_return_std']:.1f} in training{again} (`{folder}/{c['file']}`)."
+                )
             else:
                 lines.append(f"- Chosen {level}: none (no checkpoint in 35-55% of the expert's return).")
         ref = index.get("reference") or {}
@@ -359,17 +436,24 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
                 f"({ref['episodes']} episodes each"
                 + (f", standard errors {ref['random_se']:.2f} / {ref['expert_se']:.2f}" if "random_se" in ref else "")
                 + f", expert with epsilon {ref['epsilon']})"
-                + (f"; public benchmark: random {pub[0]}, expert {pub[1]} - our expert reaches "
-                   f"{_norm(ref['expert'], {'random': pub[0], 'expert': pub[1]}):.1f} "
-                   "on the public scale." if pub else ".")
+                + (
+                    f"; public benchmark: random {pub[0]}, expert {pub[1]} - our expert reaches "
+                    f"{_norm(ref['expert'], {'random': pub[0], 'expert': pub[1]}):.1f} "
+                    "on the public scale."
+                    if pub
+                    else "."
+                )
             )
         sha = sha256_file(folder / "expert.pt") if (folder / "expert.pt").exists() else None
         mine = [d for d in datasets if d["env"] == f"dmc:{task}" and d["bins"] == bins and d["expert_sha"] == sha]
         mine.sort(key=lambda d: (LEVEL_ORDER.index(d["level"]), d["transitions"]))
-        lines += ["", "| level | transitions made / benchmark size | "
-                      "episodes | return mean +/- std | normalized (ours) "
-                  "| norm. (public refs) | per source: return (normalized, ours) | seed | wall |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| level | transitions made / benchmark size | "
+            "episodes | return mean +/- std | normalized (ours) "
+            "| norm. (public refs) | per source: return (normalized, ours) | seed | wall |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for d in mine:
             size = BENCHMARK_SIZES.get(d["level"])
             src = "; ".join(f"{k} {v['return_mean']:.1f} ({_fmt(v['normalized'])})" for k, v in d["per_source"].items())
@@ -393,32 +477,56 @@ def build_report(behaviour_root: Path, data_root: Path, out: Path, img_dir: Path
         if short or missing:
             lines.append("")
         if short:
-            lines.append("Reduced sizes (compute): " + "; ".join(
-                f"{lv} {n:,} of {BENCHMARK_SIZES[lv]:,} transitions" for lv, n in short) + ".")
+            lines.append(
+                "Reduced sizes (compute): "
+                + "; ".join(f"{lv} {n:,} of {BENCHMARK_SIZES[lv]:,} transitions" for lv, n in short)
+                + "."
+            )
         if missing:
             lines.append("Not made here: " + ", ".join(missing) + ".")
-        lines += ["", f"Regenerate: `spinrl data make dmc:{task} --bins {bins} --level LEVEL --behaviour {folder} "
-                  f"--transitions N --seed S` (same seed, same checksum).", "", *_attempts(behaviour_root, task, bins)]
+        lines += [
+            "",
+            f"Regenerate: `spinrl data make dmc:{task} --bins {bins} --level LEVEL --behaviour {folder} "
+            f"--transitions N --seed S` (same seed, same checksum).",
+            "",
+            *_attempts(behaviour_root, task, bins),
+        ]
     if any_recorded:
-        lines += ["Rows marked *(recorded)* were not in this machine's data cache when the report ran: they come from "
-                  "the ledger `datasets.json` beside this page, written by an earlier `spinrl data report` from the "
-                  "dataset itself (the date it was last seen is its `recorded` field). The regenerate command with the "
-                  "same level, size and seed gives the same checksum.", ""]
+        lines += [
+            "Rows marked *(recorded)* were not in this machine's data cache when the report ran: they come from "
+            "the ledger `datasets.json` beside this page, written by an earlier `spinrl data report` from the "
+            "dataset itself (the date it was last seen is its `recorded` field). The regenerate command with the "
+            "same level, size and seed gives the same checksum.",
+            "",
+        ]
     return "\n".join(lines) + "\n", new_ledger
 
 
-def write_report(behaviour_root: str | Path = "behaviour_checkpoints", data_root: str | Path | None = None,
-                 out: str | Path = "docs/datasets.md", img_dir: str | Path = "docs/img") -> Path:
+def write_report(
+    behaviour_root: str | Path = "behaviour_checkpoints",
+    data_root: str | Path | None = None,
+    out: str | Path = "docs/datasets.md",
+    img_dir: str | Path = "docs/img",
+) -> Path:
     """Write the report (and its PNGs) atomically; returns the markdown path."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     ledger_path = out.with_suffix(".json")
     ledger = json.loads(ledger_path.read_text())["datasets"] if ledger_path.exists() else []
-    text, new_ledger = build_report(Path(behaviour_root), Path(data_root) if data_root else data_dir(), out,
-                                    Path(img_dir), ledger)
-    write_text_atomic(ledger_path, json.dumps({"about": "dataset summaries seen by `spinrl data report` "
-                                               "(spinrl/experiments/dataset_report.py)", "datasets": new_ledger},
-                                              indent=1) + "\n")
+    text, new_ledger = build_report(
+        Path(behaviour_root), Path(data_root) if data_root else data_dir(), out, Path(img_dir), ledger
+    )
+    write_text_atomic(
+        ledger_path,
+        json.dumps(
+            {
+                "about": "dataset summaries seen by `spinrl data report` (spinrl/experiments/dataset_report.py)",
+                "datasets": new_ledger,
+            },
+            indent=1,
+        )
+        + "\n",
+    )
     write_text_atomic(out, text)
     return out
 

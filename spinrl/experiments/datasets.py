@@ -82,15 +82,18 @@ class DataMakeConfig:
         check_int(self.threads, "--threads")
         check_threads(self.threads)
         if self.behaviour is not None and not str(self.env).startswith("dmc:"):
-            raise ConfigError(f"--behaviour is for dmc tasks; {self.env} has "
-                              "scripted medium/expert policies, drop --behaviour")
+            raise ConfigError(
+                f"--behaviour is for dmc tasks; {self.env} has scripted medium/expert policies, drop --behaviour"
+            )
         if str(self.env).startswith("dmc:") and self.level != "random" and self.resolved_behaviour() is None:
             from spinrl.experiments.behaviour_sets import SETS_VARIABLE, sets_root
 
-            raise ConfigError(f"--level {self.level} on {self.env} needs --behaviour DIR (no set {self.env[4:]}-"
-                              f"{self.env_kwargs.get('bins', 3)} in {sets_root()}; set {SETS_VARIABLE} to a folder of "
-                              "behaviour sets, default ./behaviour_checkpoints, "
-                              "or train one with `spinrl behaviour train`)")
+            raise ConfigError(
+                f"--level {self.level} on {self.env} needs --behaviour DIR (no set {self.env[4:]}-"
+                f"{self.env_kwargs.get('bins', 3)} in {sets_root()}; set {SETS_VARIABLE} to a folder of "
+                "behaviour sets, default ./behaviour_checkpoints, "
+                "or train one with `spinrl behaviour train`)"
+            )
         fr = np.asarray(self.rme_fractions, dtype=float)
         if fr.shape != (3,) or np.any(fr < 0) or fr.sum() <= 0:
             raise ConfigError("--rme-fractions must be three non-negative numbers (random, medium, expert)")
@@ -169,8 +172,9 @@ def _generate(cfg: DataMakeConfig, progress: bool | None) -> OfflineDataset:
     shares = _split(int(total), fractions)
     unit = "ep" if cfg.episodes is not None else "transitions"
     show = cfg.progress if progress is None else progress
-    bar = progress_bar(total=int(total), desc=f"data make {cfg.env} "
-                                              f"{cfg.level}", unit=unit, disable=None if show else True)
+    bar = progress_bar(
+        total=int(total), desc=f"data make {cfg.env} {cfg.level}", unit=unit, disable=None if show else True
+    )
     parts: list[Episodes] = []
     counts: list[list] = []  # [source, episodes] in dataset order, so levels can be summarised per source
     descriptions = {}
@@ -209,7 +213,10 @@ def _generate(cfg: DataMakeConfig, progress: bool | None) -> OfflineDataset:
                 seeds = [x % 2**32 for x in seeds]
             k += n_ep
             eps = run_episodes(
-                vec, act, seeds, record=True,
+                vec,
+                act,
+                seeds,
+                record=True,
                 on_episode=(lambda L: bar.update(1)) if cfg.episodes is not None else None,
             )
             for name in ("observations", "actions", "rewards", "terminated"):
@@ -367,8 +374,9 @@ def import_dmc(cfg: ImportDmcConfig) -> tuple[Path, str]:
     """Import and save ``cfg.path``; returns the dataset directory and the import report."""
     from spinrl.data.interop import import_public_dmc
 
-    ds, report = import_public_dmc(cfg.path, env_id=cfg.env, bins=cfg.bins, level=cfg.level,
-                                   done_means=cfg.done_means, time_limit=cfg.time_limit)
+    ds, report = import_public_dmc(
+        cfg.path, env_id=cfg.env, bins=cfg.bins, level=cfg.level, done_means=cfg.done_means, time_limit=cfg.time_limit
+    )
     return ds.save(cfg.out, overwrite=cfg.overwrite), report
 
 

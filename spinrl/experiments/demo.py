@@ -67,8 +67,13 @@ class DemoConfig:
     """progress bars on a terminal"""
 
 
-NAMES = {"factored": "factored-IQL", "autoregressive": "AR-IQL", "saint": "SAINT-IQL", "spin": "SPIN-IQL",
-         "spin-cached": "SPIN-cached-IQL"}
+NAMES = {
+    "factored": "factored-IQL",
+    "autoregressive": "AR-IQL",
+    "saint": "SAINT-IQL",
+    "spin": "SPIN-IQL",
+    "spin-cached": "SPIN-cached-IQL",
+}
 
 
 def _method_dirs(out: Path, methods, seed: int) -> dict[str, Path]:
@@ -97,16 +102,24 @@ def demo(cfg: DemoConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     seed0 = cfg.seeds[0]
-    data_cfg = DataMakeConfig(env="maze", env_kwargs={"actuators": cfg.actuators}, level="medium-expert",
-                              transitions=cfg.transitions, seed=seed0)
+    data_cfg = DataMakeConfig(
+        env="maze",
+        env_kwargs={"actuators": cfg.actuators},
+        level="medium-expert",
+        transitions=cfg.transitions,
+        seed=seed0,
+    )
     print(f"[1/4] dataset: maze actuators={cfg.actuators} medium-expert {cfg.transitions} transitions", flush=True)
     data_path = str(cached_dataset(data_cfg, progress=cfg.progress))
     print(f"      {data_path}", flush=True)
 
     asm_dir = out / "asm"
-    print("[2/4] pretraining the Action Structure Model (until a "
-          f"validation plateau, at most {cfg.asm_max_steps} steps "
-          f"or {cfg.asm_max_minutes} min)", flush=True)
+    print(
+        "[2/4] pretraining the Action Structure Model (until a "
+        f"validation plateau, at most {cfg.asm_max_steps} steps "
+        f"or {cfg.asm_max_minutes} min)",
+        flush=True,
+    )
     if not (asm_dir / "asm.json").exists():
         import warnings
 
@@ -114,31 +127,55 @@ def demo(cfg: DemoConfig) -> dict:
             warnings.filterwarnings("ignore", message="ASM stopped")
             # preset and masking are checked by PretrainConfig.validate (DemoConfig's flags are plain strings)
             preset = cast(Literal["cpu", "paper"], cfg.preset)
-            pretrain(PretrainConfig(dataset=data_path, out=str(asm_dir), preset=preset, max_epochs=10_000,
-                                    max_steps=cfg.asm_max_steps, max_minutes=cfg.asm_max_minutes, steps_per_epoch=250,
-                                    seed=seed0, threads=cfg.threads, progress=cfg.progress,
-                                    masking=cast(Literal["bert", "variable"], cfg.masking),
-                                    resume=(asm_dir / "checkpoints" / "last.pt").exists()))
+            pretrain(
+                PretrainConfig(
+                    dataset=data_path,
+                    out=str(asm_dir),
+                    preset=preset,
+                    max_epochs=10_000,
+                    max_steps=cfg.asm_max_steps,
+                    max_minutes=cfg.asm_max_minutes,
+                    steps_per_epoch=250,
+                    seed=seed0,
+                    threads=cfg.threads,
+                    progress=cfg.progress,
+                    masking=cast(Literal["bert", "variable"], cfg.masking),
+                    resume=(asm_dir / "checkpoints" / "last.pt").exists(),
+                )
+            )
     asm_info = json.loads((asm_dir / "asm.json").read_text())
     print("      " + stop_summary(asm_info), flush=True)
     from spinrl.evaluation.structure import describe
 
     print("      " + describe(asm_info["structure"]), flush=True)
 
-    common: dict[str, Any] = dict(dataset=data_path, algo="iql", preset=cfg.preset, steps=cfg.steps,
-                                  eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes, threads=cfg.threads,
-                                  progress=cfg.progress, log_every=cfg.eval_every)
+    common: dict[str, Any] = dict(
+        dataset=data_path,
+        algo="iql",
+        preset=cfg.preset,
+        steps=cfg.steps,
+        eval_every=cfg.eval_every,
+        eval_episodes=cfg.eval_episodes,
+        threads=cfg.threads,
+        progress=cfg.progress,
+        log_every=cfg.eval_every,
+    )
     names = [NAMES[m] for m in cfg.methods]
     label = "one seed: single runs, no intervals" if len(cfg.seeds) == 1 else f"{len(cfg.seeds)} seeds"
-    print(f"[3/4] training {', '.join(names)} for {cfg.steps} gradient "
-          f"steps each (same data and critics; {label})", flush=True)
+    print(
+        f"[3/4] training {', '.join(names)} for {cfg.steps} gradient steps each (same data and critics; {label})",
+        flush=True,
+    )
     dirs_by_seed = {}
     for s in cfg.seeds:
         dirs = _method_dirs(out, cfg.methods, s)
         for m, d in zip(cfg.methods, dirs.values()):
             actor = cast(Literal["factored", "autoregressive", "saint", "spin", "spin-cached"], m)  # checked above
-            _train(TrainConfig(out=str(d), actor=actor, seed=s, asm=str(asm_dir) if m.startswith("spin") else None,
-                               **common))
+            _train(
+                TrainConfig(
+                    out=str(d), actor=actor, seed=s, asm=str(asm_dir) if m.startswith("spin") else None, **common
+                )
+            )
         dirs_by_seed[s] = dirs
 
     print("[4/4] results", flush=True)
@@ -153,13 +190,24 @@ def demo(cfg: DemoConfig) -> dict:
     results["target"]["source"] = source
     results["config"] = to_jsonable(cfg)
     results["dataset"] = data_path
-    results["asm"] = {k: asm_info.get(k) for k in ("steps_run", "chosen_step", "stop_reason", "still_falling",
-                                                   "best_val_loss", "wall_seconds", "masking")}
+    results["asm"] = {
+        k: asm_info.get(k)
+        for k in (
+            "steps_run",
+            "chosen_step",
+            "stop_reason",
+            "still_falling",
+            "best_val_loss",
+            "wall_seconds",
+            "masking",
+        )
+    }
     results["asm"]["summary"] = stop_summary(asm_info)
     results["asm"]["structure"] = describe(asm_info["structure"])
     results["demo_wall_seconds"] = round(time.time() - t_start, 1)
-    results["stage_seconds"] = round(float(asm_info["wall_seconds"])
-                                     + sum(sum(m["train_wall"]) for m in results["methods"].values()), 1)
+    results["stage_seconds"] = round(
+        float(asm_info["wall_seconds"]) + sum(sum(m["train_wall"]) for m in results["methods"].values()), 1
+    )
     results["load_average"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     print(format_table(results))
     print("\n".join(interpretation(results)))
@@ -185,9 +233,19 @@ def summarize(dirs_by_seed: dict[int, dict[str, Path]], target: float) -> dict:
             evals = [r for r in rows if r.get("eval_return_mean") is not None]
             pre = pretrain_seconds(d)
             hit = next((r for r in evals if (r.get("normalized_score") or float("-inf")) >= target), None)
-            m = methods.setdefault(name, {"seeds": [], "final": [], "best": [], "steps_to_target": [],
-                                          "time_to_target": [], "steps_per_s": [], "train_wall": [],
-                                          "pretrain_wall": pre})
+            m = methods.setdefault(
+                name,
+                {
+                    "seeds": [],
+                    "final": [],
+                    "best": [],
+                    "steps_to_target": [],
+                    "time_to_target": [],
+                    "steps_per_s": [],
+                    "train_wall": [],
+                    "pretrain_wall": pre,
+                },
+            )
             m["seeds"].append(seed)
             m["final"].append(evals[-1].get("normalized_score"))
             m["best"].append(max((r.get("normalized_score") or float("-inf")) for r in evals))
@@ -206,14 +264,18 @@ def summarize(dirs_by_seed: dict[int, dict[str, Path]], target: float) -> dict:
         m["median_time_to_target"] = _median(m["time_to_target"]) if m["reached"] == len(m["seeds"]) else None
         m["median_steps_per_s"] = _median(m["steps_per_s"])
         m["curve"] = {s: statistics.fmean(v) for s, v in sorted(m["curve"].items())}
-    return {"methods": methods,
-            "target": {"normalized": target, "reference": "the dataset's expert behaviour policy = 100"}}
+    return {
+        "methods": methods,
+        "target": {"normalized": target, "reference": "the dataset's expert behaviour policy = 100"},
+    }
 
 
 def format_table(results: dict) -> str:
     n = len(next(iter(results["methods"].values()))["seeds"])
-    head = (f"{'method':<16} {'final normalized':>22} {'best':>6} {'steps/s':>8} {'steps to target':>16} "
-            f"{'time to target (s)':>19}")
+    head = (
+        f"{'method':<16} {'final normalized':>22} {'best':>6} {'steps/s':>8} {'steps to target':>16} "
+        f"{'time to target (s)':>19}"
+    )
     lines = [head, "-" * len(head)]
     for name, m in results["methods"].items():
         fin = f"{m['final_mean']:.1f}" + (f" [{m['final_min']:.0f}, {m['final_max']:.0f}]" if n > 1 else "")
@@ -223,10 +285,15 @@ def format_table(results: dict) -> str:
         sps = "n/a" if m["median_steps_per_s"] is None else f"{m['median_steps_per_s']:.0f}"
         lines.append(f"{name:<16} {fin:>22} {statistics.fmean(m['best']):>6.1f} {sps:>8} {stt:>16} {ttt:>19}")
     t = results["target"]
-    lines.append(f"target: normalized score {t['normalized']:.1f} ({t.get('source', 'given')}; {t['reference']}); "
-                 + ("ONE SEED: single runs, differences of a few points are noise; " if n == 1 else
-                    f"{n} seeds: mean [min, max] and medians over seeds; ")
-                 + "SPIN's time to target includes ASM pretraining")
+    lines.append(
+        f"target: normalized score {t['normalized']:.1f} ({t.get('source', 'given')}; {t['reference']}); "
+        + (
+            "ONE SEED: single runs, differences of a few points are noise; "
+            if n == 1
+            else f"{n} seeds: mean [min, max] and medians over seeds; "
+        )
+        + "SPIN's time to target includes ASM pretraining"
+    )
     return "\n".join(lines)
 
 
@@ -252,33 +319,41 @@ def interpretation(results: dict) -> list[str]:
         return s + "."
 
     if spin and saint:
-        out.append("- The ASM's part (SPIN vs SAINT, the same actor from scratch): "
-                   + cmp(spin, saint, "SPIN-IQL", "SAINT-IQL"))
+        out.append(
+            "- The ASM's part (SPIN vs SAINT, the same actor from scratch): "
+            + cmp(spin, saint, "SPIN-IQL", "SAINT-IQL")
+        )
     if spin and f:
         out.append("- SPIN vs factored: " + cmp(spin, f, "SPIN-IQL", "factored-IQL"))
         if f["median_steps_per_s"] and spin["median_steps_per_s"]:
             ratio = f["median_steps_per_s"] / spin["median_steps_per_s"]
             pre = spin["pretrain_wall"]
-            out.append("- Cost on this CPU: a SPIN-IQL step takes "
-                       f"{ratio:.1f}x a factored-IQL step (a transformer over "
-                       f"the state and sub-action tokens against MLP heads), and its ASM pretraining "
-                       f"took {pre:.0f} s before the first step. "
-                       + _wall_verdict(spin["median_time_to_target"], f["median_time_to_target"], ratio))
+            out.append(
+                "- Cost on this CPU: a SPIN-IQL step takes "
+                f"{ratio:.1f}x a factored-IQL step (a transformer over "
+                f"the state and sub-action tokens against MLP heads), and its ASM pretraining "
+                f"took {pre:.0f} s before the first step. "
+                + _wall_verdict(spin["median_time_to_target"], f["median_time_to_target"], ratio)
+            )
     if ms.get("SPIN-cached-IQL") and f:
         out.append("- SPIN-cached vs factored: " + cmp(ms["SPIN-cached-IQL"], f, "SPIN-cached-IQL", "factored-IQL"))
     n = len(next(iter(ms.values()))["seeds"])
     if n == 1:
-        out.append("- One seed: these are single runs; run `spinrl demo "
-                   "--seeds 0 1 2` (about 3x as long) before reading "
-                   "a difference of a few points as real.")
+        out.append(
+            "- One seed: these are single runs; run `spinrl demo "
+            "--seeds 0 1 2` (about 3x as long) before reading "
+            "a difference of a few points as real."
+        )
     return out
 
 
 def _wall_verdict(t_spin: float | None, t_f: float | None, ratio: float) -> str:
     if t_f is not None and (t_spin is None or t_spin > t_f):
-        return ("So in wall-clock SPIN is slower here: to break even "
-                f"it must reach the target in {ratio:.1f}x fewer steps "
-                "than factored, pretraining aside.")
+        return (
+            "So in wall-clock SPIN is slower here: to break even "
+            f"it must reach the target in {ratio:.1f}x fewer steps "
+            "than factored, pretraining aside."
+        )
     if t_spin is not None and t_f is not None:
         return "Even so it reached the target sooner in wall-clock."
     if t_spin is not None:
@@ -318,19 +393,23 @@ def write_report(results: dict, out: Path, doc: Path) -> None:
         f"(masking `{c['masking']}`, shared by SPIN and SPIN-cached): "
         f"{results['asm']['summary']}, {results['asm']['wall_seconds']:.1f} s. {results['asm']['structure']}.",
         "",
-        f"Generated by `spinrl demo --doc {doc}" + (f" --threads {c['threads']}" if c.get("threads") else "")
+        f"Generated by `spinrl demo --doc {doc}"
+        + (f" --threads {c['threads']}" if c.get("threads") else "")
         + (f" --seeds {' '.join(map(str, c['seeds']))}" if list(c["seeds"]) != [0] else "")
         + f"` (spinrl {env['versions']['spinrl']} at commit {env.get('commit')}, torch "
         f"{env['versions']['torch']}, {env['device']['name'] or 'cpu'}, "
         f"{env['device']['torch_threads']} torch threads); "
         f"ASM pretraining and the trainings (evaluations included) took {results['stage_seconds']:.0f} s"
-        + (f", this invocation {results['demo_wall_seconds']:.0f} "
-           "s" if results["demo_wall_seconds"] > 0.5 * results["stage_seconds"]
-           else " (this invocation reused those finished stages and only rebuilt the report)")
-        + f"; load average at the end {results.get('load_average')}. " + (c.get("note") or "").rstrip(". ")
+        + (
+            f", this invocation {results['demo_wall_seconds']:.0f} s"
+            if results["demo_wall_seconds"] > 0.5 * results["stage_seconds"]
+            else " (this invocation reused those finished stages and only rebuilt the report)"
+        )
+        + f"; load average at the end {results.get('load_average')}. "
+        + (c.get("note") or "").rstrip(". ")
         + (". " if c.get("note") else "")
         + "Steps/s is the median training throughput (evaluation "
-          "excluded); time to target counts wall-clock from the start "
+        "excluded); time to target counts wall-clock from the start "
         "of training to the first evaluation at or above the target, "
         "plus the ASM's pretraining for the SPIN variants (and "
         "the feature-cache build for SPIN-cached, inside its training run).",

@@ -40,13 +40,13 @@ def iqm(x) -> float:
     """Interquartile mean: the mean of the middle 50% (scipy.stats.trim_mean(x, 0.25), as rliable)."""
     v = np.sort(np.asarray(x, dtype=float).ravel())
     k = int(0.25 * v.size)
-    return float(v[k:v.size - k].mean())
+    return float(v[k : v.size - k].mean())
 
 
 def _iqm_rows(m: np.ndarray) -> np.ndarray:
     v = np.sort(m, axis=1)
     k = int(0.25 * v.shape[1])
-    return v[:, k:v.shape[1] - k].mean(axis=1)
+    return v[:, k : v.shape[1] - k].mean(axis=1)
 
 
 def stratified_bootstrap(per_task: list, stat=iqm, draws: int = BOOT_DRAWS, seed: int = 0) -> tuple[float, float]:
@@ -75,8 +75,13 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict | None:
     if not seeds:
         return None
     d = [a[s] - b[s] for s in seeds]
-    return {"mean": float(np.mean(d)), "ci": stratified_bootstrap([d], stat=np.mean), "n": len(d),
-            "wins": sum(x > 0 for x in d), "diffs": [round(x, 2) for x in d]}
+    return {
+        "mean": float(np.mean(d)),
+        "ci": stratified_bootstrap([d], stat=np.mean),
+        "n": len(d),
+        "wins": sum(x > 0 for x in d),
+        "diffs": [round(x, 2) for x in d],
+    }
 
 
 # ---------------------------------------------------------------------- runs
@@ -142,18 +147,22 @@ def converged_reference(runs: list[dict], key: str, last: int = 5) -> dict | Non
     for r in runs:
         tail = [e[key] for e in r["evals"][-last:]]
         per_seed.append(float(np.mean(tail)))
-        before.append(float(np.mean([e[key] for e in r["evals"][-2 * last:-last]] or tail)))
+        before.append(float(np.mean([e[key] for e in r["evals"][-2 * last : -last]] or tail)))
         spread.append(float(np.max(tail) - np.min(tail)))
     value, prev = float(np.mean(per_seed)), float(np.mean(before))
     final = [r["final_eval"]["sampled"] for r in runs if r.get("final_eval")]
-    return {"value": value, "per_seed": [round(x, 2) for x in per_seed], "before": prev,
-            # more than 10% above the five evaluations before: the runs are still improving, not converged
-            "rising": value > 1.1 * prev,
-            "final_sampled": [round(f["return_mean"], 1) for f in final],
-            "final_episodes": [len(f["returns"]) for f in final],
-            "last_evals_range": [round(x, 2) for x in spread],
-            "steps": sorted({int(r["config"]["steps"]) for r in runs}),
-            "n": len(runs)}
+    return {
+        "value": value,
+        "per_seed": [round(x, 2) for x in per_seed],
+        "before": prev,
+        # more than 10% above the five evaluations before: the runs are still improving, not converged
+        "rising": value > 1.1 * prev,
+        "final_sampled": [round(f["return_mean"], 1) for f in final],
+        "final_episodes": [len(f["returns"]) for f in final],
+        "last_evals_range": [round(x, 2) for x in spread],
+        "steps": sorted({int(r["config"]["steps"]) for r in runs}),
+        "n": len(runs),
+    }
 
 
 def _train_seconds(run: dict, step: int) -> float:
@@ -186,13 +195,16 @@ def reference_curve(runs: list[dict], key: str) -> dict[int, float]:
     return {s: iqm([_at(r, s, key) for r in runs]) for s in steps}
 
 
-def build(root: str | Path, step: int = 10_000, reference: str | Path | None = None,
-          key: str = "eval_return_mean") -> dict:
+def build(
+    root: str | Path, step: int = 10_000, reference: str | Path | None = None, key: str = "eval_return_mean"
+) -> dict:
     """Everything the page shows, as JSON-able data."""
     runs = [r for r in find_runs(root) if any(int(e["step"]) == step for e in r["evals"])]
     if not runs:
-        raise ConfigError(f"no finished run under {root} has an evaluation at step {step}; pass --early-step STEP "
-                          "matching the runs' eval_every")
+        raise ConfigError(
+            f"no finished run under {root} has an evaluation at step {step}; pass --early-step STEP "
+            "matching the runs' eval_every"
+        )
     asms = find_asms(root)
     refs = [r for r in find_runs(reference) if r["config"]["actor"] == "factored"] if reference else []
     tasks: dict[str, dict] = {}
@@ -204,8 +216,10 @@ def build(root: str | Path, step: int = 10_000, reference: str | Path | None = N
     for task, variants in sorted(by_task.items()):
         t_refs = [r for r in refs if task_name(r["env_id"], r["env_kwargs"], r["level"]) == task]
         # each algorithm's 100% is the converged factored actor trained with it (F-AWAC for AWAC...), as the paper does
-        ref_of = {a: converged_reference([r for r in t_refs if r["config"]["algo"].upper() == a], key)
-                  for a in {r["config"]["algo"].upper() for r in t_refs}}
+        ref_of = {
+            a: converged_reference([r for r in t_refs if r["config"]["algo"].upper() == a], key)
+            for a in {r["config"]["algo"].upper() for r in t_refs}
+        }
         ref = ref_of.get("IQL")
         target = 0.95 * ref["value"] if ref else None
         out: dict[str, dict] = {}
@@ -226,11 +240,18 @@ def build(root: str | Path, step: int = 10_000, reference: str | Path | None = N
                 "normalized": summarize(norm) if all(x is not None for x in norm) else None,
                 "curve": {s: iqm([_at(r, s, key) for r in rs if _at(r, s, key) is not None]) for s in curve_steps},
                 "best_step": None,
-                "q": _mean([x.get("q") for x in last]), "v": _mean([x.get("v") for x in last]),
+                "q": _mean([x.get("q") for x in last]),
+                "v": _mean([x.get("v") for x in last]),
                 "q_half": _mean([_row_at(r, step // 2).get("q") for r in rs]),
                 # the noise of one evaluation: the episodes' std over sqrt(episodes), averaged over evaluations
-                "eval_se": _mean([e["eval_return_std"] / max(1, int(r["config"].get("eval_episodes") or 1)) ** 0.5
-                                  for r in rs for e in r["evals"] if e.get("eval_return_std") is not None]),
+                "eval_se": _mean(
+                    [
+                        e["eval_return_std"] / max(1, int(r["config"].get("eval_episodes") or 1)) ** 0.5
+                        for r in rs
+                        for e in r["evals"]
+                        if e.get("eval_return_std") is not None
+                    ]
+                ),
                 "weight": _mean([x.get("weight") for x in last]),
                 "train_seconds": _mean([_at(r, step, "wall_seconds") for r in rs]),
                 "asm_seconds": _mean(asm_s),
@@ -239,9 +260,13 @@ def build(root: str | Path, step: int = 10_000, reference: str | Path | None = N
                 entry["best_step"] = max(entry["curve"], key=entry["curve"].get)
             fe = [r["final_eval"] for r in rs if r.get("final_eval")]
             if fe:  # benchmarks/final_eval.py: the final policy on the same episode seeds, greedy and sampled
-                entry["final_eval"] = {m: {"iqm": iqm([f[m]["return_mean"] for f in fe]),
-                                           "episodes": [x for f in fe for x in f[m]["returns"]]}
-                                       for m in ("greedy", "sampled")}
+                entry["final_eval"] = {
+                    m: {
+                        "iqm": iqm([f[m]["return_mean"] for f in fe]),
+                        "episodes": [x for f in fe for x in f[m]["returns"]],
+                    }
+                    for m in ("greedy", "sampled")
+                }
                 entry["final_eval"]["n"] = len(fe)
                 entry["final_eval"]["per_run_episodes"] = fe[0]["episodes"]
             # the reference is evaluated sampled, as the paper does: greedy rows get no percentage or time
@@ -270,9 +295,20 @@ def build(root: str | Path, step: int = 10_000, reference: str | Path | None = N
                     entry["time_to_target_partial"] = True
             if rs[0].get("asm"):
                 info = rs[0]["asm"]["info"]
-                entry["asm"] = {k: info.get(k) for k in ("max_steps", "steps_run", "stop_reason", "still_falling",
-                                                         "best_val_loss", "chosen_step", "wall_seconds", "masking",
-                                                         "batch_size")}
+                entry["asm"] = {
+                    k: info.get(k)
+                    for k in (
+                        "max_steps",
+                        "steps_run",
+                        "stop_reason",
+                        "still_falling",
+                        "best_val_loss",
+                        "chosen_step",
+                        "wall_seconds",
+                        "masking",
+                        "batch_size",
+                    )
+                }
                 # records older than step budgets
                 if entry["asm"]["steps_run"] is None and info.get("epochs_run") is not None:
                     entry["asm"]["steps_run"] = int(info["epochs_run"]) * int(info.get("steps_per_epoch") or 0)
@@ -280,8 +316,14 @@ def build(root: str | Path, step: int = 10_000, reference: str | Path | None = N
                 entry["asm"]["distinct"] = len({str(r["asm"]["dir"]) for r in rs if r.get("asm")})
             out[name] = entry
         comps, first_comps, greedy_comps = {}, {}, {}
-        greedy_of = {n: {int(r["config"].get("seed", 0)): r["final_eval"]["greedy"]["return_mean"]
-                         for r in variants[n] if r.get("final_eval")} for n in out}
+        greedy_of = {
+            n: {
+                int(r["config"].get("seed", 0)): r["final_eval"]["greedy"]["return_mean"]
+                for r in variants[n]
+                if r.get("final_eval")
+            }
+            for n in out
+        }
         first = min((min(e["curve"]) for e in out.values() if e["curve"]), default=None)
         for name in out:
             if not name.startswith("SPIN"):
@@ -294,10 +336,14 @@ def build(root: str | Path, step: int = 10_000, reference: str | Path | None = N
                     if greedy_of[name] and greedy_of[b]:
                         greedy_comps[f"{name} - {b}"] = paired(greedy_of[name], greedy_of[b])
                     if first is not None and first != step:
-                        at = {n: {int(r["config"].get("seed", 0)): _at(r, first, key) for r in variants[n]}
-                              for n in (name, b)}
-                        first_comps[f"{name} - {b}"] = paired({k: v for k, v in at[name].items() if v is not None},
-                                                              {k: v for k, v in at[b].items() if v is not None})
+                        at = {
+                            n: {int(r["config"].get("seed", 0)): _at(r, first, key) for r in variants[n]}
+                            for n in (name, b)
+                        }
+                        first_comps[f"{name} - {b}"] = paired(
+                            {k: v for k, v in at[name].items() if v is not None},
+                            {k: v for k, v in at[b].items() if v is not None},
+                        )
         base = {"F": "F-IQL" if "F-IQL" in out else None}
         if ref and target is not None:
             fastest_base = out.get(base["F"] or "", {}).get("time_to_target_iqm_s")
@@ -305,10 +351,17 @@ def build(root: str | Path, step: int = 10_000, reference: str | Path | None = N
                 t = e.get("time_to_target_iqm_s")
                 e["speedup_vs_factored"] = fastest_base / t if (t and fastest_base) else None
         iql_refs = [r for r in t_refs if r["config"]["algo"].upper() == "IQL"]
-        tasks[task] = {"variants": out, "paired": comps, "paired_first": first_comps, "first_step": first,
-                       "paired_greedy": {k: v for k, v in greedy_comps.items() if v},
-                       "reference": ref, "target": target, "reference_curve": reference_curve(iql_refs, key),
-                       "reference_seconds": _mean([_last_wall(r) for r in iql_refs])}
+        tasks[task] = {
+            "variants": out,
+            "paired": comps,
+            "paired_first": first_comps,
+            "first_step": first,
+            "paired_greedy": {k: v for k, v in greedy_comps.items() if v},
+            "reference": ref,
+            "target": target,
+            "reference_curve": reference_curve(iql_refs, key),
+            "reference_seconds": _mean([_last_wall(r) for r in iql_refs]),
+        }
     return {"step": step, "key": key, "tasks": tasks, "reference_root": str(reference) if reference else None}
 
 
@@ -349,8 +402,13 @@ def verdict(p: dict | None) -> str:
 
 
 def _pairs(ps: dict, S: int | None = None, wins: bool = True) -> str:
-    return "; ".join(f"{k.split(' - ')[0]} vs {k.split(' - ')[1]}: {verdict(p)} ({p['mean']:+.3g}"
-                     + (f", {p['wins']}/{p['n']} seeds higher" if wins else "") + ")" for k, p in ps.items() if p)
+    return "; ".join(
+        f"{k.split(' - ')[0]} vs {k.split(' - ')[1]}: {verdict(p)} ({p['mean']:+.3g}"
+        + (f", {p['wins']}/{p['n']} seeds higher" if wins else "")
+        + ")"
+        for k, p in ps.items()
+        if p
+    )
 
 
 def answer(rep: dict) -> list[str]:
@@ -361,8 +419,9 @@ def answer(rep: dict) -> list[str]:
     for task, t in rep["tasks"].items():
         v = t["variants"]
         spins = [n for n in v if n.startswith("SPIN") and not n.endswith(GREEDY)]
-        best = max(spins, key=lambda n: v[n]["return"]["iqm"] if v[n]["return"].get("iqm") is not None else -1e9,
-                   default=None)
+        best = max(
+            spins, key=lambda n: v[n]["return"]["iqm"] if v[n]["return"].get("iqm") is not None else -1e9, default=None
+        )
         if best is None:
             out.append(f"- **{task}** at step {S:,}: no SPIN row.")
             continue
@@ -373,24 +432,35 @@ def answer(rep: dict) -> list[str]:
             head += " against " + " and ".join(f"{b} {v[b]['return']['iqm']:.0f}" for b in base)
         ps = {f"{best} - {b}": t["paired"].get(f"{best} - {b}") for b in base}
         if any(ps.values()):
-            head += " (IQM over seeds; " + "; ".join(
-                f"vs {k.split(' - ')[1]}: {verdict(p)}, {p['mean']:+.0f}, {p['wins']}/{p['n']} seeds higher"
-                for k, p in ps.items() if p) + ")"
+            head += (
+                " (IQM over seeds; "
+                + "; ".join(
+                    f"vs {k.split(' - ')[1]}: {verdict(p)}, {p['mean']:+.0f}, {p['wins']}/{p['n']} seeds higher"
+                    for k, p in ps.items()
+                    if p
+                )
+                + ")"
+            )
         out.append(head + ".")
         ref = t["reference"]
         f = v.get(f"F-{algo}")
         if ref and f and f.get("pct_of_converged", {}).get("iqm") is not None:
-            prov = (f" (provisional: the reference runs were still improving at {max(ref['steps']):,} steps)"
-                    if ref.get("rising") else "")
+            prov = (
+                f" (provisional: the reference runs were still improving at {max(ref['steps']):,} steps)"
+                if ref.get("rising")
+                else ""
+            )
             fp = f["pct_of_converged"]["iqm"]
             hi = [f"{n} {v[n]['pct_of_converged']['iqm']:.0f}%" for n in spins if v[n]["pct_of_converged"]["iqm"] >= 70]
             lo = [f"{n} {v[n]['pct_of_converged']['iqm']:.0f}%" for n in spins if v[n]["pct_of_converged"]["iqm"] < 70]
             met = fp < 50 and bool(hi)
-            out.append("  - The paper's Table-4 test (SPIN at or above 70% "
-                       f"of converged F-IQL ({ref['value']:.1f}) at step "
-                       f"{S:,} while F-IQL is below 50%): **{'met' if met else 'not met'}**{prov}. F-IQL "
-                       f"{fp:.0f}%; SPIN rows at or above 70%: "
-                       f"{', '.join(hi) or 'none'}; below: {', '.join(lo) or 'none'}.")
+            out.append(
+                "  - The paper's Table-4 test (SPIN at or above 70% "
+                f"of converged F-IQL ({ref['value']:.1f}) at step "
+                f"{S:,} while F-IQL is below 50%): **{'met' if met else 'not met'}**{prov}. F-IQL "
+                f"{fp:.0f}%; SPIN rows at or above 70%: "
+                f"{', '.join(hi) or 'none'}; below: {', '.join(lo) or 'none'}."
+            )
             times = []
             ft = f.get("time_to_target_iqm_s")
             for n in [f"F-{algo}", f"SAINT-{algo}", *spins]:
@@ -401,32 +471,48 @@ def answer(rep: dict) -> list[str]:
                 if e.get("time_to_target_iqm_s") is not None:
                     x = e["time_to_target_iqm_s"]
                     known = sum(y is not None for y in tt)
-                    times.append(f"{n} {x / 60:.1f} min" + (f" ({known}/{len(tt)} seeds, the long reference runs)"
-                                                             if e.get("time_to_target_partial") else "")
-                                 + (f" ({ft / x:.2f}x F-{algo}'s speed)" if ft and not n.startswith("F-") else ""))
+                    times.append(
+                        f"{n} {x / 60:.1f} min"
+                        + (
+                            f" ({known}/{len(tt)} seeds, the long reference runs)"
+                            if e.get("time_to_target_partial")
+                            else ""
+                        )
+                        + (f" ({ft / x:.2f}x F-{algo}'s speed)" if ft and not n.startswith("F-") else "")
+                    )
                 else:
                     times.append(f"{n} not reached within {S:,} steps by {sum(y is None for y in tt)}/{len(tt)} seeds")
-            out.append(f"  - Time to 95% of it ({t['target']:.1f}; gradient steps plus ASM pretraining, evaluations "
-                       f"excluded): " + "; ".join(times) + ".")
+            out.append(
+                f"  - Time to 95% of it ({t['target']:.1f}; gradient steps plus ASM pretraining, evaluations "
+                f"excluded): " + "; ".join(times) + "."
+            )
         if t["paired"]:
             out.append(f"  - Every SPIN row at step {S:,} (paired by seed): {_pairs(t['paired'])}.")
         if t.get("paired_greedy"):
-            out.append("  - The final policies acting greedily "
-                       f"(`benchmarks/final_eval.py`): {_pairs(t['paired_greedy'])}.")
+            out.append(
+                f"  - The final policies acting greedily (`benchmarks/final_eval.py`): {_pairs(t['paired_greedy'])}."
+            )
         if t.get("paired_first"):
-            out.append(f"  - At the first evaluation (step {t['first_step']:,}): "
-                       f"{_pairs(t['paired_first'], wins=False)}.")
+            out.append(
+                f"  - At the first evaluation (step {t['first_step']:,}): {_pairs(t['paired_first'], wins=False)}."
+            )
         if f and f.get("q") is not None and f.get("q_half") is not None:
             rising = f["q"] > 1.2 * f["q_half"]
-            out.append(f"  - The shared critic's mean Q went from {f['q_half']:.1f} "
-                       f"at step {S // 2:,} to {f['q']:.1f} at {S:,}"
-                       + (" (still rising: far from its fixed point)" if rising else "")
-                       + "; the mean advantage weight is "
-                       f"{f['weight']:.2f}" + (" (near 1: the actors still mostly clone the data)"
-                                               if abs(f["weight"] - 1) < 0.2 else "") + ".")
-        peaks = [f"{n} {e['curve'][e['best_step']]:.0f} at {e['best_step']:,} -> {e['curve'][max(e['curve'])]:.0f} at "
-                 f"{max(e['curve']):,}" for n, e in v.items()
-                 if e.get("best_step") is not None and e["best_step"] < max(e["curve"])]
+            out.append(
+                f"  - The shared critic's mean Q went from {f['q_half']:.1f} "
+                f"at step {S // 2:,} to {f['q']:.1f} at {S:,}"
+                + (" (still rising: far from its fixed point)" if rising else "")
+                + "; the mean advantage weight is "
+                f"{f['weight']:.2f}"
+                + (" (near 1: the actors still mostly clone the data)" if abs(f["weight"] - 1) < 0.2 else "")
+                + "."
+            )
+        peaks = [
+            f"{n} {e['curve'][e['best_step']]:.0f} at {e['best_step']:,} -> {e['curve'][max(e['curve'])]:.0f} at "
+            f"{max(e['curve']):,}"
+            for n, e in v.items()
+            if e.get("best_step") is not None and e["best_step"] < max(e["curve"])
+        ]
         if peaks:
             out.append("  - Curves that peaked before the end (IQM peak -> last): " + "; ".join(peaks) + ".")
     return out
@@ -434,21 +520,32 @@ def answer(rep: dict) -> list[str]:
 
 def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None = None) -> str:
     S = rep["step"]
-    lines = [f"# Early learning: returns after {S:,} gradient steps", "",
-             "The answer, computed from the tables below (\"higher\"/\"lower\" = the 95% bootstrap interval of the "
-             "paired difference excludes 0; with 3-5 seeds that happens whenever every seed agrees, so read it as a "
-             "consistent sign across seeds, not as a significance test):", "", *answer(rep), ""]
+    lines = [
+        f"# Early learning: returns after {S:,} gradient steps",
+        "",
+        'The answer, computed from the tables below ("higher"/"lower" = the 95% bootstrap interval of the '
+        "paired difference excludes 0; with 3-5 seeds that happens whenever every seed agrees, so read it as a "
+        "consistent sign across seeds, not as a significance test):",
+        "",
+        *answer(rep),
+        "",
+    ]
     for task, t in rep["tasks"].items():
         ref = t["reference"]
         lines += [f"## {task}", ""]
-        head = ("| method | seeds | return at step {S:,} (IQM [95% CI]) | normalized | peak of the IQM curve (step) "
-                "| % of converged F-IQL | time to 95% of converged "
-                "F-IQL (gradient steps + ASM, evaluations excluded) |")
+        head = (
+            "| method | seeds | return at step {S:,} (IQM [95% CI]) | normalized | peak of the IQM curve (step) "
+            "| % of converged F-IQL | time to 95% of converged "
+            "F-IQL (gradient steps + ASM, evaluations excluded) |"
+        )
         lines += [head.format(S=S), "|---|---|---|---|---|---|---|"]
         for name, e in t["variants"].items():
             has = "pct_of_converged" in e
-            pct = (_ci(e["pct_of_converged"]) + (" (provisional)" if ref and ref.get("rising") else "")) if has \
+            pct = (
+                (_ci(e["pct_of_converged"]) + (" (provisional)" if ref and ref.get("rising") else ""))
+                if has
                 else "no converged reference yet"
+            )
             ttt = "-"
             if has:
                 tt = e.get("time_to_target_s") or []
@@ -458,119 +555,183 @@ def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None
                     if "reference" in (e.get("time_to_target_source") or []):
                         ttt += " (from the converged reference runs)"
                 elif e.get("time_to_target_partial"):
-                    ttt = (f"{_t(e.get('time_to_target_iqm_s'))} (the converged "
-                           f"reference runs of {len(reached)}/{len(tt)} "
-                           f"seeds; the other {len(tt) - len(reached)} fell "
-                           f"short within {S:,} steps and have no long run)")
+                    ttt = (
+                        f"{_t(e.get('time_to_target_iqm_s'))} (the converged "
+                        f"reference runs of {len(reached)}/{len(tt)} "
+                        f"seeds; the other {len(tt) - len(reached)} fell "
+                        f"short within {S:,} steps and have no long run)"
+                    )
                 else:
-                    ttt = (f"not reached by {len(tt) - len(reached)}/{len(tt)} seeds within {S:,} steps "
-                           f"({_t(e.get('run_seconds'))} incl. ASM)")
+                    ttt = (
+                        f"not reached by {len(tt) - len(reached)}/{len(tt)} seeds within {S:,} steps "
+                        f"({_t(e.get('run_seconds'))} incl. ASM)"
+                    )
             peak = f"{e['curve'][e['best_step']]:.1f} ({e['best_step']:,})" if e.get("best_step") is not None else "-"
-            lines.append(f"| {name} | {e['return']['n']} | {_ci(e['return'])} "
-                         f"| {_ci(e['normalized'])} | {peak} | {pct} | {ttt} |")
+            lines.append(
+                f"| {name} | {e['return']['n']} | {_ci(e['return'])} "
+                f"| {_ci(e['normalized'])} | {peak} | {pct} | {ttt} |"
+            )
         lines.append("")
         if t["paired"]:
-            lines += ["Paired differences in return at step {:,} (same data and "
-                      "seeds; mean [95% bootstrap CI over seeds]):".format(S), ""]
+            lines += [
+                "Paired differences in return at step {:,} (same data and "
+                "seeds; mean [95% bootstrap CI over seeds]):".format(S),
+                "",
+            ]
             lines += ["| comparison | difference |", "|---|---|"]
             lines += [f"| {k} | {_pd(v)} |" for k, v in t["paired"].items()]
             lines.append("")
         if t.get("paired_first"):
-            lines += ["The same differences at the first evaluation, step "
-                      f"{t['first_step']:,}:", "", "| comparison | difference |", "|---|---|"]
+            lines += [
+                f"The same differences at the first evaluation, step {t['first_step']:,}:",
+                "",
+                "| comparison | difference |",
+                "|---|---|",
+            ]
             lines += [f"| {k} | {_pd(v)} |" for k, v in t["paired_first"].items()]
             lines.append("")
         asm_rows = [(n, e["asm"]) for n, e in t["variants"].items() if e.get("asm")]
         if asm_rows:
-            lines += ["The ASMs behind the SPIN rows (held-out episodes; "
-                      "leave-one-out reconstruction: each sub-action masked "
-                      "alone and predicted; `exact` = every sub-action of the row right):", "",
-                      "| SPIN row | steps run | stop | best val. masked loss | per sub-action "
-                      "acc. (indep. / random) | exact joint (indep. / random) | ASM wall |",
-                      "|---|---|---|---|---|---|---|"]
+            lines += [
+                "The ASMs behind the SPIN rows (held-out episodes; "
+                "leave-one-out reconstruction: each sub-action masked "
+                "alone and predicted; `exact` = every sub-action of the row right):",
+                "",
+                "| SPIN row | steps run | stop | best val. masked loss | per sub-action "
+                "acc. (indep. / random) | exact joint (indep. / random) | ASM wall |",
+                "|---|---|---|---|---|---|---|",
+            ]
             for n, a in asm_rows:
                 st = a.get("structure") or {}
-                acc = (f"{100 * st['asm']['slot_acc_mean']:.1f}% ({100 * st['independent']['slot_acc_mean']:.1f}% / "
-                       f"{100 * st['random']['slot_acc_mean']:.1f}%)") if st else "-"
-                ex = (f"{100 * st['asm']['exact']:.2f}% ({100 * st['independent']['exact']:.2f}% / "
-                      f"{100 * st['random']['exact']:.2f}%)") if st else "-"
+                acc = (
+                    (
+                        f"{100 * st['asm']['slot_acc_mean']:.1f}% ({100 * st['independent']['slot_acc_mean']:.1f}% / "
+                        f"{100 * st['random']['slot_acc_mean']:.1f}%)"
+                    )
+                    if st
+                    else "-"
+                )
+                ex = (
+                    (
+                        f"{100 * st['asm']['exact']:.2f}% ({100 * st['independent']['exact']:.2f}% / "
+                        f"{100 * st['random']['exact']:.2f}%)"
+                    )
+                    if st
+                    else "-"
+                )
                 stop = a.get("stop_reason") + (", loss still falling" if a.get("still_falling") else "")
                 vl = f"{a['best_val_loss']:.4f}" if a.get("best_val_loss") is not None else "-"
                 if a.get("distinct", 1) > 1:
                     n = n + f" (seed {t['variants'][n]['seeds'][0]}'s ASM of {a['distinct']})"
-                lines.append(f"| {n} | {a.get('steps_run') or 0:,} | {stop} | {vl} | "
-                             f"{acc} | {ex} | {a.get('wall_seconds', 0) / 60:.1f} min |")
+                lines.append(
+                    f"| {n} | {a.get('steps_run') or 0:,} | {stop} | {vl} | "
+                    f"{acc} | {ex} | {a.get('wall_seconds', 0) / 60:.1f} min |"
+                )
             lines.append("")
         steps = sorted({s for e in t["variants"].values() for s in e["curve"]})
-        lines += ["Learning curves (IQM return over seeds at each "
-                  "evaluation); the standard error of one evaluation (the "
-                  "episodes' std over the square root of their number, averaged over evaluations: a swing of twice it "
-                  "between two points is noise); the critic at step {:,}: mean Q and V on "
-                  "training batches (still rising = the critic is far from its fixed point, which for DM Control's "
-                  "per-step rewards in [0, 1] and gamma 0.99 is up to 100), and the actor's mean advantage weight "
-                  "(near 1 = the actor is still cloning the data):".format(S), "",
-                  "| method | " + " | ".join(f"{s // 1000}k" if s % 1000 == 0 else str(s) for s in steps)
-                  + f" | eval s.e. | Q at {S // 2:,} -> {S:,} | V | weight |",
-                  "|---|" + "---|" * (len(steps) + 4)]
+        lines += [
+            "Learning curves (IQM return over seeds at each "
+            "evaluation); the standard error of one evaluation (the "
+            "episodes' std over the square root of their number, averaged over evaluations: a swing of twice it "
+            "between two points is noise); the critic at step {:,}: mean Q and V on "
+            "training batches (still rising = the critic is far from its fixed point, which for DM Control's "
+            "per-step rewards in [0, 1] and gamma 0.99 is up to 100), and the actor's mean advantage weight "
+            "(near 1 = the actor is still cloning the data):".format(S),
+            "",
+            "| method | "
+            + " | ".join(f"{s // 1000}k" if s % 1000 == 0 else str(s) for s in steps)
+            + f" | eval s.e. | Q at {S // 2:,} -> {S:,} | V | weight |",
+            "|---|" + "---|" * (len(steps) + 4),
+        ]
         for name, e in t["variants"].items():
             cells = [f"{e['curve'][s]:.0f}" if s in e["curve"] else "-" for s in steps]
             f = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
-            lines.append(f"| {name} | " + " | ".join(cells)
-                         + f" | {f(e.get('eval_se'))} | {f(e['q_half'])} -> "
-                           f"{f(e['q'])} | {f(e['v'])} | {f(e['weight'])} |")
+            lines.append(
+                f"| {name} | " + " | ".join(cells) + f" | {f(e.get('eval_se'))} | {f(e['q_half'])} -> "
+                f"{f(e['q'])} | {f(e['v'])} | {f(e['weight'])} |"
+            )
         lines.append("")
         fe_rows = [(n, e["final_eval"]) for n, e in t["variants"].items() if e.get("final_eval")]
         if fe_rows:
-            lines += [f"The final policies (step {S:,}) evaluated again on "
-                      "the same episode seeds, sampled as in training and "
-                      "greedy (the most likely sub-action each), by "
-                      "`benchmarks/final_eval.py`: IQM over seeds of each run's "
-                      "mean, and the episodes pooled over seeds (median and "
-                      "the share under 100, i.e. runs that stalled):", "",
-                      "| method | runs x episodes | sampled | greedy | sampled episodes: "
-                      "median, share < 100 | greedy episodes: median, share < 100 |",
-                      "|---|---|---|---|---|---|"]
+            lines += [
+                f"The final policies (step {S:,}) evaluated again on "
+                "the same episode seeds, sampled as in training and "
+                "greedy (the most likely sub-action each), by "
+                "`benchmarks/final_eval.py`: IQM over seeds of each run's "
+                "mean, and the episodes pooled over seeds (median and "
+                "the share under 100, i.e. runs that stalled):",
+                "",
+                "| method | runs x episodes | sampled | greedy | sampled episodes: "
+                "median, share < 100 | greedy episodes: median, share < 100 |",
+                "|---|---|---|---|---|---|",
+            ]
             for n, f in fe_rows:
                 cells = []
                 for m in ("sampled", "greedy"):
                     ep = np.asarray(f[m]["episodes"], dtype=float)
                     cells.append(f"{np.median(ep):.0f}, {100 * np.mean(ep < 100):.0f}%")
-                lines.append(f"| {n} | {f['n']} x {f['per_run_episodes']} | "
-                             f"{f['sampled']['iqm']:.1f} | {f['greedy']['iqm']:.1f} "
-                             f"| {cells[0]} | {cells[1]} |")
+                lines.append(
+                    f"| {n} | {f['n']} x {f['per_run_episodes']} | "
+                    f"{f['sampled']['iqm']:.1f} | {f['greedy']['iqm']:.1f} "
+                    f"| {cells[0]} | {cells[1]} |"
+                )
             lines.append("")
             if t.get("paired_greedy"):
-                lines += ["Paired differences of the greedy final returns (same "
-                          "seeds):", "", "| comparison | difference |", "|---|---|"]
+                lines += [
+                    "Paired differences of the greedy final returns (same seeds):",
+                    "",
+                    "| comparison | difference |",
+                    "|---|---|",
+                ]
                 lines += [f"| {k} | {_pd(v)} |" for k, v in t["paired_greedy"].items()]
                 lines.append("")
         if ref:
-            lines += [f"Converged F-IQL reference: {ref['value']:.1f} "
-                      "(mean of each seed's last five evaluations, seeds "
-                      f"{ref['per_seed']}; range of those five per seed "
-                      f"{ref['last_evals_range']}; {ref['steps']} steps; "
-                      f"{_t(t.get('reference_seconds'))} of gradient steps per run)."
-                      + (" The five evaluations before them averaged "
-                         f"{ref['before']:.1f}: **the reference runs were still "
-                         "improving when they stopped, so this is not a converged value**; the percentages and times "
-                         "above are against a provisional 100% that a longer reference run will move."
-                         if ref.get("rising") else "")
-                      + (f" Their final policies on {ref['final_episodes']} fresh sampled episodes each "
-                         "(`benchmarks/final_eval.py`): "
-                         f"{ref['final_sampled']}." if ref.get("final_sampled") else ""), ""]
+            lines += [
+                f"Converged F-IQL reference: {ref['value']:.1f} "
+                "(mean of each seed's last five evaluations, seeds "
+                f"{ref['per_seed']}; range of those five per seed "
+                f"{ref['last_evals_range']}; {ref['steps']} steps; "
+                f"{_t(t.get('reference_seconds'))} of gradient steps per run)."
+                + (
+                    " The five evaluations before them averaged "
+                    f"{ref['before']:.1f}: **the reference runs were still "
+                    "improving when they stopped, so this is not a converged value**; the percentages and times "
+                    "above are against a provisional 100% that a longer reference run will move."
+                    if ref.get("rising")
+                    else ""
+                )
+                + (
+                    f" Their final policies on {ref['final_episodes']} fresh sampled episodes each "
+                    "(`benchmarks/final_eval.py`): "
+                    f"{ref['final_sampled']}."
+                    if ref.get("final_sampled")
+                    else ""
+                ),
+                "",
+            ]
             rc = t.get("reference_curve") or {}
             if rc:
                 pick = [s for s in sorted(rc) if s in (5_000, 10_000, 20_000) or s % 25_000 == 0 or s == max(rc)]
-                lines += ["Its learning curve (IQM over its seeds):", "",
-                          "| step | " + " | ".join(f"{s // 1000}k" for s in pick) + " |", "|---|" + "---|" * len(pick),
-                          "| F-IQL return | " + " | ".join(f"{rc[s]:.0f}" for s in pick) + " |", ""]
+                lines += [
+                    "Its learning curve (IQM over its seeds):",
+                    "",
+                    "| step | " + " | ".join(f"{s // 1000}k" for s in pick) + " |",
+                    "|---|" + "---|" * len(pick),
+                    "| F-IQL return | " + " | ".join(f"{rc[s]:.0f}" for s in pick) + " |",
+                    "",
+                ]
         if img:
             lines += [f"![learning curves]({img})", ""]
     if preamble:
         lines += ["## Setting", "", preamble.rstrip(), ""]
-    lines += ["## Provenance", "", f"Rebuild: `{command}`. Statistics: "
-                                   "`spinrl/experiments/early.py` (IQM and stratified "
-              f"bootstrap as rliable, {BOOT_DRAWS} draws; paired differences over shared seeds).", ""]
+    lines += [
+        "## Provenance",
+        "",
+        f"Rebuild: `{command}`. Statistics: "
+        "`spinrl/experiments/early.py` (IQM and stratified "
+        f"bootstrap as rliable, {BOOT_DRAWS} draws; paired differences over shared seeds).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -584,7 +745,7 @@ def plot(rep: dict, path: Path) -> None:
     cols = min(3, len(tasks))
     rows = -(-len(tasks) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.6 * rows), squeeze=False)
-    for ax in axes.ravel()[len(tasks):]:
+    for ax in axes.ravel()[len(tasks) :]:
         ax.set_visible(False)
     for ax, (task, t) in zip(axes.ravel(), tasks):
         for name, e in t["variants"].items():
@@ -600,14 +761,21 @@ def plot(rep: dict, path: Path) -> None:
     _save_fig(fig, path, dpi=72)
 
 
-def write(root: str | Path, doc: str | Path, step: int = 10_000, reference: str | Path | None = None,
-          preamble: str | Path | None = None, command: str | None = None) -> Path:
+def write(
+    root: str | Path,
+    doc: str | Path,
+    step: int = 10_000,
+    reference: str | Path | None = None,
+    preamble: str | Path | None = None,
+    command: str | None = None,
+) -> Path:
     """Write the page at ``doc`` (with ``doc``.json beside it and a PNG under img/) from ``root``'s runs."""
     rep = build(root, step, reference)
     doc = Path(doc)
-    command = command or (f"spinrl report {root} --early-step {step} --doc "
-                          f"{doc}" + (f" --reference {reference}" if reference else "")
-                          + (f" --preamble {preamble}" if preamble else ""))
+    command = command or (
+        f"spinrl report {root} --early-step {step} --doc "
+        f"{doc}" + (f" --reference {reference}" if reference else "") + (f" --preamble {preamble}" if preamble else "")
+    )
     img = doc.parent / "img" / f"{doc.stem.lower()}_curves.png"
     plot(rep, img)
     pre = Path(preamble).read_text() if preamble else ""

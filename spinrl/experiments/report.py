@@ -39,15 +39,30 @@ REFERENCE_METHOD = "F-IQL"
 # docs/benchmarks.md s.5: what the paper reported (IQL, 1M steps, A40, 5 seeds), final raw return
 # F-IQL / AR-IQL / SAINT-IQL / SPIN-IQL. Shown only beside a task that matches (env, kwargs, level).
 PAPER_DMC = {
-    "medium": {"cheetah-run": (293.0, 284.7, 293.5, 293.6), "finger-spin": (385.4, 383.5, 391.5, 392.7),
-               "humanoid-stand": (335.4, 327.3, 332.3, 334.8), "quadruped-walk": (353.4, 343.4, 354.7, 359.7)},
-    "medium-expert": {"cheetah-run": (612.9, 609.9, 627.4, 651.1), "finger-spin": (844.5, 857.8, 847.6, 855.2),
-                      "humanoid-stand": (603.0, 567.6, 621.5, 652.5), "quadruped-walk": (838.2, 833.4, 836.5, 854.1)},
-    "random-medium-expert": {"cheetah-run": (289.6, 276.5, 302.4, 332.4), "finger-spin": (693.4, 762.7, 747.2, 773.2),
-                             "humanoid-stand": (230.1, 192.8, 237.3, 330.2),
-                             "quadruped-walk": (340.0, 350.2, 468.8, 561.0)},
-    "expert": {"cheetah-run": (665.9, 665.7, 664.5, 672.7), "finger-spin": (874.0, 873.3, 870.2, 868.5),
-               "humanoid-stand": (729.0, 717.2, 726.1, 734.7), "quadruped-walk": (843.5, 824.9, 831.6, 839.0)},
+    "medium": {
+        "cheetah-run": (293.0, 284.7, 293.5, 293.6),
+        "finger-spin": (385.4, 383.5, 391.5, 392.7),
+        "humanoid-stand": (335.4, 327.3, 332.3, 334.8),
+        "quadruped-walk": (353.4, 343.4, 354.7, 359.7),
+    },
+    "medium-expert": {
+        "cheetah-run": (612.9, 609.9, 627.4, 651.1),
+        "finger-spin": (844.5, 857.8, 847.6, 855.2),
+        "humanoid-stand": (603.0, 567.6, 621.5, 652.5),
+        "quadruped-walk": (838.2, 833.4, 836.5, 854.1),
+    },
+    "random-medium-expert": {
+        "cheetah-run": (289.6, 276.5, 302.4, 332.4),
+        "finger-spin": (693.4, 762.7, 747.2, 773.2),
+        "humanoid-stand": (230.1, 192.8, 237.3, 330.2),
+        "quadruped-walk": (340.0, 350.2, 468.8, 561.0),
+    },
+    "expert": {
+        "cheetah-run": (665.9, 665.7, 664.5, 672.7),
+        "finger-spin": (874.0, 873.3, 870.2, 868.5),
+        "humanoid-stand": (729.0, 717.2, 726.1, 734.7),
+        "quadruped-walk": (843.5, 824.9, 831.6, 839.0),
+    },
 }
 PAPER_METHODS = ("F-IQL", "AR-IQL", "SAINT-IQL", "SPIN-IQL")
 
@@ -57,12 +72,16 @@ def paper_numbers(env_id: str, env_kwargs: dict, level: str) -> dict | None:
     if env_id.startswith("dmc:") and int((env_kwargs or {}).get("bins", 3)) == 3:
         vals = PAPER_DMC.get(level, {}).get(env_id[4:])
         if vals:
-            return {"final_return": dict(zip(PAPER_METHODS, vals)),
-                    "note": "paper: final raw return after 1M steps, 5 seeds, their datasets (docs/benchmarks.md s.5)"}
+            return {
+                "final_return": dict(zip(PAPER_METHODS, vals)),
+                "note": "paper: final raw return after 1M steps, 5 seeds, their datasets (docs/benchmarks.md s.5)",
+            }
     if env_id == "maze" and int((env_kwargs or {}).get("actuators", 0)) in (5, 10, 15):
-        return {"final_return": None,
-                "note": "paper: Maze 5/10/15 actuators saturated at ~99.4 return for every method (1M steps); "
-                        "SPIN's gain there is speed only"}
+        return {
+            "final_return": None,
+            "note": "paper: Maze 5/10/15 actuators saturated at ~99.4 return for every method (1M steps); "
+            "SPIN's gain there is speed only",
+        }
     return None
 
 
@@ -110,8 +129,11 @@ def save_records(root: str | Path, records: str | Path) -> int:
                 write_text_atomic(dst / name, (d / name).read_text())
         if (d / "policy.pt").exists():
             cfg = json.loads((d / "config.json").read_text()).get("config", {})
-            rec = {"policy_sha256": sha256_file(d / "policy.pt"),
-                   "num_transitions": _dataset_size({"config": cfg}), "source": str(d)}
+            rec = {
+                "policy_sha256": sha256_file(d / "policy.pt"),
+                "num_transitions": _dataset_size({"config": cfg}),
+                "source": str(d),
+            }
             write_text_atomic(dst / RECORD, json.dumps(rec, indent=1) + "\n")
     return len(dirs)
 
@@ -140,11 +162,21 @@ def find_runs(root: str | Path, include_unfinished: bool = False) -> list[dict]:
         if (d / "offline_eval.json").exists():
             offline = json.loads((d / "offline_eval.json").read_text())
         final_eval = json.loads((d / "final_eval.json").read_text()) if (d / "final_eval.json").exists() else None
-        runs.append({
-            "dir": d, "config": c, "cj": cj, "rows": rows, "evals": evals,
-            "env_id": ds.get("env_id"), "env_kwargs": ds.get("env_kwargs") or {}, "level": ds.get("level"),
-            "finished": finished, "offline": offline, "final_eval": final_eval,
-        })
+        runs.append(
+            {
+                "dir": d,
+                "config": c,
+                "cj": cj,
+                "rows": rows,
+                "evals": evals,
+                "env_id": ds.get("env_id"),
+                "env_kwargs": ds.get("env_kwargs") or {},
+                "level": ds.get("level"),
+                "finished": finished,
+                "offline": offline,
+                "final_eval": final_eval,
+            }
+        )
     return runs
 
 
@@ -158,9 +190,16 @@ def find_asms(root: str | Path) -> list[dict]:
         sig = info.get("signature", {})
         cj = p.parent / "config.json"
         seed = json.loads(cj.read_text()).get("config", {}).get("seed") if cj.exists() else None
-        out.append({"dir": p.parent, "info": info, "env_id": sig.get("env_id"),
-                    "env_kwargs": sig.get("env_kwargs") or {}, "level": (info.get("dataset") or {}).get("level"),
-                    "seed": seed})
+        out.append(
+            {
+                "dir": p.parent,
+                "info": info,
+                "env_id": sig.get("env_id"),
+                "env_kwargs": sig.get("env_kwargs") or {},
+                "level": (info.get("dataset") or {}).get("level"),
+                "seed": seed,
+            }
+        )
     return out
 
 
@@ -195,8 +234,14 @@ def group_runs(runs: list[dict]) -> dict[str, dict[str, list[dict]]]:
             if r["config"].get("precision", "fp32") != "fp32":
                 name += f" {r['config']['precision']}"
             g[name].append(r)
-        order = sorted(g, key=lambda n: (n.split("-")[-1].split(" ")[0], ACTOR_ORDER.index(_actor(g[n][0]))
-                                         if _actor(g[n][0]) in ACTOR_ORDER else 99, n))
+        order = sorted(
+            g,
+            key=lambda n: (
+                n.split("-")[-1].split(" ")[0],
+                ACTOR_ORDER.index(_actor(g[n][0])) if _actor(g[n][0]) in ACTOR_ORDER else 99,
+                n,
+            ),
+        )
         out[task] = {n: sorted(g[n], key=lambda r: r["config"].get("seed", 0)) for n in order}
     return out
 
@@ -245,8 +290,10 @@ def summarize_method(runs: list[dict], reference: list[dict] | None) -> dict:
         res["time_to_target_per_seed"] = [time_to_target(d, ref_final) for d in dirs]
     offs = [r["offline"] for r in runs if r.get("offline")]
     if offs:
-        res["offline"] = {k: _ms([o.get(k) for o in offs]) for k in ("fqe_value", "behaviour_value", "exact_match",
-                                                                     "sub_action_agreement")}
+        res["offline"] = {
+            k: _ms([o.get(k) for o in offs])
+            for k in ("fqe_value", "behaviour_value", "exact_match", "sub_action_agreement")
+        }
         res["offline"]["gamma"] = offs[0].get("gamma")
         res["offline"]["discounted_return"] = _ms([o.get("simulator_discounted_return") for o in offs])
     return res
@@ -268,17 +315,32 @@ def build_report(root: str | Path) -> dict:
         r0 = next(iter(methods.values()))[0]
         t_asms = [a for a in asms if task_name(a["env_id"], a["env_kwargs"], a["level"]) == task]
         tasks[task] = {
-            "env_id": r0["env_id"], "env_kwargs": r0["env_kwargs"], "level": r0["level"],
+            "env_id": r0["env_id"],
+            "env_kwargs": r0["env_kwargs"],
+            "level": r0["level"],
             "reference_method": REFERENCE_METHOD if ref else None,
             # each algorithm's target comes from the factored actor trained with it (F-AWAC for AWAC...), as the paper
             # does
-            "methods": {m: {**summarize_method(rs, methods.get(reference_for(m))),
-                            "reference": reference_for(m) if methods.get(reference_for(m)) else None}
-                        for m, rs in methods.items()},
-            "asms": [{"dir": str(a["dir"]), "seed": a["seed"], "chosen_epoch": a["info"].get("chosen_epoch"),
-                      "epochs_run": a["info"].get("epochs_run"), "stop_reason": a["info"].get("stop_reason"),
-                      "masking": a["info"].get("masking"), "wall_seconds": a["info"].get("wall_seconds"),
-                      "best_val_loss": a["info"].get("best_val_loss")} for a in t_asms],
+            "methods": {
+                m: {
+                    **summarize_method(rs, methods.get(reference_for(m))),
+                    "reference": reference_for(m) if methods.get(reference_for(m)) else None,
+                }
+                for m, rs in methods.items()
+            },
+            "asms": [
+                {
+                    "dir": str(a["dir"]),
+                    "seed": a["seed"],
+                    "chosen_epoch": a["info"].get("chosen_epoch"),
+                    "epochs_run": a["info"].get("epochs_run"),
+                    "stop_reason": a["info"].get("stop_reason"),
+                    "masking": a["info"].get("masking"),
+                    "wall_seconds": a["info"].get("wall_seconds"),
+                    "best_val_loss": a["info"].get("best_val_loss"),
+                }
+                for a in t_asms
+            ],
             "paper": paper_numbers(r0["env_id"], r0["env_kwargs"], r0["level"] or ""),
         }
     cfgs = [r["cj"] for r in runs]
@@ -308,8 +370,10 @@ def build_report(root: str | Path) -> dict:
 
 def _dataset_size(r: dict) -> int | None:
     """Transitions of the run's dataset: from its meta.json, else from the run's record."""
-    for path, key in ((Path(r["config"].get("dataset") or "") / "meta.json", "num_transitions"),
-                      (Path(r.get("dir") or "") / RECORD, "num_transitions")):
+    for path, key in (
+        (Path(r["config"].get("dataset") or "") / "meta.json", "num_transitions"),
+        (Path(r.get("dir") or "") / RECORD, "num_transitions"),
+    ):
         try:
             return int(json.loads(path.read_text()).get(key))
         except (OSError, ValueError, TypeError, json.JSONDecodeError):
@@ -339,7 +403,7 @@ def plot_learning_curves(methods: dict[str, list[dict]], path: Path, title: str,
     key = _score(next(iter(methods.values()))[0])
     for name, runs in methods.items():
         steps, wall, m, s = _mean_curve(runs, key, pre=True)
-        line, = ax[0].plot(steps, m, marker=".", label=f"{name} (n={len(runs)})")
+        (line,) = ax[0].plot(steps, m, marker=".", label=f"{name} (n={len(runs)})")
         ax[0].fill_between(steps, m - s, m + s, color=line.get_color(), alpha=0.18)
         ax[1].plot(wall, m, marker=".", color=line.get_color(), label=name)
         ax[1].fill_between(wall, m - s, m + s, color=line.get_color(), alpha=0.18)
@@ -372,7 +436,7 @@ def plot_asm_curves(asms: list[dict], path: Path, title: str) -> None:
             continue
         ep = [c["epoch"] for c in curve]
         lab = f"seed {a['seed']} ({a['info'].get('masking', 'bert')})"
-        line, = ax[0].plot(ep, [c["val_loss"] for c in curve], marker=".", label=lab)
+        (line,) = ax[0].plot(ep, [c["val_loss"] for c in curve], marker=".", label=lab)
         ax[0].plot(ep, [c["train_loss"] for c in curve], ls="--", color=line.get_color(), alpha=0.6)
         ax[1].plot(ep, [c["val_masked_acc"] for c in curve], marker=".", color=line.get_color())
         ce = a["info"].get("chosen_epoch")
@@ -442,21 +506,27 @@ def paper_differences(rep: dict) -> list[str]:
     if asms:
         ep = sorted({a["epochs_run"] for a in asms})
         masks = sorted({a["masking"] for a in asms})
-        out.append("- ASM pretraining: stopped on validation masked loss "
-                   f"after {_j(ep)} epochs (ours), masking {_j(masks)}, "
-                   "vs a fixed number of epochs (100 by default) with BERT 15% masking; one ASM per (dataset, seed)")
+        out.append(
+            "- ASM pretraining: stopped on validation masked loss "
+            f"after {_j(ep)} epochs (ours), masking {_j(masks)}, "
+            "vs a fixed number of epochs (100 by default) with BERT 15% masking; one ASM per (dataset, seed)"
+        )
     if any("SPIN-cached" in m for t in rep["tasks"].values() for m in t["methods"]):
         out.append("- spin-cached (heads on cached frozen-ASM features) is ours, not in the paper")
     return out
 
 
-def format_markdown(rep: dict, img_dir: str, title: str | None = None, command: str | None = None,
-                    paper: bool = False) -> str:
+def format_markdown(
+    rep: dict, img_dir: str, title: str | None = None, command: str | None = None, paper: bool = False
+) -> str:
     st = rep["setting"]
     lines = [f"# {title or 'Results'}", ""]
     if command:
-        lines += [f"Generated by `{command}` from the run directories under `{rep['root']}`; every number below "
-                  "comes from those directories.", ""]
+        lines += [
+            f"Generated by `{command}` from the run directories under `{rep['root']}`; every number below "
+            "comes from those directories.",
+            "",
+        ]
     lines += [
         "## Setting",
         "",
@@ -476,51 +546,78 @@ def format_markdown(rep: dict, img_dir: str, title: str | None = None, command: 
         "",
     ]
     if paper:
-        lines += ["## How this differs from the paper's setting", ""] + paper_differences(rep) + [
-            "", "The paper's numbers are shown beside ours only where the task matches; none of ours is a "
-            "reproduction of a paper number.", ""]
+        lines += (
+            ["## How this differs from the paper's setting", ""]
+            + paper_differences(rep)
+            + [
+                "",
+                "The paper's numbers are shown beside ours only where the task matches; none of ours is a "
+                "reproduction of a paper number.",
+                "",
+            ]
+        )
     lines += format_comparisons(rep.get("comparisons", []))
     for task, t in rep["tasks"].items():
         slug = _slug(task)
         lines += [f"## {task}", ""]
         offline = any("offline" in m for m in t["methods"].values())
-        head = ("| method | seeds | final normalized | best normalized | final return | time "
-                "to target | steps to target | train wall (s) | ASM wall (s) | steps/s |")
+        head = (
+            "| method | seeds | final normalized | best normalized | final return | time "
+            "to target | steps to target | train wall (s) | ASM wall (s) | steps/s |"
+        )
         sep = "|---|---|---|---|---|---|---|---|---|---|"
         if offline:
             head += " FQE value (held-out) | disc. return (sim) | action agreement exact / per sub-action |"
             sep += "---|---|---|"
         lines += [head, sep]
         for name, m in t["methods"].items():
-            row = (f"| {name} | {len(m['seeds'])} | {_fmt(m['final_normalized'])} | {_fmt(m['best_normalized'])} | "
-                   f"{_fmt(m['final_return'], 2)} | "
-                   f"{_fmt_time(m['time_to_target_seconds']) if m.get('reference') else 'no ' + reference_for(name)} | "
-                   f"{int(m['steps_to_target']) if m['steps_to_target'] is not None else '-'} "
-                   f"| {_fmt(m['train_wall_seconds'], 0)} | "
-                   f"{_fmt(m['pretrain_wall_seconds'], 0) if m['pretrain_wall_seconds']['mean'] else '-'} "
-                   f"| {_fmt(m['grad_steps_per_s'], 0)} |")
+            row = (
+                f"| {name} | {len(m['seeds'])} | {_fmt(m['final_normalized'])} | {_fmt(m['best_normalized'])} | "
+                f"{_fmt(m['final_return'], 2)} | "
+                f"{_fmt_time(m['time_to_target_seconds']) if m.get('reference') else 'no ' + reference_for(name)} | "
+                f"{int(m['steps_to_target']) if m['steps_to_target'] is not None else '-'} "
+                f"| {_fmt(m['train_wall_seconds'], 0)} | "
+                f"{_fmt(m['pretrain_wall_seconds'], 0) if m['pretrain_wall_seconds']['mean'] else '-'} "
+                f"| {_fmt(m['grad_steps_per_s'], 0)} |"
+            )
             if offline:
                 o = m.get("offline")
-                row += (f" {_fmt(o['fqe_value'], 2)} | {_fmt(o['discounted_return'], 2)} "
-                        f"| {_fmt(o['exact_match'], 2)} / "
-                        f"{_fmt(o['sub_action_agreement'], 2)} |" if o else " - | - | - |")
+                row += (
+                    f" {_fmt(o['fqe_value'], 2)} | {_fmt(o['discounted_return'], 2)} "
+                    f"| {_fmt(o['exact_match'], 2)} / "
+                    f"{_fmt(o['sub_action_agreement'], 2)} |"
+                    if o
+                    else " - | - | - |"
+                )
             lines.append(row)
         lines.append("")
         p = t.get("paper")
         if p:
             if p.get("final_return"):
-                lines += [p["note"][0].upper() + p["note"][1:] + ": "
-                          + ", ".join(f"{k} {v}" for k, v in p["final_return"].items()), ""]
+                lines += [
+                    p["note"][0].upper()
+                    + p["note"][1:]
+                    + ": "
+                    + ", ".join(f"{k} {v}" for k, v in p["final_return"].items()),
+                    "",
+                ]
             else:
                 lines += [p["note"][0].upper() + p["note"][1:] + ".", ""]
         lines += [f"![learning curves {task}]({img_dir}/curves_{slug}.png)", ""]
         if t["asms"]:
             a = t["asms"]
-            lines += ["ASM pretraining: " + "; ".join(
-                f"seed {x['seed']}: epoch {x['chosen_epoch']} of "
-                f"{x['epochs_run']} ({x['stop_reason']}, {x['masking']}), "
-                f"{x['wall_seconds']:.0f} s" for x in a), "", "![ASM pretraining "
-                                                              f"{task}]({img_dir}/asm_{slug}.png)", ""]
+            lines += [
+                "ASM pretraining: "
+                + "; ".join(
+                    f"seed {x['seed']}: epoch {x['chosen_epoch']} of "
+                    f"{x['epochs_run']} ({x['stop_reason']}, {x['masking']}), "
+                    f"{x['wall_seconds']:.0f} s"
+                    for x in a
+                ),
+                "",
+                f"![ASM pretraining {task}]({img_dir}/asm_{slug}.png)",
+                "",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -539,10 +636,10 @@ def comparisons(rep: dict) -> list[dict]:
                 base = name[: -len(" bf16")]
                 kind = "bf16 vs fp32"
             elif name.startswith("SPIN-cached-"):
-                base = "SPIN-" + name[len("SPIN-cached-"):]
+                base = "SPIN-" + name[len("SPIN-cached-") :]
                 kind = "spin-cached vs spin"
             elif name.startswith("SPIN-"):
-                base = "SAINT-" + name[len("SPIN-"):]
+                base = "SAINT-" + name[len("SPIN-") :]
                 kind = "spin vs saint"
             else:
                 continue
@@ -550,48 +647,73 @@ def comparisons(rep: dict) -> list[dict]:
             if b is None:
                 continue
             seeds = sorted(set(m["final_per_seed"]) & set(b["final_per_seed"]))
-            diffs = [m["final_per_seed"][k] - b["final_per_seed"][k] for k in seeds
-                     if m["final_per_seed"][k] is not None and b["final_per_seed"][k] is not None]
+            diffs = [
+                m["final_per_seed"][k] - b["final_per_seed"][k]
+                for k in seeds
+                if m["final_per_seed"][k] is not None and b["final_per_seed"][k] is not None
+            ]
             tw, bw = m["total_wall_seconds"]["mean"], b["total_wall_seconds"]["mean"]
-            out.append({"kind": kind, "task": task, "method": name, "baseline": base, "score_key": m["score_key"],
-                        "final": m["final_normalized"] if m["score_key"] == "normalized_score" else m["final_return"],
-                        "baseline_final": (b["final_normalized"] if b["score_key"] == "normalized_score"
-                                           else b["final_return"]),
-                        "paired_difference": _ms(diffs), "seeds": len(diffs),
-                        "wall_ratio": tw / bw if tw and bw else None,
-                        "steps_per_s_ratio": (m["grad_steps_per_s"]["mean"] / b["grad_steps_per_s"]["mean"]
-                                              if b["grad_steps_per_s"]["mean"] else None),
-                        "time_to_target": m["time_to_target_seconds"],
-                        "baseline_time_to_target": b["time_to_target_seconds"]})
+            out.append(
+                {
+                    "kind": kind,
+                    "task": task,
+                    "method": name,
+                    "baseline": base,
+                    "score_key": m["score_key"],
+                    "final": m["final_normalized"] if m["score_key"] == "normalized_score" else m["final_return"],
+                    "baseline_final": (
+                        b["final_normalized"] if b["score_key"] == "normalized_score" else b["final_return"]
+                    ),
+                    "paired_difference": _ms(diffs),
+                    "seeds": len(diffs),
+                    "wall_ratio": tw / bw if tw and bw else None,
+                    "steps_per_s_ratio": (
+                        m["grad_steps_per_s"]["mean"] / b["grad_steps_per_s"]["mean"]
+                        if b["grad_steps_per_s"]["mean"]
+                        else None
+                    ),
+                    "time_to_target": m["time_to_target_seconds"],
+                    "baseline_time_to_target": b["time_to_target_seconds"],
+                }
+            )
     return out
 
 
 def format_comparisons(comps: list[dict]) -> list[str]:
     if not comps:
         return []
-    lines = ["## Paired comparisons", "",
-             "Each row pairs a variant with its baseline on the same datasets and seeds (and the same ASMs, except "
-             "SAINT, which trains the same transformer from scratch without one); the difference is "
-             "variant minus baseline per seed (mean ± std over seeds); wall time includes ASM pretraining. "
-             "A difference smaller than its std is not evidence either way.", "",
-             "| comparison | task | variant final | baseline final | difference (paired) "
-             "| total wall ratio | steps/s ratio | time to target (variant / baseline) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Paired comparisons",
+        "",
+        "Each row pairs a variant with its baseline on the same datasets and seeds (and the same ASMs, except "
+        "SAINT, which trains the same transformer from scratch without one); the difference is "
+        "variant minus baseline per seed (mean ± std over seeds); wall time includes ASM pretraining. "
+        "A difference smaller than its std is not evidence either way.",
+        "",
+        "| comparison | task | variant final | baseline final | difference (paired) "
+        "| total wall ratio | steps/s ratio | time to target (variant / baseline) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for c in comps:
         d = c["paired_difference"]
         diff = "-" if d["mean"] is None else f"{d['mean']:+.1f} ± {d['std']:.1f}"
         wall = "-" if c["wall_ratio"] is None else f"{c['wall_ratio']:.2f}x"
         sps = "-" if c["steps_per_s_ratio"] is None else f"{c['steps_per_s_ratio']:.2f}x"
-        lines.append(f"| {c['method']} vs {c['baseline']} | {c['task']} | "
-                     f"{_fmt(c['final'])} | {_fmt(c['baseline_final'])} | "
-                     f"{diff} | {wall} | {sps} | {_fmt_time(c['time_to_target'])} "
-                     f"/ {_fmt_time(c['baseline_time_to_target'])} |")
+        lines.append(
+            f"| {c['method']} vs {c['baseline']} | {c['task']} | "
+            f"{_fmt(c['final'])} | {_fmt(c['baseline_final'])} | "
+            f"{diff} | {wall} | {sps} | {_fmt_time(c['time_to_target'])} "
+            f"/ {_fmt_time(c['baseline_time_to_target'])} |"
+        )
     for kind in dict.fromkeys(c["kind"] for c in comps):
         cs = [c for c in comps if c["kind"] == kind and c["paired_difference"]["mean"] is not None]
         up = sum(c["paired_difference"]["mean"] > c["paired_difference"]["std"] for c in cs)
         down = sum(-c["paired_difference"]["mean"] > c["paired_difference"]["std"] for c in cs)
-        lines += ["", f"{kind}: higher by more than one std on {up} of {len(cs)} task(s), lower by more than one std "
-                      f"on {down}, within one std on {len(cs) - up - down}."]
+        lines += [
+            "",
+            f"{kind}: higher by more than one std on {up} of {len(cs)} task(s), lower by more than one std "
+            f"on {down}, within one std on {len(cs) - up - down}.",
+        ]
     return lines + [""]
 
 
@@ -603,9 +725,15 @@ def _insert(md: str, pre: str) -> str:
     return head.rstrip() + "\n\n" + pre + sep.lstrip("\n") + rest if sep else md + "\n" + pre
 
 
-def write_report(root: str | Path, doc: str | Path | None = None, title: str | None = None,
-                 command: str | None = None, paper: bool = False, preamble: str | None = None,
-                 records: str | Path | None = None) -> Path:
+def write_report(
+    root: str | Path,
+    doc: str | Path | None = None,
+    title: str | None = None,
+    command: str | None = None,
+    paper: bool = False,
+    preamble: str | None = None,
+    records: str | Path | None = None,
+) -> Path:
     """Write ``report.md``, ``report.json`` and PNGs into ``root`` (and optionally a copy at ``doc``).
 
     With ``records``, ``root``'s finished runs are first saved there and the report is built from it.
@@ -627,16 +755,22 @@ def write_report(root: str | Path, doc: str | Path | None = None, title: str | N
     for task, methods in groups.items():
         slug = _slug(task)
         ref = rep["tasks"][task]["methods"].get(REFERENCE_METHOD, {})
-        plot_learning_curves(methods, img / f"curves_{slug}.png", f"{task}: mean ± std over "
-                                                                  "seeds", ref.get("target_return"))
+        plot_learning_curves(
+            methods, img / f"curves_{slug}.png", f"{task}: mean ± std over seeds", ref.get("target_return")
+        )
         t_asms = [a for a in asms if task_name(a["env_id"], a["env_kwargs"], a["level"]) == task]
         if t_asms:
             plot_asm_curves(t_asms, img / f"asm_{slug}.png", f"{task}: ASM pretraining")
         bar.update(1)
     bar.close()
-    command = command or (f"spinrl report {root}" + (f" --records {records}" if records else "")
-                          + (f" --doc {doc}" if doc else "") + (" --paper" if paper else "")
-                          + (f" --title '{title}'" if title else "") + (f" --preamble {preamble}" if preamble else ""))
+    command = command or (
+        f"spinrl report {root}"
+        + (f" --records {records}" if records else "")
+        + (f" --doc {doc}" if doc else "")
+        + (" --paper" if paper else "")
+        + (f" --title '{title}'" if title else "")
+        + (f" --preamble {preamble}" if preamble else "")
+    )
     pre = ""
     if preamble:
         pre = Path(preamble).read_text().rstrip() + "\n\n"
@@ -697,6 +831,7 @@ def report(opts: ReportOptions, command: str | None = None) -> list[Path]:
             save_records(opts.dir, opts.records)
         doc = early.write(opts.records or opts.dir, opts.doc, opts.early_step, opts.reference, opts.preamble, command)
         return [doc, doc.with_suffix(".json")]
-    out = write_report(opts.dir, doc=opts.doc, title=opts.title, paper=opts.paper, preamble=opts.preamble,
-                       records=opts.records)
+    out = write_report(
+        opts.dir, doc=opts.doc, title=opts.title, paper=opts.paper, preamble=opts.preamble, records=opts.records
+    )
     return [out / "report.md", out / "report.json", *([Path(opts.doc)] if opts.doc else [])]

@@ -39,8 +39,14 @@ from typing import Any, get_args, get_origin
 from spinrl.errors import ConfigError
 
 SECTIONS = ("sweep", "grid", "env_kwargs", "data", "train", "pretrain")
-SWEEP_KEYS = {"name": str, "workers": int, "cpus_per_trial": float, "gpus_per_trial": float, "offline_eval": bool,
-              "description": str}
+SWEEP_KEYS = {
+    "name": str,
+    "workers": int,
+    "cpus_per_trial": float,
+    "gpus_per_trial": float,
+    "offline_eval": bool,
+    "description": str,
+}
 DATA_GRID = ("env", "level", "transitions", "episodes")
 # Fields a sweep sets itself, per trial: never user-settable. TrainConfig.env (an evaluation env other than the
 # dataset's) is owned too: a sweep's "env" is its datasets' env (grid.env), and they carry their simulator.
@@ -158,8 +164,12 @@ def parse_only(items: list[str] | None) -> dict[str, list[str]]:
 
 
 def _values(t: Trial) -> dict:
-    return {**{k: v for k, v in t.data.items() if k != "env_kwargs"}, **t.data["env_kwargs"], **t.train,
-            **{f"asm_{k}": v for k, v in (t.asm or {}).items() if k not in ("seed", "preset", "model_kwargs")}}
+    return {
+        **{k: v for k, v in t.data.items() if k != "env_kwargs"},
+        **t.data["env_kwargs"],
+        **t.train,
+        **{f"asm_{k}": v for k, v in (t.asm or {}).items() if k not in ("seed", "preset", "model_kwargs")},
+    }
 
 
 def _text(v: Any) -> str:
@@ -201,8 +211,9 @@ def expand(spec: dict, out: str | os.PathLike, spec_path: str = "", only: dict[s
             raise ConfigError(f"sweep spec: unknown key sweep.{k}; valid keys: {', '.join(SWEEP_KEYS)}")
         _check_type(f"sweep.{k}", v, SWEEP_KEYS[k])
         if k in ("workers", "cpus_per_trial", "gpus_per_trial") and not 0 <= v < 10**6:  # -3 workers hung the sweep
-            raise ConfigError(f"sweep spec: sweep.{k} = {v} must be a number "
-                              ">= 0 (workers 0: one per core); fix the spec")
+            raise ConfigError(
+                f"sweep spec: sweep.{k} = {v} must be a number >= 0 (workers 0: one per core); fix the spec"
+            )
     tf, pf, df = _fields(TrainConfig), _fields(PretrainConfig), _fields(DataMakeConfig)
 
     grids = spec.get("grid", {})
@@ -224,10 +235,12 @@ def expand(spec: dict, out: str | os.PathLike, spec_path: str = "", only: dict[s
         known = set().union(*(_values(t) for t in trials)) | set(DATA_GRID)
         for k in only:
             if k not in known:
-                raise ConfigError(f"--only {k}=... names no key of this spec's "
-                                  f"trials; known keys: {', '.join(sorted(known))}")
-        train_defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
-                          if f.default is not dataclasses.MISSING}
+                raise ConfigError(
+                    f"--only {k}=... names no key of this spec's trials; known keys: {', '.join(sorted(known))}"
+                )
+        train_defaults = {
+            f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING
+        }
         trials = [t for t in trials if _matches(t, only, train_defaults)]
         if not trials:
             raise ConfigError(f"--only {only} selects no trial of the spec; check the keys and values")
@@ -239,15 +252,20 @@ def expand(spec: dict, out: str | os.PathLike, spec_path: str = "", only: dict[s
             TrainConfig(dataset="<dataset>", **t.train).validate()
         except ConfigError as e:
             raise ConfigError(f"sweep spec: trial {t.id}: {e}") from None
-    return Sweep(name=sw.get("name", Path(spec_path).stem or "sweep"), spec_path=str(spec_path), out=out,
-                 trials=trials, options=sw)
+    return Sweep(
+        name=sw.get("name", Path(spec_path).stem or "sweep"),
+        spec_path=str(spec_path),
+        out=out,
+        trials=trials,
+        options=sw,
+    )
 
 
 def _expand_grid(spec: dict, grid: dict, out: Path, tf: dict, pf: dict, df: dict, where: str) -> list[Trial]:
     from spinrl.experiments.datasets import DataMakeConfig
 
     if "env" not in grid:
-        raise ConfigError(f"sweep spec: {where}.env is required (e.g. env = [\"maze\", \"cone\"])")
+        raise ConfigError(f'sweep spec: {where}.env is required (e.g. env = ["maze", "cone"])')
     if "transitions" not in grid and "episodes" not in grid:
         raise ConfigError(f"sweep spec: give {where}.transitions or {where}.episodes (dataset size)")
     if "transitions" in grid and "episodes" in grid:
@@ -256,9 +274,11 @@ def _expand_grid(spec: dict, grid: dict, out: Path, tf: dict, pf: dict, df: dict
     asm_grid_keys = [f"asm_{k}" for k in pf if k not in _PRETRAIN_OWNED or k == "seed"]
     for k, v in grid.items():
         if k not in DATA_GRID and k not in train_grid_keys and k not in asm_grid_keys:
-            raise ConfigError(f"sweep spec: unknown key grid.{k}; valid keys: "
-                              f"{', '.join(DATA_GRID + tuple(train_grid_keys))}, "
-                              f"and asm_<pretrain field>")
+            raise ConfigError(
+                f"sweep spec: unknown key grid.{k}; valid keys: "
+                f"{', '.join(DATA_GRID + tuple(train_grid_keys))}, "
+                f"and asm_<pretrain field>"
+            )
         vals = _as_list(f"{where}.{k}", v)
         for x in vals:
             if k in asm_grid_keys:
@@ -272,12 +292,17 @@ def _expand_grid(spec: dict, grid: dict, out: Path, tf: dict, pf: dict, df: dict
             else:
                 _check_type(f"{where}.{k}", x, tf[k])
         grid[k] = vals
-    for sect, fields, owned in (("data", df, _DATA_OWNED), ("train", tf, _TRAIN_OWNED),
-                                ("pretrain", pf, _PRETRAIN_OWNED)):
+    for sect, fields, owned in (
+        ("data", df, _DATA_OWNED),
+        ("train", tf, _TRAIN_OWNED),
+        ("pretrain", pf, _PRETRAIN_OWNED),
+    ):
         for k, v in spec.get(sect, {}).items():
             if k == "env" and sect != "pretrain":
-                raise ConfigError(f"sweep spec: {sect}.env is not a setting; the env is grid.env "
-                                  "(e.g. env = [\"maze\"]): the datasets are made on it and trials evaluate on it")
+                raise ConfigError(
+                    f"sweep spec: {sect}.env is not a setting; the env is grid.env "
+                    '(e.g. env = ["maze"]): the datasets are made on it and trials evaluate on it'
+                )
             if k not in fields or k in owned:
                 valid = [f for f in fields if f not in owned]
                 raise ConfigError(f"sweep spec: unknown key {sect}.{k}; valid keys: {', '.join(valid)}")
@@ -328,7 +353,9 @@ def _make_trial(data: dict, tr: dict, pre_fixed: dict, out: Path) -> Trial:
     size = f"{data['transitions']}t" if "transitions" in data else f"{data['episodes']}ep"
     task = "_".join(p for p in (data["env"].replace(":", "-"), _kw_tag(data["env_kwargs"]), data["level"], size) if p)
     defining: dict[str, Any] = {
-        "data": data, "train": {k: v for k, v in sorted(tr.items()) if k not in ("threads", "device", "progress")}}
+        "data": data,
+        "train": {k: v for k, v in sorted(tr.items()) if k not in ("threads", "device", "progress")},
+    }
     if asm_grid and actor in ("spin", "spin-cached"):  # gridded ASM settings define the trial (absent: ids unchanged)
         defining["asm_grid"] = dict(sorted(asm_grid.items()))
     if str(data["env"]).startswith("dmc:") and data["level"] != "random":
@@ -371,8 +398,9 @@ def asm_state(asm_dir: Path) -> str:
     return "partial" if (asm_dir / "checkpoints" / "last.pt").exists() else "new"
 
 
-def run_pretrain_unit(asm_dir: str, dataset: str, asm_kwargs: dict, threads: int | None = 1,
-                      device: str = "auto") -> str:
+def run_pretrain_unit(
+    asm_dir: str, dataset: str, asm_kwargs: dict, threads: int | None = 1, device: str = "auto"
+) -> str:
     """Pretrain one ASM (or finish it); a finished one is never touched (a partial one keeps its device)."""
     from spinrl.training.config import PretrainConfig
     from spinrl.training.pretrain import pretrain
@@ -381,8 +409,11 @@ def run_pretrain_unit(asm_dir: str, dataset: str, asm_kwargs: dict, threads: int
     if asm_state(d) == "done":
         return "skipped"
     resume = asm_state(d) == "partial"
-    pretrain(PretrainConfig(dataset=dataset, out=asm_dir, progress=False, resume=resume, threads=threads,
-                            device=device, **asm_kwargs))
+    pretrain(
+        PretrainConfig(
+            dataset=dataset, out=asm_dir, progress=False, resume=resume, threads=threads, device=device, **asm_kwargs
+        )
+    )
     return "resumed" if resume else "ran"
 
 
@@ -506,8 +537,9 @@ def run_local(units: list, workers: int, desc: str, progress: bool = True) -> di
     if not units:
         return {}
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "spinrl.training.trainer", "spinrl.training.pretrain",
-                                "spinrl.experiments.sweep"])
+    ctx.set_forkserver_preload(
+        ["torch", "spinrl.training.trainer", "spinrl.training.pretrain", "spinrl.experiments.sweep"]
+    )
     import signal
 
     pending = list(units)
@@ -543,8 +575,9 @@ def run_local(units: list, workers: int, desc: str, progress: bool = True) -> di
     return codes
 
 
-def run_ray(units: list, sw: Sweep, desc: str, num_cpus: int | None = None,
-            address: str | None = None) -> dict[str, int]:
+def run_ray(
+    units: list, sw: Sweep, desc: str, num_cpus: int | None = None, address: str | None = None
+) -> dict[str, int]:
     """The same units through Ray Tune, one Tune trial per unit with per-trial resources.
 
     ``address`` joins a running cluster (``ray start --head``) instead of starting one in this process; the sweep
@@ -562,8 +595,9 @@ def run_ray(units: list, sw: Sweep, desc: str, num_cpus: int | None = None,
     cpus = float(sw.options.get("cpus_per_trial", 1))
     gpus = float(sw.options.get("gpus_per_trial", 0))
     if not ray.is_initialized():
-        ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        ray.init(
+            address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False
+        )
     by_key = {u[0]: u for u in units}
 
     def trainable(config: dict) -> dict:
@@ -590,8 +624,9 @@ def run_ray(units: list, sw: Sweep, desc: str, num_cpus: int | None = None,
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": cpus, "gpu": gpus}),
         param_space={"unit": tune.grid_search(list(by_key))},
-        run_config=tune.RunConfig(name=f"{sw.name}-{desc}", storage_path=str((sw.out / "ray_results").resolve()),
-                                  verbose=0),
+        run_config=tune.RunConfig(
+            name=f"{sw.name}-{desc}", storage_path=str((sw.out / "ray_results").resolve()), verbose=0
+        ),
     )
     results = tuner.fit()
     codes = {}
@@ -633,9 +668,17 @@ class SweepOptions:
     """progress bar on stderr"""
 
 
-def sweep(spec_path: str | os.PathLike | SweepOptions, out: str | os.PathLike | None = None, backend: str = "local",
-          workers: int | None = None, progress: bool = True, dry_run: bool = False, ray_num_cpus: int | None = None,
-          only: list[str] | None = None, ray_address: str | None = None) -> dict:
+def sweep(
+    spec_path: str | os.PathLike | SweepOptions,
+    out: str | os.PathLike | None = None,
+    backend: str = "local",
+    workers: int | None = None,
+    progress: bool = True,
+    dry_run: bool = False,
+    ray_num_cpus: int | None = None,
+    only: list[str] | None = None,
+    ray_address: str | None = None,
+) -> dict:
     """Run (or finish) every trial of a spec; returns counts and the failed units.
 
     Takes a :class:`SweepOptions` (what ``spinrl sweep`` builds from its flags) or the same names as arguments.
@@ -645,8 +688,17 @@ def sweep(spec_path: str | os.PathLike | SweepOptions, out: str | os.PathLike | 
     """
     if isinstance(spec_path, SweepOptions):
         o = spec_path
-        return sweep(o.spec, o.out, backend=o.backend, workers=o.workers, progress=o.progress, dry_run=o.dry_run,
-                     ray_num_cpus=o.ray_num_cpus, only=o.only, ray_address=o.ray_address)
+        return sweep(
+            o.spec,
+            o.out,
+            backend=o.backend,
+            workers=o.workers,
+            progress=o.progress,
+            dry_run=o.dry_run,
+            ray_num_cpus=o.ray_num_cpus,
+            only=o.only,
+            ray_address=o.ray_address,
+        )
     if out is None:
         raise ConfigError("sweep needs an output directory (--out)")
     if backend not in ("local", "ray"):
@@ -656,17 +708,24 @@ def sweep(spec_path: str | os.PathLike | SweepOptions, out: str | os.PathLike | 
     if ray_address is not None and backend != "ray":
         raise ConfigError(f"--ray-address is for --backend ray (got --backend {backend}); add --backend ray")
     if ray_address is not None and ray_num_cpus is not None:
-        raise ConfigError("--ray-num-cpus sizes a Ray the sweep starts itself; with --ray-address the cluster's own "
-                          "CPUs are used: drop --ray-num-cpus")
+        raise ConfigError(
+            "--ray-num-cpus sizes a Ray the sweep starts itself; with --ray-address the cluster's own "
+            "CPUs are used: drop --ray-num-cpus"
+        )
     sw = expand(load_spec(spec_path), out, str(spec_path), only=parse_only(only))
     workers = workers or int(sw.options.get("workers", 0)) or (os.cpu_count() or 1)
     states = [trial_state(t) for t in sw.trials]
-    summary: dict[str, Any] = {"trials": len(sw.trials), "done_before": states.count("done"),
-                               "partial_before": states.count("partial")}
-    print(f"spinrl sweep {sw.name}: {len(sw.trials)} trials ({summary['done_before']} finished, "
-          f"{summary['partial_before']} to resume), backend "
-          f"{backend}" + (f", {workers} workers" if backend == "local" else ""),
-          flush=True)
+    summary: dict[str, Any] = {
+        "trials": len(sw.trials),
+        "done_before": states.count("done"),
+        "partial_before": states.count("partial"),
+    }
+    print(
+        f"spinrl sweep {sw.name}: {len(sw.trials)} trials ({summary['done_before']} finished, "
+        f"{summary['partial_before']} to resume), backend "
+        f"{backend}" + (f", {workers} workers" if backend == "local" else ""),
+        flush=True,
+    )
     if dry_run:
         for t, s in zip(sw.trials, states):
             print(f"  [{s}] {t.id}")
@@ -674,9 +733,19 @@ def sweep(spec_path: str | os.PathLike | SweepOptions, out: str | os.PathLike | 
     Path(out).mkdir(parents=True, exist_ok=True)
     from spinrl.utils.checkpoint import write_text_atomic
 
-    write_text_atomic(Path(out) / "sweep.json", json.dumps(
-        {"name": sw.name, "spec": str(spec_path), "spec_text": Path(spec_path).read_text(), "backend": backend,
-         "trials": [t.as_dict() for t in sw.trials]}, indent=2))
+    write_text_atomic(
+        Path(out) / "sweep.json",
+        json.dumps(
+            {
+                "name": sw.name,
+                "spec": str(spec_path),
+                "spec_text": Path(spec_path).read_text(),
+                "backend": backend,
+                "trials": [t.as_dict() for t in sw.trials],
+            },
+            indent=2,
+        ),
+    )
     t0 = time.time()
     datasets = make_datasets(sw, progress=progress)
     pre, train = _units(sw, datasets)
@@ -690,9 +759,12 @@ def sweep(spec_path: str | os.PathLike | SweepOptions, out: str | os.PathLike | 
         if desc.startswith("pretrain") and failed:
             break  # spin runs need their ASMs; report instead of cascading failures
     summary.update({"ran": len(pre) + len(train), "failed": failed, "wall_seconds": round(time.time() - t0, 1)})
-    print(f"spinrl sweep {sw.name}: {len(train)} training runs and "
-          f"{len(pre)} ASMs run in {summary['wall_seconds']:.0f}s; "
-          f"{len(failed)} failed" + (f": {', '.join(failed)}" if failed else "")
-          + f"; results under {Path(out) / 'runs'}",
-          flush=True)
+    print(
+        f"spinrl sweep {sw.name}: {len(train)} training runs and "
+        f"{len(pre)} ASMs run in {summary['wall_seconds']:.0f}s; "
+        f"{len(failed)} failed"
+        + (f": {', '.join(failed)}" if failed else "")
+        + f"; results under {Path(out) / 'runs'}",
+        flush=True,
+    )
     return summary

@@ -4,12 +4,29 @@ from typing import TYPE_CHECKING
 
 from spinrl.utils.lazy import lazy_package
 
-lazy_package(__name__, {name: f"spinrl.models.{module}" for module, names in {
-    "actors": ("ACTOR_KINDS", "Actor", "AutoregressiveActor", "FactoredActor", "FactoredMLPActor", "TransformerActor",
-               "build_actor"),
-    "asm": ("ActionStructureModel",), "config": ("ModelConfig",), "critics": ("FactoredTwinCritic", "ValueNet"),
-    "layers": ("NEG", "StateEncoder", "SubActionHeads", "TransformerBlock"), "trunk": ("Trunk",),
-}.items() for name in names})  # loaded on first use, so ``spinrl.models.config`` (ModelConfig) imports no torch
+lazy_package(
+    __name__,
+    {
+        name: f"spinrl.models.{module}"
+        for module, names in {
+            "actors": (
+                "ACTOR_KINDS",
+                "Actor",
+                "AutoregressiveActor",
+                "FactoredActor",
+                "FactoredMLPActor",
+                "TransformerActor",
+                "build_actor",
+            ),
+            "asm": ("ActionStructureModel",),
+            "config": ("ModelConfig",),
+            "critics": ("FactoredTwinCritic", "ValueNet"),
+            "layers": ("NEG", "StateEncoder", "SubActionHeads", "TransformerBlock"),
+            "trunk": ("Trunk",),
+        }.items()
+        for name in names
+    },
+)  # loaded on first use, so ``spinrl.models.config`` (ModelConfig) imports no torch
 
 if TYPE_CHECKING:  # the same names for type checkers and editors ("X as X": re-exported)
     from spinrl.models.actors import ACTOR_KINDS as ACTOR_KINDS
@@ -47,4 +64,3 @@ __all__ = [
     "ValueNet",
     "build_actor",
 ]
-

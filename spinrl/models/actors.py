@@ -91,7 +91,10 @@ class FactoredMLPActor(FactoredActor):
         self.nvec = tuple(int(m) for m in nvec)
         h = cfg.mlp_hidden
         self.net = nn.Sequential(
-            nn.Linear(obs_dim, h), nn.ReLU(inplace=True), nn.Linear(h, h), nn.ReLU(inplace=True),
+            nn.Linear(obs_dim, h),
+            nn.ReLU(inplace=True),
+            nn.Linear(h, h),
+            nn.ReLU(inplace=True),
             nn.Linear(h, sum(self.nvec)),
         )
         index, valid = padding_index(self.nvec)
@@ -305,8 +308,14 @@ class CachedFeatureActor(FactoredActor):
         return [p for p in self.parameters() if p.requires_grad]
 
     @classmethod
-    def from_asm(cls, asm: ActionStructureModel, cfg: ModelConfig | None = None, *, obs_dim: int | None = None,
-                 nvec: Sequence[int] | None = None) -> "CachedFeatureActor":
+    def from_asm(
+        cls,
+        asm: ActionStructureModel,
+        cfg: ModelConfig | None = None,
+        *,
+        obs_dim: int | None = None,
+        nvec: Sequence[int] | None = None,
+    ) -> "CachedFeatureActor":
         """Copy the whole ASM (frozen); fresh heads. Same strict checks as the SPIN actor."""
         check_asm_fits(asm, cfg or asm.cfg, obs_dim, nvec)
         cfg = dataclasses.replace(asm.cfg, head_hidden=(cfg or asm.cfg).head_hidden, dropout=(cfg or asm.cfg).dropout)

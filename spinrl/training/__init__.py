@@ -9,10 +9,22 @@ from typing import TYPE_CHECKING
 from spinrl.utils.lazy import lazy_package
 
 _CONFIG, _PRETRAIN, _TRAINER = "spinrl.training.config", "spinrl.training.pretrain", "spinrl.training.trainer"
-lazy_package(__name__, {"PRESETS": _CONFIG, "PretrainConfig": _CONFIG, "TrainConfig": _CONFIG,
-                        "fit_asm": _PRETRAIN, "fitter_asm": _PRETRAIN, "pretrain": _PRETRAIN,
-                        "pretrain_iter": _PRETRAIN, "fit": _TRAINER, "fitter": _TRAINER, "run": _TRAINER,
-                        "train": _TRAINER})
+lazy_package(
+    __name__,
+    {
+        "PRESETS": _CONFIG,
+        "PretrainConfig": _CONFIG,
+        "TrainConfig": _CONFIG,
+        "fit_asm": _PRETRAIN,
+        "fitter_asm": _PRETRAIN,
+        "pretrain": _PRETRAIN,
+        "pretrain_iter": _PRETRAIN,
+        "fit": _TRAINER,
+        "fitter": _TRAINER,
+        "run": _TRAINER,
+        "train": _TRAINER,
+    },
+)
 
 if TYPE_CHECKING:  # the same names for type checkers and editors ("X as X": re-exported)
     from spinrl.training.config import PRESETS as PRESETS
@@ -27,5 +39,16 @@ if TYPE_CHECKING:  # the same names for type checkers and editors ("X as X": re-
     from spinrl.training.trainer import run as run
     from spinrl.training.trainer import train as train
 
-__all__ = ["PRESETS", "PretrainConfig", "TrainConfig", "fit", "fit_asm", "fitter", "fitter_asm", "pretrain",
-           "pretrain_iter", "run", "train"]
+__all__ = [
+    "PRESETS",
+    "PretrainConfig",
+    "TrainConfig",
+    "fit",
+    "fit_asm",
+    "fitter",
+    "fitter_asm",
+    "pretrain",
+    "pretrain_iter",
+    "run",
+    "train",
+]

@@ -55,11 +55,13 @@ def load_asm(path: str | Path, data_signature: dict | None = None) -> tuple[Acti
             obs_dim *= int(s)
         asm = ActionStructureModel(obs_dim, sig["nvec"], cfg)
     except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"--asm {path}/asm.json is incomplete or from another version "
-                              f"({e.__class__.__name__}: {e}); pretrain again") from None
+        raise CheckpointError(
+            f"--asm {path}/asm.json is incomplete or from another version ({e.__class__.__name__}: {e}); pretrain again"
+        ) from None
     try:
         asm.load_state_dict(ck["model"], strict=True)
     except (RuntimeError, KeyError) as e:
-        raise CheckpointError(f"--asm {path}/asm.pt does not match its asm.json "
-                              f"({str(e).splitlines()[0][:120]}); pretrain again") from None
+        raise CheckpointError(
+            f"--asm {path}/asm.pt does not match its asm.json ({str(e).splitlines()[0][:120]}); pretrain again"
+        ) from None
     return asm, info

@@ -136,8 +136,9 @@ class TrainConfig:
         if self.actor not in ACTORS:
             raise ConfigError(f"--actor {self.actor!r} is unknown; choose one of {', '.join(ACTORS)}")
         if self.actor in ("spin", "spin-cached") and not self.asm:
-            raise ConfigError(f"--actor {self.actor} needs --asm DIR (pretrain "
-                              "one with `spinrl pretrain DATASET --out DIR`)")
+            raise ConfigError(
+                f"--actor {self.actor} needs --asm DIR (pretrain one with `spinrl pretrain DATASET --out DIR`)"
+            )
         preset(self.preset)
         for name in ("steps", "eval_episodes", "log_every", "eval_num_envs"):
             v = getattr(self, name)
@@ -146,8 +147,10 @@ class TrainConfig:
         if self.eval_every < 0:
             raise ConfigError(f"--eval-every must be >= 0 (0 disables evaluation), got {self.eval_every}")
         if self.env is not None and (not isinstance(self.env, str) or not self.env.strip()):
-            raise ConfigError(f"--env must be an environment id (a string), got {self.env!r}; pass an env object as "
-                              "spinrl.fit(cfg, env=...)")
+            raise ConfigError(
+                f"--env must be an environment id (a string), got {self.env!r}; pass an env object as "
+                "spinrl.fit(cfg, env=...)"
+            )
         for name in ("checkpoint_every", "batch_size"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v <= 0):
@@ -177,8 +180,9 @@ class TrainConfig:
     @property
     def logger_names(self) -> tuple[str, ...]:
         """--loggers with --tensorboard folded in."""
-        return parse_loggers(self.loggers) + (("tensorboard",) if self.tensorboard and "tensorboard" not in
-                                              parse_loggers(self.loggers) else ())
+        return parse_loggers(self.loggers) + (
+            ("tensorboard",) if self.tensorboard and "tensorboard" not in parse_loggers(self.loggers) else ()
+        )
 
     @property
     def ckpt_every(self) -> int:

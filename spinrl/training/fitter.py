@@ -42,6 +42,9 @@ class Fitter(Generator):
 
     def __del__(self) -> None:
         if not getattr(self, "_started", True):
-            warnings.warn(f"{self._call} returned a generator that was never iterated, so nothing ran: loop over it "
-                          f"(for row in {self._call}: ...) or call {self._instead} to run to completion",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"{self._call} returned a generator that was never iterated, so nothing ran: loop over it "
+                f"(for row in {self._call}: ...) or call {self._instead} to run to completion",
+                RuntimeWarning,
+                stacklevel=2,
+            )

@@ -48,6 +48,7 @@ def pretrain_launch(cfg: PretrainConfig, dist: DistributedConfig) -> Path | None
     if not dist.distributed:
         return pretrain(cfg)
     if dist.dist_backend == "ray":
-        return pretrain_ray(cfg, workers=dist.workers or 2, use_gpu=cfg.device.startswith("cuda"),
-                            address=dist.ray_address)
+        return pretrain_ray(
+            cfg, workers=dist.workers or 2, use_gpu=cfg.device.startswith("cuda"), address=dist.ray_address
+        )
     return pretrain_distributed(cfg)

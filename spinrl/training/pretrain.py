@@ -52,8 +52,23 @@ from spinrl.utils.progress import progress_bar
 from spinrl.utils.rundir import check_same, save_figure, write_json
 
 # Settings that define the result; a resume with other values would silently mix two runs.
-_FIXED = ("preset", "patience", "min_delta", "min_epochs", "steps_per_epoch", "batch_size", "lr",
-          "grad_clip", "mask_prob", "masking", "val_fraction", "val_batches", "seed", "model_kwargs", "max_steps")
+_FIXED = (
+    "preset",
+    "patience",
+    "min_delta",
+    "min_epochs",
+    "steps_per_epoch",
+    "batch_size",
+    "lr",
+    "grad_clip",
+    "mask_prob",
+    "masking",
+    "val_fraction",
+    "val_batches",
+    "seed",
+    "model_kwargs",
+    "max_steps",
+)
 
 
 @dataclasses.dataclass
@@ -126,8 +141,9 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None, held: list) -> Iter
     if out.exists() and (out / "asm.json").exists() and not cfg.resume:
         raise ConfigError(f"--out {out} already holds a finished ASM; choose another --out or pass --resume")
     if out.exists() and ckpt_path.exists() and not cfg.resume:
-        raise ConfigError(f"--out {out} holds an interrupted pretraining run; "
-                          "pass --resume to continue it or choose another --out")
+        raise ConfigError(
+            f"--out {out} holds an interrupted pretraining run; pass --resume to continue it or choose another --out"
+        )
     if dist.world > 1:  # no rank may see another's first checkpoint as "an interrupted run"
         torch.distributed.barrier()
 
@@ -144,8 +160,9 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None, held: list) -> Iter
     gen.manual_seed(cfg.seed if dist.rank == 0 else cfg.seed + 1_000_003 * dist.rank)  # own corruption per rank
     B = res["batch_size"]
     if dist.world > 1 and B % dist.world:
-        raise ConfigError(f"--batch-size {B} must be divisible by the {dist.world} "
-                          "processes (the global batch is split across them)")
+        raise ConfigError(
+            f"--batch-size {B} must be divisible by the {dist.world} processes (the global batch is split across them)"
+        )
     steps_per_epoch = cfg.steps_per_epoch or min(1000, max(1, train_ds.num_transitions // B))
     max_steps = cfg.max_steps if cfg.max_steps is not None else float("inf")
     # Fixed validation minibatches and corruption: the curve measures the model, not the noise.
@@ -153,8 +170,15 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None, held: list) -> Iter
     val_idx = [val_rng.integers(0, val_ds.num_transitions, size=B) for _ in range(cfg.val_batches)]
 
     rows: list[dict] = []
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "best": float("inf"), "best_epoch": 0, "best_step": 0, "bad": 0,
-                             "elapsed": 0.0}
+    state: dict[str, Any] = {
+        "epoch": 0,
+        "step": 0,
+        "best": float("inf"),
+        "best_epoch": 0,
+        "best_step": 0,
+        "bad": 0,
+        "elapsed": 0.0,
+    }
     resolved = {**res, "device": str(device), **({"cuda_determinism": determinism} if determinism else {})}
     config_json = {"config": to_jsonable(cfg), "resolved": resolved, **environment_info(device)}
     if cfg.resume and ckpt_path.exists():
@@ -163,10 +187,12 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None, held: list) -> Iter
         check_same(saved, to_jsonable(cfg), _FIXED)
         _check_same_data(ck, saved, cfg, ds)
         if saved.get("threads") != cfg.threads:
-            raise ConfigError(f"--resume with --threads {cfg.threads} but the "
-                              f"run used {saved.get('threads')}: another thread "
-                              "count ends bit-identity with an uninterrupted "
-                              f"run; pass --threads {saved.get('threads')}")
+            raise ConfigError(
+                f"--resume with --threads {cfg.threads} but the "
+                f"run used {saved.get('threads')}: another thread "
+                "count ends bit-identity with an uninterrupted "
+                f"run; pass --threads {saved.get('threads')}"
+            )
         if dist.main:
             outdir.hold(out, "asm")  # one writer (lock released at exit), marked as spinrl's ASM directory
         asm.load_state_dict(ck["model"])
@@ -185,8 +211,12 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None, held: list) -> Iter
     max_epochs = res["max_epochs"]
     max_seconds = cfg.max_minutes * 60 if cfg.max_minutes is not None else float("inf")
     # in gradient steps: a validation round can last minutes on a large dataset
-    bar = progress_bar(total=int(min(max_steps, max_epochs * steps_per_epoch)), desc="pretrain ASM", unit="step",
-                       disable=None if cfg.progress and dist.main else True)
+    bar = progress_bar(
+        total=int(min(max_steps, max_epochs * steps_per_epoch)),
+        desc="pretrain ASM",
+        unit="step",
+        disable=None if cfg.progress and dist.main else True,
+    )
     bar.update(state["step"])
     while True:
         stop_reason = _stop_reason(state, cfg, max_epochs, max_steps, max_seconds)
@@ -261,8 +291,12 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None, held: list) -> Iter
             },
             ckpt_path,
         )
-        bar.set_postfix(train=f"{row['train_loss']:.3f}", val=f"{v_loss:.3f}", acc=f"{row['val_masked_acc']:.2f}",
-                        best=state["best_step"])
+        bar.set_postfix(
+            train=f"{row['train_loss']:.3f}",
+            val=f"{v_loss:.3f}",
+            acc=f"{row['val_masked_acc']:.2f}",
+            best=state["best_step"],
+        )
         yield row
     bar.close()
     if not dist.main:
@@ -301,8 +335,10 @@ def _pretrain_iter(cfg: PretrainConfig, _dist: _Dist | None, held: list) -> Iter
         "wall_seconds": round(state["elapsed"], 3),
         "structure": diagnostics,
         **({"world_size": dist.world, "per_rank_batch": B // dist.world} if dist.world > 1 else {}),
-        "curve": [{k: r[k] for k in ("epoch", "step", "train_loss", "val_loss", "val_masked_acc", "wall_seconds")
-                   if k in r} for r in rows],
+        "curve": [
+            {k: r[k] for k in ("epoch", "step", "train_loss", "val_loss", "val_masked_acc", "wall_seconds") if k in r}
+            for r in rows
+        ],
         **environment_info(device),
         **({"cuda_determinism": determinism} if determinism else {}),
     }
@@ -324,13 +360,16 @@ def _check_same_data(ck: dict, saved: dict, cfg: PretrainConfig, ds) -> None:
     resolved path (checkpoints from before checksums were stored)."""
     if ck.get("dataset_checksum") is not None:
         if ck["dataset_checksum"] != ds.meta.get("checksum"):
-            raise ConfigError(f"--resume on dataset {cfg.dataset} whose checksum "
-                              "differs from the one the run trained on "
-                              f"({str(ck['dataset_checksum'])[:12]}...): the data "
-                              "changed; pretrain a new ASM with another --out")
+            raise ConfigError(
+                f"--resume on dataset {cfg.dataset} whose checksum "
+                "differs from the one the run trained on "
+                f"({str(ck['dataset_checksum'])[:12]}...): the data "
+                "changed; pretrain a new ASM with another --out"
+            )
     elif Path(str(saved.get("dataset"))).resolve() != Path(cfg.dataset).resolve():
-        raise ConfigError(f"--resume with dataset={cfg.dataset!r} but the run "
-                          f"used {saved.get('dataset')!r}; use the same dataset")
+        raise ConfigError(
+            f"--resume with dataset={cfg.dataset!r} but the run used {saved.get('dataset')!r}; use the same dataset"
+        )
 
 
 _STOP_TEXT = {
@@ -358,12 +397,16 @@ def stop_summary(info: dict) -> str:
     """What the command prints last: where it stopped, why, and whether the loss was still falling."""
     if info["steps_run"] == 0:
         return "ASM not trained (a budget of 0 steps): the random initial ASM was saved, as the paper's epoch-0 control"
-    msg = (f"ASM {info['stop_explained']} after {info['steps_run']} gradient steps "
-           f"({info['epochs_run']} validation{'s' if info['epochs_run'] != 1 else ''}); "
-           f"chosen step {info['chosen_step']}, best validation masked loss {info['best_val_loss']:.4f}")
+    msg = (
+        f"ASM {info['stop_explained']} after {info['steps_run']} gradient steps "
+        f"({info['epochs_run']} validation{'s' if info['epochs_run'] != 1 else ''}); "
+        f"chosen step {info['chosen_step']}, best validation masked loss {info['best_val_loss']:.4f}"
+    )
     if info.get("still_falling"):
-        msg += (f"; WARNING: the validation loss was still falling when the budget stopped it (best at step "
-                f"{info['chosen_step']}): raise --max-steps / --max-epochs / --max-minutes for a converged ASM")
+        msg += (
+            f"; WARNING: the validation loss was still falling when the budget stopped it (best at step "
+            f"{info['chosen_step']}): raise --max-steps / --max-epochs / --max-minutes for a converged ASM"
+        )
     return msg
 
 
@@ -376,7 +419,7 @@ def _distributed_backward(asm, opt, train_ds, B: int, rng, mam, gen, device, dis
     objective). Returns the global loss (for logging).
     """
     b = B // dist.world
-    idx = train_ds.sample_indices(B, rng)[dist.rank * b:(dist.rank + 1) * b]
+    idx = train_ds.sample_indices(B, rng)[dist.rank * b : (dist.rank + 1) * b]
     s, a, _, _, _ = train_ds.batch_at(idx, device=device)
     loss, info = asm_loss(asm, s, a, mam, gen)
     count = info["masked_count"].sum().detach().reshape(1)
@@ -408,8 +451,10 @@ def pretrain_distributed(cfg: PretrainConfig) -> Path | None:
     import torch.distributed as tdist
 
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        raise ConfigError("--distributed needs torchrun: torchrun --nproc_per_node "
-                          "K -m spinrl pretrain DATASET --out DIR --distributed")
+        raise ConfigError(
+            "--distributed needs torchrun: torchrun --nproc_per_node "
+            "K -m spinrl pretrain DATASET --out DIR --distributed"
+        )
     device = resolve_device(run_device_name(cfg.device, cfg.out, cfg.resume))
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
@@ -462,8 +507,14 @@ def pretrain_ray(cfg: PretrainConfig, workers: int, use_gpu: bool = False, addre
     # Ray runs workers in their own directories: pass absolute paths. auto is the GPU only where Ray gives one.
     device = run_device_name(cfg.device, cfg.out, cfg.resume)
     device = ("cuda" if use_gpu else "cpu") if device == "auto" else device
-    cfg = dataclasses.replace(cfg, dataset=os.path.abspath(cfg.dataset), out=os.path.abspath(cfg.out), progress=False,
-                              threads=cfg.threads or 1, device=device)
+    cfg = dataclasses.replace(
+        cfg,
+        dataset=os.path.abspath(cfg.dataset),
+        out=os.path.abspath(cfg.out),
+        progress=False,
+        threads=cfg.threads or 1,
+        device=device,
+    )
     cfg.validate()
     started = not ray.is_initialized()
     if started:

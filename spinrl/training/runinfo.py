@@ -33,8 +33,12 @@ def source_commit() -> str | None:
         head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no", "--", "."],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", root, "status", "--porcelain", "--untracked-files=no", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return head.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -45,8 +49,12 @@ def environment_info(device: torch.device | str = "cpu") -> dict:
 
     dev = torch.device(device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name()
-    versions = {"spinrl": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
-                "numpy": np.__version__}
+    versions = {
+        "spinrl": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+    }
     try:
         import gymnasium
 
@@ -56,6 +64,12 @@ def environment_info(device: torch.device | str = "cpu") -> dict:
     return {
         "commit": source_commit(),
         "versions": versions,
-        "device": {"type": dev.type, "name": name, "torch_threads": torch.get_num_threads(),
-                   "platform": platform.platform(), "cpu_isa": cpu_isa(), "native_bf16": native_bf16(dev)},
+        "device": {
+            "type": dev.type,
+            "name": name,
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "cpu_isa": cpu_isa(),
+            "native_bf16": native_bf16(dev),
+        },
     }

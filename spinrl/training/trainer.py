@@ -56,16 +56,41 @@ from spinrl.utils.rundir import check_same, sha256_file, write_json, write_metri
 EVAL_COLUMNS = ("eval_return_mean", "eval_return_std", "normalized_score", "normalized_std")
 # Settings a resumed run must share with the original: anything that changes what is computed. The dataset and
 # the ASM are compared by content (checksums in _identity), not by path; threads and device there too.
-_FIXED = ("algo", "actor", "preset", "eval_every", "eval_episodes", "greedy", "eval_mode", "seed", "eval_num_envs",
-          "checkpoint_every", "log_every", "batch_size", "lr", "gamma", "precision", "feature_cache_gb",
-          "algo_kwargs", "model_kwargs", "env")
+_FIXED = (
+    "algo",
+    "actor",
+    "preset",
+    "eval_every",
+    "eval_episodes",
+    "greedy",
+    "eval_mode",
+    "seed",
+    "eval_num_envs",
+    "checkpoint_every",
+    "log_every",
+    "batch_size",
+    "lr",
+    "gamma",
+    "precision",
+    "feature_cache_gb",
+    "algo_kwargs",
+    "model_kwargs",
+    "env",
+)
 _ADDED = {"precision": "fp32", "eval_mode": "auto", "eval_num_envs": 16, "feature_cache_gb": 8.0, "env": None}
 """fields added after a run was made: the value such a run had"""
 # spinrl's own files in a run directory (what --overwrite replaces; anything else there is kept)
 BEST_FILES = ("policy_best.safetensors", "policy_best.pt", "best.json")
 """the best policy by evaluation, in the order they are written (best.json, naming its step, last)"""
-_RUN_FILES = {"config.json", "metrics.csv", "policy.pt", "policy.safetensors", "checkpoints", *BEST_FILES,
-              *loggers.LOGGER_FILES}
+_RUN_FILES = {
+    "config.json",
+    "metrics.csv",
+    "policy.pt",
+    "policy.safetensors",
+    "checkpoints",
+    *BEST_FILES,
+    *loggers.LOGGER_FILES,
+}
 
 
 @dataclasses.dataclass
@@ -118,8 +143,9 @@ class Setup:
     """where evaluations run (None: no evaluation)"""
 
 
-def build(cfg: TrainConfig, dataset: OfflineDataset | None = None, device: torch.device | None = None,
-          env: Any = None) -> Setup:
+def build(
+    cfg: TrainConfig, dataset: OfflineDataset | None = None, device: torch.device | None = None, env: Any = None
+) -> Setup:
     """Load the dataset (and ASM), seed, and build networks and optimizers for ``cfg`` (on ``device``, default
     ``cfg.device`` resolved; on CUDA with the settings under which the seed fixes the result). Evaluation runs
     on ``env`` (a ``gymnasium.Env``), else ``cfg.env``, else the dataset's env; its spaces are checked here."""
@@ -144,8 +170,13 @@ def build(cfg: TrainConfig, dataset: OfflineDataset | None = None, device: torch
         asm, asm_info = load_asm(cfg.asm, ds.signature)
         # The frozen part's sizes are the ASM's; the rest (heads, critics) follow the preset.
         am = asm_info["model"]
-        model_cfg = dataclasses.replace(model_cfg, d_model=am["d_model"], n_heads=am["n_heads"],
-                                        n_blocks=am["n_blocks"], n_state_tokens=am["n_state_tokens"])
+        model_cfg = dataclasses.replace(
+            model_cfg,
+            d_model=am["d_model"],
+            n_heads=am["n_heads"],
+            n_blocks=am["n_blocks"],
+            n_state_tokens=am["n_state_tokens"],
+        )
     elif cfg.asm:
         raise ConfigError(f"--asm is only used by --actor spin or spin-cached, not --actor {cfg.actor}; drop --asm")
     actor = build_actor(cfg.actor, ds.observation_dim, ds.nvec, model_cfg, asm=asm).to(device)
@@ -156,8 +187,19 @@ def build(cfg: TrainConfig, dataset: OfflineDataset | None = None, device: torch
         net = getattr(nets, name)
         params = [p for p in net.parameters() if p.requires_grad]
         optimizers[name] = FusedAdam(params, lr=lr)  # one kernel for all tensors: ~7% of a small-net step
-    return Setup(cfg, ds, nets, algo, algo_cfg, optimizers, model_cfg, device, asm_info, determinism=determinism,
-                 eval_env=eval_env)
+    return Setup(
+        cfg,
+        ds,
+        nets,
+        algo,
+        algo_cfg,
+        optimizers,
+        model_cfg,
+        device,
+        asm_info,
+        determinism=determinism,
+        eval_env=eval_env,
+    )
 
 
 def run_device(cfg: TrainConfig) -> torch.device:
@@ -176,8 +218,9 @@ def _eval_env(cfg: TrainConfig, ds: OfflineDataset, env: Any = None) -> EvalEnv 
         return None
     if env is not None:
         if cfg.eval_mode == "exact":
-            raise ConfigError("--eval-mode exact needs an env id with a known model (sepsis), not an env object; "
-                              "use rollout or auto")
+            raise ConfigError(
+                "--eval-mode exact needs an env id with a known model (sepsis), not an env object; use rollout or auto"
+            )
         vec = envs.wrap(env)  # MultiDiscrete actions and Box observations, or one line saying what is wrong
         target = EvalEnv(getattr(getattr(env, "spec", None), "id", None) or type(env).__name__, {}, instance=env)
         _check_spaces(ds, vec, target, "pass the env the data was collected in, or train with --eval-every 0")
@@ -193,8 +236,14 @@ def _eval_env(cfg: TrainConfig, ds: OfflineDataset, env: Any = None) -> EvalEnv 
         raise
     try:
         target = EvalEnv(env_id, kwargs, mode=resolve_eval_mode(cfg.eval_mode, env_id, kwargs))  # exact w/o model fails
-        _check_spaces(ds, vec, target, "fix the dataset's env_id/env_kwargs or train with --eval-every 0" if own else
-                      "pass the env the data was collected in (--env), or train with --eval-every 0")
+        _check_spaces(
+            ds,
+            vec,
+            target,
+            "fix the dataset's env_id/env_kwargs or train with --eval-every 0"
+            if own
+            else "pass the env the data was collected in (--env), or train with --eval-every 0",
+        )
     finally:
         vec.close()
     if own:
@@ -209,11 +258,14 @@ def _check_spaces(ds: OfflineDataset, vec, target: EvalEnv, fix: str) -> None:
     """Fail before training, not at the first evaluation, if the data does not fit the env (one line each)."""
     name = f"{target.env_id}{f' {target.kwargs}' if target.kwargs else ''}"
     if int(vec.observation_dim) != ds.observation_dim:
-        raise ConfigError(f"dataset observations have {ds.observation_dim} features but {name} produces "
-                          f"{vec.observation_dim}; {fix}")
+        raise ConfigError(
+            f"dataset observations have {ds.observation_dim} features but {name} produces {vec.observation_dim}; {fix}"
+        )
     if [int(m) for m in vec.nvec] != list(ds.nvec):
-        raise ConfigError(f"dataset nvec {list(ds.nvec)} differs from {target.env_id}'s action space "
-                          f"{[int(m) for m in vec.nvec]}; {fix}")
+        raise ConfigError(
+            f"dataset nvec {list(ds.nvec)} differs from {target.env_id}'s action space "
+            f"{[int(m) for m in vec.nvec]}; {fix}"
+        )
 
 
 def gradient_step(s: Setup, batch: Batch) -> dict[str, torch.Tensor]:
@@ -235,8 +287,11 @@ def gradient_step(s: Setup, batch: Batch) -> dict[str, torch.Tensor]:
 
 
 def _state_dicts(s: Setup) -> dict:
-    nets = {f.name: getattr(s.nets, f.name).state_dict() for f in dataclasses.fields(s.nets)
-            if getattr(s.nets, f.name) is not None}
+    nets = {
+        f.name: getattr(s.nets, f.name).state_dict()
+        for f in dataclasses.fields(s.nets)
+        if getattr(s.nets, f.name) is not None
+    }
     return {"nets": nets, "optimizers": {k: o.state_dict() for k, o in s.optimizers.items()}}
 
 
@@ -307,9 +362,16 @@ def fit(cfg: TrainConfig, env: Any = None) -> dict:
     evals = [r for r in rows if r.get("eval_return_mean") is not None]
     out = Path(cfg.out)
     best = outdir._json(out / "best.json")  # None without evaluation
-    return {"out": out, "policy": out / "policy.pt", "steps": rows[-1]["step"] if rows else 0,
-            "rows": rows, "last": rows[-1] if rows else None, "final_eval": evals[-1] if evals else None,
-            "best": best, "policy_best": out / "policy_best.pt" if best else None}
+    return {
+        "out": out,
+        "policy": out / "policy.pt",
+        "steps": rows[-1]["step"] if rows else 0,
+        "rows": rows,
+        "last": rows[-1] if rows else None,
+        "final_eval": evals[-1] if evals else None,
+        "best": best,
+        "policy_best": out / "policy_best.pt" if best else None,
+    }
 
 
 def _rows(cfg: TrainConfig, env: Any = None) -> Generator[dict, None, None]:
@@ -326,9 +388,13 @@ def _identity(s: Setup) -> dict:
     asm = None
     if s.cfg.asm and s.cfg.actor in ("spin", "spin-cached"):
         asm = sha256_file(Path(s.cfg.asm) / "asm.pt")
-    return {"dataset_checksum": s.dataset.meta.get("checksum"), "array_checksums": s.dataset.meta.get("checksums"),
-            "asm_checksum": asm,
-            "threads": torch.get_num_threads(), "device": str(s.device)}
+    return {
+        "dataset_checksum": s.dataset.meta.get("checksum"),
+        "array_checksums": s.dataset.meta.get("checksums"),
+        "asm_checksum": asm,
+        "threads": torch.get_num_threads(),
+        "device": str(s.device),
+    }
 
 
 def _check_resume(s: Setup, ck: dict, recorded: dict, out: Path) -> None:
@@ -339,31 +405,42 @@ def _check_resume(s: Setup, ck: dict, recorded: dict, out: Path) -> None:
     data_was = was.get("dataset_checksum") or (recorded.get("dataset") or {}).get("checksum")
     arrays_was = was.get("array_checksums")
     if (data_was and data_was != ident["dataset_checksum"]) or (arrays_was and arrays_was != ident["array_checksums"]):
-        raise ConfigError(f"--resume: dataset {cfg.dataset} (checksum "
-                          f"{str(ident['dataset_checksum'])[:12]}) is not the "
-                          f"data the run in {out} was trained on ({str(data_was)[:12]}); "
-                          "pass that dataset or choose another --out")
+        raise ConfigError(
+            f"--resume: dataset {cfg.dataset} (checksum "
+            f"{str(ident['dataset_checksum'])[:12]}) is not the "
+            f"data the run in {out} was trained on ({str(data_was)[:12]}); "
+            "pass that dataset or choose another --out"
+        )
     if was.get("asm_checksum") and was["asm_checksum"] != ident["asm_checksum"]:
-        raise ConfigError(f"--resume: --asm {cfg.asm} is not the ASM the "
-                          f"run in {out} was trained with (asm.pt checksum "
-                          "differs); pass that ASM or choose another --out")
+        raise ConfigError(
+            f"--resume: --asm {cfg.asm} is not the ASM the "
+            f"run in {out} was trained with (asm.pt checksum "
+            "differs); pass that ASM or choose another --out"
+        )
     if saved.get("asm") and not was and Path(saved["asm"]).resolve() != Path(cfg.asm or "").resolve():
         raise ConfigError(f"--resume with asm={cfg.asm!r} but the run used {saved['asm']!r}; use the same ASM")
     threads_was = was.get("threads", saved.get("threads"))
     if threads_was is not None and threads_was != (ident["threads"] if "threads" in was else cfg.threads):
-        raise ConfigError(f"--resume with {ident['threads']} threads but the run used {threads_was}: a changed thread "
-                          f"count ends bit-identity; pass --threads {threads_was}")
+        raise ConfigError(
+            f"--resume with {ident['threads']} threads but the run used {threads_was}: a changed thread "
+            f"count ends bit-identity; pass --threads {threads_was}"
+        )
     if was.get("device") and was["device"] != ident["device"]:
-        raise ConfigError(f"--resume on device {ident['device']} but the run used {was['device']}: another device ends "
-                          f"bit-identity; pass --device {was['device']}")
+        raise ConfigError(
+            f"--resume on device {ident['device']} but the run used {was['device']}: another device ends "
+            f"bit-identity; pass --device {was['device']}"
+        )
     env_was, env_now = recorded.get("eval_env"), s.eval_env.record() if s.eval_env else None
     if "eval_env" in recorded and env_was != env_now:
-        raise ConfigError(f"--resume evaluating on {_where(env_now)} but the run evaluated on {_where(env_was)}: its "
-                          "scores and best policy would mix two environments; pass the same --env (an env object: "
-                          "fit(cfg, env=...) again)")
+        raise ConfigError(
+            f"--resume evaluating on {_where(env_now)} but the run evaluated on {_where(env_was)}: its "
+            "scores and best policy would mix two environments; pass the same --env (an env object: "
+            "fit(cfg, env=...) again)"
+        )
     if cfg.steps < ck["step"]:
-        raise ConfigError(f"--steps {cfg.steps} is below the checkpoint's step "
-                          f"{ck['step']}; pass --steps {ck['step']} or more")
+        raise ConfigError(
+            f"--steps {cfg.steps} is below the checkpoint's step {ck['step']}; pass --steps {ck['step']} or more"
+        )
 
 
 def _train(cfg: TrainConfig, held: list, env: Any = None) -> Iterator[dict]:
@@ -379,8 +456,10 @@ def _train(cfg: TrainConfig, held: list, env: Any = None) -> Iterator[dict]:
     ckpt_path = out / "checkpoints" / "last.pt"
     outdir.check_out(out, "run", cfg.overwrite)
     if not cfg.resume and ckpt_path.exists() and not cfg.overwrite:
-        raise ConfigError(f"--out {out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
-                          "or choose another --out")
+        raise ConfigError(
+            f"--out {out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
+            "or choose another --out"
+        )
     if cfg.resume and (out / "policy.pt").exists() and not ckpt_path.exists():
         raise ConfigError(f"--out {out} holds a finished run without checkpoints; choose another --out")
     ds = s.dataset
@@ -395,10 +474,19 @@ def _train(cfg: TrainConfig, held: list, env: Any = None) -> Iterator[dict]:
     asm_seconds = float(s.asm_info["wall_seconds"]) if s.asm_info else 0.0
     config_json = {
         "config": to_jsonable(cfg),
-        "resolved": {**cfg.resolved(), "model": dataclasses.asdict(s.model_cfg), "algo": dataclasses.asdict(s.algo_cfg),
-                     "device": str(s.device), **({"cuda_determinism": s.determinism} if s.determinism else {})},
-        "dataset": {"path": cfg.dataset, "checksum": ds.meta.get("checksum"), **ds.signature,
-                    "level": ds.meta.get("level")},
+        "resolved": {
+            **cfg.resolved(),
+            "model": dataclasses.asdict(s.model_cfg),
+            "algo": dataclasses.asdict(s.algo_cfg),
+            "device": str(s.device),
+            **({"cuda_determinism": s.determinism} if s.determinism else {}),
+        },
+        "dataset": {
+            "path": cfg.dataset,
+            "checksum": ds.meta.get("checksum"),
+            **ds.signature,
+            "level": ds.meta.get("level"),
+        },
         "asm_wall_seconds": asm_seconds,
         "asm_chosen_epoch": s.asm_info.get("chosen_epoch") if s.asm_info else None,
         "eval_env": s.eval_env.record() if s.eval_env is not None else None,
@@ -442,8 +530,9 @@ def _train(cfg: TrainConfig, held: list, env: Any = None) -> Iterator[dict]:
     if not do_eval:
         why = "--eval-every 0" if cfg.eval_every == 0 else "the dataset names no environment; pass --env ID to evaluate"
         print(f"note: no evaluation ({why}), so no policy_best.pt is kept; policy.pt is the last policy", flush=True)
-    bar = progress_bar(total=cfg.steps, desc=f"{cfg.algo}/{cfg.actor}", unit="step",
-                       disable=None if cfg.progress else True)
+    bar = progress_bar(
+        total=cfg.steps, desc=f"{cfg.algo}/{cfg.actor}", unit="step", disable=None if cfg.progress else True
+    )
     bar.update(step)
     last_eval = next((r for r in reversed(rows) if r.get("eval_return_mean") is not None), None)
     for n in s.nets.__dict__.values():
@@ -484,8 +573,11 @@ def _train(cfg: TrainConfig, held: list, env: Any = None) -> Iterator[dict]:
                 good_step = step
             continue
         _stop_if_diverged(bad_step, good_step, acc, ckpt_path)
-        row: dict[str, Any] = {"step": step, "wall_seconds": None,
-                               "grad_steps_per_s": round(interval_steps / max(interval_t, 1e-9), 2)}
+        row: dict[str, Any] = {
+            "step": step,
+            "wall_seconds": None,
+            "grad_steps_per_s": round(interval_steps / max(interval_t, 1e-9), 2),
+        }
         row.update({k: float(v) / acc_n for k, v in sorted(acc.items())})
         acc, acc_n, interval_t, interval_steps = {}, 0, 0.0, 0
         if is_eval:
@@ -495,16 +587,24 @@ def _train(cfg: TrainConfig, held: list, env: Any = None) -> Iterator[dict]:
                 best = _best(s, step, res)
                 _save_best(out, best)
             elapsed += time.perf_counter() - t1
-            row.update({"eval_return_mean": res.mean, "eval_return_std": res.std,
-                        "normalized_score": res.normalized_mean,
-                        "normalized_std": None if res.normalized is None else float(res.normalized.std()),
-                        "eval_method": "exact" if res.exact else "rollout"})  # in the yielded rows, not the CSV
+            row.update(
+                {
+                    "eval_return_mean": res.mean,
+                    "eval_return_std": res.std,
+                    "normalized_score": res.normalized_mean,
+                    "normalized_std": None if res.normalized is None else float(res.normalized.std()),
+                    "eval_method": "exact" if res.exact else "rollout",
+                }
+            )  # in the yielded rows, not the CSV
             last_eval = row
         row["wall_seconds"] = round(elapsed, 3)
         if columns is None:
             first = ("step", "wall_seconds", "grad_steps_per_s")
-            columns = [*first, *sorted(k for k in row if k not in (*first, "eval_method") and k not in EVAL_COLUMNS),
-                       *EVAL_COLUMNS]
+            columns = [
+                *first,
+                *sorted(k for k in row if k not in (*first, "eval_method") and k not in EVAL_COLUMNS),
+                *EVAL_COLUMNS,
+            ]
         rows.append(row)
         log.log(rows, columns)  # metrics.csv, and the row to the optional loggers
         post: dict[str, str] = {k: f"{row[k]:.3g}" for k in ("critic_loss", "actor_loss") if k in row}
@@ -527,8 +627,13 @@ def _train(cfg: TrainConfig, held: list, env: Any = None) -> Iterator[dict]:
 def _best(s: Setup, step: int, res) -> dict:
     """The best evaluation's record: its step and scores, and a CPU copy of the policy file's content (kept in
     checkpoints, so a resumed run ends with the same policy_best as an uninterrupted one)."""
-    scores = {"step": step, "eval_return_mean": res.mean, "eval_return_std": res.std,
-              "normalized_score": res.normalized_mean, "eval_method": "exact" if res.exact else "rollout"}
+    scores = {
+        "step": step,
+        "eval_return_mean": res.mean,
+        "eval_return_std": res.std,
+        "normalized_score": res.normalized_mean,
+        "eval_method": "exact" if res.exact else "rollout",
+    }
     policy = make_policy(s).to_dict()
     policy["meta"] = {**policy["meta"], "best": scores}
     for part in ("actor", "critic"):
@@ -559,8 +664,11 @@ def _stop_if_diverged(bad_step: torch.Tensor, good_step: int, acc: dict, ckpt_pa
     bad = int(bad_step)
     if bad:
         name = next((k for k, v in acc.items() if not torch.isfinite(v)), "a loss")
-        kept = (f"the last good checkpoint (step {good_step}) is kept in "
-                f"{ckpt_path}") if good_step else "no checkpoint was written"
+        kept = (
+            (f"the last good checkpoint (step {good_step}) is kept in {ckpt_path}")
+            if good_step
+            else "no checkpoint was written"
+        )
         raise SpinError(f"training diverged: {name} is not finite at step {bad}; {kept}; lower --lr or check the data")
 
 
@@ -575,20 +683,28 @@ def _feature_source(s: Setup):
     assert isinstance(actor, CachedFeatureActor)  # build_actor's spin-cached actor
     assert s.cfg.asm is not None  # validate(): spin actors need --asm
     if s.asm_info and s.asm_info.get("masking", "bert") != "variable":
-        print("note: this ASM was pretrained with --masking bert; spin-cached reads its all-[MASK] input, which "
-              "only --masking variable trains on", flush=True)
+        print(
+            "note: this ASM was pretrained with --masking bert; spin-cached reads its all-[MASK] input, which "
+            "only --masking variable trains on",
+            flush=True,
+        )
     need = cache_bytes(s.dataset, actor.cfg.d_model)
     if need > s.cfg.feature_cache_gb * 1e9:
-        print(f"note: feature cache would take {need / 1e9:.1f} GB > --feature-cache-gb {s.cfg.feature_cache_gb}; "
-              "computing features per batch instead", flush=True)
+        print(
+            f"note: feature cache would take {need / 1e9:.1f} GB > --feature-cache-gb {s.cfg.feature_cache_gb}; "
+            "computing features per batch instead",
+            flush=True,
+        )
 
         def recompute(batch: Batch, idx: np.ndarray) -> None:
-            actor.provide_features([(batch.obs, actor.features(batch.obs)),
-                                    (batch.next_obs, actor.features(batch.next_obs))])
+            actor.provide_features(
+                [(batch.obs, actor.features(batch.obs)), (batch.next_obs, actor.features(batch.next_obs))]
+            )
 
         return recompute
-    cache = build_feature_cache(actor, s.dataset, cache_path(s.cfg.dataset, s.dataset, s.cfg.asm), s.device,
-                                progress=s.cfg.progress)
+    cache = build_feature_cache(
+        actor, s.dataset, cache_path(s.cfg.dataset, s.dataset, s.cfg.asm), s.device, progress=s.cfg.progress
+    )
 
     def lookup(batch: Batch, idx: np.ndarray) -> None:
         rows = s.dataset.observation_rows(idx)
@@ -614,14 +730,31 @@ def _evaluate(s: Setup, step: int, reference: dict | None):
     try:
         if e.mode == "exact":
             return exact_evaluate(policy, e.env_id, e.kwargs, s.cfg.greedy, reference)
-        return evaluate_act(act, e.env_id if e.instance is None else e.instance, e.kwargs, s.cfg.eval_episodes,
-                            s.cfg.seed, s.cfg.eval_num_envs, reference)
+        return evaluate_act(
+            act,
+            e.env_id if e.instance is None else e.instance,
+            e.kwargs,
+            s.cfg.eval_episodes,
+            s.cfg.seed,
+            s.cfg.eval_num_envs,
+            reference,
+        )
     finally:
         torch.set_rng_state(torch_state)
 
 
-def _checkpoint(s: Setup, path: Path, step: int, elapsed: float, rows: list, columns: list | None, acc: dict,
-                acc_n: int, rng: np.random.Generator, best: dict | None = None) -> None:
+def _checkpoint(
+    s: Setup,
+    path: Path,
+    step: int,
+    elapsed: float,
+    rows: list,
+    columns: list | None,
+    acc: dict,
+    acc_n: int,
+    rng: np.random.Generator,
+    best: dict | None = None,
+) -> None:
     save_atomic(
         {
             "schema": CHECKPOINT_SCHEMA,

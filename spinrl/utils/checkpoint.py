@@ -71,14 +71,16 @@ def _load_safetensors(path: Path, what: str) -> dict:
         with safe_open(str(path), framework="pt") as f:
             obj = json.loads((f.metadata() or {}).get("spinrl", "null"))
             if not isinstance(obj, dict):
-                raise CheckpointError(f"{what} {path} is a safetensors file without "
-                                      "spinrl's header; save it with spinrl")
+                raise CheckpointError(
+                    f"{what} {path} is a safetensors file without spinrl's header; save it with spinrl"
+                )
             for key in f.keys():
                 field, _, name = key.partition("/")
                 obj.setdefault(field, {})[name] = f.get_tensor(key)
     except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
-        raise CheckpointError(f"{what} {path} is not a readable safetensors "
-                              f"file ({str(e).splitlines()[0][:120]})") from None
+        raise CheckpointError(
+            f"{what} {path} is not a readable safetensors file ({str(e).splitlines()[0][:120]})"
+        ) from None
     return obj
 
 
@@ -86,21 +88,36 @@ _NUM = (int, float)
 # The fields a resume reads, per kind, with their types: a corrupted or hand-edited field is one line, not a
 # TypeError deep in the loop.
 _FIELDS: dict[str, dict[str, type | tuple]] = {
-    "train": {"config": dict, "step": int, "elapsed": _NUM, "rows": list, "rng": dict, "nets": dict,
-              "optimizers": dict},
+    "train": {
+        "config": dict,
+        "step": int,
+        "elapsed": _NUM,
+        "rows": list,
+        "rng": dict,
+        "nets": dict,
+        "optimizers": dict,
+    },
     "asm_pretrain": {"config": dict, "model": dict, "optimizer": dict, "rng": dict, "state": dict, "rows": list},
     "asm": {"model": dict},
 }
-_STATE_FIELDS: dict[str, type | tuple] = {"epoch": int, "step": int, "best": _NUM, "best_epoch": int, "bad": int,
-                                          "elapsed": _NUM}
+_STATE_FIELDS: dict[str, type | tuple] = {
+    "epoch": int,
+    "step": int,
+    "best": _NUM,
+    "best_epoch": int,
+    "bad": int,
+    "elapsed": _NUM,
+}
 
 
 def _check_fields(obj: dict, kind: str, what: str, path: Path) -> None:
     def bad(name: str, want, got) -> CheckpointError:
         names = want.__name__ if isinstance(want, type) else " or ".join(t.__name__ for t in want)
-        return CheckpointError(f"{what} {path} field {name!r} is corrupted "
-                               f"(expected {names}, got {type(got).__name__}); "
-                               "delete the file or start a fresh --out")
+        return CheckpointError(
+            f"{what} {path} field {name!r} is corrupted "
+            f"(expected {names}, got {type(got).__name__}); "
+            "delete the file or start a fresh --out"
+        )
 
     for name, want in _FIELDS.get(kind, {}).items():
         v = obj.get(name)
@@ -142,19 +159,22 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint", kind: str
                 "executed); use files from a source you trust"
             ) from None
         first = text.splitlines()[0] if text else type(e).__name__
-        raise CheckpointError(f"{what} {path} cannot be loaded safely ({first[:160]}); "
-                              "it is corrupted or not a spinrl file") from None
+        raise CheckpointError(
+            f"{what} {path} cannot be loaded safely ({first[:160]}); it is corrupted or not a spinrl file"
+        ) from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{what} {path} is not a spinrl checkpoint (expected a dict)")
     schema = obj.get("schema", None)
     if not isinstance(schema, int):
         raise CheckpointError(f"{what} {path} has no schema version; it is not a spinrl file")
     if schema > CHECKPOINT_SCHEMA:
-        raise CheckpointError(f"{what} {path} has schema {schema}, newer than this "
-                              f"spinrl supports ({CHECKPOINT_SCHEMA}); upgrade spinrl")
+        raise CheckpointError(
+            f"{what} {path} has schema {schema}, newer than this spinrl supports ({CHECKPOINT_SCHEMA}); upgrade spinrl"
+        )
     if kind is not None and obj.get("kind") != kind:
-        raise CheckpointError(f"{what} {path} holds a {obj.get('kind')!r} "
-                              f"file, not a {kind!r} one; pass the right file")
+        raise CheckpointError(
+            f"{what} {path} holds a {obj.get('kind')!r} file, not a {kind!r} one; pass the right file"
+        )
     if kind is not None:
         _check_fields(obj, kind, what, path)
     return obj
@@ -182,8 +202,9 @@ def restore_rng(state: dict, np_rng: np.random.Generator, torch_gen: torch.Gener
 
     random.setstate(_tuplify(state["python"]))
     g = state["numpy_global"]
-    np.random.set_state((g["bit_generator"], g["key"].numpy().astype(np.uint32), g["pos"], g["has_gauss"],
-                         g["cached_gaussian"]))
+    np.random.set_state(
+        (g["bit_generator"], g["key"].numpy().astype(np.uint32), g["pos"], g["has_gauss"], g["cached_gaussian"])
+    )
     np_rng.bit_generator.state = state["sampler"]
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
@@ -198,8 +219,13 @@ def _np_global_state() -> dict:
 
     legacy = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))  # MT19937: a tuple
     name, key, pos, has_gauss, cached = legacy
-    return {"bit_generator": name, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    return {
+        "bit_generator": name,
+        "key": torch.from_numpy(key.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached),
+    }
 
 
 def _tuplify(o: Any) -> Any:

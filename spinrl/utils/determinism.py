@@ -34,8 +34,12 @@ def cuda_determinism(device: torch.device | str) -> dict | None:
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(True, warn_only=True)
-    return {"cudnn_deterministic": True, "cudnn_benchmark": False, "deterministic_algorithms": "warn_only",
-            "CUBLAS_WORKSPACE_CONFIG": os.environ["CUBLAS_WORKSPACE_CONFIG"]}
+    return {
+        "cudnn_deterministic": True,
+        "cudnn_benchmark": False,
+        "deterministic_algorithms": "warn_only",
+        "CUBLAS_WORKSPACE_CONFIG": os.environ["CUBLAS_WORKSPACE_CONFIG"],
+    }
 
 
 def run_device_name(name: str, out: str | os.PathLike, resume: bool) -> str:

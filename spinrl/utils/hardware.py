@@ -41,8 +41,10 @@ def bf16_warning(device: torch.device | str) -> str | None:
     if native_bf16(dev):
         return None
     where = f"this CPU ({cpu_isa()})" if dev.type == "cpu" else f"{dev}"
-    return (f"--precision bf16: {where} has no native bfloat16 matmul (AVX512-BF16 or AMX), so torch emulates it "
-            "(measured 22-77x slower than fp32 on an AVX2 CPU: benchmarks/bf16_matmul.py); use --precision fp32 here")
+    return (
+        f"--precision bf16: {where} has no native bfloat16 matmul (AVX512-BF16 or AMX), so torch emulates it "
+        "(measured 22-77x slower than fp32 on an AVX2 CPU: benchmarks/bf16_matmul.py); use --precision fp32 here"
+    )
 
 
 def check_threads(threads: int | None) -> None:
@@ -55,8 +57,9 @@ def check_threads(threads: int | None) -> None:
     cores = os.cpu_count() or 1
     if threads is not None and threads > cores:
         # thousands of OpenMP threads hang or crash the process (segfault at 100000), and more than the cores only stall
-        raise ConfigError(f"--threads {threads} is more than this machine's "
-                          f"{cores} cores; pass --threads {cores} or fewer")
+        raise ConfigError(
+            f"--threads {threads} is more than this machine's {cores} cores; pass --threads {cores} or fewer"
+        )
 
 
 @contextmanager
@@ -129,6 +132,8 @@ def threads_warning(threads: int | None, device: torch.device | str = "cpu") -> 
     free = max(1, int(cores - busy + 0.5))
     if n <= 1 or n <= free:
         return None
-    return (f"--threads {n}{'' if threads else ' (torch default)'}: other jobs keep ~{busy:.1f} of {cores} cores busy, "
-            f"and threads beyond the free cores stall every op (measured 19x slower beside one other job on 2 cores); "
-            f"pass --threads {free}")
+    return (
+        f"--threads {n}{'' if threads else ' (torch default)'}: other jobs keep ~{busy:.1f} of {cores} cores busy, "
+        f"and threads beyond the free cores stall every op (measured 19x slower beside one other job on 2 cores); "
+        f"pass --threads {free}"
+    )

@@ -50,8 +50,9 @@ def parse_loggers(names: str | Iterable[str] | None) -> tuple[str, ...]:
             if not name or name == "csv" or name in out:
                 continue
             if name not in LOGGERS:
-                raise ConfigError(f"--loggers {name!r} is unknown; choose from {', '.join(LOGGERS)} (metrics.csv is "
-                                  "always written)")
+                raise ConfigError(
+                    f"--loggers {name!r} is unknown; choose from {', '.join(LOGGERS)} (metrics.csv is always written)"
+                )
             out.append(name)
     return tuple(out)
 
@@ -74,8 +75,9 @@ def require(names: Iterable[str]) -> None:
 def scalars(row: Mapping, skip: Iterable[str] = ()) -> dict[str, float]:
     """The row's numbers (bools and text left out, as are None and ``skip``)."""
     skip = set(skip)
-    return {k: float(v) for k, v in row.items()
-            if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {
+        k: float(v) for k, v in row.items() if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
 
 
 class RunLogger:
@@ -112,8 +114,14 @@ class RunLogger:
         import wandb
 
         (self.out / "wandb").mkdir(parents=True, exist_ok=True)
-        self._wandb = wandb.init(project=os.environ.get("WANDB_PROJECT", "spinrl"), name=self.out.name,
-                                 dir=str(self.out), config=config, job_type=self.job, reinit="create_new")
+        self._wandb = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "spinrl"),
+            name=self.out.name,
+            dir=str(self.out),
+            config=config,
+            job_type=self.job,
+            reinit="create_new",
+        )
 
     def _open_mlflow(self, config: dict) -> None:
         from mlflow.entities import Param
@@ -126,11 +134,12 @@ class RunLogger:
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "spinrl")
         exp = client.get_experiment_by_name(name)
         exp_id = exp.experiment_id if exp is not None else client.create_experiment(name)
-        run = client.create_run(exp_id, run_name=self.out.name,
-                                tags={"spinrl.job": self.job, "spinrl.out": str(self.out)})
+        run = client.create_run(
+            exp_id, run_name=self.out.name, tags={"spinrl.job": self.job, "spinrl.out": str(self.out)}
+        )
         params = [Param(k, str(v)[:500]) for k, v in sorted(config.items()) if not isinstance(v, (dict, list, tuple))]
         for i in range(0, len(params), 100):  # MLflow's batch limit
-            client.log_batch(run.info.run_id, params=params[i:i + 100])
+            client.log_batch(run.info.run_id, params=params[i : i + 100])
         self._mlflow = (client, run.info.run_id)
 
     def write_csv(self, rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> None:

@@ -21,9 +21,16 @@ class FusedAdam(torch.optim.Adam):
         super().__init__(params, lr=lr, fused=True, **kwargs)
 
     def _plain(self) -> bool:
-        return all(not g["amsgrad"] and not g["maximize"] and g["weight_decay"] == 0 and not g["capturable"]
-                   and not g["differentiable"] and not g.get("decoupled_weight_decay", False)
-                   and not torch.is_tensor(g["lr"]) for g in self.param_groups)
+        return all(
+            not g["amsgrad"]
+            and not g["maximize"]
+            and g["weight_decay"] == 0
+            and not g["capturable"]
+            and not g["differentiable"]
+            and not g.get("decoupled_weight_decay", False)
+            and not torch.is_tensor(g["lr"])
+            for g in self.param_groups
+        )
 
     def _torch_step(self, closure=None):
         """torch's Adam step without the hook wrapper torch puts around it (this class's step has its own)."""
@@ -49,7 +56,21 @@ class FusedAdam(torch.optim.Adam):
             steps = [s["step"] for s in st]
             torch._foreach_add_(steps, 1)
             beta1, beta2 = g["betas"]
-            torch._fused_adam_(ps, [p.grad for p in ps], [s["exp_avg"] for s in st], [s["exp_avg_sq"] for s in st],
-                               [], steps, amsgrad=False, lr=g["lr"], beta1=float(beta1), beta2=float(beta2),
-                               weight_decay=0.0, eps=g["eps"], maximize=False, grad_scale=None, found_inf=None)
+            torch._fused_adam_(
+                ps,
+                [p.grad for p in ps],
+                [s["exp_avg"] for s in st],
+                [s["exp_avg_sq"] for s in st],
+                [],
+                steps,
+                amsgrad=False,
+                lr=g["lr"],
+                beta1=float(beta1),
+                beta2=float(beta2),
+                weight_decay=0.0,
+                eps=g["eps"],
+                maximize=False,
+                grad_scale=None,
+                found_inf=None,
+            )
         return None

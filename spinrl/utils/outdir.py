@@ -41,8 +41,11 @@ def read_kind(path: str | os.PathLike) -> str | None:
     if isinstance(m, dict) and isinstance(m.get("kind"), str):
         return m["kind"]
     meta = _json(p / "meta.json")
-    if (isinstance(meta, dict) and isinstance(meta.get("schema_version"), int)
-            and isinstance(meta.get("checksums"), dict)):
+    if (
+        isinstance(meta, dict)
+        and isinstance(meta.get("schema_version"), int)
+        and isinstance(meta.get("checksums"), dict)
+    ):
         return "dataset"
     c = _json(p / "config.json")
     if isinstance(c, dict) and isinstance(c.get("config"), dict) and "resolved" in c:
@@ -67,8 +70,10 @@ def check_out(path: str | os.PathLike, kind: str, overwrite: bool = False) -> bo
         return True
     k = read_kind(p)
     if k is None:
-        raise ConfigError(f"--out {p} is not a spinrl {kind} (a non-empty directory spinrl did not write); choose a "
-                          "fresh path or pass --overwrite to write into it")
+        raise ConfigError(
+            f"--out {p} is not a spinrl {kind} (a non-empty directory spinrl did not write); choose a "
+            "fresh path or pass --overwrite to write into it"
+        )
     if k != kind:
         raise ConfigError(f"--out {p} holds a spinrl {k}, not a {kind}; choose a fresh path or pass --overwrite")
     return True
@@ -111,13 +116,16 @@ class Lock:
                     if not mine or (owner["pid"] != me["pid"] and _alive(owner["pid"])):
                         raise ConfigError(
                             f"{self.what} is being written by pid {owner['pid']} on {owner.get('host')}; wait for it, "
-                            f"or delete {self.path} if that process is gone") from None
+                            f"or delete {self.path} if that process is gone"
+                        ) from None
                 else:  # being written right now, or left empty by a crash: stale after a few seconds
                     try:
                         if time.time() - self.path.stat().st_mtime < 5:
-                            raise ConfigError(f"{self.what} is locked ({self.path}); "
-                                              "wait for the other writer, or delete "
-                                              "the lock file if none runs") from None
+                            raise ConfigError(
+                                f"{self.what} is locked ({self.path}); "
+                                "wait for the other writer, or delete "
+                                "the lock file if none runs"
+                            ) from None
                     except FileNotFoundError:
                         continue
                 self.path.unlink(missing_ok=True)  # stale or our own process's: take it over

@@ -9,5 +9,6 @@ def progress_bar(total: int | None = None, desc: str = "", unit: str = "it", dis
     """A tqdm bar; ``disable=None`` shows it only when stderr is a terminal."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, disable=None if disable is None else disable, dynamic_ncols=True,
-                **kw)
+    return tqdm(
+        total=total, desc=desc, unit=unit, disable=None if disable is None else disable, dynamic_ncols=True, **kw
+    )

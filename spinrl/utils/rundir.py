@@ -23,8 +23,15 @@ from typing import Callable, Iterable, Mapping, Sequence
 from spinrl.errors import ConfigError
 from spinrl.utils.checkpoint import save_atomic, write_text_atomic
 
-__all__ = ["check_same", "save_atomic", "save_figure", "sha256_file", "write_json", "write_metrics_csv",
-           "write_text_atomic"]
+__all__ = [
+    "check_same",
+    "save_atomic",
+    "save_figure",
+    "sha256_file",
+    "write_json",
+    "write_metrics_csv",
+    "write_text_atomic",
+]
 
 
 def write_json(path: str | os.PathLike, obj: object, newline: bool = False) -> None:
@@ -55,8 +62,13 @@ def _same_value(name: str, now, was) -> str:
     return f"--resume with {name}={now!r} but the run used {was!r}; use the same value"
 
 
-def check_same(saved: Mapping, now: Mapping, names: Iterable[str], added: Mapping | None = None,
-               message: Callable[[str, object, object], str] = _same_value) -> None:
+def check_same(
+    saved: Mapping,
+    now: Mapping,
+    names: Iterable[str],
+    added: Mapping | None = None,
+    message: Callable[[str, object, object], str] = _same_value,
+) -> None:
     """Refuse a resume whose settings differ from the run's.
 
     Args:

@@ -48,9 +48,22 @@ from spinrl.training.behaviour.config import (
 )
 from spinrl.utils.lazy import lazy_package
 
-lazy_package(__name__, {name: f"spinrl.training.behaviour.{module}" for name, module in {
-    "save_carry": "carry", "epsilon_greedy": "loop", "greedy_returns": "loop", "load_policy": "loop",
-    "train_behaviour": "loop", "Replay": "replay", "replay_capacity": "replay", "SumTree": "sumtree"}.items()})
+lazy_package(
+    __name__,
+    {
+        name: f"spinrl.training.behaviour.{module}"
+        for name, module in {
+            "save_carry": "carry",
+            "epsilon_greedy": "loop",
+            "greedy_returns": "loop",
+            "load_policy": "loop",
+            "train_behaviour": "loop",
+            "Replay": "replay",
+            "replay_capacity": "replay",
+            "SumTree": "sumtree",
+        }.items()
+    },
+)
 # (loaded on first use: the settings above import no torch, and the CLI parser reads them)
 
 if TYPE_CHECKING:  # the same names for type checkers and editors ("X as X": re-exported)
@@ -63,9 +76,33 @@ if TYPE_CHECKING:  # the same names for type checkers and editors ("X as X": re-
     from spinrl.training.behaviour.replay import replay_capacity as replay_capacity
     from spinrl.training.behaviour.sumtree import SumTree as SumTree
 
-__all__ = ["CARRY_FILE", "CARRY_KIND", "DEFAULT_REFILL", "DIVERGENCE_RATIO", "DIVERGING", "EVAL_SEED", "EXPLORE_MODES",
-           "METRIC_FIELDS", "POLICY_KIND", "REPLAY_MODES", "SHAPINGS", "STAND_HEIGHT", "TEMPORAL_MAX_HOLD",
-           "TIMING_FIELDS", "BehaviourConfig", "Replay", "SumTree", "changed_flags", "epsilon_greedy", "greedy_returns",
-           "load_policy", "q_divergence", "replay_capacity", "resume_config", "reward_max", "save_carry",
-           "train_behaviour", "training_return"]
-
+__all__ = [
+    "CARRY_FILE",
+    "CARRY_KIND",
+    "DEFAULT_REFILL",
+    "DIVERGENCE_RATIO",
+    "DIVERGING",
+    "EVAL_SEED",
+    "EXPLORE_MODES",
+    "METRIC_FIELDS",
+    "POLICY_KIND",
+    "REPLAY_MODES",
+    "SHAPINGS",
+    "STAND_HEIGHT",
+    "TEMPORAL_MAX_HOLD",
+    "TIMING_FIELDS",
+    "BehaviourConfig",
+    "Replay",
+    "SumTree",
+    "changed_flags",
+    "epsilon_greedy",
+    "greedy_returns",
+    "load_policy",
+    "q_divergence",
+    "replay_capacity",
+    "resume_config",
+    "reward_max",
+    "save_carry",
+    "train_behaviour",
+    "training_return",
+]

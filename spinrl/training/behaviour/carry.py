@@ -23,9 +23,11 @@ def _warn_if_original_run_has_replay(carry: Path) -> None:
     except (OSError, ValueError, KeyError, TypeError):
         return
     if (orig / "checkpoints" / "last.pt").exists() and any((orig / "checkpoints").glob("replay-*")):
-        warnings.warn(f"--continue-from {carry}: the run it was carried from, {orig}, is on this machine with its "
-                      f"replay buffer; `--out {orig} --resume` continues it exactly, a carry restarts the replay empty",
-                      stacklevel=2)
+        warnings.warn(
+            f"--continue-from {carry}: the run it was carried from, {orig}, is on this machine with its "
+            f"replay buffer; `--out {orig} --resume` continues it exactly, a carry restarts the replay empty",
+            stacklevel=2,
+        )
 
 
 def save_carry(run_dir: str | os.PathLike, out: str | os.PathLike, policy_files: list[str]) -> Path:
@@ -39,8 +41,11 @@ def save_carry(run_dir: str | os.PathLike, out: str | os.PathLike, policy_files:
     if st.get("kind") != "decqn-behaviour-run":
         raise CheckpointError(f"{run_dir}/checkpoints/last.pt is not a behaviour-run checkpoint")
     prev = outdir._json(out / "carry.json")
-    owned = ({Path(str(c.get("file"))).name for c in prev.get("kept", []) if isinstance(c, dict)}
-             if isinstance(prev, dict) else set())
+    owned = (
+        {Path(str(c.get("file"))).name for c in prev.get("kept", []) if isinstance(c, dict)}
+        if isinstance(prev, dict)
+        else set()
+    )
     (out / "policies").mkdir(parents=True, exist_ok=True)
     keep = set()
     for rel in policy_files:

@@ -24,8 +24,19 @@ REPLAY_MODES = ("uniform", "prioritized")
 SHAPINGS = ("none", "head-height")
 STAND_HEIGHT = 1.4
 """dm_control humanoid's head height of a standing body (``humanoid._STAND_HEIGHT``): --shaping head-height's cap"""
-METRIC_FIELDS = ("env_step", "wall_seconds", "eval_return_mean", "eval_return_std", "epsilon", "loss",
-                 "q_mean", "updates", "episodes", "train_return_mean", "train_reward_return_mean")
+METRIC_FIELDS = (
+    "env_step",
+    "wall_seconds",
+    "eval_return_mean",
+    "eval_return_std",
+    "epsilon",
+    "loss",
+    "q_mean",
+    "updates",
+    "episodes",
+    "train_return_mean",
+    "train_reward_return_mean",
+)
 """``q_mean``: mean Q(s, a) of the replay batches since the last row; a steady climb with a rising loss
 warns of divergence before the returns show it. ``train_return_mean``: the training episodes' task return;
 ``train_reward_return_mean``: their return under the reward the learner trains on (--shaping included)."""
@@ -37,6 +48,7 @@ TIMING_FIELDS = ("wall_seconds",)
 POLICY_KIND = "decqn-policy"
 CARRY_KIND = "decqn-behaviour-carry"
 CARRY_FILE = "carry.pt"
+
 
 @dataclass
 class BehaviourConfig:
@@ -139,8 +151,10 @@ class BehaviourConfig:
 
     def validate(self) -> None:
         if not isinstance(self.env, str) or not self.env.startswith("dmc:"):
-            raise ConfigError(f"env {self.env!r}: behaviour training is for DM Control "
-                              "tasks; use dmc:<domain>-<task> (e.g. dmc:cheetah-run)")
+            raise ConfigError(
+                f"env {self.env!r}: behaviour training is for DM Control "
+                "tasks; use dmc:<domain>-<task> (e.g. dmc:cheetah-run)"
+            )
         from spinrl.envs.dmc import observation_slices, parse_task
 
         parse_task(self.env)  # raises naming the valid tasks
@@ -148,8 +162,19 @@ class BehaviourConfig:
             raise ConfigError(f"--bins {self.bins}: need at least 2 bins per action dimension")
         if not self.out:
             raise ConfigError("--out is required: the run directory")
-        for name in ("env_steps", "hidden", "batch_size", "n_step", "replay_capacity", "update_every",
-                     "num_envs", "eval_every", "checkpoint_every", "eval_episodes", "threads"):
+        for name in (
+            "env_steps",
+            "hidden",
+            "batch_size",
+            "n_step",
+            "replay_capacity",
+            "update_every",
+            "num_envs",
+            "eval_every",
+            "checkpoint_every",
+            "eval_episodes",
+            "threads",
+        ):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} {v!r}: must be a positive integer")
@@ -165,8 +190,10 @@ class BehaviourConfig:
         if not 0 < self.shaping_scale <= 10:
             raise ConfigError(f"--shaping-scale {self.shaping_scale!r}: must be in (0, 10]")
         if self.shaping == "head-height" and "head_height" not in observation_slices(self.env):
-            raise ConfigError(f"--shaping head-height: {self.env}'s observation has no head_height (humanoid tasks "
-                              "have it); drop --shaping")
+            raise ConfigError(
+                f"--shaping head-height: {self.env}'s observation has no head_height (humanoid tasks "
+                "have it); drop --shaping"
+            )
         parse_loggers(self.loggers)
         from spinrl.models.decqn import OBS_TRANSFORMS  # here, not at the top: the CLI parser imports no torch
 
@@ -177,23 +204,50 @@ class BehaviourConfig:
         if self.refill is not None and (not isinstance(self.refill, (int, np.integer)) or self.refill < 0):
             raise ConfigError(f"--refill {self.refill!r}: must be an integer >= 0")
         if self.refill is not None and not self.continue_from:
-            raise ConfigError("--refill is for --continue-from CARRY (a run's "
-                              "own --resume keeps its replay); drop --refill")
+            raise ConfigError(
+                "--refill is for --continue-from CARRY (a run's own --resume keeps its replay); drop --refill"
+            )
         if self.continue_from is not None and not self.resume and not (Path(self.continue_from) / CARRY_FILE).exists():
-            raise ConfigError(f"--continue-from {self.continue_from}: no {CARRY_FILE} there; pass a folder written by "
-                              "`spinrl behaviour carry RUN --out DIR`")
+            raise ConfigError(
+                f"--continue-from {self.continue_from}: no {CARRY_FILE} there; pass a folder written by "
+                "`spinrl behaviour carry RUN --out DIR`"
+            )
         if not (0 < self.eps_decay <= 1 and 0 <= self.eps_min <= self.eps_start <= 1):
-            raise ConfigError("--eps-start/--eps-min/--eps-decay: need 0 <= "
-                              "eps-min <= eps-start <= 1 and 0 < eps-decay <= 1")
+            raise ConfigError(
+                "--eps-start/--eps-min/--eps-decay: need 0 <= eps-min <= eps-start <= 1 and 0 < eps-decay <= 1"
+            )
 
 
 DEFAULT_REFILL = 100_000
 """Carried-policy transitions that refill a continued run's replay unless --refill says otherwise (see its help)."""
 
 # Fields that define the run: a resume with different values would not continue the same experiment.
-_IDENTITY = ("env", "bins", "hidden", "obs_transform", "seed", "lr", "grad_clip", "batch_size", "n_step", "gamma",
-             "tau", "warmup", "update_every", "eps_start", "eps_min", "eps_decay", "explore", "replay",
-             "priority_exponent", "importance_exponent", "shaping", "shaping_scale", "num_envs", "eval_episodes")
+_IDENTITY = (
+    "env",
+    "bins",
+    "hidden",
+    "obs_transform",
+    "seed",
+    "lr",
+    "grad_clip",
+    "batch_size",
+    "n_step",
+    "gamma",
+    "tau",
+    "warmup",
+    "update_every",
+    "eps_start",
+    "eps_min",
+    "eps_decay",
+    "explore",
+    "replay",
+    "priority_exponent",
+    "importance_exponent",
+    "shaping",
+    "shaping_scale",
+    "num_envs",
+    "eval_episodes",
+)
 
 
 def changed_flags(config: dict) -> str:
@@ -209,8 +263,16 @@ def changed_flags(config: dict) -> str:
             flags.append(f"--{name.replace('_', '-')} {value}")
     return " ".join(flags)
 
-_ADDED_LATER = {"obs_transform": "none", "explore": "joint", "replay": "uniform", "priority_exponent": 0.6,
-                "importance_exponent": 0.2, "shaping": "none", "shaping_scale": 0.5}
+
+_ADDED_LATER = {
+    "obs_transform": "none",
+    "explore": "joint",
+    "replay": "uniform",
+    "priority_exponent": 0.6,
+    "importance_exponent": 0.2,
+    "shaping": "none",
+    "shaping_scale": 0.5,
+}
 """Identity fields that runs saved before them lack, with the value those runs had."""
 
 
@@ -245,8 +307,9 @@ def training_return(row: dict, config: dict) -> float | None:
     return None if value in (None, "") else float(value)
 
 
-def q_divergence(q_mean: float | None, gamma: float, r_max: float = 1.0, train_return: float | None = None,
-                 episode_steps: int = 1000) -> str | None:
+def q_divergence(
+    q_mean: float | None, gamma: float, r_max: float = 1.0, train_return: float | None = None, episode_steps: int = 1000
+) -> str | None:
     """A warning when the mean Q has run away: above r_max / (1 - gamma), the most that per-step rewards in
     [0, r_max] allow (dog-trot at 10 bins: 8.8 -> 2465 within 150k steps), or DIVERGENCE_RATIO times above
     the discounted value the training episodes' return supports, return / episode_steps / (1 - gamma) (a
@@ -260,12 +323,22 @@ def q_divergence(q_mean: float | None, gamma: float, r_max: float = 1.0, train_r
     if train_return is not None:
         supported = train_return / episode_steps / (1.0 - gamma)
         if q_mean > DIVERGENCE_RATIO * max(supported, 2.0):
-            return (f"mean Q {q_mean:.1f} is over {DIVERGENCE_RATIO:g}x the {supported:.1f} that the training "
-                    f"episodes' return {train_return:.1f} supports")
+            return (
+                f"mean Q {q_mean:.1f} is over {DIVERGENCE_RATIO:g}x the {supported:.1f} that the training "
+                f"episodes' return {train_return:.1f} supports"
+            )
     return None
+
 
 def _check_identity(saved: dict, cfg: BehaviourConfig, where: str, verb: str) -> None:
     """Refuse to resume (``verb``) or continue the run in ``where`` with other learner settings."""
-    check_same(saved, asdict(cfg), _IDENTITY, _ADDED_LATER,
-               lambda name, now, was: f"--{name.replace('_', '-')} {now!r} differs from the run in {where} ({was!r}); "
-                                      f"{verb} with the same value or choose another --out")
+    check_same(
+        saved,
+        asdict(cfg),
+        _IDENTITY,
+        _ADDED_LATER,
+        lambda name, now, was: (
+            f"--{name.replace('_', '-')} {now!r} differs from the run in {where} ({was!r}); "
+            f"{verb} with the same value or choose another --out"
+        ),
+    )

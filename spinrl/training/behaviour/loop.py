@@ -44,9 +44,15 @@ from spinrl.utils.optim import FusedAdam
 from spinrl.utils.rundir import write_json, write_metrics_csv
 
 
-def epsilon_greedy(rng: np.random.Generator, K: int, nvec: np.ndarray, epsilon: float | None, mode: str,
-                   greedy: Callable[[], np.ndarray],
-                   hold: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def epsilon_greedy(
+    rng: np.random.Generator,
+    K: int,
+    nvec: np.ndarray,
+    epsilon: float | None,
+    mode: str,
+    greedy: Callable[[], np.ndarray],
+    hold: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Actions [K, N] for K envs, and which rows count as exploratory for the epsilon decay [K].
 
     joint: each row is uniform random with probability epsilon, else ``greedy()`` (called only when some
@@ -120,10 +126,18 @@ class _Run:
 
 def _policy_payload(cfg: BehaviourConfig, run: _Run, obs_dim: int, nvec, returns: np.ndarray) -> dict:
     return {
-        "schema": CHECKPOINT_SCHEMA, "kind": POLICY_KIND, "env": cfg.env, "bins": int(cfg.bins),
-        "obs_dim": int(obs_dim), "nvec": [int(m) for m in nvec], "hidden": int(cfg.hidden),
-        "obs_transform": cfg.obs_transform, "env_step": int(run.step), "eval_returns": [float(r) for r in returns],
-        "eval_return_mean": float(np.mean(returns)), "eval_return_std": float(np.std(returns)),
+        "schema": CHECKPOINT_SCHEMA,
+        "kind": POLICY_KIND,
+        "env": cfg.env,
+        "bins": int(cfg.bins),
+        "obs_dim": int(obs_dim),
+        "nvec": [int(m) for m in nvec],
+        "hidden": int(cfg.hidden),
+        "obs_transform": cfg.obs_transform,
+        "env_step": int(run.step),
+        "eval_returns": [float(r) for r in returns],
+        "eval_return_mean": float(np.mean(returns)),
+        "eval_return_std": float(np.std(returns)),
         "state_dict": run.online.state_dict(),
     }
 
@@ -132,14 +146,16 @@ def load_policy(path: str | os.PathLike) -> tuple[DecQNNet, dict]:
     """A saved DecQN policy file -> (network in eval mode, its metadata without the weights)."""
     obj = load_checkpoint(path, what="DecQN policy")
     if obj.get("kind") != POLICY_KIND:
-        raise CheckpointError(f"{path} is not a DecQN policy file (kind "
-                              f"{obj.get('kind')!r}); pass a policies/step_*.pt file")
+        raise CheckpointError(
+            f"{path} is not a DecQN policy file (kind {obj.get('kind')!r}); pass a policies/step_*.pt file"
+        )
     net = DecQNNet(obj["obs_dim"], obj["nvec"], obj["hidden"], obj.get("obs_transform", "none"))
     try:
         net.load_state_dict(obj["state_dict"])
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not match the recorded shapes "
-                              f"({str(e).splitlines()[0][:120]})") from None
+        raise CheckpointError(
+            f"{path}: weights do not match the recorded shapes ({str(e).splitlines()[0][:120]})"
+        ) from None
     net.eval()
     return net, {k: v for k, v in obj.items() if k != "state_dict"}
 
@@ -163,14 +179,29 @@ def _save_full(out: Path, cfg: BehaviourConfig, run: _Run) -> None:
     ck = out / "checkpoints"
     meta = run.replay.save(ck / f"replay-{run.step:09d}")
     state = {
-        "schema": CHECKPOINT_SCHEMA, "kind": "decqn-behaviour-run", "config": asdict(cfg),
-        "online": run.online.state_dict(), "target": run.target.state_dict(), "optimizer": run.opt.state_dict(),
-        "rng": capture_rng(run.rng), "replay": meta, "step": run.step, "rounds": run.rounds, "updates": run.updates,
-        "epsilon": run.epsilon, "wall": run.wall, "rows": json.dumps(run.rows), "losses": list(run.losses),
+        "schema": CHECKPOINT_SCHEMA,
+        "kind": "decqn-behaviour-run",
+        "config": asdict(cfg),
+        "online": run.online.state_dict(),
+        "target": run.target.state_dict(),
+        "optimizer": run.opt.state_dict(),
+        "rng": capture_rng(run.rng),
+        "replay": meta,
+        "step": run.step,
+        "rounds": run.rounds,
+        "updates": run.updates,
+        "epsilon": run.epsilon,
+        "wall": run.wall,
+        "rows": json.dumps(run.rows),
+        "losses": list(run.losses),
         "q_means": list(run.q_means),
         "train_returns": list(run.train_returns),
-        "train_rewards": list(run.train_rewards), "next_eval": run.next_eval, "next_ckpt": run.next_ckpt,
-        "min_replay": run.min_replay, "continued_at": list(run.continued_at), "skipped": run.skipped,
+        "train_rewards": list(run.train_rewards),
+        "next_eval": run.next_eval,
+        "next_ckpt": run.next_ckpt,
+        "min_replay": run.min_replay,
+        "continued_at": list(run.continued_at),
+        "skipped": run.skipped,
     }
     save_atomic(state, ck / "last.pt")
     for old in ck.glob("replay-*"):
@@ -187,11 +218,15 @@ def _restore(out: Path, cfg: BehaviourConfig, run: _Run, carry: bool = False) ->
     _check_identity(st["config"], cfg, str(out), "continue" if carry else "resume")
     was = st["config"].get("threads", cfg.threads)
     if not carry and was != cfg.threads:
-        raise ConfigError(f"--threads {cfg.threads} differs from the run in {out} ({was}): a changed thread count ends "
-                          f"bit-identity; resume with --threads {was}")
+        raise ConfigError(
+            f"--threads {cfg.threads} differs from the run in {out} ({was}): a changed thread count ends "
+            f"bit-identity; resume with --threads {was}"
+        )
     if cfg.env_steps < int(st["step"]):
-        raise ConfigError(f"--env-steps {cfg.env_steps} is below the {'carried' if carry else 'checkpointed'} step "
-                          f"{int(st['step'])}; pass --env-steps {int(st['step'])} or more")
+        raise ConfigError(
+            f"--env-steps {cfg.env_steps} is below the {'carried' if carry else 'checkpointed'} step "
+            f"{int(st['step'])}; pass --env-steps {int(st['step'])} or more"
+        )
     run.online.load_state_dict(st["online"])
     run.target.load_state_dict(st["target"])
     run.opt.load_state_dict(st["optimizer"])
@@ -276,8 +311,13 @@ def _train_behaviour(cfg: BehaviourConfig, held: list) -> Iterator[dict]:
         for f in sorted((carry / "policies").glob("step_*.pt")):  # earlier checkpoints stay medium candidates
             shutil.copyfile(f, out / "policies" / f.name)
         _write_metrics(out, run.rows)
-    resolved = {**asdict(cfg), "replay_capacity_resolved": capacity, "nvec": [int(m) for m in nvec], "obs_dim": obs_dim,
-                "continued_at": run.continued_at}
+    resolved = {
+        **asdict(cfg),
+        "replay_capacity_resolved": capacity,
+        "nvec": [int(m) for m in nvec],
+        "obs_dim": obs_dim,
+        "continued_at": run.continued_at,
+    }
     if saved is not None:  # a plain --resume keeps where the run came from (a carry's report names it)
         for name in ("continue_from", "refill"):
             resolved[name] = resolved[name] if resolved[name] is not None else saved["config"].get(name)
@@ -290,8 +330,13 @@ def _train_behaviour(cfg: BehaviourConfig, held: list) -> Iterator[dict]:
     algo = DecQNConfig(gamma=cfg.gamma, n_step=cfg.n_step)
     from spinrl.utils.progress import progress_bar
 
-    bar = progress_bar(total=cfg.env_steps, desc=f"DecQN {cfg.env} bins {cfg.bins}", unit="step",
-                       disable=None if cfg.progress else True, initial=run.step)
+    bar = progress_bar(
+        total=cfg.env_steps,
+        desc=f"DecQN {cfg.env} bins {cfg.bins}",
+        unit="step",
+        disable=None if cfg.progress else True,
+        initial=run.step,
+    )
     last_eval = run.rows[-1]["eval_return_mean"] if run.rows else None
     t_start = time.time() - run.wall
     K = cfg.num_envs
@@ -308,16 +353,20 @@ def _train_behaviour(cfg: BehaviourConfig, held: list) -> Iterator[dict]:
         while active.any():
             before = run.step
             warm = run.step < cfg.warmup
-            a, explored = epsilon_greedy(run.rng, K, nvec, None if warm else run.epsilon, cfg.explore,
-                                         partial(_greedy, run.online, obs), hold)
+            a, explored = epsilon_greedy(
+                run.rng, K, nvec, None if warm else run.epsilon, cfg.explore, partial(_greedy, run.online, obs), hold
+            )
             if not warm:  # epsilon x decay per exploratory action (docs/benchmarks.md s.1)
                 run.epsilon = max(cfg.eps_min, run.epsilon * cfg.eps_decay ** int((explored & active).sum()))
             obs, r, te, tr = vec.step(a)
             r = np.where(active, r, 0.0)
             S.append(obs)
             A.append(a)
-            R.append(r if head is None else r + active * cfg.shaping_scale
-                     * np.clip(obs[:, head].ravel() / STAND_HEIGHT, 0.0, 1.0))  # training reward (--shaping)
+            R.append(
+                r
+                if head is None
+                else r + active * cfg.shaping_scale * np.clip(obs[:, head].ravel() / STAND_HEIGHT, 0.0, 1.0)
+            )  # training reward (--shaping)
             ret += r
             ret_train += R[-1]
             run.step += int(active.sum())
@@ -334,8 +383,9 @@ def _train_behaviour(cfg: BehaviourConfig, held: list) -> Iterator[dict]:
                 if run.replay.tree is None:
                     batch, weights = run.replay.sample(run.rng, cfg.batch_size), None
                 else:
-                    batch, slots, weights = run.replay.sample_prioritized(run.rng, cfg.batch_size,
-                                                                          cfg.importance_exponent)
+                    batch, slots, weights = run.replay.sample_prioritized(
+                        run.rng, cfg.batch_size, cfg.importance_exponent
+                    )
                 loss, info = q_loss(run.online, run.target, batch, algo, weights)
                 if weights is not None:
                     run.replay.update_priorities(slots, info["td_abs"].numpy(), cfg.priority_exponent)
@@ -358,11 +408,15 @@ def _train_behaviour(cfg: BehaviourConfig, held: list) -> Iterator[dict]:
             returns = greedy_returns(run.online, eval_vec, cfg.eval_episodes)
             save_atomic(_policy_payload(cfg, run, obs_dim, nvec, returns), out / "policies" / f"step_{run.step:07d}.pt")
             row = {
-                "env_step": run.step, "wall_seconds": round(time.time() - t_start, 2),
-                "eval_return_mean": round(float(returns.mean()), 4), "eval_return_std": round(float(returns.std()), 4),
-                "epsilon": round(run.epsilon, 6), "loss": round(float(np.mean(run.losses)), 6) if run.losses else None,
+                "env_step": run.step,
+                "wall_seconds": round(time.time() - t_start, 2),
+                "eval_return_mean": round(float(returns.mean()), 4),
+                "eval_return_std": round(float(returns.std()), 4),
+                "epsilon": round(run.epsilon, 6),
+                "loss": round(float(np.mean(run.losses)), 6) if run.losses else None,
                 "q_mean": round(float(np.mean(run.q_means)), 6) if run.q_means else None,
-                "updates": run.updates, "episodes": run.rounds * K,
+                "updates": run.updates,
+                "episodes": run.rounds * K,
                 "train_return_mean": round(float(np.mean(run.train_returns)), 4) if run.train_returns else None,
                 "train_reward_return_mean": round(float(np.mean(run.train_rewards)), 4) if run.train_rewards else None,
             }
@@ -372,10 +426,20 @@ def _train_behaviour(cfg: BehaviourConfig, held: list) -> Iterator[dict]:
                 run.next_eval += cfg.eval_every
             log.log(run.rows, METRIC_FIELDS)  # metrics.csv, and the row to the optional loggers
             last_eval = row["eval_return_mean"]
-            bar.set_postfix(eval=f"{last_eval:.1f}", eps=f"{run.epsilon:.3f}",
-                            q="-" if row["q_mean"] is None else f"{row['q_mean']:.2f}"
-                            + (" DIVERGING" if q_divergence(row["q_mean"], cfg.gamma, reward_max(asdict(cfg)),
-                                                           training_return(row, asdict(cfg))) else ""))
+            bar.set_postfix(
+                eval=f"{last_eval:.1f}",
+                eps=f"{run.epsilon:.3f}",
+                q="-"
+                if row["q_mean"] is None
+                else f"{row['q_mean']:.2f}"
+                + (
+                    " DIVERGING"
+                    if q_divergence(
+                        row["q_mean"], cfg.gamma, reward_max(asdict(cfg)), training_return(row, asdict(cfg))
+                    )
+                    else ""
+                ),
+            )
         if run.step >= run.next_ckpt or finished:
             while run.next_ckpt <= run.step:
                 run.next_ckpt += cfg.checkpoint_every

@@ -53,14 +53,20 @@ class Replay:
 
     def _batch(self, i: np.ndarray) -> NStepBatch:
         t = torch.from_numpy
-        return NStepBatch(t(self.obs[i]), t(self.actions[i].astype(np.int64)), t(self.returns[i]),
-                          t(self.next_obs[i]), t(self.discount[i]))
+        return NStepBatch(
+            t(self.obs[i]),
+            t(self.actions[i].astype(np.int64)),
+            t(self.returns[i]),
+            t(self.next_obs[i]),
+            t(self.discount[i]),
+        )
 
     def sample(self, rng: np.random.Generator, batch: int) -> NStepBatch:
         return self._batch(rng.integers(0, self.size, batch))
 
-    def sample_prioritized(self, rng: np.random.Generator, batch: int,
-                           importance_exponent: float) -> tuple[NStepBatch, np.ndarray, torch.Tensor]:
+    def sample_prioritized(
+        self, rng: np.random.Generator, batch: int, importance_exponent: float
+    ) -> tuple[NStepBatch, np.ndarray, torch.Tensor]:
         """(batch, slots, importance weights [B]): slot i drawn with probability p_i / sum p, weighted by
         (size * P(i))^-importance_exponent / max (the bias correction of prioritized replay)."""
         assert self.tree is not None, "sample_prioritized needs Replay(prioritized=True)"
@@ -121,8 +127,17 @@ def replay_capacity(requested: int, obs_dim: int, n_sub: int) -> int:
     return int(max(10_000, min(requested, avail // 4 // per)))
 
 
-def _add_complete(replay: Replay, S: list, A: list, R: list, running: np.ndarray, ended: np.ndarray,
-                  terminated: np.ndarray, n: int, gamma: float) -> None:
+def _add_complete(
+    replay: Replay,
+    S: list,
+    A: list,
+    R: list,
+    running: np.ndarray,
+    ended: np.ndarray,
+    terminated: np.ndarray,
+    n: int,
+    gamma: float,
+) -> None:
     """Write the n-step transitions completed by the latest step (each transition exactly once).
 
     After T steps, a running row completes t = T - n: R = sum_j<n gamma^j r_{t+j}, next state s_T,

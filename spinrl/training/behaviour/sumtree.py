@@ -29,7 +29,7 @@ class SumTree:
         return float(self.tree[1])
 
     def leaves(self, n: int) -> np.ndarray:
-        return self.tree[self.width: self.width + n]
+        return self.tree[self.width : self.width + n]
 
     def set(self, idx: np.ndarray, priority: np.ndarray | float) -> None:
         """Set the priorities of slots ``idx`` (repeats: the last one wins) and refresh their ancestors."""
@@ -45,7 +45,7 @@ class SumTree:
     def rebuild(self, leaves: np.ndarray) -> None:
         """All levels from ``leaves`` (the first len(leaves) slots; the rest are empty)."""
         self.tree[:] = 0.0
-        self.tree[self.width: self.width + len(leaves)] = leaves
+        self.tree[self.width : self.width + len(leaves)] = leaves
         lo = self.width
         while lo > 1:
             parents = np.arange(lo >> 1, lo)
