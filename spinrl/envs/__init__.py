@@ -16,6 +16,7 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
+from spinrl.data.interop import PUBLIC_REFERENCE
 from spinrl.envs.core import (
     BehaviourPolicy,
     CoreEnv,
@@ -63,19 +64,7 @@ DESCRIPTIONS = {
     "dmc": "DM Control task, each action dimension discretized into bins (docs/benchmarks.md s.1)",
 }
 DMC_TASKS = ["cheetah-run", "finger-spin", "fish-swim", "quadruped-walk", "humanoid-stand", "dog-trot"]
-DMC_REFERENCE = {  # (task, bins): (random, expert), docs/benchmarks.md section 1
-    ("cheetah-run", 3): (5.39, 664.57),
-    ("finger-spin", 3): (4.36, 853.62),
-    ("fish-swim", 3): (72.32, 418.58),
-    ("quadruped-walk", 3): (121.37, 781.19),
-    ("humanoid-stand", 3): (4.54, 711.9),
-    ("dog-trot", 3): (7.32, 724.37),
-    ("dog-trot", 10): (6.48, 736.95),
-    ("dog-trot", 30): (6.39, 768.24),
-    ("dog-trot", 50): (6.1, 752.58),
-    ("dog-trot", 75): (6.31, 803.05),
-    ("dog-trot", 100): (6.14, 756.86),
-}
+DMC_REFERENCE = PUBLIC_REFERENCE  # (task, bins): (random, expert), docs/benchmarks.md section 1
 LEVELS = ("random", "medium", "expert")
 # per-step probability of a random action for "medium", tuned to ~45 normalized (see tests/test_envs.py)
 MEDIUM_P = {"maze": 0.9, "cone": 0.87, "sepsis": 0.5}
