@@ -47,7 +47,8 @@ def test_iqm_bootstrap_and_paired_differences():
     assert p["n"] == 2 and p["mean"] == pytest.approx(3.0) and p["wins"] == 2 and p["diffs"] == [2.0, 4.0]
 
 
-def _run(root, name, actor, seed, returns, steps=(1000, 2000), wall=(10.0, 20.0), asm=None, step_budget=None):
+def _run(root, name, actor, seed, returns, steps=(1000, 2000), wall=(10.0, 20.0), asm=None, step_budget=None,
+         transitions=None):
     d = root / name
     d.mkdir(parents=True)
     cj = {"config": {"algo": "iql", "actor": actor, "seed": seed, "steps": steps[-1], "preset": "cpu", "asm": asm},
@@ -61,7 +62,7 @@ def _run(root, name, actor, seed, returns, steps=(1000, 2000), wall=(10.0, 20.0)
         for s, t, r in zip(steps, wall, returns):  # no evaluation time: steps/s is the whole interval
             w.writerow([s, t, (s - prev_s) / (t - prev_t), 1.0, 0.5, 0.9, r, r])
             prev_s, prev_t = s, t
-    (d / "record.json").write_text("{}")
+    (d / "record.json").write_text(json.dumps({"num_transitions": transitions} if transitions else {}))
 
 
 def test_early_page_from_records(tmp_path):
@@ -102,3 +103,23 @@ def test_early_page_from_records(tmp_path):
     # runs evaluated greedily are their own rows, never pooled with or compared against sampled ones
     greedy = {"config": {"algo": "iql", "actor": "saint", "preset": "cpu", "greedy": True}}
     assert early._variant(greedy, None) == "SAINT-IQL" + early.GREEDY
+
+
+def test_early_sections_split_by_dataset_size(tmp_path):
+    """The data-size control: runs on a smaller set of the same task get their own section, measured against the
+    task's converged reference (said on the page), and never borrow the long runs' times (other data)."""
+    runs, ref = tmp_path / "runs", tmp_path / "ref"
+    for seed in range(3):
+        _run(runs, f"f{seed}", "factored", seed, [10, 20], transitions=1000)
+        _run(runs, f"g{seed}", "factored", seed, [10, 30], transitions=100)
+        _run(ref, f"r{seed}", "factored", seed, [50] * 6, steps=tuple(range(1000, 7000, 1000)),
+             wall=tuple(float(x) for x in range(10, 70, 10)), transitions=1000)
+    rep = early.build(runs, step=2000, reference=ref)
+    full, small = "maze[actuators=5] medium-expert", "maze[actuators=5] medium-expert, 100 transitions"
+    assert set(rep["tasks"]) == {full, small}
+    f_full, f_small = rep["tasks"][full]["variants"]["F-IQL"], rep["tasks"][small]["variants"]["F-IQL"]
+    assert f_full["return"]["iqm"] == pytest.approx(20.0) and f_small["return"]["iqm"] == pytest.approx(30.0)
+    assert rep["tasks"][small]["reference"]["value"] == pytest.approx(50.0)
+    assert f_full["time_to_target_source"] == ["reference"] * 3 and f_small["time_to_target_source"] == ["run"] * 3
+    md = early.format_markdown(rep, "spinrl report x --early-step 2000")
+    assert md.count("trained on 1,000 transitions, this section's runs on 100") == 1

@@ -29,7 +29,15 @@ from typing import Any, cast
 import numpy as np
 
 from spinrl.errors import ConfigError
-from spinrl.experiments.report import ACTOR_ORDER, _save_fig, find_asms, find_runs, method_name, task_name
+from spinrl.experiments.report import (
+    ACTOR_ORDER,
+    _dataset_size,
+    _save_fig,
+    find_asms,
+    find_runs,
+    method_name,
+    task_name,
+)
 from spinrl.utils.checkpoint import write_text_atomic
 
 BOOT_DRAWS = 2000
@@ -209,12 +217,25 @@ def build(
     refs = [r for r in find_runs(reference) if r["config"]["actor"] == "factored"] if reference else []
     tasks: dict[str, dict] = {}
     by_task: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    # A task run on datasets of several sizes (the data-size control) gets one section per size: the largest keeps
+    # the task's name, a smaller one is named with its size. All of them share the task's converged reference.
+    sizes: dict[str, set] = defaultdict(set)
+    for r in runs:
+        r["transitions"] = _dataset_size(r)
+        sizes[task_name(r["env_id"], r["env_kwargs"], r["level"])].add(r["transitions"] or 0)
+    base_of: dict[str, str] = {}
     for r in runs:
         a = _asm_for(r, asms)
         r["asm"] = a
-        by_task[task_name(r["env_id"], r["env_kwargs"], r["level"])][_variant(r, a)].append(r)
+        base = task_name(r["env_id"], r["env_kwargs"], r["level"])
+        n = r["transitions"] or 0
+        task = base if n == max(sizes[base]) else f"{base}, {n:,} transitions"
+        base_of[task] = base
+        by_task[task][_variant(r, a)].append(r)
     for task, variants in sorted(by_task.items()):
-        t_refs = [r for r in refs if task_name(r["env_id"], r["env_kwargs"], r["level"]) == task]
+        t_refs = [r for r in refs if task_name(r["env_id"], r["env_kwargs"], r["level"]) == base_of[task]]
+        t_size = next(iter(variants.values()))[0]["transitions"]
+        ref_size = {_dataset_size(r) for r in t_refs}
         # each algorithm's 100% is the converged factored actor trained with it (F-AWAC for AWAC...), as the paper does
         ref_of = {
             a: converged_reference([r for r in t_refs if r["config"]["algo"].upper() == a], key)
@@ -278,7 +299,11 @@ def build(
                 # A factored run that stops before the target is the reference's own method cut short: its time is
                 # read off the long reference run of the same seed and algorithm (same data and preset).
                 src = ["run"] * len(rs)
-                if rs[0]["config"]["actor"] == "factored" and rs[0]["config"].get("preset", "cpu") == "cpu":
+                if (
+                    rs[0]["config"]["actor"] == "factored"
+                    and rs[0]["config"].get("preset", "cpu") == "cpu"
+                    and ref_size == {t_size}
+                ):
                     long = {(r["config"]["algo"], int(r["config"].get("seed", 0))): r for r in t_refs}
                     for i, r in enumerate(rs):
                         lr = long.get((r["config"]["algo"], int(r["config"].get("seed", 0))))
@@ -359,6 +384,8 @@ def build(
             "paired_greedy": {k: v for k, v in greedy_comps.items() if v},
             "reference": ref,
             "target": target,
+            "transitions": t_size,
+            "reference_transitions": sorted(x for x in ref_size if x) or None,
             "reference_curve": reference_curve(iql_refs, key),
             "reference_seconds": _mean([_last_wall(r) for r in iql_refs]),
         }
@@ -454,9 +481,15 @@ def answer(rep: dict) -> list[str]:
             hi = [f"{n} {v[n]['pct_of_converged']['iqm']:.0f}%" for n in spins if v[n]["pct_of_converged"]["iqm"] >= 70]
             lo = [f"{n} {v[n]['pct_of_converged']['iqm']:.0f}%" for n in spins if v[n]["pct_of_converged"]["iqm"] < 70]
             met = fp < 50 and bool(hi)
+            rn = t.get("reference_transitions")
+            on = (
+                f", trained on {', '.join(f'{x:,}' for x in rn)} transitions"
+                if rn and rn != [t.get("transitions")]
+                else ""
+            )
             out.append(
                 "  - The paper's Table-4 test (SPIN at or above 70% "
-                f"of converged F-IQL ({ref['value']:.1f}) at step "
+                f"of converged F-IQL ({ref['value']:.1f}{on}) at step "
                 f"{S:,} while F-IQL is below 50%): **{'met' if met else 'not met'}**{prov}. F-IQL "
                 f"{fp:.0f}%; SPIN rows at or above 70%: "
                 f"{', '.join(hi) or 'none'}; below: {', '.join(lo) or 'none'}."
@@ -691,7 +724,14 @@ def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None
                 "(mean of each seed's last five evaluations, seeds "
                 f"{ref['per_seed']}; range of those five per seed "
                 f"{ref['last_evals_range']}; {ref['steps']} steps; "
-                f"{_t(t.get('reference_seconds'))} of gradient steps per run)."
+                f"{_t(t.get('reference_seconds'))} of gradient steps per run"
+                + (
+                    f"; trained on {', '.join(f'{x:,}' for x in t['reference_transitions'])} transitions, "
+                    f"this section's runs on {t['transitions']:,}"
+                    if t.get("reference_transitions") and t["reference_transitions"] != [t.get("transitions")]
+                    else ""
+                )
+                + ")."
                 + (
                     " The five evaluations before them averaged "
                     f"{ref['before']:.1f}: **the reference runs were still "
