@@ -123,3 +123,14 @@ def test_early_sections_split_by_dataset_size(tmp_path):
     assert f_full["time_to_target_source"] == ["reference"] * 3 and f_small["time_to_target_source"] == ["run"] * 3
     md = early.format_markdown(rep, "spinrl report x --early-step 2000")
     assert md.count("trained on 1,000 transitions, this section's runs on 100") == 1
+
+
+def test_paper_table4_lookup():
+    """The page's Table-4 column: the paper's cell for the same task, level and actor; none for other rows."""
+    cheetah = ("dmc:cheetah-run", {"bins": 3}, "medium-expert")
+    assert early.paper_table4(*cheetah, "SPIN-IQL [ASM budget 20,000 steps, bert]") == 90.6
+    assert early.paper_table4(*cheetah, "F-IQL") == 30.3 and early.paper_table4(*cheetah, "SAINT-IQL") == 46.1
+    assert early.paper_table4(*cheetah, "SAINT-IQL" + early.GREEDY) is None
+    assert early.paper_table4(*cheetah, "SPIN-cached-IQL") is None
+    assert early.paper_table4("dmc:cheetah-run", {"bins": 10}, "medium-expert", "F-IQL") is None
+    assert early.paper_table4("maze", {"actuators": 5}, "medium-expert", "F-IQL") is None

@@ -121,6 +121,46 @@ def _asm_for(run: dict, asms: list[dict]) -> dict | None:
 
 GREEDY = " (greedy eval)"
 
+# The paper's Table 4 (docs/benchmarks.md): % of converged F-IQL's final return after 10,000 gradient steps,
+# DM Control with 3 bins; (F-IQL, AR-IQL, SAINT-IQL, SPIN-IQL) per level and task.
+PAPER_TABLE4 = {
+    "medium": {
+        "cheetah-run": (94.0, 91.0, 94.6, 94.5),
+        "finger-spin": (90.2, 89.0, 89.8, 91.2),
+        "humanoid-stand": (50.9, 67.3, 84.9, 94.2),
+        "quadruped-walk": (90.3, 82.7, 92.7, 94.0),
+    },
+    "medium-expert": {
+        "cheetah-run": (30.3, 40.9, 46.1, 90.6),
+        "finger-spin": (0.37, 0.70, 0.39, 68.5),
+        "humanoid-stand": (2.2, 3.1, 9.3, 93.4),
+        "quadruped-walk": (34.1, 38.1, 39.0, 78.6),
+    },
+    "random-medium-expert": {
+        "cheetah-run": (87.7, 93.3, 94.0, 103.6),
+        "finger-spin": (31.1, 34.6, 33.6, 49.0),
+        "humanoid-stand": (23.3, 30.4, 50.5, 110.7),
+        "quadruped-walk": (43.3, 48.2, 45.0, 80.7),
+    },
+    "expert": {
+        "cheetah-run": (26.5, 35.8, 49.1, 94.3),
+        "finger-spin": (31.6, 33.1, 8.4, 94.9),
+        "humanoid-stand": (2.8, 2.3, 14.0, 95.1),
+        "quadruped-walk": (44.6, 45.7, 53.0, 79.2),
+    },
+}
+
+
+def paper_table4(env_id: str | None, env_kwargs: dict, level: str | None, name: str) -> float | None:
+    """The paper's Table-4 percentage for a row of ours: the same task, level and actor at 3 bins, IQL, sampled
+    evaluation (SPIN-cached and greedy rows have no counterpart)."""
+    if not env_id or not env_id.startswith("dmc:") or int(env_kwargs.get("bins", 0)) != 3 or name.endswith(GREEDY):
+        return None
+    row = PAPER_TABLE4.get(level or "", {}).get(env_id.split(":", 1)[1])
+    kind = name.split(" ")[0]
+    col = {"F-IQL": 0, "AR-IQL": 1, "SAINT-IQL": 2, "SPIN-IQL": 3}.get(kind)
+    return row[col] if row and col is not None else None
+
 
 def _variant(run: dict, asm: dict | None) -> str:
     name = method_name(run["config"]["algo"], run["config"]["actor"])
@@ -234,7 +274,8 @@ def build(
         by_task[task][_variant(r, a)].append(r)
     for task, variants in sorted(by_task.items()):
         t_refs = [r for r in refs if task_name(r["env_id"], r["env_kwargs"], r["level"]) == base_of[task]]
-        t_size = next(iter(variants.values()))[0]["transitions"]
+        r0 = next(iter(variants.values()))[0]
+        t_size = r0["transitions"]
         ref_size = {_dataset_size(r) for r in t_refs}
         # each algorithm's 100% is the converged factored actor trained with it (F-AWAC for AWAC...), as the paper does
         ref_of = {
@@ -384,6 +425,7 @@ def build(
             "paired_greedy": {k: v for k, v in greedy_comps.items() if v},
             "reference": ref,
             "target": target,
+            "paper_table4": {n: paper_table4(r0["env_id"], r0["env_kwargs"], r0["level"], n) for n in out},
             "transitions": t_size,
             "reference_transitions": sorted(x for x in ref_size if x) or None,
             "reference_curve": reference_curve(iql_refs, key),
@@ -481,6 +523,7 @@ def answer(rep: dict) -> list[str]:
             hi = [f"{n} {v[n]['pct_of_converged']['iqm']:.0f}%" for n in spins if v[n]["pct_of_converged"]["iqm"] >= 70]
             lo = [f"{n} {v[n]['pct_of_converged']['iqm']:.0f}%" for n in spins if v[n]["pct_of_converged"]["iqm"] < 70]
             met = fp < 50 and bool(hi)
+            p4 = {k.split(" ")[0]: x for k, x in (t.get("paper_table4") or {}).items() if x is not None}
             rn = t.get("reference_transitions")
             on = (
                 f", trained on {', '.join(f'{x:,}' for x in rn)} transitions"
@@ -492,7 +535,12 @@ def answer(rep: dict) -> list[str]:
                 f"of converged F-IQL ({ref['value']:.1f}{on}) at step "
                 f"{S:,} while F-IQL is below 50%): **{'met' if met else 'not met'}**{prov}. F-IQL "
                 f"{fp:.0f}%; SPIN rows at or above 70%: "
-                f"{', '.join(hi) or 'none'}; below: {', '.join(lo) or 'none'}."
+                f"{', '.join(hi) or 'none'}; below: {', '.join(lo) or 'none'}"
+                + (
+                    f" (the paper's Table 4 for this cell: F-IQL {p4['F-IQL']:g}%, SPIN-IQL {p4['SPIN-IQL']:g}%)."
+                    if p4.get("F-IQL") is not None and p4.get("SPIN-IQL") is not None
+                    else "."
+                )
             )
             times = []
             ft = f.get("time_to_target_iqm_s")
@@ -568,10 +616,10 @@ def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None
         lines += [f"## {task}", ""]
         head = (
             "| method | seeds | return at step {S:,} (IQM [95% CI]) | normalized | peak of the IQM curve (step) "
-            "| % of converged F-IQL | time to 95% of converged "
+            "| % of converged F-IQL | the paper's Table 4 (%) | time to 95% of converged "
             "F-IQL (gradient steps + ASM, evaluations excluded) |"
         )
-        lines += [head.format(S=S), "|---|---|---|---|---|---|---|"]
+        lines += [head.format(S=S), "|---|---|---|---|---|---|---|---|"]
         for name, e in t["variants"].items():
             has = "pct_of_converged" in e
             pct = (
@@ -600,9 +648,11 @@ def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None
                         f"({_t(e.get('run_seconds'))} incl. ASM)"
                     )
             peak = f"{e['curve'][e['best_step']]:.1f} ({e['best_step']:,})" if e.get("best_step") is not None else "-"
+            p4 = (t.get("paper_table4") or {}).get(name)
+            paper = f"{p4:g}" if p4 is not None else "-"
             lines.append(
                 f"| {name} | {e['return']['n']} | {_ci(e['return'])} "
-                f"| {_ci(e['normalized'])} | {peak} | {pct} | {ttt} |"
+                f"| {_ci(e['normalized'])} | {peak} | {pct} | {paper} | {ttt} |"
             )
         lines.append("")
         if t["paired"]:
