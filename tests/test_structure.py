@@ -94,7 +94,7 @@ def test_early_page_from_records(tmp_path):
     md = early.format_markdown(rep, "spinrl report x --early-step 2000")
     assert md.startswith("# Early learning") and "86.4 [" in md  # SPIN at 51 of 59 = 86.4%
     # the answer leads: the Table-4 test (SPIN >= 70%, factored < 50% of the reference) and the speed ratio
-    assert "Table-4 test" in md and "**met**" in md and "F-IQL 0.5 min (3/4 seeds, the long reference runs)" in md
+    assert "Table-4 test" in md and "**undecided**" in md and "F-IQL 0.5 min (3/4 seeds, the long reference runs)" in md
     assert "(0.75x F-IQL's speed)" in md  # SPIN's 40 s (ASM included) against factored's 30 s
     # time runs at the run's median pace: a paused stretch (1 step/s for one row) does not count
     rows = [{"step": 1000, "grad_steps_per_s": 100.0}, {"step": 2000, "grad_steps_per_s": 1.0},
@@ -134,3 +134,15 @@ def test_paper_table4_lookup():
     assert early.paper_table4(*cheetah, "SPIN-cached-IQL") is None
     assert early.paper_table4("dmc:cheetah-run", {"bins": 10}, "medium-expert", "F-IQL") is None
     assert early.paper_table4("maze", {"actuators": 5}, "medium-expert", "F-IQL") is None
+
+
+def test_table4_verdict_waits_for_a_rising_reference(tmp_path):
+    """Against a reference still rising, 'met' is undecided and the page names the bound that would settle it."""
+    runs, ref = tmp_path / "runs", tmp_path / "ref"
+    for seed in range(3):
+        _run(runs, f"f{seed}", "factored", seed, [10, 20])
+        _run(runs, f"s{seed}", "spin", seed, [60, 56], asm="/elsewhere/asm/task/asm_b0")
+        _run(ref, f"r{seed}", "factored", seed, [10] * 5 + [60] * 5, steps=tuple(range(1000, 11000, 1000)),
+             wall=tuple(float(x) for x in range(10, 110, 10)))
+    md = early.format_markdown(early.build(runs, step=2000, reference=ref), "x")
+    assert "**undecided**" in md and "converged F-IQL ends below 80, the return of which SPIN's 56 is 70%" in md

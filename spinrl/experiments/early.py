@@ -527,6 +527,18 @@ def answer(rep: dict) -> list[str]:
             hi = [f"{n} {v[n]['pct_of_converged']['iqm']:.0f}%" for n in spins if v[n]["pct_of_converged"]["iqm"] >= 70]
             lo = [f"{n} {v[n]['pct_of_converged']['iqm']:.0f}%" for n in spins if v[n]["pct_of_converged"]["iqm"] < 70]
             met = fp < 50 and bool(hi)
+            word = "met" if met else "not met"
+            if met and ref.get("rising"):
+                # a reference still rising can only end higher, which lowers every percentage: "met" is not settled
+                # until the converged value is known; the largest reference under which it would still hold is
+                # the best SPIN return / 0.70 ("not met" stands: a higher reference only lowers SPIN further)
+                top = max(v[n]["return"]["iqm"] for n in spins if v[n]["pct_of_converged"]["iqm"] >= 70)
+                word = "undecided"
+                prov = (
+                    f" (met against the provisional reference, but the reference runs were still improving at "
+                    f"{max(ref['steps']):,} steps: the test holds only if converged F-IQL ends below "
+                    f"{top / 0.7:.0f}, the return of which SPIN's {top:.0f} is 70%)"
+                )
             p4 = {k.split(" ")[0]: x for k, x in (t.get("paper_table4") or {}).items() if x is not None}
             rn = t.get("reference_transitions")
             on = (
@@ -537,7 +549,7 @@ def answer(rep: dict) -> list[str]:
             out.append(
                 "  - The paper's Table-4 test (SPIN at or above 70% "
                 f"of converged F-IQL ({ref['value']:.1f}{on}) at step "
-                f"{S:,} while F-IQL is below 50%): **{'met' if met else 'not met'}**{prov}. F-IQL "
+                f"{S:,} while F-IQL is below 50%): **{word}**{prov}. F-IQL "
                 f"{fp:.0f}%; SPIN rows at or above 70%: "
                 f"{', '.join(hi) or 'none'}; below: {', '.join(lo) or 'none'}"
                 + (
