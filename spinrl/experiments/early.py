@@ -268,10 +268,10 @@ def build(
     for r in runs:
         a = _asm_for(r, asms)
         r["asm"] = a
-        base = task_name(r["env_id"], r["env_kwargs"], r["level"])
+        whole = task_name(r["env_id"], r["env_kwargs"], r["level"])
         n = r["transitions"] or 0
-        task = base if n == max(sizes[base]) else f"{base}, {n:,} transitions"
-        base_of[task] = base
+        task = whole if n == max(sizes[whole]) else f"{whole}, {n:,} transitions"
+        base_of[task] = whole
         by_task[task][_variant(r, a)].append(r)
     for task, variants in sorted(by_task.items()):
         t_refs = [r for r in refs if task_name(r["env_id"], r["env_kwargs"], r["level"]) == base_of[task]]
