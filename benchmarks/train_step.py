@@ -616,6 +616,8 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
         _isa_line(train + asm),
         "",
     ]
+    # the page leads with the answer (the goals, then the tables); how and where it was measured goes last
+    prov, L = L[2:], L[:2]
     if expected:  # the full grid spans sessions: say what the rows below do not cover yet
         have = {(r["shape"], r["preset"], r["algo"], r["actor"]) for r in train}
         have |= {(r["shape"], r["preset"], "asm", "asm") for r in asm}
@@ -745,6 +747,9 @@ def write_doc(path: str, head: dict, results: list[dict], expected: list[tuple] 
         "which is slower than these rows.",
         "- The ASMs are randomly initialized: speed does not depend on the weights.",
         "",
+        "## Provenance",
+        "",
+        *prov,
     ]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_text_atomic(path, "\n".join(L))
