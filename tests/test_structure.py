@@ -132,6 +132,7 @@ def test_paper_table4_lookup():
     assert early.paper_table4(*cheetah, "F-IQL") == 30.3 and early.paper_table4(*cheetah, "SAINT-IQL") == 46.1
     assert early.paper_table4(*cheetah, "SAINT-IQL" + early.GREEDY) is None
     assert early.paper_table4(*cheetah, "SPIN-cached-IQL") is None
+    assert early.paper_table4(*cheetah, "SPIN-IQL [ASM random (0 steps), bert]") is None
     assert early.paper_table4("dmc:cheetah-run", {"bins": 10}, "medium-expert", "F-IQL") is None
     assert early.paper_table4("maze", {"actuators": 5}, "medium-expert", "F-IQL") is None
 

@@ -157,6 +157,8 @@ def paper_table4(env_id: str | None, env_kwargs: dict, level: str | None, name: 
     evaluation (SPIN-cached and greedy rows have no counterpart)."""
     if not env_id or not env_id.startswith("dmc:") or int(env_kwargs.get("bins", 0)) != 3 or name.endswith(GREEDY):
         return None
+    if "ASM random" in name:  # the paper's SPIN column is its pretrained ASM; a random ASM is its epoch-0 ablation
+        return None
     row = PAPER_TABLE4.get(level or "", {}).get(env_id.split(":", 1)[1])
     kind = name.split(" ")[0]
     col = {"F-IQL": 0, "AR-IQL": 1, "SAINT-IQL": 2, "SPIN-IQL": 3}.get(kind)
@@ -642,7 +644,11 @@ def format_markdown(rep: dict, command: str, preamble: str = "", img: str | None
             pct = (
                 (_ci(e["pct_of_converged"]) + (" (provisional)" if ref and ref.get("rising") else ""))
                 if has
-                else "no converged reference yet"
+                else (
+                    "- (greedy eval; the reference is evaluated sampled)"
+                    if name.endswith(GREEDY)
+                    else "no converged reference yet"
+                )
             )
             ttt = "-"
             if has:
