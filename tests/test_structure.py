@@ -147,3 +147,16 @@ def test_table4_verdict_waits_for_a_rising_reference(tmp_path):
              wall=tuple(float(x) for x in range(10, 110, 10)))
     md = early.format_markdown(early.build(runs, step=2000, reference=ref), "x")
     assert "**undecided**" in md and "converged F-IQL ends below 80, the return of which SPIN's 56 is 70%" in md
+
+
+def test_greedy_twins_are_compared_on_their_fall_from_the_peak(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in range(3):
+        _run(runs, f"f{seed}", "factored", seed, [100, 50])
+        _run(runs, f"g{seed}", "factored", seed, [100, 90])
+        _run(runs, f"s{seed}", "spin", seed, [100, 100])
+        cj = json.loads((runs / f"g{seed}" / "config.json").read_text())
+        cj["config"]["greedy"] = True
+        (runs / f"g{seed}" / "config.json").write_text(json.dumps(cj))
+    md = early.format_markdown(early.build(runs, step=2000), "x")
+    assert "F-IQL 50% sampled (3 seeds), 10% greedy (3 seeds)" in md

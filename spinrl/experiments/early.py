@@ -614,6 +614,26 @@ def answer(rep: dict) -> list[str]:
         ]
         if peaks:
             out.append("  - Curves that peaked before the end (IQM peak -> last): " + "; ".join(peaks) + ".")
+
+        def fall(e: dict) -> float:  # from the IQM curve's peak to its last point, % of the peak
+            c = e["curve"]
+            top = c[e["best_step"]]
+            return 100 * (top - c[max(c)]) / top if top > 0 else 0.0
+
+        twins = [
+            n for n in v if not n.endswith(GREEDY) and n + GREEDY in v and v[n]["curve"] and v[n + GREEDY]["curve"]
+        ]
+        if twins:  # the greedy control: the same training runs, evaluated on the most likely sub-actions
+            out.append(
+                "  - Sampled vs greedy evaluation (the `(greedy eval)` rows: the same training, evaluated on the most "
+                "likely sub-actions), the fall from each IQM curve's peak to its last point: "
+                + "; ".join(
+                    f"{n} {fall(v[n]):.0f}% sampled ({v[n]['return']['n']} seeds), "
+                    f"{fall(v[n + GREEDY]):.0f}% greedy ({v[n + GREEDY]['return']['n']} seeds)"
+                    for n in twins
+                )
+                + "."
+            )
     return out
 
 
