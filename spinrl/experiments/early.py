@@ -31,6 +31,8 @@ import numpy as np
 from spinrl.errors import ConfigError
 from spinrl.experiments.report import (
     ACTOR_ORDER,
+    PAPER_TABLE4,
+    PAPER_TABLE4_STEP,
     _dataset_size,
     _save_fig,
     find_asms,
@@ -120,36 +122,6 @@ def _asm_for(run: dict, asms: list[dict]) -> dict | None:
 
 
 GREEDY = " (greedy eval)"
-
-# The paper's Table 4 (docs/benchmarks.md): % of converged F-IQL's final return after 10,000 gradient steps,
-# DM Control with 3 bins; (F-IQL, AR-IQL, SAINT-IQL, SPIN-IQL) per level and task.
-PAPER_TABLE4_STEP = 10_000
-PAPER_TABLE4 = {
-    "medium": {
-        "cheetah-run": (94.0, 91.0, 94.6, 94.5),
-        "finger-spin": (90.2, 89.0, 89.8, 91.2),
-        "humanoid-stand": (50.9, 67.3, 84.9, 94.2),
-        "quadruped-walk": (90.3, 82.7, 92.7, 94.0),
-    },
-    "medium-expert": {
-        "cheetah-run": (30.3, 40.9, 46.1, 90.6),
-        "finger-spin": (0.37, 0.70, 0.39, 68.5),
-        "humanoid-stand": (2.2, 3.1, 9.3, 93.4),
-        "quadruped-walk": (34.1, 38.1, 39.0, 78.6),
-    },
-    "random-medium-expert": {
-        "cheetah-run": (87.7, 93.3, 94.0, 103.6),
-        "finger-spin": (31.1, 34.6, 33.6, 49.0),
-        "humanoid-stand": (23.3, 30.4, 50.5, 110.7),
-        "quadruped-walk": (43.3, 48.2, 45.0, 80.7),
-    },
-    "expert": {
-        "cheetah-run": (26.5, 35.8, 49.1, 94.3),
-        "finger-spin": (31.6, 33.1, 8.4, 94.9),
-        "humanoid-stand": (2.8, 2.3, 14.0, 95.1),
-        "quadruped-walk": (44.6, 45.7, 53.0, 79.2),
-    },
-}
 
 
 def paper_table4(env_id: str | None, env_kwargs: dict, level: str | None, name: str) -> float | None:
