@@ -98,6 +98,9 @@ def test_ids_are_stable_and_spin_runs_share_one_asm_per_dataset_and_seed(tmp_pat
     plain = expand(two, tmp_path, only=parse_only(["greedy=false"])).trials
     assert len(greedy) == len(plain) == len(a.trials) and not {t.id for t in greedy} & {t.id for t in plain}
     assert {t.id for t in plain} == {t.id for t in a.trials}
+    assert {t.id for t in expand(two, tmp_path, only=parse_only(["greedy=True"])).trials} == {t.id for t in greedy}
+    # a training key no grid sets is still a known key: its default selects every trial
+    assert len(expand(spec, tmp_path, only=parse_only(["greedy=false"])).trials) == len(a.trials)
 
 
 def _files(d: Path) -> dict[str, float]:

@@ -190,7 +190,7 @@ def _matches(t: Trial, only: dict[str, list[str]], train_defaults: dict[str, Any
             v = train_defaults[k]
         else:
             continue
-        if _text(v) not in allowed:
+        if _text(v) not in ({a.lower() for a in allowed} if isinstance(v, bool) else allowed):
             return False
     return True
 
@@ -232,15 +232,15 @@ def expand(spec: dict, out: str | os.PathLike, spec_path: str = "", only: dict[s
         if e not in all_envs:
             raise ConfigError(f"sweep spec: env_kwargs.{e} names an env that is not in any grid.env {sorted(all_envs)}")
     if only:
-        known = set().union(*(_values(t) for t in trials)) | set(DATA_GRID)
+        train_defaults = {
+            f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING
+        }
+        known = set().union(*(_values(t) for t in trials)) | set(DATA_GRID) | set(train_defaults)
         for k in only:
             if k not in known:
                 raise ConfigError(
                     f"--only {k}=... names no key of this spec's trials; known keys: {', '.join(sorted(known))}"
                 )
-        train_defaults = {
-            f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING
-        }
         trials = [t for t in trials if _matches(t, only, train_defaults)]
         if not trials:
             raise ConfigError(f"--only {only} selects no trial of the spec; check the keys and values")
