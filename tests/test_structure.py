@@ -123,6 +123,8 @@ def test_early_sections_split_by_dataset_size(tmp_path):
     assert f_full["time_to_target_source"] == ["reference"] * 3 and f_small["time_to_target_source"] == ["run"] * 3
     md = early.format_markdown(rep, "spinrl report x --early-step 2000")
     assert md.count("trained on 1,000 transitions, this section's runs on 100") == 1
+    _run(runs, "u0", "factored", 0, [10, 25])  # no record of its size: its own section, never pooled
+    assert "maze[actuators=5] medium-expert, dataset size unknown" in early.build(runs, step=2000)["tasks"]
 
 
 def test_paper_table4_lookup():
@@ -132,7 +134,7 @@ def test_paper_table4_lookup():
     assert early.paper_table4(*cheetah, "F-IQL") == 30.3 and early.paper_table4(*cheetah, "SAINT-IQL") == 46.1
     assert early.paper_table4(*cheetah, "SAINT-IQL" + early.GREEDY) is None
     assert early.paper_table4(*cheetah, "SPIN-cached-IQL") is None
-    assert early.paper_table4(*cheetah, "SPIN-IQL [ASM random (0 steps), bert]") is None
+    assert early.paper_table4(*cheetah, "SPIN-IQL [ASM random (0 steps), bert]", random_asm=True) is None
     assert early.paper_table4("dmc:cheetah-run", {"bins": 10}, "medium-expert", "F-IQL") is None
     assert early.paper_table4("maze", {"actuators": 5}, "medium-expert", "F-IQL") is None
 
@@ -146,7 +148,15 @@ def test_table4_verdict_waits_for_a_rising_reference(tmp_path):
         _run(ref, f"r{seed}", "factored", seed, [10] * 5 + [60] * 5, steps=tuple(range(1000, 11000, 1000)),
              wall=tuple(float(x) for x in range(10, 110, 10)))
     md = early.format_markdown(early.build(runs, step=2000, reference=ref), "x")
-    assert "**undecided**" in md and "converged F-IQL ends below 80, the return of which SPIN's 56 is 70%" in md
+    assert "**undecided**" in md and "ends between 40 and 80, the returns of which F-IQL's 20 is 50% and SPIN's best " \
+        "56 is 70%" in md
+    # factored at 40 needs a reference above 80, SPIN's 56 one at most 80: no higher reference meets it, settled
+    late = tmp_path / "late"
+    for seed in range(3):
+        _run(late, f"f{seed}", "factored", seed, [10, 40])
+        _run(late, f"s{seed}", "spin", seed, [60, 56], asm="/elsewhere/asm/task/asm_b0")
+    md = early.format_markdown(early.build(late, step=2000, reference=ref), "x")
+    assert "**not met**" in md and "no higher converged value can meet it" in md
 
 
 def test_greedy_twins_are_compared_on_their_fall_from_the_peak(tmp_path):
