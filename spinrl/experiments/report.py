@@ -789,7 +789,8 @@ def comparison_summary(comps: list[dict]) -> list[str]:
         down = sum(-c["paired_difference"]["mean"] > c["paired_difference"]["std"] for c in cs)
         out.append(
             f"- **{kind}** (paired by seed, final evaluation): higher by more than one std on {up} of {len(cs)} "
-            f"task(s), lower by more than one std on {down}, within one std on {len(cs) - up - down}."
+            f"task(s), lower by more than one std on {down}, within one std on {len(cs) - up - down} (the std of "
+            "the per-seed differences over a few seeds: a sign to look at, not a significance test)."
         )
     return out
 
