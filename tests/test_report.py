@@ -175,6 +175,8 @@ def test_committed_early_pages_are_rebuilt_from_committed_records(monkeypatch, p
     monkeypatch.chdir(repo)
     command = re.search(r"Rebuild: `([^`]+)`", doc).group(1)
     ref = re.search(r"--reference (\S+)", command)
-    rep = early.build(Path("benchmarks/records") / records, step, ref.group(1) if ref else None)
+    roots = [command.split()[2], *re.findall(r"--pool (\S+)", command)]
+    assert roots[0] == f"benchmarks/records/{records}"
+    rep = early.build(roots, step, ref.group(1) if ref else None)
     pre = (Path("benchmarks") / preamble).read_text()
     assert early.format_markdown(rep, command, pre, img) == doc

@@ -127,6 +127,25 @@ def test_early_sections_split_by_dataset_size(tmp_path):
     assert "maze[actuators=5] medium-expert, dataset size unknown" in early.build(runs, step=2000)["tasks"]
 
 
+def test_early_page_pools_several_roots(tmp_path):
+    """--pool: the grid's records beside the controls' read as one tree (ASMs found in either), and the page's
+    rebuild command names every root."""
+    from spinrl.errors import ConfigError
+    from spinrl.experiments.report import ReportOptions
+
+    a = tmp_path / "both" / "a"
+    for seed in range(3):
+        _run(a, f"f{seed}", "factored", seed, [10, 20 + seed])
+        _run(tmp_path / "both" / "b", f"s{seed}", "saint", seed, [30, 40 + seed])
+    pooled = early.build([a, tmp_path / "both" / "b"], step=2000)
+    assert pooled["tasks"] == early.build(tmp_path / "both", step=2000)["tasks"]
+    assert list(pooled["tasks"]["maze[actuators=5] medium-expert"]["variants"]) == ["F-IQL", "SAINT-IQL"]
+    doc = early.write([a, tmp_path / "both" / "b"], tmp_path / "E.md", step=2000)
+    assert f"spinrl report {a} --pool {tmp_path / 'both' / 'b'} --early-step 2000" in doc.read_text()
+    with pytest.raises(ConfigError, match="--pool"):
+        ReportOptions(str(a), pool=[str(a)])
+
+
 def test_paper_table4_lookup():
     """The page's Table-4 column: the paper's cell for the same task, level and actor; none for other rows."""
     cheetah = ("dmc:cheetah-run", {"bins": 3}, "medium-expert")

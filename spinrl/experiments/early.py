@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -221,17 +222,26 @@ def reference_curve(runs: list[dict], key: str) -> dict[int, float]:
     return {s: iqm([_at(r, s, key) for r in runs]) for s in steps}
 
 
+def _roots(root: str | Path | Sequence[str | Path]) -> list[Path]:
+    return [Path(root)] if isinstance(root, (str, Path)) else [Path(r) for r in root]
+
+
 def build(
-    root: str | Path, step: int = 10_000, reference: str | Path | None = None, key: str = "eval_return_mean"
+    root: str | Path | Sequence[str | Path],
+    step: int = 10_000,
+    reference: str | Path | None = None,
+    key: str = "eval_return_mean",
 ) -> dict:
-    """Everything the page shows, as JSON-able data."""
-    runs = [r for r in find_runs(root) if any(int(e["step"]) == step for e in r["evals"])]
+    """Everything the page shows, as JSON-able data. ``root``: one directory of runs or records, or several
+    pooled (the grid's records beside the controls' records)."""
+    roots = _roots(root)
+    runs = [r for d in roots for r in find_runs(d) if any(int(e["step"]) == step for e in r["evals"])]
     if not runs:
         raise ConfigError(
-            f"no finished run under {root} has an evaluation at step {step}; pass --early-step STEP "
-            "matching the runs' eval_every"
+            f"no finished run under {', '.join(map(str, roots))} has an evaluation at step {step}; pass "
+            "--early-step STEP matching the runs' eval_every"
         )
-    asms = find_asms(root)
+    asms = [a for d in roots for a in find_asms(d)]
     refs = [r for r in find_runs(reference) if r["config"]["actor"] == "factored"] if reference else []
     tasks: dict[str, dict] = {}
     by_task: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
@@ -896,7 +906,7 @@ def plot(rep: dict, path: Path) -> None:
 
 
 def write(
-    root: str | Path,
+    root: str | Path | Sequence[str | Path],
     doc: str | Path,
     step: int = 10_000,
     reference: str | Path | None = None,
@@ -906,8 +916,9 @@ def write(
     """Write the page at ``doc`` (with ``doc``.json beside it and a PNG under img/) from ``root``'s runs."""
     rep = build(root, step, reference)
     doc = Path(doc)
+    first, *more = _roots(root)
     command = command or (
-        f"spinrl report {root} --early-step {step} --doc "
+        f"spinrl report {first} " + "".join(f"--pool {d} " for d in more) + f"--early-step {step} --doc "
         f"{doc}" + (f" --reference {reference}" if reference else "") + (f" --preamble {preamble}" if preamble else "")
     )
     img = doc.parent / "img" / f"{doc.stem.lower()}_curves.png"

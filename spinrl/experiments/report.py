@@ -882,10 +882,15 @@ class ReportOptions:
     bootstrap intervals, paired SPIN differences, ASM controls, % of a converged F-IQL (--reference)"""
     reference: str | None = field(default=None, metadata={"metavar": "DIR"})
     """with --early-step: run directories or records of converged factored-IQL runs (the 100% and the target)"""
+    pool: list[str] | None = field(default=None, metadata={"action": "append", "metavar": "DIR"})
+    """with --early-step: more directories of runs or records pooled with DIR on the page, one task section each
+    (repeatable; e.g. the grid's records beside the controls')"""
 
     def __post_init__(self) -> None:
         if self.early_step is not None and not self.doc:
             raise ConfigError("--early-step needs --doc PAGE.md (the page to write, e.g. docs/EARLY.md)")
+        if self.pool and self.early_step is None:
+            raise ConfigError("--pool pools runs on the early-learning page only; add --early-step S --doc PAGE.md")
 
 
 def report(opts: ReportOptions, command: str | None = None) -> list[Path]:
@@ -897,7 +902,8 @@ def report(opts: ReportOptions, command: str | None = None) -> list[Path]:
         assert opts.doc is not None  # __post_init__: --early-step needs --doc
         if opts.records:
             save_records(opts.dir, opts.records)
-        doc = early.write(opts.records or opts.dir, opts.doc, opts.early_step, opts.reference, opts.preamble, command)
+        roots = [opts.records or opts.dir, *(opts.pool or [])]
+        doc = early.write(roots, opts.doc, opts.early_step, opts.reference, opts.preamble, command)
         return [doc, doc.with_suffix(".json")]
     out = write_report(
         opts.dir, doc=opts.doc, title=opts.title, paper=opts.paper, preamble=opts.preamble, records=opts.records
