@@ -103,6 +103,9 @@ def test_early_page_from_records(tmp_path):
     # runs evaluated greedily are their own rows, never pooled with or compared against sampled ones
     greedy = {"config": {"algo": "iql", "actor": "saint", "preset": "cpu", "greedy": True}}
     assert early._variant(greedy, None) == "SAINT-IQL" + early.GREEDY
+    # a task with no converged reference says its Table-4 test waits for one (no percentage, no time)
+    lone = early.format_markdown(early.build(runs, step=2000), "x")
+    assert "**waits for a reference**" in lone and "Time to 95%" not in lone
 
 
 def test_early_sections_split_by_dataset_size(tmp_path):

@@ -523,6 +523,18 @@ def answer(rep: dict) -> list[str]:
         out.append(head + ".")
         ref = t["reference"]
         f = v.get(f"F-{algo}")
+        p4 = {k.split(" ")[0]: x for k, x in (t.get("paper_table4") or {}).items() if x is not None}
+        paper4 = (
+            f" (the paper's Table 4 for this cell: F-IQL {p4['F-IQL']:g}%, SPIN-IQL {p4['SPIN-IQL']:g}%)."
+            if p4.get("F-IQL") is not None and p4.get("SPIN-IQL") is not None
+            else "."
+        )
+        if not ref and f:
+            out.append(
+                "  - The paper's Table-4 test (SPIN at or above 70% of converged F-IQL at step "
+                f"{S:,} while F-IQL is below 50%): **waits for a reference**: no converged F-IQL run of this task "
+                "is in the reference records yet, so no percentage or time to target" + paper4
+            )
         if ref and f and f.get("pct_of_converged", {}).get("iqm") is not None:
             prov = (
                 f" (provisional: the reference runs were still improving at {max(ref['steps']):,} steps)"
@@ -554,7 +566,6 @@ def answer(rep: dict) -> list[str]:
                         f"holds only if converged F-IQL ends between {lo_r:.0f} and {hi_r:.0f}, the returns of which "
                         f"F-IQL's {f_ret:.0f} is 50% and SPIN's best {top:.0f} is 70%)"
                     )
-            p4 = {k.split(" ")[0]: x for k, x in (t.get("paper_table4") or {}).items() if x is not None}
             rn = t.get("reference_transitions")
             on = (
                 f", trained on {', '.join(f'{x:,}' for x in rn)} transitions"
@@ -566,12 +577,7 @@ def answer(rep: dict) -> list[str]:
                 f"of converged F-IQL ({ref['value']:.1f}{on}) at step "
                 f"{S:,} while F-IQL is below 50%): **{word}**{prov}. F-IQL "
                 f"{fp:.0f}%; SPIN rows at or above 70%: "
-                f"{', '.join(hi) or 'none'}; below: {', '.join(lo) or 'none'}"
-                + (
-                    f" (the paper's Table 4 for this cell: F-IQL {p4['F-IQL']:g}%, SPIN-IQL {p4['SPIN-IQL']:g}%)."
-                    if p4.get("F-IQL") is not None and p4.get("SPIN-IQL") is not None
-                    else "."
-                )
+                f"{', '.join(hi) or 'none'}; below: {', '.join(lo) or 'none'}" + paper4
             )
             times = []
             ft = f.get("time_to_target_iqm_s")
