@@ -529,7 +529,7 @@ def answer(rep: dict) -> list[str]:
             if p4.get("F-IQL") is not None and p4.get("SPIN-IQL") is not None
             else "."
         )
-        if not ref and f:
+        if not ref and f and rep.get("reference_root"):  # a page with references, none for this task yet
             out.append(
                 "  - The paper's Table-4 test (SPIN at or above 70% of converged F-IQL at step "
                 f"{S:,} while F-IQL is below 50%): **waits for a reference**: no converged F-IQL run of this task "
