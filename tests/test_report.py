@@ -162,7 +162,7 @@ def test_committed_results_page_is_rebuilt_from_committed_records(monkeypatch, p
 
 @pytest.mark.parametrize("page, records, step, preamble, img", [
     ("EARLY_SUBSETS.md", "paper", 250, "early_subsets_preamble.md", "img/early_subsets_curves.png"),
-    ("EARLY.md", "controls", 10000, "early_preamble.md", "img/early_curves.png"),
+    ("EARLY.md", "early", 10000, "early_preamble.md", "img/early_curves.png"),
 ])
 def test_committed_early_pages_are_rebuilt_from_committed_records(monkeypatch, page, records, step, preamble, img):
     """docs/EARLY*.md are `spinrl report benchmarks/records/<name> --early-step S ...` of committed records."""
