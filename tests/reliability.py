@@ -809,6 +809,8 @@ CASES: list[Case] = [
     Case("spinrl sweep", "not TOML", "not valid TOML", _spec("[grid\nenv=")),
     Case("spinrl report", "--records names a file", "--records",
          lambda fx, d: (_write(d / "rec", b"x"), ["report", str(fx.run3), "--records", str(d / "rec")])[1]),
+    Case("spinrl report", "--pool without --early-step", "--pool pools runs on the early-learning page only",
+         lambda fx, d: ["report", str(fx.run3), "--pool", str(fx.run3)]),
     # ------------------------------------------------------------------ behaviour training
     Case("spinrl behaviour train", "--bins 1", "--bins",
          _cli("behaviour", "train", "dmc:cheetah-run", "--bins", "1", "--out", "{d}/b")),
