@@ -104,6 +104,9 @@ def test_early_page_from_records(tmp_path):
     greedy = {"config": {"algo": "iql", "actor": "saint", "preset": "cpu", "greedy": True}}
     assert early._variant(greedy, None) == "SAINT-IQL" + early.GREEDY
     # a task with no converged reference says its Table-4 test waits for one (no percentage, no time)
+    # fewer than 3 reference seeds: the verdict line says how many
+    one = early.format_markdown(early.build(runs, step=2000, reference=ref / "r0"), "x")
+    assert "(59.0, 1 reference seed so far)" in one and "reference seed so far" not in md
     lone = early.format_markdown(early.build(runs, step=2000, reference=tmp_path / "none"), "x")
     assert "**waits for a reference**" in lone and "Time to 95%" not in lone
     assert "waits for" not in early.format_markdown(early.build(runs, step=2000), "x")  # a page without references

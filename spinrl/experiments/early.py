@@ -566,6 +566,8 @@ def answer(rep: dict) -> list[str]:
                         f"holds only if converged F-IQL ends between {lo_r:.0f} and {hi_r:.0f}, the returns of which "
                         f"F-IQL's {f_ret:.0f} is 50% and SPIN's best {top:.0f} is 70%)"
                     )
+            # fewer than the 3 reference seeds: say so where the verdict is read
+            few = f", {ref['n']} reference seed{'s' if ref['n'] != 1 else ''} so far" if ref["n"] < 3 else ""
             rn = t.get("reference_transitions")
             on = (
                 f", trained on {', '.join(f'{x:,}' for x in rn)} transitions"
@@ -574,7 +576,7 @@ def answer(rep: dict) -> list[str]:
             )
             out.append(
                 "  - The paper's Table-4 test (SPIN at or above 70% "
-                f"of converged F-IQL ({ref['value']:.1f}{on}) at step "
+                f"of converged F-IQL ({ref['value']:.1f}{on}{few}) at step "
                 f"{S:,} while F-IQL is below 50%): **{word}**{prov}. F-IQL "
                 f"{fp:.0f}%; SPIN rows at or above 70%: "
                 f"{', '.join(hi) or 'none'}; below: {', '.join(lo) or 'none'}" + paper4
