@@ -883,8 +883,8 @@ class ReportOptions:
     reference: str | None = field(default=None, metadata={"metavar": "DIR"})
     """with --early-step: run directories or records of converged factored-IQL runs (the 100% and the target)"""
     pool: list[str] | None = field(default=None, metadata={"action": "append", "metavar": "DIR"})
-    """with --early-step: more directories of runs or records pooled with DIR on the page, one task section each
-    (repeatable; e.g. the grid's records beside the controls')"""
+    """with --early-step: more directories of runs or records pooled with DIR on the page (repeatable; e.g. the
+    grid's records beside the controls'); the page keeps one section per task, whichever directory holds its runs"""
 
     def __post_init__(self) -> None:
         if self.early_step is not None and not self.doc:
