@@ -96,6 +96,11 @@ def test_early_page_from_records(tmp_path):
     # the answer leads: the Table-4 test (SPIN >= 70%, factored < 50% of the reference) and the speed ratio
     assert "Table-4 test" in md and "**undecided**" in md and "F-IQL 0.5 min (3/4 seeds, the long reference runs)" in md
     assert "(0.75x F-IQL's speed)" in md  # SPIN's 40 s (ASM included) against factored's 30 s
+    assert f"Single seeds at step 2,000 (lowest-highest): F-IQL 20-22; {names[1]} 50-52." in md
+    assert "In wall clock SPIN is slower" not in md  # SPIN reached the target: its time says it all
+    spin["time_to_target_iqm_s"], spin["time_to_target_s"] = None, [None] * 3  # as if it had fallen short
+    assert f"- In wall clock SPIN is slower here: {names[1]}'s ASM pretraining alone took 0.5 min, more than " \
+        "F-IQL's 0.5 min to the target." in "\n".join(early.answer(rep))
     # time runs at the run's median pace: a paused stretch (1 step/s for one row) does not count
     rows = [{"step": 1000, "grad_steps_per_s": 100.0}, {"step": 2000, "grad_steps_per_s": 1.0},
             {"step": 3000, "grad_steps_per_s": 100.0}]

@@ -321,6 +321,8 @@ def build(
                     }
                     for m in ("greedy", "sampled")
                 }
+                for m in ("greedy", "sampled"):
+                    entry["final_eval"][m]["means"] = [round(f[m]["return_mean"], 2) for f in fe]
                 entry["final_eval"]["n"] = len(fe)
                 entry["final_eval"]["per_run_episodes"] = fe[0]["episodes"]
             # the reference is evaluated sampled, as the paper does: greedy rows get no percentage or time
@@ -490,6 +492,23 @@ def _fall(e: dict) -> float:
     return 100 * (_peak(e) - c[max(c)]) / _peak(e)
 
 
+def _span(xs) -> str:
+    return f"{min(xs):.0f}-{max(xs):.0f}" if len(xs) > 1 else f"{xs[0]:.0f}"
+
+
+def _spans(v: dict) -> str:
+    """Each row's lowest and highest seed at the page's step, and of its final policies' re-evaluation (each run's
+    mean return; sampled / greedy) where benchmarks/final_eval.py ran: the ranges a reader quotes."""
+    parts = []
+    for n, e in v.items():
+        s = f"{n} {_span(e['return']['values'])}" if e["return"]["values"] else f"{n} -"
+        fe = e.get("final_eval")
+        if fe and not n.endswith(GREEDY):
+            s += f" (final policies {_span(fe['sampled']['means'])} sampled, {_span(fe['greedy']['means'])} greedy)"
+        parts.append(s)
+    return "; ".join(parts)
+
+
 def answer(rep: dict) -> list[str]:
     """The reading, computed: per task a headline (the best SPIN row against F-IQL and SAINT, the paper's Table-4
     test, time to target), then the details as sub-items."""
@@ -606,6 +625,18 @@ def answer(rep: dict) -> list[str]:
                 f"  - Time to 95% of it ({t['target']:.1f}; gradient steps plus ASM pretraining, evaluations "
                 f"excluded): " + "; ".join(times) + "."
             )
+            # where pretraining alone outlasts F-IQL's whole way to the target, no policy stage can win the race
+            slow = [
+                f"{n}'s ASM pretraining alone took {v[n]['asm_seconds'] / 60:.1f} min"
+                for n in spins
+                if ft and (v[n].get("asm_seconds") or 0) >= ft and v[n].get("time_to_target_iqm_s") is None
+            ]
+            if slow:
+                out.append(
+                    f"  - In wall clock SPIN is slower here: {'; '.join(slow)}, more than F-{algo}'s {ft / 60:.1f} min "
+                    "to the target."
+                )
+        out.append(f"  - Single seeds at step {S:,} (lowest-highest): " + _spans(v) + ".")
         if t["paired"]:
             out.append(f"  - Every SPIN row at step {S:,} (paired by seed): {_pairs(t['paired'])}.")
         if t.get("paired_greedy"):
