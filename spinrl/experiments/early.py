@@ -501,7 +501,7 @@ def _spans(v: dict) -> str:
     mean return; sampled / greedy) where benchmarks/final_eval.py ran: the ranges a reader quotes."""
     parts = []
     for n, e in v.items():
-        s = f"{n} {_span(e['return']['values'])}" if e["return"]["values"] else f"{n} -"
+        s = f"{n} {_span(e['return']['values'])}"  # every run on the page has a value at the step (build's filter)
         fe = e.get("final_eval")
         if fe and not n.endswith(GREEDY):
             s += f" (final policies {_span(fe['sampled']['means'])} sampled, {_span(fe['greedy']['means'])} greedy)"
@@ -629,7 +629,7 @@ def answer(rep: dict) -> list[str]:
             slow = [
                 f"{n}'s ASM pretraining alone took {v[n]['asm_seconds'] / 60:.1f} min"
                 for n in spins
-                if ft and (v[n].get("asm_seconds") or 0) >= ft and v[n].get("time_to_target_iqm_s") is None
+                if ft and (v[n].get("asm_seconds") or 0) > ft and v[n].get("time_to_target_iqm_s") is None
             ]
             if slow:
                 out.append(
