@@ -190,6 +190,19 @@ def test_table4_verdict_waits_for_a_rising_reference(tmp_path):
         _run(late, f"s{seed}", "spin", seed, [60, 56], asm="/elsewhere/asm/task/asm_b0")
     md = early.format_markdown(early.build(late, step=2000, reference=ref), "x")
     assert "**not met**" in md and "no higher converged value can meet it" in md
+    # against a flat reference the verdict names the half that failed: a factored actor that already learns
+    flat = tmp_path / "flat"
+    for seed in range(3):
+        _run(flat, f"r{seed}", "factored", seed, [60] * 6, steps=tuple(range(1000, 7000, 1000)),
+             wall=tuple(float(x) for x in range(10, 70, 10)))
+    md = early.format_markdown(early.build(late, step=2000, reference=flat), "x")
+    assert "**not met** (factored IQL alone is already at 67% by step 2,000). F-IQL 67%" in md
+    short = tmp_path / "short"
+    for seed in range(3):
+        _run(short, f"f{seed}", "factored", seed, [10, 12])
+        _run(short, f"s{seed}", "spin", seed, [60, 30], asm="/elsewhere/asm/task/asm_b0")
+    md = early.format_markdown(early.build(short, step=2000, reference=flat), "x")
+    assert "**not met** (no SPIN row reaches 70%, the best is at 50%). F-IQL 20%" in md
 
 
 def test_greedy_twins_are_compared_on_their_fall_from_the_peak(tmp_path):

@@ -565,6 +565,11 @@ def answer(rep: dict) -> list[str]:
             lo = [f"{n} {v[n]['pct_of_converged']['iqm']:.0f}%" for n in spins if v[n]["pct_of_converged"]["iqm"] < 70]
             met = fp < 50 and bool(hi)
             word, prov = ("met" if met else "not met"), ""
+            if not met:  # say which half of the test failed: a factored actor that already learns, or SPIN short
+                best = max((v[n]["pct_of_converged"]["iqm"] for n in spins), default=None)
+                why = [f"factored IQL alone is already at {fp:.0f}% by step {S:,}"] if fp >= 50 else []
+                why += [f"no SPIN row reaches 70%, the best is at {best:.0f}%" if spins else "no SPIN row"] if not hi else []
+                prov = f" ({' and '.join(why)})"
             if ref.get("rising"):
                 # The reference runs were still improving: their converged value R is likely higher, which lowers
                 # every percentage. The test holds for R in (2 x F-IQL's return, best SPIN return / 0.70]; say
