@@ -196,7 +196,7 @@ def test_table4_verdict_waits_for_a_rising_reference(tmp_path):
         _run(flat, f"r{seed}", "factored", seed, [60] * 6, steps=tuple(range(1000, 7000, 1000)),
              wall=tuple(float(x) for x in range(10, 70, 10)))
     md = early.format_markdown(early.build(late, step=2000, reference=flat), "x")
-    assert "**not met** (factored IQL alone is already at 67% by step 2,000). F-IQL 67%" in md
+    assert "**not met** (F-IQL alone is already at 67% by step 2,000). F-IQL 67%" in md
     short = tmp_path / "short"
     for seed in range(3):
         _run(short, f"f{seed}", "factored", seed, [10, 12])

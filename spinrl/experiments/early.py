@@ -567,7 +567,7 @@ def answer(rep: dict) -> list[str]:
             word, prov = ("met" if met else "not met"), ""
             if not met:  # say which half of the test failed: a factored actor that already learns, or SPIN short
                 best = max((v[n]["pct_of_converged"]["iqm"] for n in spins), default=None)
-                why = [f"factored IQL alone is already at {fp:.0f}% by step {S:,}"] if fp >= 50 else []
+                why = [f"F-{algo} alone is already at {fp:.0f}% by step {S:,}"] if fp >= 50 else []
                 if not hi:
                     why.append(f"no SPIN row reaches 70%, the best is at {best:.0f}%" if spins else "no SPIN row")
                 prov = f" ({' and '.join(why)})"
